@@ -1,0 +1,687 @@
+//! The Noise IK handshake with identity binding and cookies (docs/protocol.md §5).
+//!
+//! Pattern `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s`, prologue [`PROLOGUE`]. The initiator
+//! knows the responder's Noise static key from its verified record. Both payloads carry
+//! the sender's ed25519 wallet key and its binding signature over the Noise static key,
+//! so each side learns the other's *address*, not just a Noise key. The initiation also
+//! carries a Unix timestamp; the node drops an initiation whose timestamp is not newer
+//! than the last one accepted from that address (replay protection).
+//!
+//! Typestate chain, one struct per expected message:
+//!
+//! ```text
+//! initiator: initiate() -> ExpectResponse --handle_response--> Established
+//! responder: read_initiation() -> ExpectAccept --accept--> (Established, response)
+//! ```
+//!
+//! MACs and cookies (the WireGuard mac1/mac2 idea, keyed with BLAKE3): `mac1` proves the
+//! sender knows the receiver's Noise public key and is checked before any DH work;
+//! under load the responder demands a valid `mac2`, keyed by a cookie bound to the
+//! sender's source address, and answers without one by a cheap [`CookieReplyRepr`].
+//!
+//! Nothing here reads the clock or OS randomness: time, indices and seeds come in.
+
+use core::fmt;
+use core::time::Duration;
+use std::net::SocketAddr;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::XChaCha20Poly1305;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use zeroize::Zeroizing;
+
+use crate::identity::{Binding, Identity, NoisePublicKey, PublicKey};
+use crate::rng::Rng;
+use crate::time::{Instant, UnixTime};
+use crate::wire::{
+    self, CookieReplyRepr, InitiationPacket, InitiationRepr, ResponsePacket, ResponseRepr, MAC_LEN,
+};
+
+/// The Noise protocol name.
+pub const PROTOCOL: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
+/// Prologue mixed into every handshake: names the protocol version.
+pub const PROLOGUE: &[u8] = b"metanet v1";
+/// mac1 key derivation context.
+pub const MAC1_CONTEXT: &str = "metanet v1 mac1";
+/// mac2 key derivation context (from a cookie).
+pub const MAC2_CONTEXT: &str = "metanet v1 mac2";
+/// Cookie-reply encryption key derivation context.
+pub const COOKIE_KEY_CONTEXT: &str = "metanet v1 cookie";
+/// How long a responder's cookie secret lives, and a received cookie stays usable.
+pub const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
+
+/// A pre-shared key for the `psk2` slot: all zero unless the network sets one.
+pub type Psk = [u8; 32];
+
+/// Why a handshake message was refused. Every variant is the remote side's fault or an
+/// attack; none is fatal to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("Noise message failed to decrypt or authenticate")]
+    Noise,
+    #[error("handshake payload is malformed")]
+    BadPayload,
+    #[error("sender's wallet key is not a valid ed25519 key")]
+    BadPublicKey,
+    #[error("identity binding does not verify")]
+    BadBinding,
+    #[error("responder's identity is not the one we initiated to")]
+    UnexpectedResponder,
+    #[error("cookie reply does not decrypt")]
+    BadCookie,
+}
+
+/// What we know about the remote side of a handshake: its wallet key and Noise key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    /// Wallet public key (derives the address).
+    pub public_key: PublicKey,
+    /// Noise static public key, bound to `public_key`.
+    pub noise_key: NoisePublicKey,
+}
+
+/// Transport keys and indices of a completed handshake.
+pub struct Established {
+    /// Key for data we send.
+    pub send_key: Zeroizing<[u8; 32]>,
+    /// Key for data we receive.
+    pub recv_key: Zeroizing<[u8; 32]>,
+    /// Our session index (the peer puts it in data it sends us).
+    pub local_index: u32,
+    /// The peer's session index (we put it in data we send).
+    pub remote_index: u32,
+    /// The authenticated peer.
+    pub remote: Remote,
+    /// Whether we initiated.
+    pub initiator: bool,
+}
+
+impl fmt::Debug for Established {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Established")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("remote", &self.remote)
+            .field("initiator", &self.initiator)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Start a handshake to `remote` (docs/protocol.md §5.2). Returns the state waiting for
+/// the response and the initiation, with mac1 set and mac2 from `cookie` if any.
+pub fn initiate(
+    local: &Identity,
+    remote: Remote,
+    psk: &Psk,
+    sender: u32,
+    timestamp: UnixTime,
+    cookie: Option<&Cookie>,
+    seed: [u8; 32],
+) -> Result<(ExpectResponse, Vec<u8>), Error> {
+    let mut hs = builder(seed)
+        .local_private_key(local.noise().secret())
+        .and_then(|b| b.remote_public_key(&remote.noise_key.0))
+        .and_then(|b| b.psk(2, psk))
+        .and_then(|b| b.build_initiator())
+        .map_err(|_| Error::Noise)?;
+    let mut payload = [0u8; wire::INIT_PAYLOAD_LEN];
+    payload[..32].copy_from_slice(&local.public_key().to_bytes());
+    payload[32..96].copy_from_slice(&local.binding().0);
+    payload[96..104].copy_from_slice(&timestamp.as_nanos().to_le_bytes());
+    let mut noise = [0u8; wire::INIT_NOISE_LEN];
+    let n = hs
+        .write_message(&payload, &mut noise)
+        .map_err(|_| Error::Noise)?;
+    debug_assert_eq!(n, wire::INIT_NOISE_LEN);
+    let repr = InitiationRepr {
+        sender,
+        noise,
+        mac1: [0; MAC_LEN],
+        mac2: [0; MAC_LEN],
+    };
+    let mut msg = vec![0u8; wire::INIT_LEN];
+    repr.emit(&mut msg);
+    let mac1 = write_macs(&mut msg, &remote.noise_key, cookie);
+    Ok((
+        ExpectResponse {
+            hs,
+            sender,
+            remote,
+            mac1,
+        },
+        msg,
+    ))
+}
+
+/// Initiator state after sending an initiation.
+pub struct ExpectResponse {
+    hs: snow::HandshakeState,
+    sender: u32,
+    remote: Remote,
+    mac1: [u8; MAC_LEN],
+}
+
+impl fmt::Debug for ExpectResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExpectResponse")
+            .field("sender", &self.sender)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExpectResponse {
+    /// Our session index, which the response must echo.
+    pub fn sender(&self) -> u32 {
+        self.sender
+    }
+
+    /// The responder we are talking to.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// Complete the handshake with a response whose receiver is [`Self::sender`] and
+    /// whose mac1 the caller has checked. Consumes the state: a failed response ends this
+    /// attempt (the node's retry timer starts a new one).
+    pub fn handle_response(mut self, p: &ResponsePacket<&[u8]>) -> Result<Established, Error> {
+        let mut payload = [0u8; wire::RESPONSE_PAYLOAD_LEN + 16];
+        let n = self
+            .hs
+            .read_message(p.noise(), &mut payload)
+            .map_err(|_| Error::Noise)?;
+        if n != wire::RESPONSE_PAYLOAD_LEN {
+            return Err(Error::BadPayload);
+        }
+        let public_key = parse_key(&payload[..32])?;
+        let binding = Binding(array(&payload[32..96]));
+        if public_key != self.remote.public_key {
+            return Err(Error::UnexpectedResponder);
+        }
+        binding
+            .verify(&public_key, &self.remote.noise_key)
+            .map_err(|_| Error::BadBinding)?;
+        let (i2r, r2i) = self.hs.dangerously_get_raw_split();
+        Ok(Established {
+            send_key: Zeroizing::new(i2r),
+            recv_key: Zeroizing::new(r2i),
+            local_index: self.sender,
+            remote_index: p.sender(),
+            remote: self.remote,
+            initiator: true,
+        })
+    }
+
+    /// Open a cookie reply to this initiation (docs/protocol.md §5.4).
+    pub fn open_cookie(&self, reply: &CookieReplyRepr, now: Instant) -> Result<Cookie, Error> {
+        open_cookie(&self.remote.noise_key, &self.mac1, reply, now)
+    }
+}
+
+/// Read an initiation addressed to `local` (the caller has checked mac1, and mac2 when
+/// under load). Does the DH work and checks the initiator's binding; the caller then
+/// checks the timestamp and its policy before [`ExpectAccept::accept`].
+pub fn read_initiation(
+    local: &Identity,
+    psk: &Psk,
+    p: &InitiationPacket<&[u8]>,
+    seed: [u8; 32],
+) -> Result<ExpectAccept, Error> {
+    let mut hs = builder(seed)
+        .local_private_key(local.noise().secret())
+        .and_then(|b| b.psk(2, psk))
+        .and_then(|b| b.build_responder())
+        .map_err(|_| Error::Noise)?;
+    let mut payload = [0u8; wire::INIT_PAYLOAD_LEN + 16];
+    let n = hs
+        .read_message(p.noise(), &mut payload)
+        .map_err(|_| Error::Noise)?;
+    if n != wire::INIT_PAYLOAD_LEN {
+        return Err(Error::BadPayload);
+    }
+    let public_key = parse_key(&payload[..32])?;
+    let binding = Binding(array(&payload[32..96]));
+    let timestamp = UnixTime::from_nanos(u64::from_le_bytes(array(&payload[96..104])));
+    let noise_key = NoisePublicKey(
+        hs.get_remote_static()
+            .and_then(|s| s.try_into().ok())
+            .ok_or(Error::Noise)?,
+    );
+    binding
+        .verify(&public_key, &noise_key)
+        .map_err(|_| Error::BadBinding)?;
+    Ok(ExpectAccept {
+        hs,
+        initiator: Remote {
+            public_key,
+            noise_key,
+        },
+        initiator_index: p.sender(),
+        timestamp,
+    })
+}
+
+/// Responder state after an authenticated initiation, before answering.
+pub struct ExpectAccept {
+    hs: snow::HandshakeState,
+    initiator: Remote,
+    initiator_index: u32,
+    timestamp: UnixTime,
+}
+
+impl fmt::Debug for ExpectAccept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExpectAccept")
+            .field("initiator", &self.initiator)
+            .field("initiator_index", &self.initiator_index)
+            .field("timestamp", &self.timestamp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExpectAccept {
+    /// The authenticated initiator.
+    pub fn initiator(&self) -> &Remote {
+        &self.initiator
+    }
+
+    /// The initiator's timestamp (must exceed the last accepted one from it).
+    pub fn timestamp(&self) -> UnixTime {
+        self.timestamp
+    }
+
+    /// Answer: write the response and derive the transport keys.
+    pub fn accept(
+        mut self,
+        local: &Identity,
+        sender: u32,
+    ) -> Result<(Established, Vec<u8>), Error> {
+        let mut payload = [0u8; wire::RESPONSE_PAYLOAD_LEN];
+        payload[..32].copy_from_slice(&local.public_key().to_bytes());
+        payload[32..96].copy_from_slice(&local.binding().0);
+        let mut noise = [0u8; wire::RESPONSE_NOISE_LEN];
+        self.hs
+            .write_message(&payload, &mut noise)
+            .map_err(|_| Error::Noise)?;
+        let repr = ResponseRepr {
+            sender,
+            receiver: self.initiator_index,
+            noise,
+            mac1: [0; MAC_LEN],
+            mac2: [0; MAC_LEN],
+        };
+        let mut msg = vec![0u8; wire::RESPONSE_LEN];
+        repr.emit(&mut msg);
+        write_macs(&mut msg, &self.initiator.noise_key, None);
+        let (i2r, r2i) = self.hs.dangerously_get_raw_split();
+        let est = Established {
+            send_key: Zeroizing::new(r2i),
+            recv_key: Zeroizing::new(i2r),
+            local_index: sender,
+            remote_index: self.initiator_index,
+            remote: self.initiator,
+            initiator: false,
+        };
+        Ok((est, msg))
+    }
+}
+
+// ---------------------------------------------------------------- MACs and cookies
+
+/// A cookie received from a responder under load.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cookie {
+    value: [u8; 16],
+    received: Instant,
+}
+
+impl fmt::Debug for Cookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cookie")
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cookie {
+    /// Whether the cookie may still be used for mac2 at `now`.
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.received) < COOKIE_SECRET_LIFETIME
+    }
+}
+
+/// Set mac1 (keyed by the receiver's Noise key) and mac2 (from `cookie`, else zero) in
+/// a handshake message. Returns mac1.
+pub fn write_macs(
+    msg: &mut [u8],
+    receiver: &NoisePublicKey,
+    cookie: Option<&Cookie>,
+) -> [u8; MAC_LEN] {
+    let len = msg.len();
+    let mac1 = mac(&mac1_key(receiver), &msg[..len - 2 * MAC_LEN]);
+    msg[len - 2 * MAC_LEN..len - MAC_LEN].copy_from_slice(&mac1);
+    let mac2 = match cookie {
+        Some(c) => mac(
+            &blake3::derive_key(MAC2_CONTEXT, &c.value),
+            &msg[..len - MAC_LEN],
+        ),
+        None => [0u8; MAC_LEN],
+    };
+    msg[len - MAC_LEN..].copy_from_slice(&mac2);
+    mac1
+}
+
+/// Check mac1 of a handshake message addressed to `local_noise`'s owner.
+pub fn check_mac1(msg: &[u8], local_noise: &NoisePublicKey) -> bool {
+    check_mac1_with(msg, &mac1_key(local_noise))
+}
+
+fn check_mac1_with(msg: &[u8], key: &[u8; 32]) -> bool {
+    let len = msg.len();
+    if len < 2 * MAC_LEN {
+        return false;
+    }
+    let expected = mac(key, &msg[..len - 2 * MAC_LEN]);
+    constant_time_eq(&expected, &msg[len - 2 * MAC_LEN..len - MAC_LEN])
+}
+
+/// The responder's side of cookies: checks macs and mints cookie replies. One per local
+/// identity.
+#[derive(Clone)]
+pub struct CookieChecker {
+    mac1_key: [u8; 32],
+    cookie_key: [u8; 32],
+    secret: [u8; 32],
+    secret_born: Option<Instant>,
+    rng: Rng,
+}
+
+impl fmt::Debug for CookieChecker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookieChecker").finish_non_exhaustive()
+    }
+}
+
+impl CookieChecker {
+    /// A checker for messages addressed to the owner of `local_noise`.
+    pub fn new(local_noise: &NoisePublicKey, seed: [u8; 32]) -> Self {
+        CookieChecker {
+            mac1_key: mac1_key(local_noise),
+            cookie_key: blake3::derive_key(COOKIE_KEY_CONTEXT, &local_noise.0),
+            secret: [0; 32],
+            secret_born: None,
+            rng: Rng::from_seed(seed),
+        }
+    }
+
+    /// Whether mac1 is valid.
+    pub fn check_mac1(&self, msg: &[u8]) -> bool {
+        check_mac1_with(msg, &self.mac1_key)
+    }
+
+    /// Whether mac2 is valid for a cookie we would give `source` now.
+    pub fn check_mac2(&mut self, msg: &[u8], source: SocketAddr, now: Instant) -> bool {
+        let len = msg.len();
+        if len < 2 * MAC_LEN {
+            return false;
+        }
+        let cookie = self.cookie_for(source, now);
+        let expected = mac(
+            &blake3::derive_key(MAC2_CONTEXT, &cookie),
+            &msg[..len - MAC_LEN],
+        );
+        constant_time_eq(&expected, &msg[len - MAC_LEN..])
+    }
+
+    /// A cookie reply to the initiation `msg` from `source`. No DH work.
+    pub fn cookie_reply(
+        &mut self,
+        msg: &InitiationPacket<&[u8]>,
+        source: SocketAddr,
+        now: Instant,
+    ) -> CookieReplyRepr {
+        let cookie = self.cookie_for(source, now);
+        let nonce: [u8; wire::COOKIE_NONCE_LEN] = self.rng.bytes();
+        let aead = XChaCha20Poly1305::new((&self.cookie_key).into());
+        let mac1 = msg.mac1();
+        let sealed = aead
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: &cookie,
+                    aad: &mac1,
+                },
+            )
+            .unwrap_or_default();
+        let mut sealed_cookie = [0u8; wire::COOKIE_SEALED_LEN];
+        if sealed.len() == sealed_cookie.len() {
+            sealed_cookie.copy_from_slice(&sealed);
+        }
+        CookieReplyRepr {
+            receiver: msg.sender(),
+            nonce,
+            sealed_cookie,
+        }
+    }
+
+    fn cookie_for(&mut self, source: SocketAddr, now: Instant) -> [u8; 16] {
+        let stale = self
+            .secret_born
+            .is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_LIFETIME);
+        if stale {
+            self.secret = self.rng.bytes();
+            self.secret_born = Some(now);
+        }
+        let mut src = [0u8; 18];
+        match source.ip() {
+            std::net::IpAddr::V4(ip) => src[..4].copy_from_slice(&ip.octets()),
+            std::net::IpAddr::V6(ip) => src[..16].copy_from_slice(&ip.octets()),
+        }
+        src[16..].copy_from_slice(&source.port().to_be_bytes());
+        mac(&self.secret, &src)
+    }
+}
+
+fn open_cookie(
+    responder: &NoisePublicKey,
+    mac1_sent: &[u8; MAC_LEN],
+    reply: &CookieReplyRepr,
+    now: Instant,
+) -> Result<Cookie, Error> {
+    let key = blake3::derive_key(COOKIE_KEY_CONTEXT, &responder.0);
+    let aead = XChaCha20Poly1305::new((&key).into());
+    let plain = aead
+        .decrypt(
+            (&reply.nonce).into(),
+            Payload {
+                msg: &reply.sealed_cookie,
+                aad: mac1_sent,
+            },
+        )
+        .map_err(|_| Error::BadCookie)?;
+    let value: [u8; 16] = plain.as_slice().try_into().map_err(|_| Error::BadCookie)?;
+    Ok(Cookie {
+        value,
+        received: now,
+    })
+}
+
+fn mac1_key(noise: &NoisePublicKey) -> [u8; 32] {
+    blake3::derive_key(MAC1_CONTEXT, &noise.0)
+}
+
+fn mac(key: &[u8; 32], data: &[u8]) -> [u8; MAC_LEN] {
+    let h = blake3::keyed_hash(key, data);
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&h.as_bytes()[..MAC_LEN]);
+    out
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_key(b: &[u8]) -> Result<PublicKey, Error> {
+    PublicKey::from_bytes(&array(b)).map_err(|_| Error::BadPublicKey)
+}
+
+fn array<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
+}
+
+// ---------------------------------------------------------------- snow plumbing
+
+fn builder(seed: [u8; 32]) -> snow::Builder<'static> {
+    // The pattern string is a constant that snow parses; it cannot fail at run time
+    // (the unit test `protocol_name_parses` pins that).
+    let params: snow::params::NoiseParams = PROTOCOL
+        .parse()
+        .unwrap_or_else(|_| unreachable!("constant Noise pattern"));
+    let b = snow::Builder::with_resolver(params, Box::new(SeededResolver { seed }));
+    // The prologue is a constant of valid length.
+    match b.prologue(PROLOGUE) {
+        Ok(b) => b,
+        Err(_) => unreachable!("constant prologue"),
+    }
+}
+
+/// Snow's primitives, but ephemeral keys come from the caller's seed, not the OS.
+struct SeededResolver {
+    seed: [u8; 32],
+}
+
+struct SeededRandom(ChaCha20Rng);
+
+impl Random for SeededRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoResolver for SeededResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        Some(Box::new(SeededRandom(ChaCha20Rng::from_seed(self.seed))))
+    }
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (Identity, Identity) {
+        (Identity::generate(&[1; 64]), Identity::generate(&[2; 64]))
+    }
+
+    fn remote(id: &Identity) -> Remote {
+        Remote {
+            public_key: id.public_key(),
+            noise_key: id.noise().public_key(),
+        }
+    }
+
+    #[test]
+    fn protocol_name_parses() {
+        assert!(PROTOCOL.parse::<snow::params::NoiseParams>().is_ok());
+    }
+
+    #[test]
+    fn full_handshake_derives_matching_keys() {
+        let (a, b) = ids();
+        let psk = [0u8; 32];
+        let (expect, init) = initiate(
+            &a,
+            remote(&b),
+            &psk,
+            11,
+            UnixTime::from_secs(5),
+            None,
+            [7; 32],
+        )
+        .unwrap();
+        assert!(check_mac1(&init, &b.noise().public_key()));
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+        assert_eq!(acc.initiator(), &remote(&a));
+        assert_eq!(acc.timestamp(), UnixTime::from_secs(5));
+        let (eb, resp) = acc.accept(&b, 22).unwrap();
+        assert!(check_mac1(&resp, &a.noise().public_key()));
+        let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+        let ea = expect.handle_response(&rp).unwrap();
+        assert_eq!(*ea.send_key, *eb.recv_key);
+        assert_eq!(*ea.recv_key, *eb.send_key);
+        assert_eq!((ea.local_index, ea.remote_index), (11, 22));
+        assert_eq!((eb.local_index, eb.remote_index), (22, 11));
+    }
+
+    #[test]
+    fn psk_mismatch_fails() {
+        let (a, b) = ids();
+        let (expect, init) = initiate(
+            &a,
+            remote(&b),
+            &[1; 32],
+            1,
+            UnixTime::from_secs(5),
+            None,
+            [7; 32],
+        )
+        .unwrap();
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &[2; 32], &ip, [8; 32]).unwrap();
+        let (_, resp) = acc.accept(&b, 2).unwrap();
+        let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+        assert_eq!(expect.handle_response(&rp).err(), Some(Error::Noise));
+    }
+
+    #[test]
+    fn cookie_round_trip_makes_mac2_valid() {
+        let (a, b) = ids();
+        let src: SocketAddr = "198.18.0.1:1000".parse().unwrap();
+        let mut checker = CookieChecker::new(&b.noise().public_key(), [3; 32]);
+        let now = Instant::from_nanos(1);
+        let (expect, init) = initiate(
+            &a,
+            remote(&b),
+            &[0; 32],
+            1,
+            UnixTime::from_secs(5),
+            None,
+            [7; 32],
+        )
+        .unwrap();
+        assert!(checker.check_mac1(&init));
+        assert!(!checker.check_mac2(&init, src, now));
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let reply = checker.cookie_reply(&ip, src, now);
+        let cookie = expect.open_cookie(&reply, now).unwrap();
+        let (_, init2) = initiate(
+            &a,
+            remote(&b),
+            &[0; 32],
+            1,
+            UnixTime::from_secs(6),
+            Some(&cookie),
+            [9; 32],
+        )
+        .unwrap();
+        assert!(checker.check_mac2(&init2, src, now));
+        let other: SocketAddr = "198.18.0.9:1000".parse().unwrap();
+        assert!(!checker.check_mac2(&init2, other, now));
+    }
+}

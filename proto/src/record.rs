@@ -1,0 +1,532 @@
+//! Signed envelopes and peer records (docs/protocol.md §4).
+//!
+//! Every signed object is an [`Envelope`]: the signature covers a domain string, a
+//! purpose, a payload type and the payload, so a signature made for one purpose can
+//! never be replayed as another. A [`PeerRecord`] is the DHT value that tells others how
+//! to reach an identity: its Noise key and binding, endpoints, services, a monotonic
+//! `seq` and an expiry. Encoding is canonical (one byte string per record) and bounded;
+//! decoding is strict and never panics or allocates beyond [`MAX_RECORD_LEN`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::address::{Address, Ipv6Prefix};
+use crate::identity::{Binding, Identity, KeyError, NoisePublicKey, PublicKey, Signature};
+use crate::time::UnixTime;
+
+/// Domain string prefixed to every envelope signature.
+pub const ENVELOPE_DOMAIN: &[u8] = b"metanet v1 signed envelope";
+/// Envelope format version.
+pub const ENVELOPE_VERSION: u8 = 1;
+/// Purpose of peer records.
+pub const PEER_RECORD_PURPOSE: &str = "metanet/peer-record";
+/// Payload type of peer records.
+pub const PEER_RECORD_TYPE: u16 = 1;
+/// Upper bound on an encoded envelope.
+pub const MAX_RECORD_LEN: usize = 1024;
+/// Upper bound on endpoints in one record.
+pub const MAX_ENDPOINTS: usize = 8;
+/// Upper bound on services in one record.
+pub const MAX_SERVICES: usize = 16;
+/// Upper bound on a service name's length.
+pub const MAX_SERVICE_NAME: usize = 32;
+/// A record may not claim validity further ahead than this (seconds).
+pub const MAX_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+
+/// Why a record or envelope was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("record is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("record is {0} bytes, over the {MAX_RECORD_LEN}-byte limit")]
+    TooLarge(usize),
+    #[error("envelope purpose or payload type is not the one expected")]
+    WrongPurpose,
+    #[error("envelope signature does not verify")]
+    BadSignature,
+    #[error("record key does not derive to the address or IPv6 it was looked up under")]
+    KeyMismatch,
+    #[error("record's Noise key binding does not verify")]
+    BadBinding,
+    #[error("record expired at {not_after} (now {now})")]
+    Expired { not_after: u64, now: u64 },
+    #[error("record claims validity until {not_after}, beyond the allowed lifetime")]
+    TooFarInFuture { not_after: u64 },
+}
+
+/// A parsed, signature-checked envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The signer.
+    pub signer: PublicKey,
+    /// The signed payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> Envelope<'a> {
+    /// Sign `payload` for `purpose`/`payload_type` and encode the envelope:
+    /// `version u8 ‖ purpose_len u8 ‖ purpose ‖ payload_type u16be ‖ public_key[32] ‖
+    /// payload_len u16be ‖ payload ‖ signature[64]`.
+    pub fn seal(identity: &Identity, purpose: &str, payload_type: u16, payload: &[u8]) -> Vec<u8> {
+        let sig = identity
+            .wallet()
+            .sign(&signing_input(purpose.as_bytes(), payload_type, payload));
+        let mut out = Vec::with_capacity(1 + 1 + purpose.len() + 2 + 32 + 2 + payload.len() + 64);
+        out.push(ENVELOPE_VERSION);
+        out.push(purpose.len() as u8);
+        out.extend_from_slice(purpose.as_bytes());
+        out.extend_from_slice(&payload_type.to_be_bytes());
+        out.extend_from_slice(&identity.public_key().to_bytes());
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&sig);
+        out
+    }
+
+    /// Parse and verify an envelope that must carry `purpose` and `payload_type`.
+    pub fn open(bytes: &'a [u8], purpose: &str, payload_type: u16) -> Result<Self, Error> {
+        if bytes.len() > MAX_RECORD_LEN {
+            return Err(Error::TooLarge(bytes.len()));
+        }
+        let mut r = Reader::new(bytes);
+        if r.u8()? != ENVELOPE_VERSION {
+            return Err(Error::Malformed("unknown envelope version"));
+        }
+        let plen = usize::from(r.u8()?);
+        let got_purpose = r.take(plen)?;
+        let got_type = r.u16()?;
+        if got_purpose != purpose.as_bytes() || got_type != payload_type {
+            return Err(Error::WrongPurpose);
+        }
+        let signer = PublicKey::from_bytes(&r.array::<32>()?)
+            .map_err(|_| Error::Malformed("signer is not an ed25519 key"))?;
+        let len = usize::from(r.u16()?);
+        let payload = r.take(len)?;
+        let sig: Signature = r.array::<64>()?;
+        r.finish()?;
+        signer
+            .verify(
+                &signing_input(purpose.as_bytes(), payload_type, payload),
+                &sig,
+            )
+            .map_err(|_| Error::BadSignature)?;
+        Ok(Envelope { signer, payload })
+    }
+}
+
+fn signing_input(purpose: &[u8], payload_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut m =
+        Vec::with_capacity(ENVELOPE_DOMAIN.len() + 1 + purpose.len() + 2 + 4 + payload.len());
+    m.extend_from_slice(ENVELOPE_DOMAIN);
+    m.push(purpose.len() as u8);
+    m.extend_from_slice(purpose);
+    m.extend_from_slice(&payload_type.to_be_bytes());
+    m.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+/// Transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+}
+
+impl Protocol {
+    fn to_byte(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+
+    fn from_byte(b: u8) -> Result<Self, Error> {
+        match b {
+            6 => Ok(Protocol::Tcp),
+            17 => Ok(Protocol::Udp),
+            _ => Err(Error::Malformed("unknown service protocol")),
+        }
+    }
+}
+
+/// A service an identity offers on its overlay address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Service {
+    /// Name: 1..=32 of `a-z`, `0-9`, `-`.
+    pub name: String,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Port on the overlay address (non-zero).
+    pub port: u16,
+}
+
+impl Service {
+    /// Check the name charset and length and the port.
+    pub fn validate(&self) -> Result<(), Error> {
+        let ok_name = !self.name.is_empty()
+            && self.name.len() <= MAX_SERVICE_NAME
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok_name {
+            return Err(Error::Malformed(
+                "service name must be 1-32 of a-z, 0-9, '-'",
+            ));
+        }
+        if self.port == 0 {
+            return Err(Error::Malformed("service port must be non-zero"));
+        }
+        Ok(())
+    }
+}
+
+/// The registry value describing how to reach one identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// The wallet public key (derives the address).
+    pub public_key: PublicKey,
+    /// The Noise static public key.
+    pub noise_key: NoisePublicKey,
+    /// The wallet's signature over `noise_key`.
+    pub binding: Binding,
+    /// Underlay endpoints, in order of preference; empty hides the IP.
+    pub endpoints: Vec<SocketAddr>,
+    /// Services offered.
+    pub services: Vec<Service>,
+    /// Monotonic sequence number: higher wins.
+    pub seq: u64,
+    /// Unix seconds after which the record must not be used.
+    pub not_after: u64,
+}
+
+/// Which key a record was looked up under; the record must derive to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A full address.
+    Address(Address),
+    /// The 15 address bytes inside an overlay IPv6 address.
+    Ipv6(Ipv6Prefix),
+}
+
+impl PeerRecord {
+    /// A record for `identity`, to be signed with [`PeerRecord::sign`].
+    pub fn new(
+        identity: &Identity,
+        endpoints: Vec<SocketAddr>,
+        services: Vec<Service>,
+        seq: u64,
+        not_after: u64,
+    ) -> Self {
+        PeerRecord {
+            public_key: identity.public_key(),
+            noise_key: identity.noise().public_key(),
+            binding: *identity.binding(),
+            endpoints,
+            services,
+            seq,
+            not_after,
+        }
+    }
+
+    /// The address of the record's key.
+    pub fn address(&self) -> Address {
+        self.public_key.address()
+    }
+
+    /// Encode and sign. Fails if the record breaks a bound or `identity` is not its key.
+    pub fn sign(&self, identity: &Identity) -> Result<Vec<u8>, Error> {
+        if identity.public_key() != self.public_key {
+            return Err(Error::KeyMismatch);
+        }
+        let payload = self.encode_payload()?;
+        let env = Envelope::seal(identity, PEER_RECORD_PURPOSE, PEER_RECORD_TYPE, &payload);
+        if env.len() > MAX_RECORD_LEN {
+            return Err(Error::TooLarge(env.len()));
+        }
+        Ok(env)
+    }
+
+    /// Decode and verify a signed record found under `lookup`, valid at `now`
+    /// (docs/protocol.md §4.3): envelope signature, purpose, canonical payload, key
+    /// derivation to `lookup`, Noise key binding, expiry and lifetime bound.
+    pub fn verify(bytes: &[u8], lookup: Lookup, now: UnixTime) -> Result<Self, Error> {
+        let env = Envelope::open(bytes, PEER_RECORD_PURPOSE, PEER_RECORD_TYPE)?;
+        let addr = env.signer.address();
+        let matches = match lookup {
+            Lookup::Address(a) => a == addr,
+            Lookup::Ipv6(p) => p == addr.ipv6_prefix(),
+        };
+        if !matches {
+            return Err(Error::KeyMismatch);
+        }
+        let rec = Self::decode_payload(env.signer, env.payload)?;
+        rec.binding
+            .verify(&rec.public_key, &rec.noise_key)
+            .map_err(|_: KeyError| Error::BadBinding)?;
+        let now_s = now.as_secs();
+        if rec.not_after <= now_s {
+            return Err(Error::Expired {
+                not_after: rec.not_after,
+                now: now_s,
+            });
+        }
+        if rec.not_after > now_s.saturating_add(MAX_LIFETIME_SECS) {
+            return Err(Error::TooFarInFuture {
+                not_after: rec.not_after,
+            });
+        }
+        Ok(rec)
+    }
+
+    /// Whether `self` should replace `other` for the same key: strictly higher `seq`.
+    pub fn supersedes(&self, other: &PeerRecord) -> bool {
+        self.public_key == other.public_key && self.seq > other.seq
+    }
+
+    /// Payload: `noise_key[32] ‖ binding[64] ‖ seq u64be ‖ not_after u64be ‖ n u8 ‖
+    /// endpoints ‖ m u8 ‖ services`; endpoint = `4 ‖ ipv4[4] ‖ port u16be` or
+    /// `6 ‖ ipv6[16] ‖ port u16be`; service = `len u8 ‖ name ‖ proto u8 ‖ port u16be`.
+    fn encode_payload(&self) -> Result<Vec<u8>, Error> {
+        self.validate_lists()?;
+        let mut p = Vec::with_capacity(256);
+        p.extend_from_slice(&self.noise_key.0);
+        p.extend_from_slice(&self.binding.0);
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&self.not_after.to_be_bytes());
+        p.push(self.endpoints.len() as u8);
+        for ep in &self.endpoints {
+            match ep.ip() {
+                IpAddr::V4(ip) => {
+                    p.push(4);
+                    p.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    p.push(6);
+                    p.extend_from_slice(&ip.octets());
+                }
+            }
+            p.extend_from_slice(&ep.port().to_be_bytes());
+        }
+        p.push(self.services.len() as u8);
+        for s in &self.services {
+            p.push(s.name.len() as u8);
+            p.extend_from_slice(s.name.as_bytes());
+            p.push(s.protocol.to_byte());
+            p.extend_from_slice(&s.port.to_be_bytes());
+        }
+        Ok(p)
+    }
+
+    fn decode_payload(public_key: PublicKey, payload: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(payload);
+        let noise_key = NoisePublicKey(r.array::<32>()?);
+        let binding = Binding(r.array::<64>()?);
+        let seq = u64::from_be_bytes(r.array::<8>()?);
+        let not_after = u64::from_be_bytes(r.array::<8>()?);
+        let n = usize::from(r.u8()?);
+        if n > MAX_ENDPOINTS {
+            return Err(Error::Malformed("too many endpoints"));
+        }
+        let mut endpoints = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ip = match r.u8()? {
+                4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+                6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+                _ => return Err(Error::Malformed("unknown endpoint family")),
+            };
+            endpoints.push(SocketAddr::new(ip, r.u16()?));
+        }
+        let m = usize::from(r.u8()?);
+        if m > MAX_SERVICES {
+            return Err(Error::Malformed("too many services"));
+        }
+        let mut services = Vec::with_capacity(m);
+        for _ in 0..m {
+            let len = usize::from(r.u8()?);
+            let name = core::str::from_utf8(r.take(len)?)
+                .map_err(|_| Error::Malformed("service name is not UTF-8"))?
+                .to_owned();
+            let protocol = Protocol::from_byte(r.u8()?)?;
+            let port = r.u16()?;
+            services.push(Service {
+                name,
+                protocol,
+                port,
+            });
+        }
+        r.finish()?;
+        let rec = PeerRecord {
+            public_key,
+            noise_key,
+            binding,
+            endpoints,
+            services,
+            seq,
+            not_after,
+        };
+        rec.validate_lists()?;
+        Ok(rec)
+    }
+
+    /// Bounds and canonical form shared by encoding and decoding: no duplicate or
+    /// port-0 endpoints, valid and unique services.
+    fn validate_lists(&self) -> Result<(), Error> {
+        if self.endpoints.len() > MAX_ENDPOINTS {
+            return Err(Error::Malformed("too many endpoints"));
+        }
+        if self.services.len() > MAX_SERVICES {
+            return Err(Error::Malformed("too many services"));
+        }
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            if ep.port() == 0 {
+                return Err(Error::Malformed("endpoint port must be non-zero"));
+            }
+            if self.endpoints[..i].contains(ep) {
+                return Err(Error::Malformed("duplicate endpoint"));
+            }
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            s.validate()?;
+            if self.services[..i]
+                .iter()
+                .any(|o| o.name == s.name && o.protocol == s.protocol)
+            {
+                return Err(Error::Malformed("duplicate service"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bounds-checked big-endian reader: every accessor returns an error instead of panicking.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        if self.buf.len() < n {
+            return Err(Error::Malformed("truncated"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, Error> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, Error> {
+        Ok(u16::from_be_bytes(self.array::<2>()?))
+    }
+
+    pub(crate) fn finish(&self) -> Result<(), Error> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Malformed("trailing bytes"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> UnixTime {
+        UnixTime::from_secs(1_800_000_000)
+    }
+
+    fn record(id: &Identity) -> PeerRecord {
+        PeerRecord::new(
+            id,
+            vec![
+                "198.18.0.1:51820".parse().unwrap(),
+                "[2001:db8::1]:51820".parse().unwrap(),
+            ],
+            vec![Service {
+                name: "web".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+            }],
+            7,
+            now().as_secs() + 3600,
+        )
+    }
+
+    #[test]
+    fn sign_verify_round_trip() {
+        let id = Identity::generate(&[9u8; 64]);
+        let rec = record(&id);
+        let bytes = rec.sign(&id).unwrap();
+        let got = PeerRecord::verify(&bytes, Lookup::Address(id.address()), now()).unwrap();
+        assert_eq!(got, rec);
+        let got =
+            PeerRecord::verify(&bytes, Lookup::Ipv6(id.address().ipv6_prefix()), now()).unwrap();
+        assert_eq!(got, rec);
+    }
+
+    #[test]
+    fn rejections() {
+        let id = Identity::generate(&[9u8; 64]);
+        let other = Identity::generate(&[10u8; 64]);
+        let rec = record(&id);
+        let bytes = rec.sign(&id).unwrap();
+        assert_eq!(
+            PeerRecord::verify(&bytes, Lookup::Address(other.address()), now()),
+            Err(Error::KeyMismatch)
+        );
+        let late = UnixTime::from_secs(rec.not_after);
+        assert!(matches!(
+            PeerRecord::verify(&bytes, Lookup::Address(id.address()), late),
+            Err(Error::Expired { .. })
+        ));
+        let mut tampered = bytes.clone();
+        let n = tampered.len();
+        tampered[n - 70] ^= 1;
+        assert_eq!(
+            PeerRecord::verify(&tampered, Lookup::Address(id.address()), now()),
+            Err(Error::BadSignature)
+        );
+        // Signed by `id` but claiming `other`'s Noise binding.
+        let mut forged = rec.clone();
+        forged.binding = *other.binding();
+        let fb = forged.sign(&id).unwrap();
+        assert_eq!(
+            PeerRecord::verify(&fb, Lookup::Address(id.address()), now()),
+            Err(Error::BadBinding)
+        );
+        assert_eq!(rec.sign(&other), Err(Error::KeyMismatch));
+        let env = Envelope::seal(&id, "metanet/other", PEER_RECORD_TYPE, &[]);
+        assert_eq!(
+            PeerRecord::verify(&env, Lookup::Address(id.address()), now()),
+            Err(Error::WrongPurpose)
+        );
+    }
+
+    #[test]
+    fn higher_seq_supersedes() {
+        let id = Identity::generate(&[9u8; 64]);
+        let a = record(&id);
+        let mut b = a.clone();
+        b.seq += 1;
+        assert!(b.supersedes(&a));
+        assert!(!a.supersedes(&b));
+        assert!(!a.supersedes(&a));
+    }
+}

@@ -1,0 +1,287 @@
+//! Transport sessions: keys, counters, the replay window and the timer constants
+//! (docs/protocol.md §6).
+//!
+//! A [`Keypair`] is the result of one handshake: two ChaCha20-Poly1305 keys (ring),
+//! our and the peer's session index, a send counter used as the explicit nonce, and a
+//! [`ReplayWindow`]. The node keeps up to three keypairs per peer (previous, current,
+//! next) so that rekeying never drops traffic. Sealing and opening work in place on
+//! caller buffers: no allocation per packet.
+
+use core::fmt;
+use core::time::Duration;
+
+use ring::aead::{self, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+
+use crate::handshake::Established;
+use crate::time::Instant;
+use crate::wire::{self, DATA_HEADER_LEN, TAG_LEN};
+
+/// Initiator starts a new handshake when sending on a keypair this old.
+pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+/// A keypair this old is never used to send or receive.
+pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
+/// Retransmit an unanswered initiation after this long.
+pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Give up a handshake attempt after this long.
+pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
+/// Send a keepalive when we received data but sent nothing for this long.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Forget all keys of a peer with no new handshake for this long.
+pub const SESSION_EXPIRY: Duration = Duration::from_secs(3 * 180);
+/// Initiator rekeys after this many messages.
+pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
+/// Counters at or past this are never sent or accepted.
+pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
+/// Size of the sliding replay window in packets.
+pub const WINDOW_SIZE: u64 = 2048;
+
+const WORD_BITS: u64 = 64;
+const WORDS: usize = (WINDOW_SIZE / WORD_BITS) as usize + 1;
+
+/// Why a data message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("counter was already seen or is too old for the replay window")]
+    Replayed,
+    #[error("data message failed to authenticate")]
+    Decrypt,
+    #[error("keypair has expired")]
+    Expired,
+    #[error("send counter exhausted")]
+    CounterExhausted,
+    #[error("buffer too small")]
+    BufferTooSmall,
+}
+
+/// Sliding-window replay filter (RFC 6479 bitmap): accepts each counter at most once and
+/// only if it is within [`WINDOW_SIZE`] of the highest counter accepted so far.
+#[derive(Clone)]
+pub struct ReplayWindow {
+    highest: u64,
+    any: bool,
+    bitmap: [u64; WORDS],
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        ReplayWindow {
+            highest: 0,
+            any: false,
+            bitmap: [0; WORDS],
+        }
+    }
+}
+
+impl fmt::Debug for ReplayWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayWindow")
+            .field("highest", &self.highest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayWindow {
+    /// Whether `counter` would be accepted (no state change: check before decrypting).
+    pub fn check(&self, counter: u64) -> bool {
+        if counter >= REJECT_AFTER_MESSAGES {
+            return false;
+        }
+        if !self.any || counter > self.highest {
+            return true;
+        }
+        if self.highest - counter >= WINDOW_SIZE {
+            return false;
+        }
+        let (word, bit) = Self::position(counter);
+        self.bitmap[word] & bit == 0
+    }
+
+    /// Record `counter` after it authenticated; returns false (and changes nothing) if
+    /// it must be rejected.
+    pub fn update(&mut self, counter: u64) -> bool {
+        if !self.check(counter) {
+            return false;
+        }
+        if !self.any || counter > self.highest {
+            let current = if self.any {
+                self.highest / WORD_BITS
+            } else {
+                0
+            };
+            let target = counter / WORD_BITS;
+            let clear = if self.any {
+                (target - current).min(WORDS as u64)
+            } else {
+                WORDS as u64
+            };
+            for i in 1..=clear {
+                let w = ((current + i) % WORDS as u64) as usize;
+                self.bitmap[w] = 0;
+            }
+            if !self.any {
+                self.bitmap = [0; WORDS];
+            }
+            self.highest = counter;
+            self.any = true;
+        }
+        let (word, bit) = Self::position(counter);
+        self.bitmap[word] |= bit;
+        true
+    }
+
+    fn position(counter: u64) -> (usize, u64) {
+        (
+            ((counter / WORD_BITS) % WORDS as u64) as usize,
+            1u64 << (counter % WORD_BITS),
+        )
+    }
+}
+
+/// One handshake's transport state.
+pub struct Keypair {
+    send: LessSafeKey,
+    recv: LessSafeKey,
+    /// Our session index.
+    pub local_index: u32,
+    /// The peer's session index.
+    pub remote_index: u32,
+    /// Whether we initiated the handshake that made this keypair.
+    pub initiator: bool,
+    /// When the handshake completed.
+    pub created: Instant,
+    send_counter: u64,
+    replay: ReplayWindow,
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keypair")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("initiator", &self.initiator)
+            .field("created", &self.created)
+            .field("send_counter", &self.send_counter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keypair {
+    /// Transport state from a completed handshake.
+    pub fn new(est: &Established, now: Instant) -> Self {
+        Keypair {
+            send: key(&est.send_key),
+            recv: key(&est.recv_key),
+            local_index: est.local_index,
+            remote_index: est.remote_index,
+            initiator: est.initiator,
+            created: now,
+            send_counter: 0,
+            replay: ReplayWindow::default(),
+        }
+    }
+
+    /// Whether this keypair may still send or receive at `now`.
+    pub fn is_usable(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
+            && self.send_counter < REJECT_AFTER_MESSAGES
+    }
+
+    /// Whether the initiator should start a new handshake before sending on this.
+    pub fn wants_rekey(&self, now: Instant) -> bool {
+        self.initiator
+            && (now.saturating_duration_since(self.created) >= REKEY_AFTER_TIME
+                || self.send_counter >= REKEY_AFTER_MESSAGES)
+    }
+
+    /// Messages sent so far.
+    pub fn sent(&self) -> u64 {
+        self.send_counter
+    }
+
+    /// Seal a data message in place. `buf[16..16 + len]` holds the plaintext and `buf`
+    /// has room for the tag; writes the header and returns the message length.
+    pub fn seal(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Result<usize, Error> {
+        let total = DATA_HEADER_LEN + len + TAG_LEN;
+        if buf.len() < total {
+            return Err(Error::BufferTooSmall);
+        }
+        if !self.is_usable(now) {
+            return Err(Error::Expired);
+        }
+        let counter = self.send_counter;
+        if counter >= REJECT_AFTER_MESSAGES {
+            return Err(Error::CounterExhausted);
+        }
+        self.send_counter += 1;
+        wire::emit_data_header(buf, self.remote_index, counter);
+        let (payload, tag_space) = buf[DATA_HEADER_LEN..total].split_at_mut(len);
+        let tag = self
+            .send
+            .seal_in_place_separate_tag(nonce(counter), aead::Aad::empty(), payload)
+            .map_err(|_| Error::Decrypt)?;
+        tag_space.copy_from_slice(tag.as_ref());
+        Ok(total)
+    }
+
+    /// Open a data message in place (`msg` is the whole message, already checked by
+    /// `wire::DataPacket::new_checked`). Returns the plaintext range within `msg`.
+    pub fn open(
+        &mut self,
+        msg: &mut [u8],
+        counter: u64,
+        now: Instant,
+    ) -> Result<core::ops::Range<usize>, Error> {
+        if !self.is_usable(now) {
+            return Err(Error::Expired);
+        }
+        if !self.replay.check(counter) {
+            return Err(Error::Replayed);
+        }
+        let plain_len = self
+            .recv
+            .open_in_place(
+                nonce(counter),
+                aead::Aad::empty(),
+                &mut msg[DATA_HEADER_LEN..],
+            )
+            .map_err(|_| Error::Decrypt)?
+            .len();
+        if !self.replay.update(counter) {
+            return Err(Error::Replayed);
+        }
+        Ok(DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len)
+    }
+}
+
+fn key(bytes: &[u8; 32]) -> LessSafeKey {
+    // A 32-byte key is always valid for ChaCha20-Poly1305.
+    match UnboundKey::new(&CHACHA20_POLY1305, bytes) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("32-byte ChaCha20-Poly1305 key"),
+    }
+}
+
+/// Nonce: 4 zero bytes ‖ counter little-endian (docs/protocol.md §6.1).
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_basics() {
+        let mut w = ReplayWindow::default();
+        assert!(w.update(0));
+        assert!(!w.update(0));
+        assert!(w.update(5000));
+        assert!(!w.update(5000 - WINDOW_SIZE));
+        assert!(w.update(5000 - WINDOW_SIZE + 1));
+        assert!(w.update(4999));
+        assert!(!w.update(4999));
+        assert!(!w.update(REJECT_AFTER_MESSAGES));
+    }
+}

@@ -1,0 +1,450 @@
+//! Every metanet message on the wire (docs/protocol.md §3).
+//!
+//! Two layers per message, after smoltcp: a checked zero-copy view (`*Packet<T>`) whose
+//! constructor validates type and length so no accessor can panic, and an owned
+//! representation (`*Repr`) with `parse`, `emit` and `buffer_len`. All integers are
+//! little-endian. Byte 0 is the message type; bytes 1..4 are reserved and must be zero.
+//!
+//! ```text
+//! initiation  (240): type=1 | 0 0 0 | sender u32 | noise[200] | mac1[16] | mac2[16]
+//! response    (188): type=2 | 0 0 0 | sender u32 | receiver u32 | noise[144] | mac1[16] | mac2[16]
+//! cookie reply (64): type=3 | 0 0 0 | receiver u32 | nonce[24] | sealed cookie[32]
+//! data      (32+n): type=4 | 0 0 0 | receiver u32 | counter u64 | AEAD(payload[n]) + tag[16]
+//! keepalive   (32): a data message with an empty payload
+//! ```
+
+/// Message type bytes.
+pub mod kind {
+    /// Handshake initiation.
+    pub const INITIATION: u8 = 1;
+    /// Handshake response.
+    pub const RESPONSE: u8 = 2;
+    /// Cookie reply.
+    pub const COOKIE_REPLY: u8 = 3;
+    /// Transport data (and keepalive).
+    pub const DATA: u8 = 4;
+}
+
+/// Noise payload of an initiation: wallet key, binding, timestamp.
+pub const INIT_PAYLOAD_LEN: usize = 32 + 64 + 8;
+/// Noise payload of a response: wallet key, binding.
+pub const RESPONSE_PAYLOAD_LEN: usize = 32 + 64;
+/// Noise message 1 (`e, es, s, ss` + payload) length.
+pub const INIT_NOISE_LEN: usize = 32 + (32 + 16) + (INIT_PAYLOAD_LEN + 16);
+/// Noise message 2 (`e, ee, se, psk` + payload) length.
+pub const RESPONSE_NOISE_LEN: usize = 32 + (RESPONSE_PAYLOAD_LEN + 16);
+/// Length of a MAC field.
+pub const MAC_LEN: usize = 16;
+/// Initiation length.
+pub const INIT_LEN: usize = 8 + INIT_NOISE_LEN + 2 * MAC_LEN;
+/// Response length.
+pub const RESPONSE_LEN: usize = 12 + RESPONSE_NOISE_LEN + 2 * MAC_LEN;
+/// Cookie reply nonce length (XChaCha20-Poly1305).
+pub const COOKIE_NONCE_LEN: usize = 24;
+/// Sealed cookie length (16-byte cookie + 16-byte tag).
+pub const COOKIE_SEALED_LEN: usize = 32;
+/// Cookie reply length.
+pub const COOKIE_REPLY_LEN: usize = 8 + COOKIE_NONCE_LEN + COOKIE_SEALED_LEN;
+/// Data header length.
+pub const DATA_HEADER_LEN: usize = 16;
+/// AEAD tag length.
+pub const TAG_LEN: usize = 16;
+/// Bytes a data message adds to its payload.
+pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN;
+/// Largest datagram metanet sends or accepts.
+pub const MAX_DATAGRAM: usize = 65535;
+
+/// Why bytes are not a valid message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("datagram is empty")]
+    Empty,
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    #[error("message type {kind} has length {len}, expected {expected}")]
+    BadLength {
+        kind: u8,
+        len: usize,
+        expected: usize,
+    },
+    #[error("reserved header bytes are not zero")]
+    Reserved,
+}
+
+fn check_header(buf: &[u8], kind: u8, exact: Option<usize>, min: usize) -> Result<(), Error> {
+    let len = buf.len();
+    let first = *buf.first().ok_or(Error::Empty)?;
+    if first != kind {
+        return Err(Error::UnknownType(first));
+    }
+    let ok = match exact {
+        Some(e) => len == e,
+        None => (min..=MAX_DATAGRAM).contains(&len),
+    };
+    if !ok {
+        return Err(Error::BadLength {
+            kind,
+            len,
+            expected: exact.unwrap_or(min),
+        });
+    }
+    if buf[1..4] != [0, 0, 0] {
+        return Err(Error::Reserved);
+    }
+    Ok(())
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[at..at + N]);
+    a
+}
+
+fn put_header(b: &mut [u8], kind: u8) {
+    b[0] = kind;
+    b[1..4].fill(0);
+}
+
+/// Which message a datagram holds, judged by type byte and length only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// [`InitiationPacket`].
+    Initiation,
+    /// [`ResponsePacket`].
+    Response,
+    /// [`CookieReplyPacket`].
+    CookieReply,
+    /// [`DataPacket`].
+    Data,
+}
+
+/// Classify a datagram, checking its length for the claimed type.
+pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
+    let first = *buf.first().ok_or(Error::Empty)?;
+    let k = match first {
+        kind::INITIATION => Kind::Initiation,
+        kind::RESPONSE => Kind::Response,
+        kind::COOKIE_REPLY => Kind::CookieReply,
+        kind::DATA => Kind::Data,
+        other => return Err(Error::UnknownType(other)),
+    };
+    match k {
+        Kind::Initiation => check_header(buf, kind::INITIATION, Some(INIT_LEN), 0)?,
+        Kind::Response => check_header(buf, kind::RESPONSE, Some(RESPONSE_LEN), 0)?,
+        Kind::CookieReply => check_header(buf, kind::COOKIE_REPLY, Some(COOKIE_REPLY_LEN), 0)?,
+        Kind::Data => check_header(buf, kind::DATA, None, DATA_OVERHEAD)?,
+    }
+    Ok(k)
+}
+
+// ---------------------------------------------------------------- initiation
+
+/// Checked view of a handshake initiation.
+#[derive(Debug, Clone, Copy)]
+pub struct InitiationPacket<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> InitiationPacket<T> {
+    /// Wrap `buf` after checking type, length and reserved bytes.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        check_header(buf.as_ref(), kind::INITIATION, Some(INIT_LEN), 0)?;
+        Ok(InitiationPacket(buf))
+    }
+    /// The initiator's session index.
+    pub fn sender(&self) -> u32 {
+        u32_at(self.0.as_ref(), 4)
+    }
+    /// Noise message 1.
+    pub fn noise(&self) -> &[u8] {
+        &self.0.as_ref()[8..8 + INIT_NOISE_LEN]
+    }
+    /// mac1.
+    pub fn mac1(&self) -> [u8; MAC_LEN] {
+        arr(self.0.as_ref(), INIT_LEN - 2 * MAC_LEN)
+    }
+    /// mac2 (zero when no cookie is held).
+    pub fn mac2(&self) -> [u8; MAC_LEN] {
+        arr(self.0.as_ref(), INIT_LEN - MAC_LEN)
+    }
+    /// The whole message.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+/// Owned handshake initiation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitiationRepr {
+    /// The initiator's session index.
+    pub sender: u32,
+    /// Noise message 1.
+    pub noise: [u8; INIT_NOISE_LEN],
+    /// mac1.
+    pub mac1: [u8; MAC_LEN],
+    /// mac2.
+    pub mac2: [u8; MAC_LEN],
+}
+
+impl InitiationRepr {
+    /// Parse a checked view.
+    pub fn parse<T: AsRef<[u8]>>(p: &InitiationPacket<T>) -> Self {
+        InitiationRepr {
+            sender: p.sender(),
+            noise: arr(p.as_bytes(), 8),
+            mac1: p.mac1(),
+            mac2: p.mac2(),
+        }
+    }
+    /// Encoded length.
+    pub const fn buffer_len(&self) -> usize {
+        INIT_LEN
+    }
+    /// Write into `buf[..INIT_LEN]`; `buf` must be at least that long.
+    pub fn emit(&self, buf: &mut [u8]) {
+        put_header(buf, kind::INITIATION);
+        buf[4..8].copy_from_slice(&self.sender.to_le_bytes());
+        buf[8..8 + INIT_NOISE_LEN].copy_from_slice(&self.noise);
+        buf[INIT_LEN - 2 * MAC_LEN..INIT_LEN - MAC_LEN].copy_from_slice(&self.mac1);
+        buf[INIT_LEN - MAC_LEN..INIT_LEN].copy_from_slice(&self.mac2);
+    }
+}
+
+// ---------------------------------------------------------------- response
+
+/// Checked view of a handshake response.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponsePacket<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> ResponsePacket<T> {
+    /// Wrap `buf` after checking type, length and reserved bytes.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        check_header(buf.as_ref(), kind::RESPONSE, Some(RESPONSE_LEN), 0)?;
+        Ok(ResponsePacket(buf))
+    }
+    /// The responder's session index.
+    pub fn sender(&self) -> u32 {
+        u32_at(self.0.as_ref(), 4)
+    }
+    /// The initiator's session index, echoed.
+    pub fn receiver(&self) -> u32 {
+        u32_at(self.0.as_ref(), 8)
+    }
+    /// Noise message 2.
+    pub fn noise(&self) -> &[u8] {
+        &self.0.as_ref()[12..12 + RESPONSE_NOISE_LEN]
+    }
+    /// mac1.
+    pub fn mac1(&self) -> [u8; MAC_LEN] {
+        arr(self.0.as_ref(), RESPONSE_LEN - 2 * MAC_LEN)
+    }
+    /// mac2.
+    pub fn mac2(&self) -> [u8; MAC_LEN] {
+        arr(self.0.as_ref(), RESPONSE_LEN - MAC_LEN)
+    }
+    /// The whole message.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+/// Owned handshake response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRepr {
+    /// The responder's session index.
+    pub sender: u32,
+    /// The initiator's session index.
+    pub receiver: u32,
+    /// Noise message 2.
+    pub noise: [u8; RESPONSE_NOISE_LEN],
+    /// mac1.
+    pub mac1: [u8; MAC_LEN],
+    /// mac2.
+    pub mac2: [u8; MAC_LEN],
+}
+
+impl ResponseRepr {
+    /// Parse a checked view.
+    pub fn parse<T: AsRef<[u8]>>(p: &ResponsePacket<T>) -> Self {
+        ResponseRepr {
+            sender: p.sender(),
+            receiver: p.receiver(),
+            noise: arr(p.as_bytes(), 12),
+            mac1: p.mac1(),
+            mac2: p.mac2(),
+        }
+    }
+    /// Encoded length.
+    pub const fn buffer_len(&self) -> usize {
+        RESPONSE_LEN
+    }
+    /// Write into `buf[..RESPONSE_LEN]`.
+    pub fn emit(&self, buf: &mut [u8]) {
+        put_header(buf, kind::RESPONSE);
+        buf[4..8].copy_from_slice(&self.sender.to_le_bytes());
+        buf[8..12].copy_from_slice(&self.receiver.to_le_bytes());
+        buf[12..12 + RESPONSE_NOISE_LEN].copy_from_slice(&self.noise);
+        buf[RESPONSE_LEN - 2 * MAC_LEN..RESPONSE_LEN - MAC_LEN].copy_from_slice(&self.mac1);
+        buf[RESPONSE_LEN - MAC_LEN..RESPONSE_LEN].copy_from_slice(&self.mac2);
+    }
+}
+
+// ---------------------------------------------------------------- cookie reply
+
+/// Checked view of a cookie reply.
+#[derive(Debug, Clone, Copy)]
+pub struct CookieReplyPacket<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> CookieReplyPacket<T> {
+    /// Wrap `buf` after checking type, length and reserved bytes.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        check_header(buf.as_ref(), kind::COOKIE_REPLY, Some(COOKIE_REPLY_LEN), 0)?;
+        Ok(CookieReplyPacket(buf))
+    }
+    /// The session index of the initiation this answers.
+    pub fn receiver(&self) -> u32 {
+        u32_at(self.0.as_ref(), 4)
+    }
+    /// XChaCha20 nonce.
+    pub fn nonce(&self) -> [u8; COOKIE_NONCE_LEN] {
+        arr(self.0.as_ref(), 8)
+    }
+    /// Sealed cookie.
+    pub fn sealed_cookie(&self) -> [u8; COOKIE_SEALED_LEN] {
+        arr(self.0.as_ref(), 8 + COOKIE_NONCE_LEN)
+    }
+}
+
+/// Owned cookie reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieReplyRepr {
+    /// The session index of the initiation this answers.
+    pub receiver: u32,
+    /// XChaCha20 nonce.
+    pub nonce: [u8; COOKIE_NONCE_LEN],
+    /// Sealed cookie.
+    pub sealed_cookie: [u8; COOKIE_SEALED_LEN],
+}
+
+impl CookieReplyRepr {
+    /// Parse a checked view.
+    pub fn parse<T: AsRef<[u8]>>(p: &CookieReplyPacket<T>) -> Self {
+        CookieReplyRepr {
+            receiver: p.receiver(),
+            nonce: p.nonce(),
+            sealed_cookie: p.sealed_cookie(),
+        }
+    }
+    /// Encoded length.
+    pub const fn buffer_len(&self) -> usize {
+        COOKIE_REPLY_LEN
+    }
+    /// Write into `buf[..COOKIE_REPLY_LEN]`.
+    pub fn emit(&self, buf: &mut [u8]) {
+        put_header(buf, kind::COOKIE_REPLY);
+        buf[4..8].copy_from_slice(&self.receiver.to_le_bytes());
+        buf[8..8 + COOKIE_NONCE_LEN].copy_from_slice(&self.nonce);
+        buf[8 + COOKIE_NONCE_LEN..COOKIE_REPLY_LEN].copy_from_slice(&self.sealed_cookie);
+    }
+}
+
+// ---------------------------------------------------------------- data
+
+/// Checked view of a data message (keepalive when the payload is empty).
+#[derive(Debug, Clone, Copy)]
+pub struct DataPacket<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> DataPacket<T> {
+    /// Wrap `buf` after checking type, minimum length and reserved bytes.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        check_header(buf.as_ref(), kind::DATA, None, DATA_OVERHEAD)?;
+        Ok(DataPacket(buf))
+    }
+    /// The receiver's session index.
+    pub fn receiver(&self) -> u32 {
+        u32_at(self.0.as_ref(), 4)
+    }
+    /// The explicit nonce counter.
+    pub fn counter(&self) -> u64 {
+        u64::from_le_bytes(arr(self.0.as_ref(), 8))
+    }
+    /// Ciphertext and tag.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.0.as_ref()[DATA_HEADER_LEN..]
+    }
+    /// Whether this is a keepalive (empty payload).
+    pub fn is_keepalive(&self) -> bool {
+        self.0.as_ref().len() == DATA_OVERHEAD
+    }
+    /// The buffer.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Owned data message header and ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRepr {
+    /// The receiver's session index.
+    pub receiver: u32,
+    /// The explicit nonce counter.
+    pub counter: u64,
+    /// Ciphertext including the 16-byte tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl DataRepr {
+    /// Parse a checked view.
+    pub fn parse<T: AsRef<[u8]>>(p: &DataPacket<T>) -> Self {
+        DataRepr {
+            receiver: p.receiver(),
+            counter: p.counter(),
+            ciphertext: p.ciphertext().to_vec(),
+        }
+    }
+    /// Encoded length.
+    pub fn buffer_len(&self) -> usize {
+        DATA_HEADER_LEN + self.ciphertext.len()
+    }
+    /// Write into `buf[..self.buffer_len()]`.
+    pub fn emit(&self, buf: &mut [u8]) {
+        emit_data_header(buf, self.receiver, self.counter);
+        buf[DATA_HEADER_LEN..self.buffer_len()].copy_from_slice(&self.ciphertext);
+    }
+}
+
+/// Write a data header into `buf[..16]`.
+pub fn emit_data_header(buf: &mut [u8], receiver: u32, counter: u64) {
+    put_header(buf, kind::DATA);
+    buf[4..8].copy_from_slice(&receiver.to_le_bytes());
+    buf[8..16].copy_from_slice(&counter.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_match_layout() {
+        assert_eq!(INIT_LEN, 240);
+        assert_eq!(RESPONSE_LEN, 188);
+        assert_eq!(COOKIE_REPLY_LEN, 64);
+        assert_eq!(DATA_OVERHEAD, 32);
+    }
+
+    #[test]
+    fn classify_rejects_bad_input() {
+        assert_eq!(classify(&[]), Err(Error::Empty));
+        assert_eq!(classify(&[9; 40]), Err(Error::UnknownType(9)));
+        assert!(matches!(classify(&[1; 239]), Err(Error::BadLength { .. })));
+        let mut d = [0u8; 32];
+        d[0] = 4;
+        assert_eq!(classify(&d), Ok(Kind::Data));
+        d[2] = 1;
+        assert_eq!(classify(&d), Err(Error::Reserved));
+    }
+}
