@@ -190,6 +190,19 @@ impl Identity {
         }
     }
 
+    /// Assemble an identity with a caller-supplied binding, unchecked. Only for tests
+    /// that must present a forged binding; a real identity uses [`Identity::new`].
+    #[doc(hidden)]
+    pub fn dangerous_with_binding(wallet: WalletKey, noise: NoiseKey, binding: Binding) -> Self {
+        let address = wallet.address();
+        Identity {
+            wallet,
+            noise,
+            binding,
+            address,
+        }
+    }
+
     /// A new identity from 64 bytes of caller-supplied randomness.
     pub fn generate(seed: &[u8; 64]) -> Self {
         let mut w = [0u8; 32];

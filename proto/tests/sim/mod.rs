@@ -1,0 +1,414 @@
+//! Deterministic network simulator for `metanet_proto::node::Node`.
+//!
+//! N hosts, each one `Node` bound to an underlay socket address; a virtual clock that
+//! jumps straight to the next event (a datagram arriving or a node timer); links with
+//! latency, jitter, loss, duplication, reordering and an MTU. All randomness (link
+//! behaviour, node seeds, identities) comes from one seed, printed when a test fails and
+//! replayable with `METANET_SIM_SEED=<seed>`.
+//!
+//! The simulator also stands in for the registry: hosts publish their signed peer
+//! record into a directory, and a `LookupNeeded` event is answered by fetching the
+//! record by the 15 address bytes and running the real `PeerRecord::verify` on it.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use metanet_proto::address::Ipv6Prefix;
+use metanet_proto::handshake::Remote;
+use metanet_proto::ip;
+use metanet_proto::node::{Command, Config, Event, LocalId, Node};
+use metanet_proto::record::{Lookup, PeerRecord};
+use metanet_proto::{Identity, Instant, UnixTime};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+/// Unix time at virtual instant zero.
+pub const UNIX_BASE: u64 = 1_800_000_000;
+
+/// Behaviour of every link (the simulated underlay is one switch).
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    pub latency: Duration,
+    /// Uniform extra delay in `0..jitter`: reorders packets closer together than this.
+    pub jitter: Duration,
+    pub loss: f64,
+    pub duplicate: f64,
+    pub mtu: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            latency: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            mtu: 1500,
+        }
+    }
+}
+
+/// One simulated machine.
+pub struct Host {
+    pub node: Node,
+    pub addr: SocketAddr,
+    pub identities: Vec<(LocalId, Address)>,
+    /// Packets the node handed to its TUN, with the time they arrived.
+    pub delivered: Vec<(Instant, Vec<u8>)>,
+    /// Every event the node emitted.
+    pub events: Vec<Event>,
+    /// Whether LookupNeeded is answered from the directory.
+    pub auto_resolve: bool,
+}
+
+type Address = metanet_proto::Address;
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Flight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Counters of what the links did.
+#[derive(Clone, Debug, Default)]
+pub struct LinkStats {
+    pub sent: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub too_big: u64,
+    pub unroutable: u64,
+}
+
+pub struct Sim {
+    pub seed: u64,
+    pub now: Instant,
+    pub link: LinkConfig,
+    pub hosts: Vec<Host>,
+    pub link_stats: LinkStats,
+    /// Signed records by overlay prefix: what the registry would return.
+    pub directory: BTreeMap<Ipv6Prefix, Vec<u8>>,
+    /// Datagrams sent to addresses with no host (what a raw attacker receives).
+    pub taps: BTreeMap<SocketAddr, Vec<Vec<u8>>>,
+    rng: ChaCha20Rng,
+    flights: BinaryHeap<Reverse<Flight>>,
+    seq: u64,
+    _guard: SeedGuard,
+}
+
+/// Prints the seed if the test panics, so the run can be replayed.
+struct SeedGuard(u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("simulation failed; replay with METANET_SIM_SEED={}", self.0);
+        }
+    }
+}
+
+impl Sim {
+    /// A simulator seeded from `METANET_SIM_SEED` or `default_seed`.
+    pub fn new(default_seed: u64, link: LinkConfig) -> Self {
+        let seed = std::env::var("METANET_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default_seed);
+        eprintln!("simulation seed {seed}");
+        Sim {
+            seed,
+            now: Instant::ZERO,
+            link,
+            hosts: Vec::new(),
+            link_stats: LinkStats::default(),
+            directory: BTreeMap::new(),
+            taps: BTreeMap::new(),
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            flights: BinaryHeap::new(),
+            seq: 0,
+            _guard: SeedGuard(seed),
+        }
+    }
+
+    pub fn unix(&self) -> UnixTime {
+        UnixTime::from_secs(UNIX_BASE) + Duration::from_nanos(self.now.as_nanos())
+    }
+
+    pub fn random_bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.rng.fill_bytes(&mut b);
+        b
+    }
+
+    pub fn new_identity(&mut self) -> Identity {
+        Identity::generate(&self.random_bytes::<64>())
+    }
+
+    /// Add a host with one fresh identity at `addr`; its record goes into the directory.
+    pub fn add_host(&mut self, addr: &str) -> usize {
+        let id = self.new_identity();
+        self.add_host_with(addr, vec![id], Config::default())
+    }
+
+    pub fn add_host_with(
+        &mut self,
+        addr: &str,
+        identities: Vec<Identity>,
+        config: Config,
+    ) -> usize {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut node = Node::new(config, self.random_bytes(), self.now, self.unix());
+        let mut ids = Vec::new();
+        for identity in identities {
+            self.publish(&identity, addr);
+            let a = identity.address();
+            ids.push((node.add_identity(identity), a));
+        }
+        self.hosts.push(Host {
+            node,
+            addr,
+            identities: ids,
+            delivered: Vec::new(),
+            events: Vec::new(),
+            auto_resolve: true,
+        });
+        self.hosts.len() - 1
+    }
+
+    /// Sign and store a record for `identity` reachable at `addr`.
+    pub fn publish(&mut self, identity: &Identity, addr: SocketAddr) {
+        let rec = PeerRecord::new(
+            identity,
+            vec![addr],
+            vec![],
+            1,
+            self.unix().as_secs() + 86_400 * 2,
+        );
+        let bytes = rec.sign(identity).unwrap();
+        self.directory
+            .insert(identity.address().ipv6_prefix(), bytes);
+    }
+
+    /// Replace host `h`'s node by a fresh one (same identities, new seed, state lost):
+    /// a daemon restart.
+    pub fn restart(&mut self, h: usize, identities: Vec<Identity>) {
+        let mut node = Node::new(
+            Config::default(),
+            self.random_bytes(),
+            self.now,
+            self.unix(),
+        );
+        let mut ids = Vec::new();
+        for identity in identities {
+            let a = identity.address();
+            ids.push((node.add_identity(identity), a));
+        }
+        let host = &mut self.hosts[h];
+        host.node = node;
+        host.identities = ids;
+    }
+
+    pub fn address(&self, h: usize) -> Address {
+        self.hosts[h].identities[0].1
+    }
+
+    pub fn ip(&self, h: usize) -> Ipv6Addr {
+        self.address(h).ipv6()
+    }
+
+    pub fn local(&self, h: usize) -> LocalId {
+        self.hosts[h].identities[0].0
+    }
+
+    /// Tell host `h` about host `peer` (keys from the directory, as a static config would).
+    pub fn add_peer(&mut self, h: usize, peer: usize, connect: bool) {
+        let prefix = self.address(peer).ipv6_prefix();
+        let rec = PeerRecord::verify(&self.directory[&prefix], Lookup::Ipv6(prefix), self.unix())
+            .unwrap();
+        let local = self.local(h);
+        let cmd = Command::AddPeer {
+            local,
+            remote: Remote {
+                public_key: rec.public_key,
+                noise_key: rec.noise_key,
+            },
+            endpoint: Some(self.hosts[peer].addr),
+            connect,
+        };
+        let now = self.now;
+        self.hosts[h].node.handle_command(now, cmd).unwrap();
+        self.drain(h);
+    }
+
+    /// An IPv6 packet from host `h`'s first identity to `dst`, written to its TUN.
+    pub fn send(&mut self, h: usize, dst: Ipv6Addr, payload: &[u8]) {
+        let src = self.ip(h);
+        let pkt = ip::build_ipv6(src, dst, payload);
+        self.send_raw(h, &pkt);
+    }
+
+    pub fn send_raw(&mut self, h: usize, pkt: &[u8]) {
+        let mut out = vec![0u8; pkt.len() + 64];
+        let now = self.now;
+        if let Some(tx) = self.hosts[h].node.handle_tun_packet(now, pkt, &mut out) {
+            let from = self.hosts[h].addr;
+            self.transmit(from, tx.destination, out[..tx.len].to_vec());
+        }
+        self.drain(h);
+    }
+
+    /// Put raw bytes on the wire from `from` to `to` (an attacker, or a replay).
+    pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.transmit(from, to, bytes);
+    }
+
+    /// Payloads (after the IPv6 header) delivered to host `h`.
+    pub fn payloads(&self, h: usize) -> Vec<Vec<u8>> {
+        self.hosts[h]
+            .delivered
+            .iter()
+            .map(|(_, p)| p[ip::IPV6_HEADER_LEN..].to_vec())
+            .collect()
+    }
+
+    fn transmit(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.link_stats.sent += 1;
+        if bytes.len() + 28 > self.link.mtu {
+            self.link_stats.too_big += 1;
+            return;
+        }
+        if self.chance(self.link.loss) {
+            self.link_stats.lost += 1;
+            return;
+        }
+        let copies = if self.chance(self.link.duplicate) {
+            self.link_stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = if self.link.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(self.rng.next_u64() % self.link.jitter.as_nanos() as u64)
+            };
+            let at = self.now + self.link.latency + jitter;
+            self.seq += 1;
+            self.flights.push(Reverse(Flight {
+                at,
+                seq: self.seq,
+                from,
+                to,
+                bytes: bytes.clone(),
+            }));
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
+    }
+
+    /// Move transmits and events out of host `h`'s node.
+    pub fn drain(&mut self, h: usize) {
+        let mut buf = vec![0u8; 65536];
+        let from = self.hosts[h].addr;
+        while let Some(tx) = self.hosts[h].node.poll_transmit(&mut buf) {
+            let bytes = buf[..tx.len].to_vec();
+            self.transmit(from, tx.destination, bytes);
+        }
+        while let Some(ev) = self.hosts[h].node.poll_event() {
+            self.hosts[h].events.push(ev.clone());
+            if let Event::LookupNeeded { local, ipv6 } = ev {
+                if self.hosts[h].auto_resolve {
+                    self.resolve(h, local, ipv6);
+                }
+            }
+        }
+    }
+
+    /// Answer a lookup from the directory, verifying the record as the daemon must.
+    fn resolve(&mut self, h: usize, local: LocalId, ipv6: Ipv6Addr) {
+        let now = self.now;
+        let found = Ipv6Prefix::from_ipv6(&ipv6).and_then(|prefix| {
+            let bytes = self.directory.get(&prefix)?;
+            PeerRecord::verify(bytes, Lookup::Ipv6(prefix), self.unix()).ok()
+        });
+        let cmd = match found {
+            Some(rec) => Command::AddPeer {
+                local,
+                remote: Remote {
+                    public_key: rec.public_key,
+                    noise_key: rec.noise_key,
+                },
+                endpoint: rec.endpoints.first().copied(),
+                connect: false,
+            },
+            None => Command::LookupFailed { local, ipv6 },
+        };
+        self.hosts[h].node.handle_command(now, cmd).unwrap();
+        self.drain(h);
+    }
+
+    /// Process everything due up to and including `until`; the clock ends at `until`.
+    pub fn run_until(&mut self, until: Instant) {
+        loop {
+            let next_flight = self.flights.peek().map(|Reverse(f)| f.at);
+            let next_timer = self
+                .hosts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| h.node.poll_timeout().map(|t| (t, i)))
+                .min();
+            let next = match (next_flight, next_timer) {
+                (Some(f), Some((t, _))) => f.min(t),
+                (Some(f), None) => f,
+                (None, Some((t, _))) => t,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_flight == Some(next) {
+                let Reverse(f) = self.flights.pop().unwrap();
+                self.deliver(f);
+            } else if let Some((_, h)) = next_timer {
+                let now = self.now;
+                self.hosts[h].node.handle_timeout(now);
+                self.drain(h);
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn deliver(&mut self, f: Flight) {
+        let Some(h) = self.hosts.iter().position(|h| h.addr == f.to) else {
+            self.link_stats.unroutable += 1;
+            self.taps.entry(f.to).or_default().push(f.bytes);
+            return;
+        };
+        let mut bytes = f.bytes;
+        let now = self.now;
+        if let Some(range) = self.hosts[h].node.handle_datagram(now, f.from, &mut bytes) {
+            self.hosts[h].delivered.push((now, bytes[range].to_vec()));
+        }
+        self.drain(h);
+    }
+
+    /// Move host `h` to a new underlay address (e.g. DHCP renumbering).
+    pub fn renumber(&mut self, h: usize, addr: &str) {
+        self.hosts[h].addr = addr.parse().unwrap();
+    }
+}
