@@ -197,6 +197,8 @@ pub struct PeerStatus {
     pub rx_packets: u64,
     /// Data packets sent.
     pub tx_packets: u64,
+    /// Round-trip time of the last handshake we initiated.
+    pub rtt: Option<Duration>,
 }
 
 /// The endpoint state machine.
@@ -255,6 +257,7 @@ struct Peer {
     tx_bytes: u64,
     rx_packets: u64,
     tx_packets: u64,
+    rtt: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -263,6 +266,7 @@ struct Attempt {
     state: Option<ExpectResponse>,
     sender: u32,
     started: Instant,
+    sent_at: Instant,
     retry_at: Instant,
 }
 
@@ -363,6 +367,7 @@ impl Node {
                 tx_bytes: p.tx_bytes,
                 rx_packets: p.rx_packets,
                 tx_packets: p.tx_packets,
+                rtt: p.rtt,
             })
             .collect()
     }
@@ -993,6 +998,7 @@ impl Node {
         let Some(state) = attempt.state.take() else {
             return;
         };
+        let rtt = now.saturating_duration_since(attempt.sent_at);
         let est = match state.handle_response(&packet) {
             Ok(est) => est,
             Err(_) => {
@@ -1019,6 +1025,7 @@ impl Node {
             }
         }
         p.current = Some(kp);
+        p.rtt = Some(rtt);
         p.last_handshake = Some((now, unix));
         p.reply_due = None;
         let roamed = p.endpoint.filter(|e| *e != from);
@@ -1203,6 +1210,7 @@ impl Peer {
             tx_bytes: 0,
             rx_packets: 0,
             tx_packets: 0,
+            rtt: None,
         }
     }
 
