@@ -735,6 +735,7 @@ impl Node {
                 state: None,
                 sender,
                 started,
+                sent_at: now,
                 retry_at,
             });
             return;
@@ -767,6 +768,7 @@ impl Node {
                     state: Some(state),
                     sender,
                     started,
+                    sent_at: now,
                     retry_at,
                 });
                 self.by_index.insert(sender, id);
@@ -777,6 +779,7 @@ impl Node {
                     state: None,
                     sender,
                     started,
+                    sent_at: now,
                     retry_at,
                 });
             }
