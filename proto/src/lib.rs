@@ -21,6 +21,7 @@ pub mod control;
 pub mod handshake;
 pub mod identity;
 pub mod ip;
+pub mod keyfile;
 pub mod node;
 pub mod record;
 pub mod session;
