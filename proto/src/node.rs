@@ -36,6 +36,12 @@ use crate::wire::{
 
 /// How long a registry lookup may stay unanswered before its queued packets are dropped.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval between record requests to an endpoint given by hand.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Record requests sent before a connect by endpoint gives up.
+pub const PROBE_ATTEMPTS: u32 = 10;
+/// Validity of the records a node hands out in record responses.
+pub const ANSWER_RECORD_TTL: Duration = Duration::from_secs(3600);
 /// Width of the window over which handshake load is counted.
 const LOAD_WINDOW: Duration = Duration::from_secs(1);
 /// Keypairs we initiated are renewed on receive once this old, before the peer must.
@@ -89,6 +95,14 @@ pub enum Command {
         endpoint: Option<SocketAddr>,
         connect: bool,
     },
+    /// Connect to `address` at `endpoint` knowing nothing else: ask the endpoint for
+    /// its signed record (docs/protocol.md §3.5), verify that it derives to `address`,
+    /// then handshake. A known peer just gets the endpoint and a handshake.
+    Connect {
+        local: LocalId,
+        address: Address,
+        endpoint: SocketAddr,
+    },
     /// Forget a peer and its keys.
     RemovePeer { local: LocalId, address: Address },
     /// The registry has no usable record for this overlay address: drop what waits.
@@ -132,6 +146,12 @@ pub enum Event {
     },
     /// All keys of a peer expired with no new handshake.
     SessionExpired { local: LocalId, address: Address },
+    /// A [`Command::Connect`] got no valid record from the endpoint.
+    ConnectFailed {
+        local: LocalId,
+        address: Address,
+        endpoint: SocketAddr,
+    },
 }
 
 /// A datagram to send: `len` bytes at the start of the caller's buffer.
@@ -172,6 +192,8 @@ pub struct Stats {
     pub tun_invalid: u64,
     /// Packets dropped because a queue was full, a lookup failed or a handshake gave up.
     pub queue_dropped: u64,
+    /// Record responses that failed verification or answered no request.
+    pub bad_records: u64,
 }
 
 /// Per-peer counters and state, for `metanet peers`.
@@ -213,6 +235,7 @@ pub struct Node {
     by_ip: BTreeMap<(LocalId, Ipv6Addr), usize>,
     by_index: BTreeMap<u32, usize>,
     lookups: BTreeMap<(LocalId, Ipv6Addr), PendingLookup>,
+    probes: BTreeMap<u32, Probe>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     load: LoadCounter,
@@ -224,6 +247,15 @@ struct Local {
     identity: Identity,
     checker: CookieChecker,
     ipv6: Ipv6Addr,
+}
+
+#[derive(Debug)]
+struct Probe {
+    local: LocalId,
+    address: Address,
+    endpoint: SocketAddr,
+    sent: u32,
+    next_at: Instant,
 }
 
 #[derive(Debug)]
@@ -292,6 +324,7 @@ impl Node {
             by_ip: BTreeMap::new(),
             by_index: BTreeMap::new(),
             lookups: BTreeMap::new(),
+            probes: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             load: LoadCounter {
@@ -383,6 +416,40 @@ impl Node {
             } => self
                 .add_peer(now, local, remote, endpoint, connect)
                 .map(|_| ()),
+            Command::Connect {
+                local,
+                address,
+                endpoint,
+            } => {
+                if self.local(local).is_none() {
+                    return Err(CommandError::UnknownLocal);
+                }
+                if self.local_for_ip(&address.ipv6()).is_some() {
+                    return Err(CommandError::SelfPeer);
+                }
+                if let Some(&id) = self.by_ip.get(&(local, address.ipv6())) {
+                    if let Some(p) = self.peers[id].as_mut() {
+                        p.endpoint = Some(endpoint);
+                    }
+                    self.start_handshake(now, id);
+                    return Ok(());
+                }
+                self.probes
+                    .retain(|_, p| !(p.local == local && p.address == address));
+                let nonce = self.rng.u32();
+                self.probes.insert(
+                    nonce,
+                    Probe {
+                        local,
+                        address,
+                        endpoint,
+                        sent: 0,
+                        next_at: now,
+                    },
+                );
+                self.probe_timers(now);
+                Ok(())
+            }
             Command::RemovePeer { local, address } => {
                 let id = *self
                     .by_ip
@@ -426,6 +493,14 @@ impl Node {
                 None
             }
             Ok(wire::Kind::Data) => self.on_data(now, from, datagram),
+            Ok(wire::Kind::RecordRequest) => {
+                self.on_record_request(now, from, datagram);
+                None
+            }
+            Ok(wire::Kind::RecordResponse) => {
+                self.on_record_response(now, from, datagram);
+                None
+            }
         }
     }
 
@@ -463,6 +538,7 @@ impl Node {
         for id in 0..self.peers.len() {
             self.peer_timers(now, id);
         }
+        self.probe_timers(now);
         let expired: Vec<(LocalId, Ipv6Addr)> = self
             .lookups
             .iter()
@@ -501,7 +577,8 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let peers = self.peers.iter().flatten().filter_map(Peer::next_deadline);
         let lookups = self.lookups.values().map(|l| l.since + LOOKUP_TIMEOUT);
-        peers.chain(lookups).min()
+        let probes = self.probes.values().map(|p| p.next_at);
+        peers.chain(lookups).chain(probes).min()
     }
 
     // ------------------------------------------------------------ internals
@@ -854,6 +931,106 @@ impl Node {
             p.keepalive_at = None;
             self.send_queued(now, id, &[]);
         }
+    }
+
+    fn probe_timers(&mut self, now: Instant) {
+        let due: Vec<u32> = self
+            .probes
+            .iter()
+            .filter(|(_, p)| p.next_at <= now)
+            .map(|(n, _)| *n)
+            .collect();
+        for nonce in due {
+            let Some(p) = self.probes.get_mut(&nonce) else {
+                continue;
+            };
+            if p.sent >= PROBE_ATTEMPTS {
+                let (local, address, endpoint) = (p.local, p.address, p.endpoint);
+                self.probes.remove(&nonce);
+                self.events.push_back(Event::ConnectFailed {
+                    local,
+                    address,
+                    endpoint,
+                });
+                continue;
+            }
+            p.sent += 1;
+            p.next_at = now + PROBE_INTERVAL;
+            let repr = wire::RecordRequestRepr {
+                nonce,
+                target: *p.address.as_bytes(),
+            };
+            let mut buf = vec![0u8; wire::RECORD_REQUEST_LEN];
+            repr.emit(&mut buf);
+            self.transmits.push_back((p.endpoint, buf));
+        }
+    }
+
+    /// Answer a record request for one of our identities with a freshly signed record
+    /// (no endpoints: the asker already knows where it reached us). Counted as
+    /// handshake load, and dropped under load: signing is cheap but not free.
+    fn on_record_request(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
+        let Ok(packet) = wire::RecordRequestPacket::new_checked(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let target = Address::from_bytes(packet.target());
+        let Some(li) = self.local_for_ip(&target.ipv6()) else {
+            return;
+        };
+        if self.load.record(now, self.config.load_threshold) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        let unix = self.unix(now);
+        let Some(local) = self.local(li).filter(|l| l.identity.address() == target) else {
+            return;
+        };
+        let rec = crate::record::PeerRecord::new(
+            &local.identity,
+            Vec::new(),
+            Vec::new(),
+            unix.as_secs(),
+            (unix + ANSWER_RECORD_TTL).as_secs(),
+        );
+        let Ok(signed) = rec.sign(&local.identity) else {
+            return;
+        };
+        let repr = wire::RecordResponseRepr {
+            nonce: packet.nonce(),
+            record: signed,
+        };
+        let mut buf = vec![0u8; repr.buffer_len()];
+        repr.emit(&mut buf);
+        self.transmits.push_back((from, buf));
+    }
+
+    fn on_record_response(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
+        let Ok(packet) = wire::RecordResponsePacket::new_checked(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Some(probe) = self
+            .probes
+            .get(&packet.nonce())
+            .filter(|p| p.endpoint == from)
+        else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        let lookup = crate::record::Lookup::Address(probe.address);
+        let Ok(rec) = crate::record::PeerRecord::verify(packet.record(), lookup, self.unix(now))
+        else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        let (local, endpoint) = (probe.local, probe.endpoint);
+        self.probes.remove(&packet.nonce());
+        let remote = Remote {
+            public_key: rec.public_key,
+            noise_key: rec.noise_key,
+        };
+        let _ = self.add_peer(now, local, remote, Some(endpoint), true);
     }
 
     fn on_initiation(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {

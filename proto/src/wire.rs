@@ -11,7 +11,12 @@
 //! cookie reply (64): type=3 | 0 0 0 | receiver u32 | nonce[24] | sealed cookie[32]
 //! data      (32+n): type=4 | 0 0 0 | receiver u32 | counter u64 | AEAD(payload[n]) + tag[16]
 //! keepalive   (32): a data message with an empty payload
+//! record request (1200): type=5 | 0 0 0 | nonce u32 | target address[20] | zero padding
+//! record response (9..=1032): type=6 | 0 0 0 | nonce u32 | signed peer record
 //! ```
+//!
+//! The record request is padded so that its answer is never larger than it: the
+//! exchange cannot be used to amplify traffic towards a spoofed source.
 
 /// Message type bytes.
 pub mod kind {
@@ -23,7 +28,16 @@ pub mod kind {
     pub const COOKIE_REPLY: u8 = 3;
     /// Transport data (and keepalive).
     pub const DATA: u8 = 4;
+    /// Ask an endpoint for the signed record of one of its identities.
+    pub const RECORD_REQUEST: u8 = 5;
+    /// The signed record asked for.
+    pub const RECORD_RESPONSE: u8 = 6;
 }
+
+/// Record request length (padded: see the module docs).
+pub const RECORD_REQUEST_LEN: usize = 1200;
+/// Largest record response.
+pub const RECORD_RESPONSE_MAX: usize = 8 + crate::record::MAX_RECORD_LEN;
 
 /// Noise payload of an initiation: wallet key, binding, timestamp.
 pub const INIT_PAYLOAD_LEN: usize = 32 + 64 + 8;
@@ -122,6 +136,10 @@ pub enum Kind {
     CookieReply,
     /// [`DataPacket`].
     Data,
+    /// [`RecordRequestPacket`].
+    RecordRequest,
+    /// [`RecordResponsePacket`].
+    RecordResponse,
 }
 
 /// Classify a datagram, checking its length for the claimed type.
@@ -132,6 +150,8 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
         kind::RESPONSE => Kind::Response,
         kind::COOKIE_REPLY => Kind::CookieReply,
         kind::DATA => Kind::Data,
+        kind::RECORD_REQUEST => Kind::RecordRequest,
+        kind::RECORD_RESPONSE => Kind::RecordResponse,
         other => return Err(Error::UnknownType(other)),
     };
     match k {
@@ -139,6 +159,10 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
         Kind::Response => check_header(buf, kind::RESPONSE, Some(RESPONSE_LEN), 0)?,
         Kind::CookieReply => check_header(buf, kind::COOKIE_REPLY, Some(COOKIE_REPLY_LEN), 0)?,
         Kind::Data => check_header(buf, kind::DATA, None, DATA_OVERHEAD)?,
+        Kind::RecordRequest => {
+            check_header(buf, kind::RECORD_REQUEST, Some(RECORD_REQUEST_LEN), 0)?
+        }
+        Kind::RecordResponse => check_record_response(buf)?,
     }
     Ok(k)
 }
@@ -414,6 +438,124 @@ impl DataRepr {
     pub fn emit(&self, buf: &mut [u8]) {
         emit_data_header(buf, self.receiver, self.counter);
         buf[DATA_HEADER_LEN..self.buffer_len()].copy_from_slice(&self.ciphertext);
+    }
+}
+
+// ---------------------------------------------------------------- record exchange
+
+fn check_record_response(buf: &[u8]) -> Result<(), Error> {
+    check_header(buf, kind::RECORD_RESPONSE, None, 9)?;
+    if buf.len() > RECORD_RESPONSE_MAX {
+        return Err(Error::BadLength {
+            kind: kind::RECORD_RESPONSE,
+            len: buf.len(),
+            expected: RECORD_RESPONSE_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checked view of a record request.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRequestPacket<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> RecordRequestPacket<T> {
+    /// Wrap `buf` after checking type, length and reserved bytes.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        check_header(
+            buf.as_ref(),
+            kind::RECORD_REQUEST,
+            Some(RECORD_REQUEST_LEN),
+            0,
+        )?;
+        Ok(RecordRequestPacket(buf))
+    }
+    /// Echoed in the response.
+    pub fn nonce(&self) -> u32 {
+        u32_at(self.0.as_ref(), 4)
+    }
+    /// The address whose record is asked for.
+    pub fn target(&self) -> [u8; 20] {
+        arr(self.0.as_ref(), 8)
+    }
+}
+
+/// Owned record request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRequestRepr {
+    /// Echoed in the response.
+    pub nonce: u32,
+    /// The address whose record is asked for.
+    pub target: [u8; 20],
+}
+
+impl RecordRequestRepr {
+    /// Parse a checked view.
+    pub fn parse<T: AsRef<[u8]>>(p: &RecordRequestPacket<T>) -> Self {
+        RecordRequestRepr {
+            nonce: p.nonce(),
+            target: p.target(),
+        }
+    }
+    /// Encoded length.
+    pub const fn buffer_len(&self) -> usize {
+        RECORD_REQUEST_LEN
+    }
+    /// Write into `buf[..RECORD_REQUEST_LEN]`, padding with zeros.
+    pub fn emit(&self, buf: &mut [u8]) {
+        put_header(buf, kind::RECORD_REQUEST);
+        buf[4..8].copy_from_slice(&self.nonce.to_le_bytes());
+        buf[8..28].copy_from_slice(&self.target);
+        buf[28..RECORD_REQUEST_LEN].fill(0);
+    }
+}
+
+/// Checked view of a record response.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordResponsePacket<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> RecordResponsePacket<T> {
+    /// Wrap `buf` after checking type, length bounds and reserved bytes.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        check_record_response(buf.as_ref())?;
+        Ok(RecordResponsePacket(buf))
+    }
+    /// The request's nonce.
+    pub fn nonce(&self) -> u32 {
+        u32_at(self.0.as_ref(), 4)
+    }
+    /// The signed record (verify with `record::PeerRecord::verify`).
+    pub fn record(&self) -> &[u8] {
+        &self.0.as_ref()[8..]
+    }
+}
+
+/// Owned record response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordResponseRepr {
+    /// The request's nonce.
+    pub nonce: u32,
+    /// The signed record.
+    pub record: Vec<u8>,
+}
+
+impl RecordResponseRepr {
+    /// Parse a checked view.
+    pub fn parse<T: AsRef<[u8]>>(p: &RecordResponsePacket<T>) -> Self {
+        RecordResponseRepr {
+            nonce: p.nonce(),
+            record: p.record().to_vec(),
+        }
+    }
+    /// Encoded length.
+    pub fn buffer_len(&self) -> usize {
+        8 + self.record.len()
+    }
+    /// Write into `buf[..self.buffer_len()]`.
+    pub fn emit(&self, buf: &mut [u8]) {
+        put_header(buf, kind::RECORD_RESPONSE);
+        buf[4..8].copy_from_slice(&self.nonce.to_le_bytes());
+        buf[8..self.buffer_len()].copy_from_slice(&self.record);
     }
 }
 

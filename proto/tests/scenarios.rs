@@ -612,3 +612,57 @@ fn several_identities_on_one_node_stay_separate() {
     assert_eq!(sim.payloads(p2), vec![b"reply from second".to_vec()]);
     assert!(sim.payloads(p1).is_empty());
 }
+
+#[test]
+fn connect_by_address_and_endpoint_fetches_and_verifies_the_record() {
+    let mut sim = Sim::new(13, LinkConfig::default());
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    sim.directory.clear(); // no registry: only the address and the endpoint are known
+    let (addr_b, ip_b) = (sim.address(b), sim.ip(b));
+    let now = sim.now;
+    let local = sim.local(a);
+    sim.hosts[a]
+        .node
+        .handle_command(
+            now,
+            Command::Connect {
+                local,
+                address: addr_b,
+                endpoint: B.parse().unwrap(),
+            },
+        )
+        .unwrap();
+    sim.drain(a);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.hosts[a]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerUp { address, .. } if *address == addr_b)));
+    sim.send(a, ip_b, b"by address");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.payloads(b), vec![b"by address".to_vec()]);
+
+    // The endpoint answers for another key than the address asked for: never used.
+    let c = sim.add_host("198.18.0.3:51820");
+    let wanted = sim.new_identity().address();
+    let now = sim.now;
+    let local = sim.local(c);
+    sim.hosts[c]
+        .node
+        .handle_command(
+            now,
+            Command::Connect {
+                local,
+                address: wanted,
+                endpoint: B.parse().unwrap(),
+            },
+        )
+        .unwrap();
+    sim.drain(c);
+    sim.run_for(Duration::from_secs(15));
+    assert!(sim.hosts[c].node.peers(sim.now).is_empty());
+    assert!(sim.hosts[c]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ConnectFailed { address, .. } if *address == wanted)));
+}
