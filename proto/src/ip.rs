@@ -81,3 +81,73 @@ pub fn build_ipv6(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
     p[IPV6_HEADER_LEN..].copy_from_slice(payload);
     p
 }
+
+/// ICMPv6 Destination Unreachable code 0: no route to destination.
+pub const UNREACH_NO_ROUTE: u8 = 0;
+/// ICMPv6 Destination Unreachable code 3: address unreachable.
+pub const UNREACH_ADDRESS: u8 = 3;
+/// IPv6 minimum MTU: an ICMPv6 error never exceeds it (RFC 4443 §2.4).
+pub const IPV6_MIN_MTU: usize = 1280;
+
+/// An ICMPv6 Destination Unreachable (RFC 4443 §3.1) from `from` about `original`,
+/// so that an application sending to an unreachable overlay address fails at once
+/// instead of hanging. `None` if `original` is not IPv6 or is itself an ICMPv6 error.
+pub fn icmpv6_unreachable(original: &[u8], from: Ipv6Addr, code: u8) -> Option<Vec<u8>> {
+    let orig = Ipv6Packet::new_checked(original).ok()?;
+    // Never answer an ICMPv6 error with an error (types < 128 are errors).
+    if orig.next_header() == 58 && original.get(IPV6_HEADER_LEN).is_some_and(|t| *t < 128) {
+        return None;
+    }
+    let quoted = original.len().min(IPV6_MIN_MTU - IPV6_HEADER_LEN - 8);
+    let mut icmp = vec![0u8; 8 + quoted];
+    icmp[0] = 1;
+    icmp[1] = code;
+    icmp[8..].copy_from_slice(&original[..quoted]);
+    let dst = orig.src();
+    let sum = icmpv6_checksum(from, dst, &icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut p = build_ipv6(from, dst, &icmp);
+    p[6] = 58;
+    p[7] = 255;
+    Some(p)
+}
+
+/// The ICMPv6 checksum over the IPv6 pseudo-header and `message` (checksum field zero).
+pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for chunk in b.chunks(2) {
+            let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+            sum = sum.wrapping_add(u32::from(word));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(message.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(message);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_quotes_original_and_checksums() {
+        let a: Ipv6Addr = "fd00::1".parse().unwrap();
+        let b: Ipv6Addr = "fd00::2".parse().unwrap();
+        let orig = build_ipv6(a, b, &[0xaa; 2000]);
+        let icmp = icmpv6_unreachable(&orig, b, UNREACH_ADDRESS).unwrap();
+        assert_eq!(icmp.len(), IPV6_MIN_MTU);
+        let v = Ipv6Packet::new_checked(&icmp).unwrap();
+        assert_eq!((v.src(), v.dst(), v.next_header()), (b, a, 58));
+        // Checksum over the message including its checksum field folds to zero.
+        assert_eq!(icmpv6_checksum(b, a, &icmp[IPV6_HEADER_LEN..]), 0);
+        // No error about an error.
+        assert!(icmpv6_unreachable(&icmp, a, UNREACH_ADDRESS).is_none());
+    }
+}
