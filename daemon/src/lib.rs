@@ -1,1 +1,576 @@
-//! metanetd library
+//! metanetd: a thin async shell around `metanet_proto::node::Node`.
+//!
+//! One task owns the node and loops: read UDP, read the TUN, take control requests,
+//! fire the node's timer; after each input it drains the node's transmits and events.
+//! The protocol decisions are all in `proto`; this crate only moves bytes and files.
+//! `unsafe` lives only in [`sys`].
+
+pub mod config;
+pub mod control;
+pub mod state;
+pub mod sys;
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metanet_proto::control::{self as api, ErrorKind, IdentityInfo, PeerInfo, Reply};
+use metanet_proto::identity::hex;
+use metanet_proto::node::{self, Command, Event, LocalId, Node};
+use metanet_proto::{ip, wire, Address, Identity, Instant, UnixTime};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Everything the daemon needs to start, after flags and file are merged.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub tun: String,
+    pub mtu: u16,
+    pub socket_buffer: usize,
+    pub static_peers: Vec<config::StaticPeer>,
+}
+
+/// Why the daemon stopped with an error; `exit_code` maps it for the binary.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    State(#[from] state::Error),
+    #[error(transparent)]
+    Control(#[from] control::Error),
+    #[error("cannot create TUN device {name}: {source} (metanetd needs CAP_NET_ADMIN: run as root or via systemd)")]
+    Tun {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on UDP port {port}: {source}")]
+    Udp { port: u16, source: std::io::Error },
+    #[error("static peer {0}: {1}")]
+    Peer(String, String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Exit code: 2 configuration, 3 resource in use, 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::State(_) | Error::Peer(..) => 2,
+            Error::Control(control::Error::InUse(_)) => 3,
+            Error::Udp { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => 3,
+            _ => 1,
+        }
+    }
+}
+
+struct Daemon {
+    node: Node,
+    names: Vec<(String, LocalId)>,
+    state: state::StateDir,
+    opts: Options,
+    origin: std::time::Instant,
+    tun: tun_rs::AsyncDevice,
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(opts: Options) -> Result<(), Error> {
+    let state = state::StateDir::open(&opts.state_dir)?;
+    let identities = state.load_identities()?;
+    let origin = std::time::Instant::now();
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(&state::random64()?[..32]);
+    let mut node = Node::new(node::Config::default(), seed, Instant::ZERO, unix_now());
+
+    let first_ip = identities[0].1.address().ipv6();
+    let tun = tun_rs::DeviceBuilder::new()
+        .name(opts.tun.clone())
+        .ipv6(first_ip, 8u8)
+        .mtu(opts.mtu)
+        .build_async()
+        .map_err(|source| Error::Tun {
+            name: opts.tun.clone(),
+            source,
+        })?;
+    let mut names = Vec::new();
+    for (i, (name, id)) in identities.into_iter().enumerate() {
+        if i > 0 {
+            tun.add_address_v6(id.address().ipv6(), 128u8)
+                .map_err(|source| Error::Tun {
+                    name: opts.tun.clone(),
+                    source,
+                })?;
+        }
+        tracing::info!(identity = %name, address = %id.address(), ipv6 = %id.address().ipv6(), "identity loaded");
+        names.push((name, node.add_identity(id)));
+    }
+    let udp = bind_udp(opts.port, opts.socket_buffer)?;
+    let listener = control::bind(&opts.socket)?;
+    let (jobs_tx, mut jobs) = mpsc::channel::<control::Job>(64);
+    let server = tokio::spawn(control::serve(listener, jobs_tx));
+
+    let mut d = Daemon {
+        node,
+        names,
+        state,
+        opts,
+        origin,
+        tun,
+    };
+    for p in std::mem::take(&mut d.opts.static_peers) {
+        let cmd = api::Command::Connect {
+            address: p.address.clone(),
+            endpoint: Some(p.endpoint),
+            identity: p.identity,
+        };
+        d.control(cmd)
+            .map_err(|e| Error::Peer(p.address, e.message))?;
+    }
+    notify_ready();
+    tracing::info!(tun = %d.opts.tun, port = d.opts.port, socket = %d.opts.socket.display(), "metanetd ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut ubuf = vec![0u8; wire::MAX_DATAGRAM];
+    let mut tbuf = vec![0u8; wire::MAX_DATAGRAM];
+    let mut obuf = vec![0u8; wire::MAX_DATAGRAM];
+    let result = loop {
+        let deadline = d
+            .node
+            .poll_timeout()
+            .map(|t| d.origin + Duration::from_nanos(t.as_nanos()));
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = udp.recv_from(&mut ubuf) => match r {
+                Ok((n, from)) => {
+                    let now = d.now();
+                    if let Some(range) = d.node.handle_datagram(now, normalize(from), &mut ubuf[..n]) {
+                        if let Err(e) = d.tun.send(&ubuf[range]).await {
+                            tracing::debug!(error = %e, "tun write failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "udp receive failed"),
+            },
+            r = d.tun.recv(&mut tbuf) => match r {
+                Ok(n) => {
+                    let now = d.now();
+                    if let Some(tx) = d.node.handle_tun_packet(now, &tbuf[..n], &mut obuf) {
+                        send(&udp, &obuf[..tx.len], tx.destination).await;
+                    }
+                    d.answer_lookups(&tbuf[..n]).await;
+                }
+                Err(e) => break Err(Error::Io(e)),
+            },
+            Some((cmd, reply)) = jobs.recv() => {
+                let _ = reply.send(d.control(cmd));
+            }
+            () = sleep => {
+                let now = d.now();
+                d.node.handle_timeout(now);
+            }
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+        }
+        while let Some(tx) = d.node.poll_transmit(&mut obuf) {
+            send(&udp, &obuf[..tx.len], tx.destination).await;
+        }
+        d.events();
+    };
+    server.abort();
+    let _ = std::fs::remove_file(&d.opts.socket);
+    tracing::info!("metanetd stopped");
+    result
+}
+
+impl Daemon {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn name_of(&self, local: LocalId) -> String {
+        self.names
+            .iter()
+            .find(|(_, l)| *l == local)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default()
+    }
+
+    fn local_named(&self, name: Option<&str>) -> Result<LocalId, api::Error> {
+        match name {
+            None => self
+                .names
+                .first()
+                .map(|(_, l)| *l)
+                .ok_or_else(|| err(ErrorKind::NotFound, "no identity")),
+            Some(n) => self
+                .names
+                .iter()
+                .find(|(x, _)| x == n)
+                .map(|(_, l)| *l)
+                .ok_or_else(|| {
+                    err(
+                        ErrorKind::NotFound,
+                        &format!("no identity named `{n}`: see `metanet id list`"),
+                    )
+                }),
+        }
+    }
+
+    /// No registry yet (issue 4): a destination without a known peer is unreachable at
+    /// once, with an ICMPv6 error so applications fail fast instead of hanging.
+    async fn answer_lookups(&mut self, packet: &[u8]) {
+        let mut rest = Vec::new();
+        while let Some(ev) = self.node.poll_event() {
+            if let Event::LookupNeeded { local, ipv6 } = ev {
+                let now = self.now();
+                let _ = self
+                    .node
+                    .handle_command(now, Command::LookupFailed { local, ipv6 });
+                let from = self
+                    .node
+                    .identity(local)
+                    .map(|i| i.address().ipv6())
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED);
+                if let Some(icmp) = ip::icmpv6_unreachable(packet, from, ip::UNREACH_ADDRESS) {
+                    let _ = self.tun.send(&icmp).await;
+                }
+            } else {
+                rest.push(ev);
+            }
+        }
+        for ev in rest {
+            log_event(&ev);
+        }
+    }
+
+    fn events(&mut self) {
+        while let Some(ev) = self.node.poll_event() {
+            if let Event::LookupNeeded { local, ipv6 } = ev {
+                let now = self.now();
+                let _ = self
+                    .node
+                    .handle_command(now, Command::LookupFailed { local, ipv6 });
+            }
+            log_event(&ev);
+        }
+    }
+
+    fn identity_info(&self, name: &str, local: LocalId) -> Option<IdentityInfo> {
+        let id = self.node.identity(local)?;
+        Some(info(
+            name,
+            id,
+            self.names.first().is_some_and(|(_, l)| *l == local),
+        ))
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        self.node
+            .peers(self.now())
+            .into_iter()
+            .map(|p| PeerInfo {
+                identity: self.name_of(p.local),
+                address: p.address.to_string(),
+                ipv6: p.ipv6,
+                endpoint: p.endpoint,
+                last_handshake: p.last_handshake.map(UnixTime::as_secs),
+                connected: p.connected,
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+                rtt_us: p
+                    .rtt
+                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            })
+            .collect()
+    }
+
+    fn control(&mut self, cmd: api::Command) -> Result<Reply, api::Error> {
+        let now = self.now();
+        match cmd {
+            api::Command::Status => {
+                let s = self.node.stats();
+                let counters = [
+                    ("malformed", s.malformed),
+                    ("bad_mac1", s.bad_mac1),
+                    ("cookies_sent", s.cookies_sent),
+                    ("rate_limited", s.rate_limited),
+                    ("handshakes_processed", s.handshakes_processed),
+                    ("handshake_failures", s.handshake_failures),
+                    ("replayed_initiations", s.replayed_initiations),
+                    ("unknown_index", s.unknown_index),
+                    ("replayed_data", s.replayed_data),
+                    ("decrypt_failures", s.decrypt_failures),
+                    ("spoofed", s.spoofed),
+                    ("tun_invalid", s.tun_invalid),
+                    ("queue_dropped", s.queue_dropped),
+                    ("bad_records", s.bad_records),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                Ok(Reply::Status(api::Status {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    interface: self.opts.tun.clone(),
+                    port: self.opts.port,
+                    identities: self.identity_list(),
+                    peers: self.peer_infos(),
+                    counters,
+                }))
+            }
+            api::Command::Peers => Ok(Reply::Peers {
+                peers: self.peer_infos(),
+            }),
+            api::Command::IdList => Ok(Reply::Identities {
+                identities: self.identity_list(),
+            }),
+            api::Command::IdShow { name } => {
+                let local = self.local_named(name.as_deref())?;
+                let name = self.name_of(local);
+                self.identity_info(&name, local)
+                    .map(Reply::Identity)
+                    .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))
+            }
+            api::Command::IdNew { name } => {
+                let seed =
+                    state::random64().map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
+                self.add_identity(name, Identity::generate(&seed))
+            }
+            api::Command::IdImport { name, secret_hex } => {
+                let wallet = metanet_proto::keyfile::parse_hex32(secret_hex.trim(), "secret")
+                    .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
+                let mut noise = [0u8; 32];
+                noise.copy_from_slice(
+                    &state::random64().map_err(|e| err(ErrorKind::Internal, &e.to_string()))?[..32],
+                );
+                let id = Identity::new(
+                    metanet_proto::WalletKey::from_seed(&wallet),
+                    metanet_proto::identity::NoiseKey::from_bytes(&noise),
+                );
+                self.add_identity(name, id)
+            }
+            api::Command::IdExport { name } => {
+                let local = self.local_named(Some(&name))?;
+                let id = self
+                    .node
+                    .identity(local)
+                    .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
+                Ok(Reply::Secret {
+                    name,
+                    secret_hex: hex(&id.wallet().seed()[..]),
+                })
+            }
+            api::Command::IdRemove { name } => {
+                let local = self.local_named(Some(&name))?;
+                if self.names.len() == 1 {
+                    return Err(err(
+                        ErrorKind::BadRequest,
+                        "cannot remove the only identity",
+                    ));
+                }
+                self.state
+                    .remove(&name)
+                    .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
+                if let Some(id) = self.node.remove_identity(local) {
+                    let _ = self.tun.remove_address_v6(id.address().ipv6(), 128);
+                }
+                self.names.retain(|(n, _)| *n != name);
+                Ok(Reply::Done)
+            }
+            api::Command::Connect {
+                address,
+                endpoint,
+                identity,
+            } => {
+                let address: Address = address.parse().map_err(|e| {
+                    err(
+                        ErrorKind::BadRequest,
+                        &format!("bad address `{address}`: {e}"),
+                    )
+                })?;
+                let local = self.local_named(identity.as_deref())?;
+                let Some(endpoint) = endpoint else {
+                    return Err(err(
+                        ErrorKind::BadRequest,
+                        "no endpoint given and no registry configured yet: use --endpoint HOST:PORT",
+                    ));
+                };
+                self.node
+                    .handle_command(
+                        now,
+                        Command::Connect {
+                            local,
+                            address,
+                            endpoint: normalize(endpoint),
+                        },
+                    )
+                    .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
+                Ok(Reply::Connected(PeerInfo {
+                    identity: self.name_of(local),
+                    address: address.to_string(),
+                    ipv6: address.ipv6(),
+                    endpoint: Some(endpoint),
+                    last_handshake: None,
+                    connected: false,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                    rtt_us: None,
+                }))
+            }
+            api::Command::Disconnect { address, identity } => {
+                let address: Address = address.parse().map_err(|e| {
+                    err(
+                        ErrorKind::BadRequest,
+                        &format!("bad address `{address}`: {e}"),
+                    )
+                })?;
+                let local = self.local_named(identity.as_deref())?;
+                self.node
+                    .handle_command(now, Command::RemovePeer { local, address })
+                    .map_err(|e| err(ErrorKind::NotFound, &e.to_string()))?;
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn identity_list(&self) -> Vec<IdentityInfo> {
+        self.names
+            .iter()
+            .filter_map(|(n, l)| self.identity_info(n, *l))
+            .collect()
+    }
+
+    fn add_identity(&mut self, name: String, id: Identity) -> Result<Reply, api::Error> {
+        if self.names.iter().any(|(n, _)| *n == name) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                &format!("identity `{name}` already exists"),
+            ));
+        }
+        self.state.write(&name, &id, false).map_err(|e| match e {
+            state::Error::Exists(_) => err(ErrorKind::AlreadyExists, &e.to_string()),
+            state::Error::BadName(_) => err(ErrorKind::BadRequest, &e.to_string()),
+            other => err(ErrorKind::Internal, &other.to_string()),
+        })?;
+        let ipv6 = id.address().ipv6();
+        self.tun
+            .add_address_v6(ipv6, 128u8)
+            .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
+        let local = self.node.add_identity(id);
+        self.names.push((name.clone(), local));
+        self.identity_info(&name, local)
+            .map(Reply::Identity)
+            .ok_or_else(|| err(ErrorKind::Internal, "identity vanished"))
+    }
+}
+
+fn info(name: &str, id: &Identity, default: bool) -> IdentityInfo {
+    IdentityInfo {
+        name: name.into(),
+        address: id.address().to_string(),
+        ipv6: id.address().ipv6(),
+        public_key: hex(&id.public_key().to_bytes()),
+        default,
+        services: Vec::new(),
+    }
+}
+
+fn err(kind: ErrorKind, message: &str) -> api::Error {
+    api::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn log_event(ev: &Event) {
+    match ev {
+        Event::PeerUp {
+            address, endpoint, ..
+        } => tracing::info!(peer = %address, %endpoint, "session up"),
+        Event::HandshakeFailed { address, .. } => {
+            tracing::warn!(peer = %address, "handshake gave up")
+        }
+        Event::Roamed {
+            address, from, to, ..
+        } => tracing::info!(peer = %address, %from, %to, "peer roamed"),
+        Event::SessionExpired { address, .. } => tracing::info!(peer = %address, "session expired"),
+        Event::ConnectFailed {
+            address, endpoint, ..
+        } => {
+            tracing::warn!(peer = %address, %endpoint, "no valid record from endpoint")
+        }
+        Event::LookupNeeded { ipv6, .. } => tracing::debug!(%ipv6, "no peer for destination"),
+    }
+}
+
+fn unix_now() -> UnixTime {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixTime::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// IPv4-mapped IPv6 (from the dual-stack socket) back to IPv4, so endpoints compare
+/// and print the way users wrote them.
+fn normalize(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+async fn send(udp: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    let to = match to {
+        SocketAddr::V4(v4) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        v6 => v6,
+    };
+    if let Err(e) = udp.send_to(bytes, to).await {
+        tracing::debug!(error = %e, %to, "udp send failed");
+    }
+}
+
+fn bind_udp(port: u16, buffer: usize) -> Result<UdpSocket, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let e = |source| Error::Udp { port, source };
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).map_err(e)?;
+    s.set_only_v6(false).map_err(e)?;
+    if let Err(err) = sys::set_buffers_force(&s, buffer) {
+        tracing::warn!(error = %err, "could not enlarge UDP socket buffers");
+    }
+    s.set_nonblocking(true).map_err(e)?;
+    s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())
+        .map_err(e)?;
+    UdpSocket::from_std(s.into()).map_err(e)
+}
+
+/// Tell systemd we are ready (Type=notify), when started by it.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", PathBuf::from(&path))
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}

@@ -1,0 +1,88 @@
+//! `metanetd`: the metanet daemon. Runs in the foreground (as systemd expects).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use metanet_daemon::{config, run, Options};
+
+/// metanet overlay VPN daemon.
+#[derive(Debug, Parser)]
+#[command(name = "metanetd", version, about)]
+struct Args {
+    /// Config file (TOML, strict).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// State directory (identity keys).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Control socket path.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// UDP listen port (IPv4 and IPv6).
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// TUN interface name.
+    #[arg(long, value_name = "NAME")]
+    tun: Option<String>,
+    /// Tunnel MTU.
+    #[arg(long, value_name = "BYTES")]
+    mtu: Option<u16>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("METANET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_CONFIG), false),
+    };
+    let file = match config::File::load(&path, explicit) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("metanetd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = Options {
+        state_dir: args
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| config::DEFAULT_STATE_DIR.into()),
+        socket: args
+            .socket
+            .or(file.socket)
+            .unwrap_or_else(|| config::DEFAULT_SOCKET.into()),
+        port: args.port.or(file.port).unwrap_or(config::DEFAULT_PORT),
+        tun: args
+            .tun
+            .or(file.tun)
+            .unwrap_or_else(|| config::DEFAULT_TUN.into()),
+        mtu: args.mtu.or(file.mtu).unwrap_or(config::DEFAULT_MTU),
+        socket_buffer: file.socket_buffer.unwrap_or(8 << 20),
+        static_peers: file.peer,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("metanetd: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("metanetd: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}

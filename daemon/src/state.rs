@@ -1,0 +1,212 @@
+//! The state directory: identity key files (`identities/<name>.key`, mode 0600, written
+//! atomically) and the name of the default identity. Same layout as the CLI uses
+//! (docs/operations.md "State directory").
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use metanet_proto::{keyfile, Identity};
+
+/// Name of the identity created on first start.
+pub const DEFAULT_NAME: &str = "default";
+
+/// Why the state directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}): run `chmod 600 {path}`"
+    )]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("key file {path} is invalid: {source}")]
+    Key {
+        path: PathBuf,
+        source: keyfile::Error,
+    },
+    #[error("identity name `{0}` is invalid: use 1-64 of a-z, 0-9, '-', '_'")]
+    BadName(String),
+    #[error("identity `{0}` already exists")]
+    Exists(String),
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Open (and create, mode 0700) the state directory.
+    pub fn open(root: &Path) -> Result<Self, Error> {
+        let ids = root.join("identities");
+        fs::create_dir_all(&ids).map_err(|source| Error::Io {
+            path: ids.clone(),
+            source,
+        })?;
+        for dir in [root, ids.as_path()] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+                Error::Io {
+                    path: dir.into(),
+                    source,
+                }
+            })?;
+        }
+        Ok(StateDir { root: root.into() })
+    }
+
+    /// Every identity, sorted by name; creates `default` when there is none.
+    pub fn load_identities(&self) -> Result<Vec<(String, Identity)>, Error> {
+        let dir = self.root.join("identities");
+        let rd = fs::read_dir(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut names = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".key") {
+                names.push(stem.to_owned());
+            }
+        }
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let id = self.read(&name)?;
+            out.push((name, id));
+        }
+        if out.is_empty() {
+            let id = Identity::generate(&random64()?);
+            self.write(DEFAULT_NAME, &id, false)?;
+            out.push((DEFAULT_NAME.to_owned(), id));
+        }
+        Ok(out)
+    }
+
+    /// Read one identity, refusing key files others can read.
+    pub fn read(&self, name: &str) -> Result<Identity, Error> {
+        let path = self.key_path(name)?;
+        let meta = fs::metadata(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::Permissions { path, mode });
+        }
+        let text =
+            zeroize::Zeroizing::new(fs::read_to_string(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?);
+        keyfile::decode(&text).map_err(|source| Error::Key { path, source })
+    }
+
+    /// Write an identity atomically with mode 0600 (temp file, fsync, rename, fsync dir).
+    pub fn write(&self, name: &str, identity: &Identity, overwrite: bool) -> Result<(), Error> {
+        let path = self.key_path(name)?;
+        if !overwrite && path.exists() {
+            return Err(Error::Exists(name.into()));
+        }
+        let dir = self.root.join("identities");
+        let tmp = dir.join(format!(".{name}.key.tmp"));
+        let io = |source, p: &Path| Error::Io {
+            path: p.into(),
+            source,
+        };
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io(e, &tmp))?;
+        f.write_all(keyfile::encode(identity).as_bytes())
+            .map_err(|e| io(e, &tmp))?;
+        f.sync_all().map_err(|e| io(e, &tmp))?;
+        fs::rename(&tmp, &path).map_err(|e| io(e, &path))?;
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(e, &dir))?;
+        Ok(())
+    }
+
+    /// Delete an identity's key file.
+    pub fn remove(&self, name: &str) -> Result<(), Error> {
+        let path = self.key_path(name)?;
+        fs::remove_file(&path).map_err(|source| Error::Io { path, source })
+    }
+
+    fn key_path(&self, name: &str) -> Result<PathBuf, Error> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(Error::BadName(name.into()));
+        }
+        Ok(self.root.join("identities").join(format!("{name}.key")))
+    }
+}
+
+/// 64 bytes from the OS for a new identity.
+pub fn random64() -> Result<[u8; 64], Error> {
+    let mut b = [0u8; 64];
+    getrandom::fill(&mut b).map_err(|e| Error::Io {
+        path: "getrandom".into(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("metanet-state-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        p
+    }
+
+    #[test]
+    fn first_start_creates_default_and_restart_keeps_it() {
+        let root = tmpdir("default");
+        let s = StateDir::open(&root).unwrap();
+        let first = s.load_identities().unwrap();
+        assert_eq!(first[0].0, DEFAULT_NAME);
+        let mode = fs::metadata(root.join("identities/default.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = StateDir::open(&root).unwrap().load_identities().unwrap();
+        assert_eq!(again[0].1.address(), first[0].1.address());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn readable_key_file_is_refused() {
+        let root = tmpdir("perm");
+        let s = StateDir::open(&root).unwrap();
+        s.load_identities().unwrap();
+        let key = root.join("identities/default.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            s.read(DEFAULT_NAME),
+            Err(Error::Permissions { .. })
+        ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
