@@ -1,0 +1,90 @@
+//! `metanet status`: the daemon's version, interface, port, identities and peers, or
+//! the whole `control::Status` as JSON.
+
+use std::io::Write;
+
+use anyhow::Result;
+use metanet_proto::control::Status;
+
+use super::{unix_now, write_json, Context};
+
+/// Run `status`.
+pub(crate) fn run(ctx: &Context, out: &mut dyn Write) -> Result<()> {
+    let status = ctx.client().status()?;
+    if ctx.json {
+        return write_json(out, &status);
+    }
+    write!(out, "{}", render(&status, unix_now()))?;
+    Ok(())
+}
+
+/// The human form of `status`, as of Unix time `now`.
+pub(crate) fn render(status: &Status, now: u64) -> String {
+    let mut s = format!(
+        "metanetd {}: interface {}, UDP port {}\n",
+        status.version, status.interface, status.port
+    );
+    s.push_str("identities:\n");
+    for i in &status.identities {
+        s.push_str(&format!(
+            "  {} {}  {}  {}\n",
+            if i.default { "*" } else { " " },
+            i.name,
+            i.address,
+            i.ipv6
+        ));
+    }
+    let up = status.peers.iter().filter(|p| p.connected).count();
+    s.push_str(&format!("peers: {} ({up} up)\n", status.peers.len()));
+    if !status.peers.is_empty() {
+        for line in super::peers::render(&status.peers, now).lines() {
+            s.push_str("  ");
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    let counters: Vec<_> = status.counters.iter().filter(|(_, v)| *v != 0).collect();
+    if !counters.is_empty() {
+        s.push_str("counters:\n");
+        for (name, value) in counters {
+            s.push_str(&format!("  {name} {value}\n"));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use metanet_proto::control::IdentityInfo;
+    use metanet_proto::Address;
+
+    use super::*;
+
+    #[test]
+    fn renders_everything() {
+        let a = Address::from_public_key(&[1; 32]);
+        let status = Status {
+            version: "0.1.0".into(),
+            interface: "metanet0".into(),
+            port: 51820,
+            identities: vec![IdentityInfo {
+                name: "default".into(),
+                address: a.to_string(),
+                ipv6: a.ipv6(),
+                public_key: "00".repeat(32),
+                default: true,
+                services: vec![],
+            }],
+            peers: vec![],
+            counters: vec![("rx_packets".into(), 3), ("dropped".into(), 0)],
+        };
+        let text = render(&status, 0);
+        assert!(text.contains("metanet0"));
+        assert!(text.contains("51820"));
+        assert!(text.contains(&format!("* default  {a}")));
+        assert!(text.contains("peers: 0 (0 up)"));
+        assert!(text.contains("rx_packets 3"));
+        assert!(!text.contains("dropped"));
+    }
+}
