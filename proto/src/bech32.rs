@@ -172,7 +172,7 @@ mod tests {
                 .map(|b| CHARSET.iter().position(|c| *c == b).unwrap() as u8)
                 .collect();
             assert_eq!(
-                polymod_with_hrp(lower[..sep].as_bytes(), &values),
+                polymod_with_hrp(&lower.as_bytes()[..sep], &values),
                 BECH32M_CONST,
                 "{s}"
             );

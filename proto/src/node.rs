@@ -85,6 +85,8 @@ impl Default for Config {
 }
 
 /// Something the node asks of its driver.
+// Commands are rare (operator and registry actions); boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Add or update a peer of `local` whose keys the driver verified (from a record or
@@ -716,9 +718,7 @@ impl Node {
         packet: &[u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
-        let Some(p) = self.peers[id].as_mut() else {
-            return None;
-        };
+        let p = self.peers[id].as_mut()?;
         let (Some(endpoint), Some(kp)) =
             (p.endpoint, p.current.as_mut().filter(|k| k.is_usable(now)))
         else {

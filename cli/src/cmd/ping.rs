@@ -64,17 +64,23 @@ pub(crate) struct Summary {
     pub(crate) received: u32,
     /// Round-trip time of each reply, in milliseconds.
     pub(crate) rtt_ms: Vec<f64>,
+    /// ICMPv6 errors received instead of replies (e.g. destination unreachable).
+    pub(crate) errors: u32,
 }
 
 /// No echo reply came back.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "no reply from {target} ({ipv6}): check with `metanet peers` that a session with it is \
-     up, and that the peer's endpoint is reachable"
-)]
-pub(crate) struct NoReply {
-    target: String,
-    ipv6: Ipv6Addr,
+pub(crate) enum NoReply {
+    #[error(
+        "no reply from {target} ({ipv6}): check with `metanet peers` that a session with it \
+         is up, and that the peer's endpoint is reachable"
+    )]
+    Silent { target: String, ipv6: Ipv6Addr },
+    #[error(
+        "{target} ({ipv6}) is unreachable: is there a session with it? check `metanet peers`, \
+         and open one with `metanet connect ADDRESS --endpoint HOST:PORT`"
+    )]
+    Unreachable { target: String, ipv6: Ipv6Addr },
 }
 
 /// Run `ping`.
@@ -108,6 +114,7 @@ pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> 
             out.flush()?;
             system_ping(ctx, args.target.trim(), ip, args.count, args.wait)?
         }
+        Err(e) if e.kind() == io::ErrorKind::NetworkUnreachable => return Err(no_route(ip)),
         Err(e) => bail!("cannot open an ICMPv6 socket: {e}"),
     };
     if ctx.json {
@@ -116,9 +123,11 @@ pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> 
         write!(out, "{}", render_summary(&summary))?;
     }
     if summary.received == 0 {
-        return Err(NoReply {
-            target: summary.target,
-            ipv6: ip,
+        let (target, ipv6) = (summary.target, ip);
+        return Err(if summary.errors > 0 {
+            NoReply::Unreachable { target, ipv6 }
+        } else {
+            NoReply::Silent { target, ipv6 }
         }
         .into());
     }
@@ -155,6 +164,11 @@ impl Pinger {
         };
         // Connecting makes the kernel deliver only packets from `ip` to this socket.
         socket.connect(&SocketAddrV6::new(ip, 0, 0, 0).into())?;
+        // Without this, ICMPv6 errors the kernel deems soft (metanetd's "address
+        // unreachable" for a destination with no session) are dropped and each probe
+        // waits out its timeout; with it, the next read fails at once with the reason.
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv6RecvErr, &true)
+            .map_err(io::Error::from)?;
         Ok(Pinger {
             socket,
             ip,
@@ -187,6 +201,7 @@ impl Pinger {
             transmitted: 0,
             received: 0,
             rtt_ms: Vec::new(),
+            errors: 0,
         };
         let mut buf = [0u8; 2048];
         for seq in 1..=count {
@@ -196,11 +211,9 @@ impl Pinger {
                     sent_at[usize::from(seq)] = Some(start);
                     summary.transmitted += 1;
                 }
-                Err(e) if e.kind() == io::ErrorKind::NetworkUnreachable => bail!(
-                    "no route to {}: is metanetd running with its interface up? check \
-                     `metanet status`",
-                    self.ip
-                ),
+                Err(e) if e.kind() == io::ErrorKind::NetworkUnreachable => {
+                    return Err(no_route(self.ip))
+                }
                 Err(e) => line(format!("icmp_seq={seq}: send failed: {e}"))?,
             }
             let deadline = start + wait;
@@ -225,10 +238,16 @@ impl Pinger {
                         break
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    // ICMPv6 errors about our requests arrive as socket errors.
+                    // ICMPv6 errors about our requests arrive as socket errors; this
+                    // probe has its answer.
                     Err(e) => {
-                        line(format!("from {}: {e}", self.ip))?;
-                        continue;
+                        summary.errors += 1;
+                        line(format!(
+                            "from {}: icmp_seq={seq} {}",
+                            self.ip,
+                            describe_error(&e)
+                        ))?;
+                        break;
                     }
                 };
                 let Some(got) = self.parse_reply(&buf[..n], count) else {
@@ -293,15 +312,35 @@ impl Pinger {
     }
 }
 
+fn no_route(ip: Ipv6Addr) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no route to {ip}: is metanetd running with its interface up? check `metanet status`"
+    )
+}
+
+/// An ICMPv6 error about an echo request, in `ping`'s words.
+fn describe_error(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            "destination unreachable".into()
+        }
+        _ => format!("error: {e}"),
+    }
+}
+
 /// Statistics lines after the replies, in `ping`'s form.
 fn render_summary(s: &Summary) -> String {
     let loss = (s.received * 100)
         .checked_div(s.transmitted)
         .map_or(100, |r| 100u32.saturating_sub(r));
     let mut text = format!(
-        "\n--- {} ping statistics ---\n{} packets transmitted, {} received, {loss}% packet loss\n",
+        "\n--- {} ping statistics ---\n{} packets transmitted, {} received, ",
         s.target, s.transmitted, s.received
     );
+    if s.errors > 0 {
+        text.push_str(&format!("+{} errors, ", s.errors));
+    }
+    text.push_str(&format!("{loss}% packet loss\n"));
     if !s.rtt_ms.is_empty() {
         let min = s.rtt_ms.iter().copied().fold(f64::INFINITY, f64::min);
         let max = s.rtt_ms.iter().copied().fold(0.0, f64::max);
@@ -353,6 +392,7 @@ fn system_ping(
             transmitted: u32::from(count),
             received,
             rtt_ms: Vec::new(),
+            errors: 0,
         });
     };
     let mut summary = parse_system_ping(&text);
@@ -370,6 +410,7 @@ fn parse_system_ping(text: &str) -> Summary {
         transmitted: 0,
         received: 0,
         rtt_ms: Vec::new(),
+        errors: 0,
     };
     for line in text.lines() {
         if let Some(t) = line
@@ -420,6 +461,7 @@ mod tests {
             transmitted: 4,
             received: 3,
             rtt_ms: vec![1.0, 2.0, 3.0],
+            errors: 0,
         };
         let text = render_summary(&s);
         assert!(text.contains("4 packets transmitted, 3 received, 25% packet loss"));
