@@ -104,7 +104,7 @@ fn new(ctx: &Context, name: &str, out: &mut dyn Write) -> Result<()> {
         |store| {
             let identity = generate()?;
             let path = store.create(name, &identity)?;
-            note_offline(ctx, &path);
+            note_offline(ctx, "wrote", &path);
             Ok(state::identity_info(
                 name,
                 &identity,
@@ -181,7 +181,7 @@ fn rm(ctx: &Context, name: &str, out: &mut dyn Write) -> Result<()> {
         |c| c.done(Ctl::IdRemove { name: name.into() }),
         |store| {
             let path = store.remove(name)?;
-            note_offline(ctx, &path);
+            note_offline(ctx, "removed", &path);
             Ok(())
         },
     )?;
@@ -250,8 +250,21 @@ fn import(ctx: &Context, name: &str, secret: &str, out: &mut dyn Write) -> Resul
             // Only the wallet seed travels; the Noise key is per installation and may rotate.
             let noise = Zeroizing::new(random::<32>()?);
             let identity = Identity::new(WalletKey::from_seed(&seed), NoiseKey::from_bytes(&noise));
+            // Two names for one address would make two nodes claim the same overlay IPv6.
+            for other in store.list()? {
+                if store
+                    .read(&other)
+                    .is_ok_and(|o| o.address() == identity.address())
+                {
+                    anyhow::bail!(
+                        "identity `{other}` already has address {}: use it, or remove it \
+                         first with `metanet id rm {other}`",
+                        identity.address()
+                    );
+                }
+            }
             let path = store.create(name, &identity)?;
-            note_offline(ctx, &path);
+            note_offline(ctx, "wrote", &path);
             Ok(state::identity_info(
                 name,
                 &identity,
@@ -274,10 +287,10 @@ fn either<T>(
     }
 }
 
-fn note_offline(ctx: &Context, path: &std::path::Path) {
+fn note_offline(ctx: &Context, verb: &str, path: &std::path::Path) {
     eprintln!(
-        "note: metanetd is not running (no socket at {}); changed {} directly, the daemon \
-         reads it when it starts",
+        "note: metanetd is not running (no socket at {}); {verb} {} directly, the daemon \
+         sees it when it starts",
         ctx.socket.display(),
         path.display()
     );
@@ -389,11 +402,26 @@ mod tests {
         let secret = exported["secret_hex"].as_str().unwrap();
         assert_eq!(secret.len(), 64);
 
+        // The same wallet under a second name is refused; under its only name it is fine.
+        let err = import(&ctx, "copy", secret, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("already has address"), "{err}");
+        run_json(
+            &ctx,
+            Command::New {
+                name: "copy".into(),
+            },
+        );
+        run_json(
+            &ctx,
+            Command::Rm {
+                name: "default".into(),
+            },
+        );
         let mut out = Vec::new();
-        import(&ctx, "copy", secret, &mut out).unwrap();
+        import(&ctx, "default", secret, &mut out).unwrap();
         let imported: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(imported["address"], shown["address"]);
-        assert_eq!(imported["default"], false);
+        assert_eq!(imported["default"], true);
 
         let list = run_json(&ctx, Command::List);
         let names: Vec<&str> = list
