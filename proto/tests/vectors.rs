@@ -22,7 +22,8 @@ use metanet_proto::record::{self, Lookup, PeerRecord, Protocol, Service, MAX_LIF
 use metanet_proto::session::Keypair;
 use metanet_proto::wire::{
     self, CookieReplyPacket, CookieReplyRepr, DataPacket, DataRepr, InitiationPacket,
-    InitiationRepr, Kind, ResponsePacket, ResponseRepr,
+    InitiationRepr, Kind, RecordRequestPacket, RecordRequestRepr, RecordResponsePacket,
+    RecordResponseRepr, ResponsePacket, ResponseRepr,
 };
 use metanet_proto::{Identity, Instant, UnixTime, WalletKey};
 use serde::de::DeserializeOwned;
@@ -110,6 +111,16 @@ enum WireVector {
         receiver: u32,
         counter: u64,
         ciphertext: String,
+        bytes: String,
+    },
+    RecordRequest {
+        nonce: u32,
+        target: String,
+        bytes: String,
+    },
+    RecordResponse {
+        nonce: u32,
+        record: String,
         bytes: String,
     },
 }
@@ -323,6 +334,36 @@ fn wire_messages_match_vectors() {
                 assert_eq!(emit(repr.buffer_len(), |buf| repr.emit(buf)), b);
                 (Kind::Data, b)
             }
+            WireVector::RecordRequest {
+                nonce,
+                target,
+                bytes,
+            } => {
+                let repr = RecordRequestRepr {
+                    nonce: *nonce,
+                    target: unhex_array(target),
+                };
+                let b = unhex(bytes);
+                let p = RecordRequestPacket::new_checked(&b[..]).unwrap();
+                assert_eq!(RecordRequestRepr::parse(&p), repr);
+                assert_eq!(emit(repr.buffer_len(), |buf| repr.emit(buf)), b);
+                (Kind::RecordRequest, b)
+            }
+            WireVector::RecordResponse {
+                nonce,
+                record,
+                bytes,
+            } => {
+                let repr = RecordResponseRepr {
+                    nonce: *nonce,
+                    record: unhex(record),
+                };
+                let b = unhex(bytes);
+                let p = RecordResponsePacket::new_checked(&b[..]).unwrap();
+                assert_eq!(RecordResponseRepr::parse(&p), repr);
+                assert_eq!(emit(repr.buffer_len(), |buf| repr.emit(buf)), b);
+                (Kind::RecordResponse, b)
+            }
         };
         assert_eq!(wire::classify(&bytes), Ok(kind));
         kinds.push(kind);
@@ -332,6 +373,8 @@ fn wire_messages_match_vectors() {
         Kind::Response,
         Kind::CookieReply,
         Kind::Data,
+        Kind::RecordRequest,
+        Kind::RecordResponse,
     ] {
         assert!(kinds.contains(&k), "no vector for {k:?}");
     }
@@ -505,6 +548,16 @@ fn wire_file() -> WireFile {
         counter: 1,
         ciphertext: pattern::<16>(0x60).to_vec(),
     };
+    let record_request = RecordRequestRepr {
+        nonce: 0x99aa_bbcc,
+        target: pattern(0x70),
+    };
+    // The payload of a record response is opaque at this layer (records.json has real
+    // ones).
+    let record_response = RecordResponseRepr {
+        nonce: 0x99aa_bbcc,
+        record: pattern::<48>(0x80).to_vec(),
+    };
     let data_vector = |r: &DataRepr| WireVector::Data {
         receiver: r.receiver,
         counter: r.counter,
@@ -514,8 +567,9 @@ fn wire_file() -> WireFile {
     WireFile {
         description: "Every message layout (docs/protocol.md §3), little-endian integers, built \
             from fixed representations with patterned contents: `bytes` is the emitted \
-            message and parses back to the other fields. The last data message is a \
-            keepalive (ciphertext is the 16-byte tag alone)."
+            message and parses back to the other fields. The second data message is a \
+            keepalive (ciphertext is the 16-byte tag alone); the record request is padded \
+            with zeros to 1200 bytes."
             .into(),
         vectors: vec![
             WireVector::Initiation {
@@ -541,6 +595,20 @@ fn wire_file() -> WireFile {
             },
             data_vector(&data),
             data_vector(&keepalive),
+            WireVector::RecordRequest {
+                nonce: record_request.nonce,
+                target: hex(&record_request.target),
+                bytes: hex(&emit(record_request.buffer_len(), |b| {
+                    record_request.emit(b)
+                })),
+            },
+            WireVector::RecordResponse {
+                nonce: record_response.nonce,
+                record: hex(&record_response.record),
+                bytes: hex(&emit(record_response.buffer_len(), |b| {
+                    record_response.emit(b)
+                })),
+            },
         ],
     }
 }
