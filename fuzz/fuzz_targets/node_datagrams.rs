@@ -12,11 +12,13 @@
 //! an argument (source endpoint, destination, time scale...):
 //!
 //! ```text
-//! 0 raw datagram             5 the peer initiates (now, or with a stale timestamp)
-//! 1 datagram with valid mac1 6 the peer answers the node's last initiation
-//! 2 raw TUN packet           7 the peer sends sealed data, maybe from a new endpoint
-//! 3 IPv6 TUN packet from us  8 replay of the last datagram
-//! 4 time passes + timeout    9 driver command (remove/add/connect peer, lookup failed)
+//! 0 raw datagram               5 the peer initiates (now, or with a stale timestamp)
+//! 1 datagram with valid mac1,  6 the peer answers the node's last initiation or
+//!   or a record request          record request
+//! 2 raw TUN packet             7 the peer sends sealed data, maybe from a new endpoint
+//! 3 IPv6 TUN packet from us    8 replay of the last datagram
+//! 4 time passes + timeout      9 driver command (remove/add/connect peer, connect by
+//!                                endpoint, lookup failed)
 //! ```
 //!
 //! `fuzz/seeds/node_datagrams/` holds a scripted exchange (handshake both ways, data,
@@ -24,7 +26,8 @@
 //!
 //! Checked on every run: nothing panics; every packet the node hands to the TUN is
 //! IPv6 from the peer's overlay address to ours; every data message the node seals for
-//! one of the peer's sessions decrypts.
+//! one of the peer's sessions decrypts; every record the node hands out verifies for
+//! its address.
 #![no_main]
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -35,9 +38,13 @@ use libfuzzer_sys::fuzz_target;
 use metanet_proto::handshake::{self, Cookie, ExpectResponse, Remote};
 use metanet_proto::ip::{self, Ipv6Packet};
 use metanet_proto::node::{Command, Config, LocalId, Node};
+use metanet_proto::record::{Lookup, PeerRecord};
 use metanet_proto::session::{self, Keypair};
-use metanet_proto::wire::{self, CookieReplyPacket, CookieReplyRepr, DataPacket, Kind};
-use metanet_proto::{Identity, Instant, UnixTime};
+use metanet_proto::wire::{
+    self, CookieReplyPacket, CookieReplyRepr, DataPacket, Kind, RecordRequestPacket,
+    RecordRequestRepr, RecordResponsePacket, RecordResponseRepr,
+};
+use metanet_proto::{Address, Identity, Instant, UnixTime};
 
 const UNIX_START: u64 = 1_800_000_000;
 const PSK: [u8; 32] = [0; 32];
@@ -65,6 +72,7 @@ struct Harness {
     local: LocalId,
     /// The node's identity, as the peer knows it.
     me: Remote,
+    me_address: Address,
     me_ipv6: Ipv6Addr,
     peer: &'static Identity,
     now: Instant,
@@ -73,6 +81,8 @@ struct Harness {
     cookie: Option<Cookie>,
     /// The last initiation the node sent to the peer.
     node_initiation: Option<Vec<u8>>,
+    /// The last record request the node sent, and where to.
+    node_record_request: Option<(SocketAddr, Vec<u8>)>,
     /// The peer's sessions, newest last (a few, so data on older ones is checked too).
     sessions: Vec<Keypair>,
     /// The peer's next session index: unique, so a data message names one session.
@@ -105,18 +115,20 @@ impl Harness {
             UnixTime::from_secs(UNIX_START),
         );
         let id = Identity::generate(&[0x11; 64]);
-        let (me, me_ipv6) = (Self::remote(&id), id.address().ipv6());
+        let (me, me_address) = (Self::remote(&id), id.address());
         let local = node.add_identity(id);
         let mut h = Harness {
             node,
             local,
             me,
-            me_ipv6,
+            me_address,
+            me_ipv6: me_address.ipv6(),
             peer: peer(),
             now: Instant::ZERO,
             pending: None,
             cookie: None,
             node_initiation: None,
+            node_record_request: None,
             sessions: Vec::new(),
             next_index: 1,
             last: None,
@@ -195,8 +207,21 @@ impl Harness {
     }
 
     /// The peer reads a datagram the node sent (wherever to: the peer may have roamed).
-    fn peer_receives(&mut self, _destination: SocketAddr, msg: &[u8]) {
+    fn peer_receives(&mut self, destination: SocketAddr, msg: &[u8]) {
         match wire::classify(msg) {
+            Ok(Kind::RecordRequest) => {
+                self.node_record_request = Some((destination, msg.to_vec()));
+            }
+            Ok(Kind::RecordResponse) => {
+                // The node answers only for its own identity.
+                let Ok(p) = RecordResponsePacket::new_checked(msg) else {
+                    return;
+                };
+                let lookup = Lookup::Address(self.me_address);
+                if let Err(e) = PeerRecord::verify(p.record(), lookup, self.unix_now()) {
+                    panic!("the node handed out a record that does not verify: {e}");
+                }
+            }
             Ok(Kind::Initiation) => self.node_initiation = Some(msg.to_vec()),
             Ok(Kind::Response) => {
                 let Some(state) = self.pending.take() else {
@@ -251,13 +276,37 @@ impl Harness {
         match op % 10 {
             // A raw datagram.
             0 => self.datagram(source(arg), body.to_vec()),
-            // A datagram with a valid mac1 for our identity.
+            // A datagram with a valid mac1 for our identity, or a record request for
+            // us or the peer.
             1 => {
-                let mut b = body.to_vec();
-                if b.len() >= 2 * wire::MAC_LEN {
-                    handshake::write_macs(&mut b, &self.me.noise_key, None);
-                }
-                self.datagram(source(arg), b);
+                let b = match arg % 3 {
+                    0 => {
+                        let mut b = body.to_vec();
+                        if b.len() >= 2 * wire::MAC_LEN {
+                            handshake::write_macs(&mut b, &self.me.noise_key, None);
+                        }
+                        b
+                    }
+                    n => {
+                        let mut nonce = [0u8; 4];
+                        for (d, s) in nonce.iter_mut().zip(body) {
+                            *d = *s;
+                        }
+                        let target = if n == 1 {
+                            self.me_address
+                        } else {
+                            self.peer.address()
+                        };
+                        let r = RecordRequestRepr {
+                            nonce: u32::from_le_bytes(nonce),
+                            target: *target.as_bytes(),
+                        };
+                        let mut b = vec![0u8; r.buffer_len()];
+                        r.emit(&mut b);
+                        b
+                    }
+                };
+                self.datagram(source(arg / 3), b);
             }
             // A raw TUN packet.
             2 => self.tun(body),
@@ -318,6 +367,29 @@ impl Harness {
                     self.datagram(source(arg), msg);
                 }
             }
+            // The peer answers the node's last record request with its record, from
+            // where it was sent or from elsewhere.
+            6 if arg & 1 == 1 => {
+                let Some((to, req)) = self.node_record_request.take() else {
+                    return;
+                };
+                let Ok(p) = RecordRequestPacket::new_checked(&req[..]) else {
+                    return;
+                };
+                let unix = self.unix_now().as_secs();
+                let rec = PeerRecord::new(self.peer, Vec::new(), Vec::new(), unix, unix + 3600);
+                let Ok(signed) = rec.sign(self.peer) else {
+                    return;
+                };
+                let r = RecordResponseRepr {
+                    nonce: p.nonce(),
+                    record: signed,
+                };
+                let mut b = vec![0u8; r.buffer_len()];
+                r.emit(&mut b);
+                let from = if arg & 2 == 0 { to } else { source(arg / 4) };
+                self.datagram(from, b);
+            }
             // The peer answers the node's last initiation.
             6 => {
                 let Some(init) = self.node_initiation.take() else {
@@ -365,7 +437,7 @@ impl Harness {
                 }
             }
             // Driver commands.
-            _ => match arg % 4 {
+            _ => match arg % 5 {
                 0 => {
                     let _ = self.node.handle_command(
                         self.now,
@@ -377,6 +449,16 @@ impl Harness {
                 }
                 1 => self.add_peer(false),
                 2 => self.add_peer(true),
+                3 => {
+                    let _ = self.node.handle_command(
+                        self.now,
+                        Command::Connect {
+                            local: self.local,
+                            address: self.peer.address(),
+                            endpoint: source(0),
+                        },
+                    );
+                }
                 _ => {
                     let mut o = [0xfd; 16];
                     for (d, s) in o[1..].iter_mut().zip(body) {
