@@ -388,12 +388,7 @@ impl Daemon {
                 endpoint,
                 identity,
             } => {
-                let address: Address = address.parse().map_err(|e| {
-                    err(
-                        ErrorKind::BadRequest,
-                        &format!("bad address `{address}`: {e}"),
-                    )
-                })?;
+                let address = parse_address(&address)?;
                 let local = self.local_named(identity.as_deref())?;
                 let Some(endpoint) = endpoint else {
                     return Err(err(
@@ -424,12 +419,7 @@ impl Daemon {
                 }))
             }
             api::Command::Disconnect { address, identity } => {
-                let address: Address = address.parse().map_err(|e| {
-                    err(
-                        ErrorKind::BadRequest,
-                        &format!("bad address `{address}`: {e}"),
-                    )
-                })?;
+                let address = parse_address(&address)?;
                 let local = self.local_named(identity.as_deref())?;
                 self.node
                     .handle_command(now, Command::RemovePeer { local, address })
@@ -479,6 +469,11 @@ fn info(name: &str, id: &Identity, default: bool) -> IdentityInfo {
         default,
         services: Vec::new(),
     }
+}
+
+fn parse_address(text: &str) -> Result<Address, api::Error> {
+    text.parse()
+        .map_err(|e| err(ErrorKind::BadRequest, &format!("bad address `{text}`: {e}")))
 }
 
 fn err(kind: ErrorKind, message: &str) -> api::Error {
