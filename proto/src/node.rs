@@ -575,9 +575,17 @@ impl Node {
         self.events.pop_front()
     }
 
-    /// When `handle_timeout` must next be called.
+    /// When `handle_timeout` must next be called: the earliest of every timer it acts
+    /// on (handshake retry and give-up, passive and persistent keepalives, the reply
+    /// timeout, keypair expiry, lookup expiry, record requests). It may be in the past,
+    /// meaning "now".
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let peers = self.peers.iter().flatten().filter_map(Peer::next_deadline);
+        let persistent = self.config.persistent_keepalive;
+        let peers = self
+            .peers
+            .iter()
+            .flatten()
+            .filter_map(|p| p.next_deadline(persistent));
         let lookups = self.lookups.values().map(|l| l.since + LOOKUP_TIMEOUT);
         let probes = self.probes.values().map(|p| p.next_at);
         peers.chain(lookups).chain(probes).min()
@@ -718,54 +726,63 @@ impl Node {
         packet: &[u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
-        let p = self.peers[id].as_mut()?;
-        let (Some(endpoint), Some(kp)) =
-            (p.endpoint, p.current.as_mut().filter(|k| k.is_usable(now)))
-        else {
-            p.enqueue(packet.to_vec(), self.config.queue_per_peer, &mut self.stats);
-            self.start_handshake(now, id);
-            return None;
-        };
-        let total = packet.len() + wire::DATA_OVERHEAD;
-        let Some(buf) = out.get_mut(..total) else {
-            self.stats.queue_dropped += 1;
-            return None;
-        };
-        buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
-        let Ok(len) = kp.seal(buf, packet.len(), now) else {
-            self.stats.queue_dropped += 1;
-            return None;
-        };
-        let rekey = kp.wants_rekey(now);
-        p.note_sent(now, packet.len(), true);
-        if rekey && p.handshake.is_none() {
-            self.start_handshake(now, id);
+        match self.seal_current(now, id, packet, out) {
+            Sealed::Sent(t) => Some(t),
+            Sealed::NoSession => {
+                let p = self.peers[id].as_mut()?;
+                p.enqueue(packet.to_vec(), self.config.queue_per_peer, &mut self.stats);
+                self.start_handshake(now, id);
+                None
+            }
+            Sealed::Failed => {
+                self.stats.queue_dropped += 1;
+                None
+            }
         }
-        Some(Transmit {
-            destination: endpoint,
-            len,
-        })
     }
 
     /// Seal `packet` (possibly empty: a keepalive) on the current keypair into the
     /// transmit queue. Returns false if there is no usable keypair.
     fn send_queued(&mut self, now: Instant, id: usize, packet: &[u8]) -> bool {
+        let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
+        match self.seal_current(now, id, packet, &mut buf) {
+            Sealed::Sent(t) => {
+                buf.truncate(t.len);
+                self.transmits.push_back((t.destination, buf));
+                true
+            }
+            Sealed::NoSession | Sealed::Failed => false,
+        }
+    }
+
+    /// Seal `packet` (empty for a keepalive) on peer `id`'s current keypair into the
+    /// start of `out`. Every data message and keepalive goes through here, so each one
+    /// counts as sent and keeps the initiator's keys fresh (docs/protocol.md §6.3, §7.5).
+    fn seal_current(&mut self, now: Instant, id: usize, packet: &[u8], out: &mut [u8]) -> Sealed {
         let Some(p) = self.peers[id].as_mut() else {
-            return false;
+            return Sealed::Failed;
         };
         let (Some(endpoint), Some(kp)) =
             (p.endpoint, p.current.as_mut().filter(|k| k.is_usable(now)))
         else {
-            return false;
+            return Sealed::NoSession;
         };
-        let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
+        let Some(buf) = out.get_mut(..packet.len() + wire::DATA_OVERHEAD) else {
+            return Sealed::Failed;
+        };
         buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
-        if kp.seal(&mut buf, packet.len(), now).is_err() {
-            return false;
-        }
+        let Ok(len) = kp.seal(buf, packet.len(), now) else {
+            return Sealed::Failed;
+        };
+        let rekey = kp.wants_rekey(now);
         p.note_sent(now, packet.len(), !packet.is_empty());
-        self.transmits.push_back((endpoint, buf));
-        true
+        if rekey && p.handshake.is_none() {
+            self.start_handshake(now, id);
+        }
+        Sealed::Sent(Transmit {
+            destination: endpoint,
+            len,
+        })
     }
 
     fn flush_queue(&mut self, now: Instant, id: usize) {
@@ -922,11 +939,9 @@ impl Node {
             return;
         };
         // Passive keepalive after received data, and persistent keepalive.
-        let persistent_due = self.config.persistent_keepalive.is_some_and(|iv| {
-            p.current.is_some()
-                && p.last_sent
-                    .is_none_or(|t| now.saturating_duration_since(t) >= iv)
-        });
+        let persistent_due = p
+            .persistent_keepalive_at(self.config.persistent_keepalive)
+            .is_some_and(|t| now >= t);
         if p.keepalive_at.is_some_and(|t| now >= t) || persistent_due {
             p.keepalive_at = None;
             self.send_queued(now, id, &[]);
@@ -1358,6 +1373,15 @@ impl Node {
     }
 }
 
+/// What became of a packet handed to `Node::seal_current`.
+enum Sealed {
+    Sent(Transmit),
+    /// No usable current keypair or no endpoint: queue it and handshake.
+    NoSession,
+    /// The caller's buffer was too small or sealing failed: drop it.
+    Failed,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Previous,
@@ -1414,20 +1438,35 @@ impl Peer {
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    /// The earliest instant at which `Node::peer_timers` has something to do for this
+    /// peer; it must cover every branch there, or the driver sleeps through it.
+    fn next_deadline(&self, persistent_keepalive: Option<Duration>) -> Option<Instant> {
         let expiries = [&self.previous, &self.current, &self.next]
             .into_iter()
             .flatten()
-            .map(|k| k.created + session::REJECT_AFTER_TIME);
+            .map(Keypair::usable_until);
         [
             self.handshake.as_ref().map(|a| a.retry_at),
             self.keepalive_at,
             self.reply_due,
+            self.persistent_keepalive_at(persistent_keepalive),
         ]
         .into_iter()
         .flatten()
         .chain(expiries)
         .min()
+    }
+}
+
+impl Peer {
+    /// When the persistent keepalive (docs/protocol.md §7.4) is due: `interval` after
+    /// the last thing sent, or at once if nothing was, while a current keypair and an
+    /// endpoint exist to send it with.
+    fn persistent_keepalive_at(&self, interval: Option<Duration>) -> Option<Instant> {
+        let interval = interval?;
+        self.endpoint?;
+        let current = self.current.as_ref()?;
+        Some(self.last_sent.map_or(current.created, |t| t + interval))
     }
 }
 

@@ -186,6 +186,15 @@ impl Keypair {
             && self.send_counter < REJECT_AFTER_MESSAGES
     }
 
+    /// The first instant at which this keypair is no longer usable: when it is erased.
+    pub fn usable_until(&self) -> Instant {
+        if self.send_counter >= REJECT_AFTER_MESSAGES {
+            self.created
+        } else {
+            self.created + REJECT_AFTER_TIME
+        }
+    }
+
     /// Whether the initiator should start a new handshake before sending on this.
     pub fn wants_rekey(&self, now: Instant) -> bool {
         self.initiator

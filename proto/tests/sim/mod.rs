@@ -76,6 +76,17 @@ struct Flight {
     bytes: Vec<u8>,
 }
 
+/// One datagram a host handed to the network (whether or not the link then lost it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub at: Instant,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    /// The message type byte (docs/protocol.md §3.1), 0 for an empty datagram.
+    pub kind: u8,
+    pub len: usize,
+}
+
 /// Counters of what the links did.
 #[derive(Clone, Debug, Default)]
 pub struct LinkStats {
@@ -96,6 +107,8 @@ pub struct Sim {
     pub directory: BTreeMap<Ipv6Prefix, Vec<u8>>,
     /// Datagrams sent to addresses with no host (what a raw attacker receives).
     pub taps: BTreeMap<SocketAddr, Vec<Vec<u8>>>,
+    /// Every datagram put on the wire, in order.
+    pub wire_log: Vec<Sent>,
     rng: ChaCha20Rng,
     flights: BinaryHeap<Reverse<Flight>>,
     seq: u64,
@@ -129,6 +142,7 @@ impl Sim {
             link_stats: LinkStats::default(),
             directory: BTreeMap::new(),
             taps: BTreeMap::new(),
+            wire_log: Vec::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
             flights: BinaryHeap::new(),
             seq: 0,
@@ -277,8 +291,23 @@ impl Sim {
             .collect()
     }
 
+    /// Datagrams of type `kind` sent from `from` at or after `since`.
+    pub fn sent_since(&self, from: SocketAddr, kind: u8, since: Instant) -> Vec<&Sent> {
+        self.wire_log
+            .iter()
+            .filter(|s| s.from == from && s.kind == kind && s.at >= since)
+            .collect()
+    }
+
     fn transmit(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         self.link_stats.sent += 1;
+        self.wire_log.push(Sent {
+            at: self.now,
+            from,
+            to,
+            kind: bytes.first().copied().unwrap_or(0),
+            len: bytes.len(),
+        });
         if bytes.len() + 28 > self.link.mtu {
             self.link_stats.too_big += 1;
             return;
@@ -382,6 +411,12 @@ impl Sim {
             } else if let Some((_, h)) = next_timer {
                 let now = self.now;
                 self.hosts[h].node.handle_timeout(now);
+                // A deadline still due after handle_timeout would spin the driver.
+                let after = self.hosts[h].node.poll_timeout();
+                assert!(
+                    after.is_none_or(|t| t > now),
+                    "host {h}: poll_timeout {after:?} not after handle_timeout at {now:?}"
+                );
                 self.drain(h);
             }
         }
@@ -399,12 +434,37 @@ impl Sim {
             self.taps.entry(f.to).or_default().push(f.bytes);
             return;
         };
+        self.check_no_early_timer(h);
         let mut bytes = f.bytes;
         let now = self.now;
         if let Some(range) = self.hosts[h].node.handle_datagram(now, f.from, &mut bytes) {
             self.hosts[h].delivered.push((now, bytes[range].to_vec()));
         }
         self.drain(h);
+    }
+
+    /// A driver may wake a node early (daemons do); a node woken before the deadline it
+    /// gave in `poll_timeout` must then have nothing to do. If it acts, a timer is
+    /// missing from `poll_timeout` and a real driver would have slept through it.
+    fn check_no_early_timer(&mut self, h: usize) {
+        let now = self.now;
+        let node = &mut self.hosts[h].node;
+        if node.poll_timeout().is_some_and(|t| t <= now) {
+            return;
+        }
+        let stats = node.stats().clone();
+        let peers = node.peers(now);
+        node.handle_timeout(now);
+        let mut buf = vec![0u8; 65536];
+        let acted = node.poll_transmit(&mut buf).is_some()
+            || node.poll_event().is_some()
+            || *node.stats() != stats
+            || node.peers(now) != peers;
+        assert!(
+            !acted,
+            "host {h}: handle_timeout at {now:?} acted before poll_timeout {:?}",
+            node.poll_timeout()
+        );
     }
 
     /// Move host `h` to a new underlay address (e.g. DHCP renumbering).
