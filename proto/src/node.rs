@@ -1321,14 +1321,19 @@ impl Node {
         let rekey_on_receive = slot == Slot::Current
             && kp.initiator
             && now.saturating_duration_since(kp.created) >= REKEY_ON_RECEIVE;
-        if slot == Slot::Next {
-            // The initiator used the new keypair: it becomes current.
+        let promoted = slot == Slot::Next;
+        if promoted {
+            // The initiator used the new keypair: it becomes current (§6.4). Our own
+            // attempt, if any, is moot, as on the initiator side when a response lands.
             if let Some(next) = p.next.take() {
                 if let Some(old) = p.current.replace(next) {
                     if let Some(prev) = p.previous.replace(old) {
                         self.by_index.remove(&prev.local_index);
                     }
                 }
+            }
+            if let Some(attempt) = p.handshake.take() {
+                self.by_index.remove(&attempt.sender);
             }
         }
         p.reply_due = None;
@@ -1346,6 +1351,10 @@ impl Node {
         }
         if rekey_on_receive && p.handshake.is_none() {
             self.start_handshake(now, id);
+        }
+        if promoted {
+            // What waited for a session leaves on the one the peer just confirmed.
+            self.flush_queue(now, id);
         }
         let p = self.peers[id].as_mut()?;
         if keepalive {

@@ -716,3 +716,54 @@ fn persistent_keepalive_keeps_an_idle_session_up() {
         .iter()
         .any(|e| matches!(e, Event::SessionExpired { .. })));
 }
+
+/// The keys of host `peer`'s first identity, as a record would give them.
+fn remote_of(sim: &Sim, peer: usize) -> Remote {
+    let id = sim.hosts[peer].node.identity(sim.local(peer)).unwrap();
+    Remote {
+        public_key: id.public_key(),
+        noise_key: id.noise().public_key(),
+    }
+}
+
+#[test]
+fn responder_flushes_its_queue_when_the_initiator_confirms_the_session() {
+    let mut sim = Sim::new(15, LinkConfig::default());
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    let (ip_a, ip_b) = (sim.ip(a), sim.ip(b));
+    // B knows A's keys but not where it is (a record without endpoints): what B sends
+    // waits in the queue, and B cannot initiate.
+    let cmd = Command::AddPeer {
+        local: sim.local(b),
+        remote: remote_of(&sim, a),
+        endpoint: None,
+        connect: false,
+    };
+    let now = sim.now;
+    sim.hosts[b].node.handle_command(now, cmd).unwrap();
+    sim.send(b, ip_a, b"waiting for you");
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.payloads(a).is_empty());
+    // A initiates; its confirmation keepalive promotes B's `next` keypair, and B's
+    // queue must leave right then, not at B's next handshake retry.
+    sim.add_peer(a, b, true);
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.payloads(a), vec![b"waiting for you".to_vec()]);
+    // The session A made is the one B uses: no second handshake was needed.
+    assert_eq!(sim.hosts[b].node.stats().handshakes_processed, 1);
+    assert_eq!(sim.hosts[a].node.stats().handshakes_processed, 0);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        sim.sent_since(
+            B.parse().unwrap(),
+            wire::kind::INITIATION,
+            metanet_proto::Instant::ZERO
+        )
+        .len(),
+        0,
+        "B's own attempt ended when the session came up"
+    );
+    sim.send(a, ip_b, b"thanks");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.payloads(b), vec![b"thanks".to_vec()]);
+}
