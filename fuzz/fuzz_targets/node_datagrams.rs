@@ -27,7 +27,8 @@
 //! Checked on every run: nothing panics; every packet the node hands to the TUN is
 //! IPv6 from the peer's overlay address to ours; every data message the node seals for
 //! one of the peer's sessions decrypts; every record the node hands out verifies for
-//! its address.
+//! its address; after every operation `Node::check_invariants` holds (no session index
+//! left behind, maps and bounds consistent).
 #![no_main]
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -192,6 +193,9 @@ impl Harness {
         self.out = buf;
         while self.node.poll_event().is_some() {}
         let _ = self.node.poll_timeout();
+        if let Err(e) = self.node.check_invariants() {
+            panic!("node state inconsistent: {e}");
+        }
     }
 
     fn new_session(&mut self, kp: Keypair) {

@@ -591,6 +591,60 @@ impl Node {
         peers.chain(lookups).chain(probes).min()
     }
 
+    /// Check the node's internal consistency, for tests and fuzzing: every session
+    /// index names a live peer that holds a keypair or a handshake attempt with it and
+    /// vice versa, the overlay-address map and the peer table agree, and every bound
+    /// holds. Returns the first rule that is broken.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        for (&index, &id) in &self.by_index {
+            let p = self
+                .peers
+                .get(id)
+                .and_then(Option::as_ref)
+                .ok_or("a session index names a removed peer")?;
+            let held = p.keypairs().any(|k| k.local_index == index)
+                || p.handshake.as_ref().is_some_and(|a| a.sender == index);
+            if !held {
+                return Err("a session index names a peer that no longer uses it");
+            }
+        }
+        let mut live = 0;
+        for (id, p) in self.peers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            live += 1;
+            if self.local(p.local).is_none() {
+                return Err("a peer belongs to a removed identity");
+            }
+            if self.by_ip.get(&(p.local, p.ipv6)) != Some(&id) {
+                return Err("a peer is missing from the overlay-address map");
+            }
+            let attempt = p
+                .handshake
+                .as_ref()
+                .filter(|a| a.state.is_some())
+                .map(|a| a.sender);
+            for index in p.keypairs().map(|k| k.local_index).chain(attempt) {
+                if self.by_index.get(&index) != Some(&id) {
+                    return Err("a keypair or attempt index is not mapped to its peer");
+                }
+            }
+            if p.queue.len() > self.config.queue_per_peer {
+                return Err("a peer queue is over its bound");
+            }
+        }
+        if self.by_ip.len() != live {
+            return Err("the overlay-address map names a removed peer");
+        }
+        if live > self.config.max_peers {
+            return Err("more peers than max_peers");
+        }
+        if self.lookups.len() > self.config.max_pending_lookups {
+            return Err("more pending lookups than max_pending_lookups");
+        }
+        Ok(())
+    }
+
     // ------------------------------------------------------------ internals
 
     fn local(&self, local: LocalId) -> Option<&Local> {
@@ -635,18 +689,16 @@ impl Node {
         if self.local_for_ip(&ipv6).is_some() {
             return Err(CommandError::SelfPeer);
         }
+        let mut start = connect;
         let id = match self.by_ip.get(&(local, ipv6)) {
             Some(&id) => {
                 if let Some(p) = self.peers[id].as_mut() {
-                    if p.remote != remote {
-                        // A rotated Noise key: old sessions were with the old key.
-                        p.remote = remote;
-                        p.handshake = None;
-                    }
                     if endpoint.is_some() {
                         p.endpoint = endpoint;
                     }
                 }
+                // A handshake that was under way goes on with the new key.
+                start |= self.set_remote(id, remote);
                 id
             }
             None => {
@@ -668,7 +720,6 @@ impl Node {
                 id
             }
         };
-        let mut start = connect;
         if let Some(waiting) = self.lookups.remove(&(local, ipv6)) {
             if let Some(p) = self.peers[id].as_mut() {
                 for pkt in waiting.queue {
@@ -684,15 +735,37 @@ impl Node {
     }
 
     fn drop_peer(&mut self, id: usize) {
+        self.erase_sessions(id);
         let Some(p) = self.peers.get_mut(id).and_then(Option::take) else {
             return;
         };
         self.by_ip.remove(&(p.local, p.ipv6));
-        for kp in [&p.previous, &p.current, &p.next].into_iter().flatten() {
-            self.by_index.remove(&kp.local_index);
-        }
-        if let Some(a) = &p.handshake {
-            self.by_index.remove(&a.sender);
+    }
+
+    /// Give peer `id` the keys `remote` (same address). If its Noise key changed, every
+    /// keypair, handshake attempt and cookie made with the old key is erased and their
+    /// indices freed: a rotated key may be a compromised one. Returns whether the key
+    /// changed while a handshake was needed (an attempt ran or packets wait).
+    fn set_remote(&mut self, id: usize, remote: Remote) -> bool {
+        let Some(p) = self.peers[id].as_mut().filter(|p| p.remote != remote) else {
+            return false;
+        };
+        p.remote = remote;
+        p.cookie = None;
+        let needed = p.handshake.is_some() || !p.queue.is_empty();
+        self.erase_sessions(id);
+        needed
+    }
+
+    /// Erase peer `id`'s keypairs and handshake attempt and free their indices.
+    fn erase_sessions(&mut self, id: usize) {
+        let Some(p) = self.peers.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let attempt = p.handshake.take().map(|a| a.sender);
+        let keys = [p.previous.take(), p.current.take(), p.next.take()];
+        for index in keys.iter().flatten().map(|k| k.local_index).chain(attempt) {
+            free_index(&mut self.by_index, index, id);
         }
     }
 
@@ -820,7 +893,7 @@ impl Node {
             return;
         };
         if let Some(old) = p.handshake.take() {
-            self.by_index.remove(&old.sender);
+            free_index(&mut self.by_index, old.sender, id);
         }
         let retry_at = now + session::REKEY_TIMEOUT + jitter;
         let Some(endpoint) = p.endpoint else {
@@ -897,7 +970,7 @@ impl Node {
         let none_left = p.previous.is_none() && p.current.is_none() && p.next.is_none();
         let (local, address) = (p.local, p.address);
         for i in retired {
-            self.by_index.remove(&i);
+            free_index(&mut self.by_index, i, id);
         }
         if had_session && none_left {
             self.events
@@ -916,7 +989,7 @@ impl Node {
                     self.stats.queue_dropped += p.queue.len() as u64;
                     p.queue.clear();
                     p.reply_due = None;
-                    self.by_index.remove(&sender);
+                    free_index(&mut self.by_index, sender, id);
                     self.events
                         .push_back(Event::HandshakeFailed { local, address });
                 } else {
@@ -1112,9 +1185,9 @@ impl Node {
         }
         let id = match existing {
             Some(id) => {
-                if let Some(p) = self.peers[id].as_mut() {
-                    p.remote = remote;
-                }
+                // A new Noise key under the same wallet key (§2.2): what was made with
+                // the old one goes; this initiation makes the new session.
+                self.set_remote(id, remote);
                 id
             }
             None => match self.add_peer(now, local_id, remote, Some(from), false) {
@@ -1140,10 +1213,10 @@ impl Node {
         let kp = Keypair::new(&est, now);
         // Responder: the new keypair waits in `next` until the initiator uses it.
         if let Some(old) = p.next.replace(kp) {
-            self.by_index.remove(&old.local_index);
+            free_index(&mut self.by_index, old.local_index, id);
         }
         if let Some(old) = p.previous.take() {
-            self.by_index.remove(&old.local_index);
+            free_index(&mut self.by_index, old.local_index, id);
         }
         p.endpoint = Some(from);
         p.last_handshake = Some((now, unix));
@@ -1227,7 +1300,7 @@ impl Node {
         p.endpoint = Some(from);
         let (local_id, address, has_queue) = (p.local, p.address, !p.queue.is_empty());
         for i in retired {
-            self.by_index.remove(&i);
+            free_index(&mut self.by_index, i, id);
         }
         // by_index already maps est.local_index (our sender) to this peer.
         if let Some(old) = roamed {
@@ -1328,12 +1401,12 @@ impl Node {
             if let Some(next) = p.next.take() {
                 if let Some(old) = p.current.replace(next) {
                     if let Some(prev) = p.previous.replace(old) {
-                        self.by_index.remove(&prev.local_index);
+                        free_index(&mut self.by_index, prev.local_index, id);
                     }
                 }
             }
             if let Some(attempt) = p.handshake.take() {
-                self.by_index.remove(&attempt.sender);
+                free_index(&mut self.by_index, attempt.sender, id);
             }
         }
         p.reply_due = None;
@@ -1389,6 +1462,15 @@ enum Sealed {
     NoSession,
     /// The caller's buffer was too small or sealing failed: drop it.
     Failed,
+}
+
+/// Free session index `index` of peer `id`, only if it is mapped to that peer: the
+/// `sender` of an attempt that sent nothing was never mapped, and the same number may
+/// since have been given to another peer.
+fn free_index(by_index: &mut BTreeMap<u32, usize>, index: u32, id: usize) {
+    if by_index.get(&index) == Some(&id) {
+        by_index.remove(&index);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1450,10 +1532,7 @@ impl Peer {
     /// The earliest instant at which `Node::peer_timers` has something to do for this
     /// peer; it must cover every branch there, or the driver sleeps through it.
     fn next_deadline(&self, persistent_keepalive: Option<Duration>) -> Option<Instant> {
-        let expiries = [&self.previous, &self.current, &self.next]
-            .into_iter()
-            .flatten()
-            .map(Keypair::usable_until);
+        let expiries = self.keypairs().map(Keypair::usable_until);
         [
             self.handshake.as_ref().map(|a| a.retry_at),
             self.keepalive_at,
@@ -1468,6 +1547,13 @@ impl Peer {
 }
 
 impl Peer {
+    /// The keypairs held, oldest role first.
+    fn keypairs(&self) -> impl Iterator<Item = &Keypair> {
+        [&self.previous, &self.current, &self.next]
+            .into_iter()
+            .flatten()
+    }
+
     /// When the persistent keepalive (docs/protocol.md §7.4) is due: `interval` after
     /// the last thing sent, or at once if nothing was, while a current keypair and an
     /// endpoint exist to send it with.

@@ -767,3 +767,49 @@ fn responder_flushes_its_queue_when_the_initiator_confirms_the_session() {
     sim.run_for(Duration::from_millis(100));
     assert_eq!(sim.payloads(b), vec![b"thanks".to_vec()]);
 }
+
+#[test]
+fn noise_key_rotation_drops_old_keys_and_their_indices() {
+    let mut sim = Sim::new(16, LinkConfig::default());
+    let wallet_seed: [u8; 32] = sim.random_bytes();
+    let b_id = |noise: [u8; 32]| {
+        Identity::new(
+            WalletKey::from_seed(&wallet_seed),
+            NoiseKey::from_bytes(&noise),
+        )
+    };
+    let a = sim.add_host(A);
+    let first = b_id(sim.random_bytes());
+    let b = sim.add_host_with(B, vec![first], Config::default());
+    let ip_b = sim.ip(b);
+    sim.send(a, ip_b, &msg(b'D', 0));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.payloads(b).len(), 1);
+
+    // B rotates its Noise key (same wallet, same address) and restarts. A keeps sending
+    // on the old session, gets no reply and retries handshakes to the old key, which B
+    // no longer answers.
+    let rotated = b_id(sim.random_bytes());
+    sim.publish(&rotated, B.parse().unwrap());
+    sim.restart(b, vec![rotated]);
+    for s in 1..=20 {
+        sim.send(a, ip_b, &msg(b'D', s));
+        sim.run_for(Duration::from_secs(1));
+    }
+    assert_eq!(sim.payloads(b).len(), 1);
+    assert!(
+        sim.hosts[b].node.stats().bad_mac1 > 0,
+        "A retried to the old key"
+    );
+
+    // The registry now gives A the new key. Everything made with the old key goes
+    // (the simulator checks that no session index is left behind), and the handshake
+    // A was trying starts again at once with the new key.
+    sim.add_peer(a, b, false);
+    assert!(!sim.hosts[a].node.peers(sim.now)[0].connected);
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.hosts[a].node.peers(sim.now)[0].connected);
+    sim.send(a, ip_b, &msg(b'D', 21));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.payloads(b).last().unwrap(), &msg(b'D', 21));
+}

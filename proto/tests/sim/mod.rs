@@ -344,8 +344,11 @@ impl Sim {
         p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
     }
 
-    /// Move transmits and events out of host `h`'s node.
+    /// Move transmits and events out of host `h`'s node, after checking its invariants.
     pub fn drain(&mut self, h: usize) {
+        if let Err(e) = self.hosts[h].node.check_invariants() {
+            panic!("host {h} at {:?}: {e}", self.now);
+        }
         let mut buf = vec![0u8; 65536];
         let from = self.hosts[h].addr;
         while let Some(tx) = self.hosts[h].node.poll_transmit(&mut buf) {
