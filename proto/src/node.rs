@@ -190,7 +190,8 @@ pub struct Stats {
     pub decrypt_failures: u64,
     /// Tunnel packets whose inner source or destination was not the peer's and ours.
     pub spoofed: u64,
-    /// TUN packets that were not IPv6 to an overlay address from a local identity.
+    /// TUN packets that were not IPv6 to an overlay address from a local identity, or
+    /// too long for one data message (over `wire::MAX_DATA_PAYLOAD` bytes).
     pub tun_invalid: u64,
     /// Packets dropped because a queue was full, a lookup failed or a handshake gave up.
     pub queue_dropped: u64,
@@ -515,6 +516,11 @@ impl Node {
         packet: &[u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
+        // A longer packet would make a data message no receiver accepts (§7.1 step 1).
+        if packet.len() > wire::MAX_DATA_PAYLOAD {
+            self.stats.tun_invalid += 1;
+            return None;
+        }
         let Ok(ip) = Ipv6Packet::new_checked(packet) else {
             self.stats.tun_invalid += 1;
             return None;

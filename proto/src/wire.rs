@@ -67,6 +67,9 @@ pub const TAG_LEN: usize = 16;
 pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN;
 /// Largest datagram metanet sends or accepts.
 pub const MAX_DATAGRAM: usize = 65535;
+/// Largest payload (an IPv6 packet) a data message can carry: the message must fit
+/// [`MAX_DATAGRAM`] (docs/protocol.md §3.6, §7.1).
+pub const MAX_DATA_PAYLOAD: usize = MAX_DATAGRAM - DATA_OVERHEAD;
 
 /// Why bytes are not a valid message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -813,3 +813,46 @@ fn noise_key_rotation_drops_old_keys_and_their_indices() {
     sim.run_for(Duration::from_millis(100));
     assert_eq!(sim.payloads(b).last().unwrap(), &msg(b'D', 21));
 }
+
+#[test]
+fn oversized_tun_packet_is_refused_not_sent() {
+    // Links that carry any datagram, so only the node can refuse the packet.
+    let link = LinkConfig {
+        mtu: 1 << 20,
+        ..LinkConfig::default()
+    };
+    let mut sim = Sim::new(17, link);
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    let (ip_a, ip_b) = (sim.ip(a), sim.ip(b));
+    let largest = wire::MAX_DATA_PAYLOAD;
+    assert_eq!(largest, 65503);
+    let packet = |len: usize| ip::build_ipv6(ip_a, ip_b, &vec![0x5a; len - ip::IPV6_HEADER_LEN]);
+
+    // No session yet: refused before it is queued or looked up.
+    sim.send_raw(a, &packet(largest + 1));
+    assert_eq!(sim.hosts[a].node.stats().tun_invalid, 1);
+    assert!(
+        sim.hosts[a].events.is_empty(),
+        "no lookup for a refused packet"
+    );
+
+    // The largest packet that fits goes through, in one datagram of exactly 65535 bytes.
+    sim.send_raw(a, &packet(largest));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.hosts[b].delivered.len(), 1);
+    assert_eq!(sim.hosts[b].delivered[0].1, packet(largest));
+
+    // With a session: refused on the fast path too, nothing sent, nothing dropped later.
+    let sent = sim.wire_log.len();
+    for len in [largest + 1, 65535, 40 + 65535] {
+        sim.send_raw(a, &packet(len));
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.hosts[a].node.stats().tun_invalid, 4);
+    assert_eq!(sim.hosts[a].node.stats().queue_dropped, 0);
+    assert!(sim.wire_log[sent..]
+        .iter()
+        .all(|s| s.len <= wire::MAX_DATAGRAM));
+    assert_eq!(sim.hosts[b].node.stats().malformed, 0);
+    assert_eq!(sim.hosts[b].delivered.len(), 1);
+}
