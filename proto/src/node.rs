@@ -44,6 +44,12 @@ pub const PROBE_ATTEMPTS: u32 = 10;
 pub const ANSWER_RECORD_TTL: Duration = Duration::from_secs(3600);
 /// Width of the window over which handshake load is counted.
 const LOAD_WINDOW: Duration = Duration::from_secs(1);
+/// An inbound-created peer quiet for this long may be evicted to make room for a new
+/// peer when the table is full (docs/protocol.md §7.6): a peer in a live exchange is
+/// heard from sooner (a keepalive answers data within `KEEPALIVE_TIMEOUT`, and a side
+/// that hears nothing re-handshakes after `REKEY_TIMEOUT` more).
+const EVICT_IDLE: Duration =
+    Duration::from_secs(session::KEEPALIVE_TIMEOUT.as_secs() + session::REKEY_TIMEOUT.as_secs());
 /// Keypairs we initiated are renewed on receive once this old, before the peer must.
 const REKEY_ON_RECEIVE: Duration = Duration::from_secs(180 - 10 - 5);
 
@@ -56,7 +62,9 @@ pub struct LocalId(pub u16);
 pub struct Config {
     /// Pre-shared key for the Noise `psk2` slot (all zero for the public network).
     pub psk: Psk,
-    /// Most peers held at once (all identities together).
+    /// Most peers held at once (all identities together). Peers created by inbound
+    /// handshakes are forgotten when idle, and evicted to make room when the table is
+    /// full; peers the driver adds stay until removed (docs/protocol.md §7.6).
     pub max_peers: usize,
     /// Packets queued per peer while its session is being set up.
     pub queue_per_peer: usize,
@@ -284,6 +292,12 @@ struct Peer {
     last_sent_init_timestamp: Option<UnixTime>,
     last_handshake: Option<(Instant, UnixTime)>,
     last_sent: Option<Instant>,
+    /// Who created the peer: the driver's peers stay until removed, inbound ones are
+    /// forgotten when idle (§7.6).
+    origin: Origin,
+    /// When the peer was created, last completed a handshake, or last sent us an
+    /// authenticated packet.
+    last_active: Instant,
     /// Send a keepalive at this time unless something else is sent first.
     keepalive_at: Option<Instant>,
     /// Start a handshake at this time unless something is received first.
@@ -293,6 +307,16 @@ struct Peer {
     rx_packets: u64,
     tx_packets: u64,
     rtt: Option<Duration>,
+}
+
+/// How a peer came to be in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// Added by the driver: [`Command::AddPeer`] (configuration, a registry lookup) or a
+    /// completed [`Command::Connect`]. Kept until [`Command::RemovePeer`].
+    Driver,
+    /// Created by an initiation we accepted from a peer nobody asked for.
+    Inbound,
 }
 
 #[derive(Debug)]
@@ -417,7 +441,7 @@ impl Node {
                 endpoint,
                 connect,
             } => self
-                .add_peer(now, local, remote, endpoint, connect)
+                .add_peer(now, local, remote, endpoint, connect, Origin::Driver)
                 .map(|_| ()),
             Command::Connect {
                 local,
@@ -686,6 +710,7 @@ impl Node {
         remote: Remote,
         endpoint: Option<SocketAddr>,
         connect: bool,
+        origin: Origin,
     ) -> Result<usize, CommandError> {
         if self.local(local).is_none() {
             return Err(CommandError::UnknownLocal);
@@ -702,6 +727,9 @@ impl Node {
                     if endpoint.is_some() {
                         p.endpoint = endpoint;
                     }
+                    if origin == Origin::Driver {
+                        p.origin = Origin::Driver;
+                    }
                 }
                 // A handshake that was under way goes on with the new key.
                 start |= self.set_remote(id, remote);
@@ -709,9 +737,20 @@ impl Node {
             }
             None => {
                 if self.peers.iter().flatten().count() >= self.config.max_peers {
-                    return Err(CommandError::TooManyPeers);
+                    // Make room by forgetting the stranger quiet for longest (§7.6).
+                    let victim = self
+                        .peers
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, p)| Some((p.as_ref()?.idle_stranger_since()?, i)))
+                        .filter(|(since, _)| now.saturating_duration_since(*since) >= EVICT_IDLE)
+                        .min();
+                    let Some((_, victim)) = victim else {
+                        return Err(CommandError::TooManyPeers);
+                    };
+                    self.drop_peer(victim);
                 }
-                let peer = Peer::new(local, remote, endpoint);
+                let peer = Peer::new(local, remote, endpoint, origin, now);
                 let id = match self.peers.iter().position(Option::is_none) {
                     Some(i) => {
                         self.peers[i] = Some(peer);
@@ -1025,6 +1064,13 @@ impl Node {
             p.keepalive_at = None;
             self.send_queued(now, id, &[]);
         }
+        if self.peers[id]
+            .as_ref()
+            .and_then(Peer::forget_at)
+            .is_some_and(|t| now >= t)
+        {
+            self.drop_peer(id);
+        }
     }
 
     fn probe_timers(&mut self, now: Instant) {
@@ -1124,7 +1170,7 @@ impl Node {
             public_key: rec.public_key,
             noise_key: rec.noise_key,
         };
-        let _ = self.add_peer(now, local, remote, Some(endpoint), true);
+        let _ = self.add_peer(now, local, remote, Some(endpoint), true, Origin::Driver);
     }
 
     fn on_initiation(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
@@ -1196,10 +1242,12 @@ impl Node {
                 self.set_remote(id, remote);
                 id
             }
-            None => match self.add_peer(now, local_id, remote, Some(from), false) {
-                Ok(id) => id,
-                Err(_) => return,
-            },
+            None => {
+                match self.add_peer(now, local_id, remote, Some(from), false, Origin::Inbound) {
+                    Ok(id) => id,
+                    Err(_) => return,
+                }
+            }
         };
         let index = self.new_index();
         let timestamp = accept.timestamp();
@@ -1226,6 +1274,7 @@ impl Node {
         }
         p.endpoint = Some(from);
         p.last_handshake = Some((now, unix));
+        p.last_active = now;
         self.by_index.insert(index, id);
         self.transmits.push_back((from, response));
         if !was_up {
@@ -1301,6 +1350,7 @@ impl Node {
         p.current = Some(kp);
         p.rtt = Some(rtt);
         p.last_handshake = Some((now, unix));
+        p.last_active = now;
         p.reply_due = None;
         let roamed = p.endpoint.filter(|e| *e != from);
         p.endpoint = Some(from);
@@ -1416,6 +1466,7 @@ impl Node {
             }
         }
         p.reply_due = None;
+        p.last_active = now;
         let (local_id, address) = (p.local, p.address);
         if let Some(old) = p.endpoint.filter(|e| *e != from) {
             p.endpoint = Some(from);
@@ -1487,7 +1538,13 @@ enum Slot {
 }
 
 impl Peer {
-    fn new(local: LocalId, remote: Remote, endpoint: Option<SocketAddr>) -> Self {
+    fn new(
+        local: LocalId,
+        remote: Remote,
+        endpoint: Option<SocketAddr>,
+        origin: Origin,
+        now: Instant,
+    ) -> Self {
         let address = remote.public_key.address();
         Peer {
             local,
@@ -1505,6 +1562,8 @@ impl Peer {
             last_sent_init_timestamp: None,
             last_handshake: None,
             last_sent: None,
+            origin,
+            last_active: now,
             keepalive_at: None,
             reply_due: None,
             rx_bytes: 0,
@@ -1544,6 +1603,7 @@ impl Peer {
             self.keepalive_at,
             self.reply_due,
             self.persistent_keepalive_at(persistent_keepalive),
+            self.forget_at(),
         ]
         .into_iter()
         .flatten()
@@ -1558,6 +1618,24 @@ impl Peer {
         [&self.previous, &self.current, &self.next]
             .into_iter()
             .flatten()
+    }
+
+    /// For a peer created inbound with nothing under way (no handshake attempt, nothing
+    /// queued), the instant it was last active: it may be evicted or forgotten (§7.6).
+    fn idle_stranger_since(&self) -> Option<Instant> {
+        let idle =
+            self.origin == Origin::Inbound && self.handshake.is_none() && self.queue.is_empty();
+        idle.then_some(self.last_active)
+    }
+
+    /// When an idle stranger whose keys have all expired is forgotten (§7.6), as
+    /// WireGuard erases a session `REJECT_AFTER_TIME` × 3 after it was made.
+    fn forget_at(&self) -> Option<Instant> {
+        let since = self.idle_stranger_since()?;
+        self.keypairs()
+            .next()
+            .is_none()
+            .then(|| since + session::SESSION_EXPIRY)
     }
 
     /// When the persistent keepalive (docs/protocol.md §7.4) is due: `interval` after

@@ -26,8 +26,10 @@ pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
 /// Send a keepalive when we received data but sent nothing for this long.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Forget all keys of a peer with no new handshake for this long.
-pub const SESSION_EXPIRY: Duration = Duration::from_secs(3 * 180);
+/// A peer created by an inbound handshake whose keys have all expired is forgotten
+/// this long after it was last active (docs/protocol.md §7.6): `REJECT_AFTER_TIME` × 3,
+/// when WireGuard erases all key material of a session.
+pub const SESSION_EXPIRY: Duration = Duration::from_secs(3 * REJECT_AFTER_TIME.as_secs());
 /// Initiator rekeys after this many messages.
 pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
 /// Counters at or past this are never sent or accepted.

@@ -856,3 +856,100 @@ fn oversized_tun_packet_is_refused_not_sent() {
     assert_eq!(sim.hosts[b].node.stats().malformed, 0);
     assert_eq!(sim.hosts[b].delivered.len(), 1);
 }
+
+/// Addresses of the peers host `h` holds.
+fn peer_addresses(sim: &Sim, h: usize) -> BTreeSet<metanet_proto::Address> {
+    sim.hosts[h]
+        .node
+        .peers(sim.now)
+        .iter()
+        .map(|p| p.address)
+        .collect()
+}
+
+#[test]
+fn stranger_peer_is_forgotten_after_its_session_expires() {
+    let mut sim = Sim::new(18, LinkConfig::default());
+    let (a, b, c) = (
+        sim.add_host(A),
+        sim.add_host(B),
+        sim.add_host("198.18.0.3:51820"),
+    );
+    let (ip_a, ip_b) = (sim.ip(a), sim.ip(b));
+    let (addr_a, addr_b, addr_c) = (sim.address(a), sim.address(b), sim.address(c));
+    // B's operator configured C; A is a stranger to B that calls in.
+    sim.add_peer(b, c, true);
+    sim.send(a, ip_b, b"hello");
+    sim.run_for(Duration::from_secs(1));
+    sim.send(b, ip_a, b"hi");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(peer_addresses(&sim, b), BTreeSet::from([addr_a, addr_c]));
+    // A answers "hi" with a keepalive 10 s later: the last time B hears from it.
+    let last = sim.now + metanet_proto::session::KEEPALIVE_TIMEOUT;
+
+    // The session expires after 180 s; the stranger stays a while longer (its last
+    // timestamp still guards against replayed initiations)...
+    sim.run_until(last + Duration::from_secs(500));
+    let status = sim.hosts[b].node.peers(sim.now);
+    assert!(status.iter().all(|p| p.address != addr_a || !p.connected));
+    assert_eq!(peer_addresses(&sim, b), BTreeSet::from([addr_a, addr_c]));
+    // ...and is forgotten SESSION_EXPIRY after it was last heard from.
+    sim.run_until(last + (metanet_proto::session::SESSION_EXPIRY - Duration::from_secs(1)));
+    assert_eq!(peer_addresses(&sim, b), BTreeSet::from([addr_a, addr_c]));
+    sim.run_until(last + metanet_proto::session::SESSION_EXPIRY + Duration::from_secs(1));
+    assert_eq!(peer_addresses(&sim, b), BTreeSet::from([addr_c]));
+    // Peers the operator or the registry added stay until removed.
+    sim.run_for(Duration::from_secs(3600));
+    assert_eq!(peer_addresses(&sim, b), BTreeSet::from([addr_c]));
+    assert_eq!(peer_addresses(&sim, a), BTreeSet::from([addr_b]));
+    // The stranger can call again.
+    sim.send(a, ip_b, b"me again");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.payloads(b).last().unwrap(), b"me again");
+    assert_eq!(peer_addresses(&sim, b), BTreeSet::from([addr_a, addr_c]));
+}
+
+#[test]
+fn full_peer_table_evicts_an_idle_stranger_first() {
+    let mut sim = Sim::new(19, LinkConfig::default());
+    let id_b = sim.new_identity();
+    let config = Config {
+        max_peers: 2,
+        ..Config::default()
+    };
+    let b = sim.add_host_with(B, vec![id_b], config);
+    let c = sim.add_host("198.18.0.3:51820");
+    let strangers: Vec<usize> = (0..3)
+        .map(|i| sim.add_host(&format!("198.18.0.{}:51820", 10 + i)))
+        .collect();
+    let ip_b = sim.ip(b);
+    // B's operator configured C (no session yet): it is never evicted.
+    sim.add_peer(b, c, false);
+    let addr = |sim: &Sim, h| sim.address(h);
+    sim.send(strangers[0], ip_b, b"first");
+    sim.run_for(Duration::from_secs(20));
+    assert_eq!(
+        peer_addresses(&sim, b),
+        BTreeSet::from([addr(&sim, c), addr(&sim, strangers[0])])
+    );
+    // The table is full. The first stranger has been quiet for 20 s: it makes room.
+    sim.send(strangers[1], ip_b, b"second");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.payloads(b), vec![b"first".to_vec(), b"second".to_vec()]);
+    assert_eq!(
+        peer_addresses(&sim, b),
+        BTreeSet::from([addr(&sim, c), addr(&sim, strangers[1])])
+    );
+    // A third stranger right after: the second one is not idle, so the third waits.
+    sim.send(strangers[2], ip_b, b"third");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.payloads(b).len(), 2);
+    assert_eq!(
+        peer_addresses(&sim, b),
+        BTreeSet::from([addr(&sim, c), addr(&sim, strangers[1])])
+    );
+    // Its handshake retries get in once the second stranger has gone quiet.
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(sim.payloads(b).last().unwrap(), b"third");
+    assert!(peer_addresses(&sim, b).contains(&addr(&sim, c)));
+}
