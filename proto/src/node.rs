@@ -1403,13 +1403,11 @@ impl Node {
         else {
             return;
         };
+        // Keep the cookie for the next initiation's mac2, sent when the retry timer
+        // fires (§5.4): no initiation goes out because of a reply, which anyone who saw
+        // our initiation could forge. The attempt stays, so a response still counts.
         match state.open_cookie(&reply, now) {
-            Ok(cookie) => {
-                p.cookie = Some(cookie);
-                let started = p.handshake.as_ref().map_or(now, |a| a.started);
-                // Retry at once with mac2; the old mac1 no longer matches a replayed reply.
-                self.send_initiation(now, id, started);
-            }
+            Ok(cookie) => p.cookie = Some(cookie),
             Err(_) => self.stats.handshake_failures += 1,
         }
     }

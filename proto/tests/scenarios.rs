@@ -458,7 +458,9 @@ fn handshake_flood_triggers_cookies_and_a_legitimate_peer_still_connects() {
         .collect();
     let mut injected = 0u64;
     let ip_b = sim.ip(b);
-    for round in 0..200u32 {
+    // 8 s of flood: A's first initiation (at 0.5 s) draws a cookie, and its retry
+    // REKEY_TIMEOUT later, with mac2, lands while B is still under load.
+    for round in 0..800u32 {
         for k in 0..20u32 {
             let src: SocketAddr =
                 format!("198.18.{}.{}:{}", 100 + k % 50, 1 + round % 250, 1000 + k)
@@ -472,13 +474,18 @@ fn handshake_flood_triggers_cookies_and_a_legitimate_peer_still_connects() {
         }
         sim.run_for(Duration::from_millis(10));
     }
+    let flood_end = sim.now;
     sim.run_for(Duration::from_secs(1));
     let st = sim.hosts[b].node.stats().clone();
-    assert_eq!(injected, 4000);
-    assert!(st.cookies_sent > 3000, "{st:?}");
+    assert_eq!(injected, 16000);
+    assert!(st.cookies_sent > 12000, "{st:?}");
     // DH work stays bounded by the load threshold, not by the flood.
     assert!(st.handshakes_processed < 300, "{st:?}");
     assert_eq!(sim.payloads(b), vec![b"legit".to_vec()]);
+    assert!(
+        sim.hosts[b].delivered[0].0 < flood_end,
+        "connected under load"
+    );
     assert!(sim.hosts[a]
         .events
         .iter()
@@ -667,19 +674,6 @@ fn connect_by_address_and_endpoint_fetches_and_verifies_the_record() {
         .any(|e| matches!(e, Event::ConnectFailed { address, .. } if *address == wanted)));
 }
 
-/// Data messages of exactly 32 bytes (keepalives) sent by `from` since `since`.
-fn keepalives_sent(
-    sim: &Sim,
-    from: &str,
-    since: metanet_proto::Instant,
-) -> Vec<metanet_proto::Instant> {
-    sim.sent_since(from.parse().unwrap(), wire::kind::DATA, since)
-        .into_iter()
-        .filter(|s| s.len == wire::DATA_OVERHEAD)
-        .map(|s| s.at)
-        .collect()
-}
-
 #[test]
 fn persistent_keepalive_keeps_an_idle_session_up() {
     let interval = Duration::from_secs(25);
@@ -699,7 +693,7 @@ fn persistent_keepalive_keeps_an_idle_session_up() {
     // Nothing else is sent by anyone for ten minutes: the node alone must wake up for
     // every keepalive (the simulator only calls handle_timeout at poll_timeout).
     sim.run_for(Duration::from_secs(600));
-    let sent = keepalives_sent(&sim, A, idle_from);
+    let sent = sim.sent_times(A, wire::kind::DATA, Some(wire::DATA_OVERHEAD), idle_from);
     assert!(sent.len() >= 600 / 25 - 1, "keepalives at {sent:?}");
     let mut last = idle_from;
     for t in &sent {
@@ -754,13 +748,13 @@ fn responder_flushes_its_queue_when_the_initiator_confirms_the_session() {
     assert_eq!(sim.hosts[a].node.stats().handshakes_processed, 0);
     sim.run_for(Duration::from_secs(10));
     assert_eq!(
-        sim.sent_since(
-            B.parse().unwrap(),
+        sim.sent_times(
+            B,
             wire::kind::INITIATION,
+            None,
             metanet_proto::Instant::ZERO
-        )
-        .len(),
-        0,
+        ),
+        vec![],
         "B's own attempt ended when the session came up"
     );
     sim.send(a, ip_b, b"thanks");
@@ -952,4 +946,44 @@ fn full_peer_table_evicts_an_idle_stranger_first() {
     sim.run_for(Duration::from_secs(30));
     assert_eq!(sim.payloads(b).last().unwrap(), b"third");
     assert!(peer_addresses(&sim, b).contains(&addr(&sim, c)));
+}
+
+#[test]
+fn cookie_reply_is_stored_and_used_at_the_next_retry() {
+    let mut sim = Sim::new(20, LinkConfig::default());
+    let a = sim.add_host(A);
+    // B is always under load: every initiation without a valid mac2 gets a cookie.
+    let id_b = sim.new_identity();
+    let config = Config {
+        load_threshold: 0,
+        ..Config::default()
+    };
+    let b = sim.add_host_with(B, vec![id_b], config);
+    let (ip_b, addr_a) = (sim.ip(b), sim.address(a));
+    let start = sim.now;
+    sim.send(a, ip_b, b"under load");
+    sim.run_for(Duration::from_secs(4));
+    // The cookie reply does not make A send again at once (a forged reply could):
+    // A keeps the cookie and waits for its retry timer, as WireGuard does.
+    assert_eq!(
+        sim.sent_times(A, wire::kind::INITIATION, None, start).len(),
+        1
+    );
+    assert_eq!(sim.hosts[b].node.stats().cookies_sent, 1);
+    assert!(sim.payloads(b).is_empty());
+    // The retry, REKEY_TIMEOUT after the first initiation, carries mac2 and gets in.
+    sim.run_for(Duration::from_secs(2));
+    let sent = sim.sent_times(A, wire::kind::INITIATION, None, start);
+    assert_eq!(sent.len(), 2);
+    let gap = sent[1].saturating_duration_since(sent[0]);
+    assert!(
+        gap >= metanet_proto::session::REKEY_TIMEOUT,
+        "retried after {gap:?}"
+    );
+    assert_eq!(sim.hosts[b].node.stats().cookies_sent, 1);
+    assert_eq!(sim.payloads(b), vec![b"under load".to_vec()]);
+    assert!(sim.hosts[b]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerUp { address, .. } if *address == addr_a)));
 }

@@ -291,11 +291,21 @@ impl Sim {
             .collect()
     }
 
-    /// Datagrams of type `kind` sent from `from` at or after `since`.
-    pub fn sent_since(&self, from: SocketAddr, kind: u8, since: Instant) -> Vec<&Sent> {
+    /// When host address `from` sent datagrams of type `kind` (and of exactly `len`
+    /// bytes, if given) at or after `since`.
+    pub fn sent_times(
+        &self,
+        from: &str,
+        kind: u8,
+        len: Option<usize>,
+        since: Instant,
+    ) -> Vec<Instant> {
+        let from: SocketAddr = from.parse().unwrap();
         self.wire_log
             .iter()
             .filter(|s| s.from == from && s.kind == kind && s.at >= since)
+            .filter(|s| len.is_none_or(|l| s.len == l))
+            .map(|s| s.at)
             .collect()
     }
 
