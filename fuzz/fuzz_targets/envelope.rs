@@ -4,7 +4,8 @@
 //!   and type it claims (never panics; random bytes never verify);
 //! - odd: seal the rest with a fixed identity, under a purpose taken from the input,
 //!   and check that opening gives back exactly the signer and payload, and that any
-//!   other purpose or type is refused.
+//!   other purpose or type is refused; a payload over 65535 bytes must be refused by
+//!   `seal` rather than truncated.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -52,7 +53,21 @@ fuzz_target!(|data: &[u8]| {
     };
     let ty = u16::from_be_bytes(*ty);
     let id = identity();
-    let sealed = Envelope::seal(id, purpose, ty, payload);
+    let sealed = match Envelope::seal(id, purpose, ty, payload) {
+        Ok(sealed) => sealed,
+        // Refused only when a length prefix cannot hold the field, never truncated.
+        Err(record::Error::FieldTooLong { field, len, max }) => {
+            assert!(len > max);
+            let actual = if field == "purpose" {
+                purpose.len()
+            } else {
+                payload.len()
+            };
+            assert_eq!(len, actual);
+            return;
+        }
+        Err(e) => panic!("seal failed: {e}"),
+    };
     match Envelope::open(&sealed, purpose, ty) {
         Ok(env) => {
             assert_eq!(env.signer, id.public_key());

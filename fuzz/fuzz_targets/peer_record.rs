@@ -45,10 +45,13 @@ fuzz_target!(|data: &[u8]| {
         payload.extend_from_slice(&id.binding().0);
     }
     payload.extend_from_slice(rest);
-    if payload.len() > usize::from(u16::MAX) {
+    let Ok(signed) = Envelope::seal(id, PEER_RECORD_PURPOSE, PEER_RECORD_TYPE, &payload) else {
+        assert!(
+            payload.len() > usize::from(u16::MAX),
+            "seal refused a fitting payload"
+        );
         return;
-    }
-    let signed = Envelope::seal(id, PEER_RECORD_PURPOSE, PEER_RECORD_TYPE, &payload);
+    };
     if let Ok(rec) = PeerRecord::verify(&signed, lookup, now) {
         assert_eq!(rec.public_key, id.public_key());
         assert!(rec.not_after > NOW);

@@ -1440,10 +1440,18 @@ impl Node {
                 self.stats.replayed_data += 1;
                 return None;
             }
-            Err(_) => {
+            Err(session::Error::Decrypt) => {
                 self.stats.decrypt_failures += 1;
                 return None;
             }
+            // Past its limits the keypair counts as erased (§6.4) even before the
+            // timer that erases it has run: its index is as good as unknown.
+            Err(session::Error::Expired | session::Error::CounterExhausted) => {
+                self.stats.unknown_index += 1;
+                return None;
+            }
+            // Sealing errors; opening never returns them.
+            Err(session::Error::BufferTooSmall | session::Error::Seal) => return None,
         };
         let rekey_on_receive = slot == Slot::Current
             && kp.initiator

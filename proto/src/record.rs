@@ -51,6 +51,13 @@ pub enum Error {
     Expired { not_after: u64, now: u64 },
     #[error("record claims validity until {not_after}, beyond the allowed lifetime")]
     TooFarInFuture { not_after: u64 },
+    /// Local misuse: a field handed to [`Envelope::seal`] does not fit its length prefix.
+    #[error("envelope {field} is {len} bytes, over its {max}-byte limit")]
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// A parsed, signature-checked envelope.
@@ -65,21 +72,37 @@ pub struct Envelope<'a> {
 impl<'a> Envelope<'a> {
     /// Sign `payload` for `purpose`/`payload_type` and encode the envelope:
     /// `version u8 ‖ purpose_len u8 ‖ purpose ‖ payload_type u16be ‖ public_key[32] ‖
-    /// payload_len u16be ‖ payload ‖ signature[64]`.
-    pub fn seal(identity: &Identity, purpose: &str, payload_type: u16, payload: &[u8]) -> Vec<u8> {
-        let sig = identity
-            .wallet()
-            .sign(&signing_input(purpose.as_bytes(), payload_type, payload));
+    /// payload_len u16be ‖ payload ‖ signature[64]`. A purpose over 255 bytes or a
+    /// payload over 65535 bytes is refused, never truncated (docs/protocol.md §4.1). The
+    /// result may still exceed [`MAX_RECORD_LEN`], which only [`Envelope::open`] checks.
+    pub fn seal(
+        identity: &Identity,
+        purpose: &str,
+        payload_type: u16,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let too_long = |field, len, max| Error::FieldTooLong { field, len, max };
+        let purpose_len = u8::try_from(purpose.len())
+            .map_err(|_| too_long("purpose", purpose.len(), usize::from(u8::MAX)))?;
+        let payload_len = u16::try_from(payload.len())
+            .map_err(|_| too_long("payload", payload.len(), usize::from(u16::MAX)))?;
+        let sig = identity.wallet().sign(&signing_input(
+            purpose_len,
+            purpose.as_bytes(),
+            payload_type,
+            payload_len,
+            payload,
+        ));
         let mut out = Vec::with_capacity(1 + 1 + purpose.len() + 2 + 32 + 2 + payload.len() + 64);
         out.push(ENVELOPE_VERSION);
-        out.push(purpose.len() as u8);
+        out.push(purpose_len);
         out.extend_from_slice(purpose.as_bytes());
         out.extend_from_slice(&payload_type.to_be_bytes());
         out.extend_from_slice(&identity.public_key().to_bytes());
-        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        out.extend_from_slice(&payload_len.to_be_bytes());
         out.extend_from_slice(payload);
         out.extend_from_slice(&sig);
-        out
+        Ok(out)
     }
 
     /// Parse and verify an envelope that must carry `purpose` and `payload_type`.
@@ -91,21 +114,21 @@ impl<'a> Envelope<'a> {
         if r.u8()? != ENVELOPE_VERSION {
             return Err(Error::Malformed("unknown envelope version"));
         }
-        let plen = usize::from(r.u8()?);
-        let got_purpose = r.take(plen)?;
+        let plen = r.u8()?;
+        let got_purpose = r.take(usize::from(plen))?;
         let got_type = r.u16()?;
         if got_purpose != purpose.as_bytes() || got_type != payload_type {
             return Err(Error::WrongPurpose);
         }
         let signer = PublicKey::from_bytes(&r.array::<32>()?)
             .map_err(|_| Error::Malformed("signer is not an ed25519 key"))?;
-        let len = usize::from(r.u16()?);
-        let payload = r.take(len)?;
+        let len = r.u16()?;
+        let payload = r.take(usize::from(len))?;
         let sig: Signature = r.array::<64>()?;
         r.finish()?;
         signer
             .verify(
-                &signing_input(purpose.as_bytes(), payload_type, payload),
+                &signing_input(plen, got_purpose, payload_type, len, payload),
                 &sig,
             )
             .map_err(|_| Error::BadSignature)?;
@@ -113,14 +136,22 @@ impl<'a> Envelope<'a> {
     }
 }
 
-fn signing_input(purpose: &[u8], payload_type: u16, payload: &[u8]) -> Vec<u8> {
+/// The bytes an envelope signature covers (docs/protocol.md §4.1). The lengths come
+/// typed, already checked against the fields they prefix.
+fn signing_input(
+    purpose_len: u8,
+    purpose: &[u8],
+    payload_type: u16,
+    payload_len: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut m =
         Vec::with_capacity(ENVELOPE_DOMAIN.len() + 1 + purpose.len() + 2 + 4 + payload.len());
     m.extend_from_slice(ENVELOPE_DOMAIN);
-    m.push(purpose.len() as u8);
+    m.push(purpose_len);
     m.extend_from_slice(purpose);
     m.extend_from_slice(&payload_type.to_be_bytes());
-    m.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    m.extend_from_slice(&u32::from(payload_len).to_be_bytes());
     m.extend_from_slice(payload);
     m
 }
@@ -243,7 +274,7 @@ impl PeerRecord {
             return Err(Error::KeyMismatch);
         }
         let payload = self.encode_payload()?;
-        let env = Envelope::seal(identity, PEER_RECORD_PURPOSE, PEER_RECORD_TYPE, &payload);
+        let env = Envelope::seal(identity, PEER_RECORD_PURPOSE, PEER_RECORD_TYPE, &payload)?;
         if env.len() > MAX_RECORD_LEN {
             return Err(Error::TooLarge(env.len()));
         }
@@ -512,10 +543,37 @@ mod tests {
             Err(Error::BadBinding)
         );
         assert_eq!(rec.sign(&other), Err(Error::KeyMismatch));
-        let env = Envelope::seal(&id, "metanet/other", PEER_RECORD_TYPE, &[]);
+        let env = Envelope::seal(&id, "metanet/other", PEER_RECORD_TYPE, &[]).unwrap();
         assert_eq!(
             PeerRecord::verify(&env, Lookup::Address(id.address()), now()),
             Err(Error::WrongPurpose)
+        );
+    }
+
+    #[test]
+    fn seal_refuses_fields_too_long_for_their_length_prefix() {
+        let id = Identity::generate(&[7u8; 64]);
+        // The longest purpose and payload still fit (the payload only the encoding).
+        let purpose = "p".repeat(255);
+        let payload = vec![0x11; usize::from(u16::MAX)];
+        let env = Envelope::seal(&id, &purpose, 1, &payload).unwrap();
+        assert_eq!(env.len(), 1 + 1 + 255 + 2 + 32 + 2 + payload.len() + 64);
+        // One byte more would wrap the u8 / u16 length and sign something else.
+        assert_eq!(
+            Envelope::seal(&id, &"p".repeat(256), 1, &[]),
+            Err(Error::FieldTooLong {
+                field: "purpose",
+                len: 256,
+                max: 255
+            })
+        );
+        assert_eq!(
+            Envelope::seal(&id, PEER_RECORD_PURPOSE, 1, &vec![0; 65536]),
+            Err(Error::FieldTooLong {
+                field: "payload",
+                len: 65536,
+                max: 65535
+            })
         );
     }
 

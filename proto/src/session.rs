@@ -40,19 +40,27 @@ pub const WINDOW_SIZE: u64 = 2048;
 const WORD_BITS: u64 = 64;
 const WORDS: usize = (WINDOW_SIZE / WORD_BITS) as usize + 1;
 
-/// Why a data message was refused.
+/// Why a data message could not be sealed or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// Open: the peer's (or an attacker's) message was seen before or is too old.
     #[error("counter was already seen or is too old for the replay window")]
     Replayed,
+    /// Open: the message does not authenticate under this keypair.
     #[error("data message failed to authenticate")]
     Decrypt,
+    /// Seal or open: the keypair is `REJECT_AFTER_TIME` old.
     #[error("keypair has expired")]
     Expired,
+    /// Seal or open: the send counter reached `REJECT_AFTER_MESSAGES`.
     #[error("send counter exhausted")]
     CounterExhausted,
+    /// Seal: the caller's buffer has no room for header, payload and tag.
     #[error("buffer too small")]
     BufferTooSmall,
+    /// Seal: the AEAD refused to seal (a local failure, never the peer's doing).
+    #[error("data message could not be sealed")]
+    Seal,
 }
 
 /// Sliding-window replay filter (RFC 6479 bitmap): accepts each counter at most once and
@@ -184,8 +192,18 @@ impl Keypair {
 
     /// Whether this keypair may still send or receive at `now`.
     pub fn is_usable(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
-            && self.send_counter < REJECT_AFTER_MESSAGES
+        self.check_usable(now).is_ok()
+    }
+
+    /// Why this keypair may no longer send or receive at `now`, if it may not.
+    fn check_usable(&self, now: Instant) -> Result<(), Error> {
+        if self.send_counter >= REJECT_AFTER_MESSAGES {
+            return Err(Error::CounterExhausted);
+        }
+        if now.saturating_duration_since(self.created) >= REJECT_AFTER_TIME {
+            return Err(Error::Expired);
+        }
+        Ok(())
     }
 
     /// The first instant at which this keypair is no longer usable: when it is erased.
@@ -216,20 +234,15 @@ impl Keypair {
         if buf.len() < total {
             return Err(Error::BufferTooSmall);
         }
-        if !self.is_usable(now) {
-            return Err(Error::Expired);
-        }
+        self.check_usable(now)?;
         let counter = self.send_counter;
-        if counter >= REJECT_AFTER_MESSAGES {
-            return Err(Error::CounterExhausted);
-        }
         self.send_counter += 1;
         wire::emit_data_header(buf, self.remote_index, counter);
         let (payload, tag_space) = buf[DATA_HEADER_LEN..total].split_at_mut(len);
         let tag = self
             .send
             .seal_in_place_separate_tag(nonce(counter), aead::Aad::empty(), payload)
-            .map_err(|_| Error::Decrypt)?;
+            .map_err(|_| Error::Seal)?;
         tag_space.copy_from_slice(tag.as_ref());
         Ok(total)
     }
@@ -242,9 +255,7 @@ impl Keypair {
         counter: u64,
         now: Instant,
     ) -> Result<core::ops::Range<usize>, Error> {
-        if !self.is_usable(now) {
-            return Err(Error::Expired);
-        }
+        self.check_usable(now)?;
         if !self.replay.check(counter) {
             return Err(Error::Replayed);
         }
@@ -282,6 +293,53 @@ fn nonce(counter: u64) -> Nonce {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keypair(now: Instant) -> Keypair {
+        let peer = crate::Identity::generate(&[3; 64]);
+        let est = Established {
+            send_key: zeroize::Zeroizing::new([1; 32]),
+            recv_key: zeroize::Zeroizing::new([1; 32]),
+            local_index: 1,
+            remote_index: 2,
+            remote: crate::handshake::Remote {
+                public_key: peer.public_key(),
+                noise_key: peer.noise().public_key(),
+            },
+            initiator: true,
+        };
+        Keypair::new(&est, now)
+    }
+
+    #[test]
+    fn errors_name_what_went_wrong() {
+        let t0 = Instant::ZERO;
+        let mut kp = keypair(t0);
+        let mut buf = [0u8; DATA_HEADER_LEN + TAG_LEN];
+        assert_eq!(kp.seal(&mut buf[..20], 0, t0), Err(Error::BufferTooSmall));
+        let len = kp.seal(&mut buf, 0, t0).unwrap();
+        // Tampered: a decryption failure. (Same keys both ways, so it opens itself.)
+        let mut bad = buf;
+        bad[len - 1] ^= 1;
+        assert_eq!(kp.open(&mut bad, 0, t0), Err(Error::Decrypt));
+        assert_eq!(
+            kp.open(&mut buf.clone(), 0, t0),
+            Ok(DATA_HEADER_LEN..DATA_HEADER_LEN)
+        );
+        assert_eq!(kp.open(&mut buf.clone(), 0, t0), Err(Error::Replayed));
+        // Too old: expired both ways, and never a decryption failure.
+        let late = t0 + REJECT_AFTER_TIME;
+        assert_eq!(kp.seal(&mut buf, 0, late), Err(Error::Expired));
+        assert_eq!(kp.open(&mut buf.clone(), 1, late), Err(Error::Expired));
+        assert_eq!(kp.usable_until(), late);
+        // Out of counters: exhausted, and the keypair is unusable from now on.
+        kp.send_counter = REJECT_AFTER_MESSAGES;
+        assert_eq!(kp.seal(&mut buf, 0, t0), Err(Error::CounterExhausted));
+        assert_eq!(
+            kp.open(&mut buf.clone(), 1, t0),
+            Err(Error::CounterExhausted)
+        );
+        assert_eq!(kp.usable_until(), t0);
+    }
 
     #[test]
     fn window_basics() {

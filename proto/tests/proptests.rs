@@ -563,7 +563,7 @@ proptest! {
             payload.extend_from_slice(&(NOW + lifetime).to_be_bytes());
         }
         payload.extend_from_slice(&tail);
-        let env = Envelope::seal(&id, PEER_RECORD_PURPOSE, PEER_RECORD_TYPE, &payload);
+        let env = Envelope::seal(&id, PEER_RECORD_PURPOSE, PEER_RECORD_TYPE, &payload).unwrap();
         let lookup = if ipv6 {
             Lookup::Ipv6(id.address().ipv6_prefix())
         } else {

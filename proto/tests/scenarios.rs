@@ -387,7 +387,8 @@ fn record_signed_by_the_wrong_key_is_never_used() {
         record::PEER_RECORD_PURPOSE,
         record::PEER_RECORD_TYPE,
         env.payload,
-    );
+    )
+    .unwrap();
     assert_eq!(
         PeerRecord::verify(&forged, Lookup::Ipv6(prefix_v), sim.unix()),
         Err(record::Error::KeyMismatch)
