@@ -1,37 +1,70 @@
 #!/usr/bin/env bash
 # Build metanet, start two daemons in two throw-away network namespaces joined by a
 # veth pair (198.18.77.1/.2), connect them by address + endpoint, ping across the
-# overlay and show the peers. Everything is removed on exit. Needs root.
+# overlay and show the peers. Everything is removed on exit. Needs root, and a Rust
+# toolchain (rustup, Rust >= 1.85); installs iproute2, ping and a C compiler if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo.sh needs root (network namespaces): sudo $0" >&2; exit 1; }
-command -v ping >/dev/null || { apt-get update -qq && apt-get install -y -qq iputils-ping iproute2; }
-cargo build --release --bins
+export PATH="$PATH:$HOME/.cargo/bin"
+command -v cargo >/dev/null || {
+    echo "demo.sh needs cargo (Rust >= 1.85): install it with rustup (https://rustup.rs), then rerun" >&2
+    exit 1
+}
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "== installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get update -qq
+    timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+cargo build --release --locked --bins
 BIN=$PWD/target/release
 W=$(mktemp -d)
 A=mndemo-a-$$ B=mndemo-b-$$
 cleanup() {
-    [ -n "${PA:-}" ] && kill "$PA" 2>/dev/null || true
-    [ -n "${PB:-}" ] && kill "$PB" 2>/dev/null || true
-    sleep 0.3
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [ "$rc" != 0 ]; then
+        for s in a b; do
+            [ -s "$W/$s.log" ] && { echo "== metanetd $s log:" >&2; tail -n 20 "$W/$s.log" >&2; }
+        done
+    fi
+    for p in "${PA:-}" "${PB:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    for _ in $(seq 30); do
+        kill -0 "${PA:-0}" 2>/dev/null || kill -0 "${PB:-0}" 2>/dev/null || break
+        sleep 0.1
+    done
     ip netns del "$A" 2>/dev/null || true
     ip netns del "$B" 2>/dev/null || true
     rm -rf "$W"
+    exit "$rc"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 ip netns add "$A"; ip netns add "$B"
 ip link add mnd-a netns "$A" type veth peer name mnd-b netns "$B"
 ip -n "$A" addr add 198.18.77.1/24 dev mnd-a; ip -n "$B" addr add 198.18.77.2/24 dev mnd-b
 for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 ip -n "$A" link set mnd-a up; ip -n "$B" link set mnd-b up
-ip netns exec "$A" "$BIN/metanetd" --config /dev/null --state-dir "$W/a" --socket "$W/a.sock" --tun mn-demo 2>"$W/a.log" & PA=$!
-ip netns exec "$B" "$BIN/metanetd" --config /dev/null --state-dir "$W/b" --socket "$W/b.sock" --tun mn-demo 2>"$W/b.log" & PB=$!
-for s in a b; do for _ in $(seq 100); do [ -S "$W/$s.sock" ] && break; sleep 0.1; done; done
+# --config /dev/null: ignore an installed /etc/metanet/metanetd.toml
+NO_COLOR=1 ip netns exec "$A" "$BIN/metanetd" --config /dev/null --state-dir "$W/a" --socket "$W/a.sock" --tun mn-demo 2>"$W/a.log" & PA=$!
+NO_COLOR=1 ip netns exec "$B" "$BIN/metanetd" --config /dev/null --state-dir "$W/b" --socket "$W/b.sock" --tun mn-demo 2>"$W/b.log" & PB=$!
+for s in a b; do
+    for _ in $(seq 100); do [ -S "$W/$s.sock" ] && break; sleep 0.1; done
+    [ -S "$W/$s.sock" ] || { echo "metanetd $s did not open its control socket within 10 s" >&2; exit 1; }
+done
 mn() { local side=$1; shift; ip netns exec "$([ "$side" = a ] && echo "$A" || echo "$B")" "$BIN/metanet" --socket "$W/$side.sock" "$@"; }
+field() { sed -n "s/.*\"$1\": *\"\\([^\"]*\\)\".*/\\1/p"; } # one string field of `--json` output
 echo "== host A"; mn a id show
 echo "== host B"; mn b id show
-ADDR_B=$(mn b id show --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
-IP_B=$(mn b id show --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ipv6"])')
+ADDR_B=$(mn b id show --json | field address)
+IP_B=$(mn b id show --json | field ipv6)
 echo "== A: metanet connect $ADDR_B --endpoint 198.18.77.2:51820"
 mn a connect "$ADDR_B" --endpoint 198.18.77.2:51820
 echo "== A: ping -6 $IP_B (B's overlay address)"
