@@ -72,6 +72,23 @@ struct Daemon {
     opts: Options,
     origin: std::time::Instant,
     tun: tun_rs::AsyncDevice,
+    /// `connect` requests answered when their session is up or has failed.
+    waiting: Vec<Waiting>,
+}
+
+/// How long a `connect` request waits for its session before it is answered as still
+/// connecting (below the command line's 30 s, above the node's 10 s of record probes).
+const CONNECT_WAIT: Duration = Duration::from_secs(20);
+
+type ReplyTo = tokio::sync::oneshot::Sender<Result<Reply, api::Error>>;
+
+/// A `connect` request waiting for the node to report its outcome.
+struct Waiting {
+    local: LocalId,
+    address: Address,
+    peer: PeerInfo,
+    until: std::time::Instant,
+    reply: ReplyTo,
 }
 
 /// Run until SIGTERM or SIGINT.
@@ -117,6 +134,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         opts,
         origin,
         tun,
+        waiting: Vec::new(),
     };
     for p in std::mem::take(&mut d.opts.static_peers) {
         let cmd = api::Command::Connect {
@@ -139,7 +157,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         let deadline = d
             .node
             .poll_timeout()
-            .map(|t| d.origin + Duration::from_nanos(t.as_nanos()));
+            .map(|t| d.origin + Duration::from_nanos(t.as_nanos()))
+            .into_iter()
+            .chain(d.waiting.iter().map(|w| w.until))
+            .min();
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -168,9 +189,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 }
                 Err(e) => break Err(Error::Io(e)),
             },
-            Some((cmd, reply)) = jobs.recv() => {
-                let _ = reply.send(d.control(cmd));
-            }
+            Some((cmd, reply)) = jobs.recv() => d.job(cmd, reply),
             () = sleep => {
                 let now = d.now();
                 d.node.handle_timeout(now);
@@ -182,6 +201,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             send(&udp, &obuf[..tx.len], tx.destination).await;
         }
         d.events();
+        d.expire_waiting();
     };
     server.abort();
     let _ = std::fs::remove_file(&d.opts.socket);
@@ -246,6 +266,7 @@ impl Daemon {
             }
         }
         for ev in rest {
+            self.settle(&ev);
             log_event(&ev);
         }
     }
@@ -258,8 +279,94 @@ impl Daemon {
                     .node
                     .handle_command(now, Command::LookupFailed { local, ipv6 });
             }
+            self.settle(&ev);
             log_event(&ev);
         }
+    }
+
+    /// Answer a control request. A `connect` whose session is not up yet is answered
+    /// when the node reports it up or failed, so the command line can say which.
+    fn job(&mut self, cmd: api::Command, reply: ReplyTo) {
+        let result = self.control(cmd);
+        let Ok(Reply::Connected(peer)) = &result else {
+            let _ = reply.send(result);
+            return;
+        };
+        let (Ok(address), Ok(local)) = (
+            peer.address.parse::<Address>(),
+            self.local_named(Some(&peer.identity)),
+        ) else {
+            let _ = reply.send(result);
+            return;
+        };
+        if let Some(up) = self.peer_info(peer).filter(|p| p.connected) {
+            let _ = reply.send(Ok(Reply::Connected(up)));
+            return;
+        }
+        self.waiting.push(Waiting {
+            local,
+            address,
+            peer: peer.clone(),
+            until: std::time::Instant::now() + CONNECT_WAIT,
+            reply,
+        });
+    }
+
+    /// Answer the `connect` requests that `ev` decides.
+    fn settle(&mut self, ev: &Event) {
+        let (local, address, outcome) = match ev {
+            Event::PeerUp { local, address, .. } => (local, address, None),
+            Event::ConnectFailed {
+                local,
+                address,
+                endpoint,
+            } => (
+                local,
+                address,
+                Some(format!(
+                    "no valid record for {address} from {endpoint}: nothing there holds \
+                     this address; check the address, the endpoint, and that metanetd runs there"
+                )),
+            ),
+            Event::HandshakeFailed { local, address } => (
+                local,
+                address,
+                Some(format!(
+                    "handshake with {address} gave up: no answer from its endpoint"
+                )),
+            ),
+            _ => return,
+        };
+        for w in self.take_waiting(|w| w.local == *local && w.address == *address) {
+            let result = match &outcome {
+                Some(message) => Err(err(ErrorKind::Internal, message)),
+                None => Ok(Reply::Connected(self.peer_info(&w.peer).unwrap_or(w.peer))),
+            };
+            let _ = w.reply.send(result);
+        }
+    }
+
+    /// Answer `connect` requests that waited [`CONNECT_WAIT`] as still connecting.
+    fn expire_waiting(&mut self) {
+        let now = std::time::Instant::now();
+        for w in self.take_waiting(|w| w.until <= now) {
+            let _ = w.reply.send(Ok(Reply::Connected(w.peer)));
+        }
+    }
+
+    fn take_waiting(&mut self, pick: impl Fn(&Waiting) -> bool) -> Vec<Waiting> {
+        let (picked, rest) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(pick);
+        self.waiting = rest;
+        picked
+    }
+
+    /// The current state of the peer `peer` describes.
+    fn peer_info(&self, peer: &PeerInfo) -> Option<PeerInfo> {
+        self.peer_infos()
+            .into_iter()
+            .find(|p| p.identity == peer.identity && p.address == peer.address)
     }
 
     fn identity_info(&self, name: &str, local: LocalId) -> Option<IdentityInfo> {

@@ -167,13 +167,20 @@ pub struct Daemon {
 impl Daemon {
     /// Start metanetd in `ns` with its files under `dir`, and wait for its socket.
     pub fn start(ns: &Netns, dir: &Path, tun: &str) -> Self {
+        Self::start_with_config(ns, dir, tun, Path::new("/dev/null"))
+    }
+
+    /// Like [`Daemon::start`], reading the config file `config` (flags still override).
+    pub fn start_with_config(ns: &Netns, dir: &Path, tun: &str, config: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join("metanetd.sock");
         let state_dir = dir.join("state");
         let log = dir.join("metanetd.log");
         let child = ns
             .cmd(&bin("metanetd"))
-            .args(["--config", "/dev/null", "--tun", tun])
+            .arg("--config")
+            .arg(config)
+            .args(["--tun", tun])
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--socket")
@@ -226,6 +233,19 @@ impl Daemon {
             r#"{{"id":3,"method":"connect","params":{{"address":"{address}","endpoint":"{endpoint}","identity":null}}}}"#
         );
         self.request(&line).unwrap()
+    }
+
+    /// Run the `metanet` command line against this daemon's socket (bounded by
+    /// `timeout`, well above the command's own 30 s limit).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .arg("60")
+            .arg(bin("metanet"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// Stop with SIGTERM and wait (bounded); returns the exit status code.

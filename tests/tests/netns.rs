@@ -3,14 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use metanet_tests::{bin, root_or_skip, wait_for, Daemon, Pair, TempDir};
+use metanet_tests::{bin, root_or_skip, wait_for, Daemon, Netns, Pair, TempDir};
 
 const PORT: u16 = 51820;
 
-fn ping(ns: &metanet_tests::Netns, ip: &str) -> bool {
+fn ping(ns: &Netns, ip: &str) -> bool {
     ns.sh(&format!("ping -6 -c 3 -i 0.2 -W 2 {ip}"))
         .status
         .success()
@@ -46,6 +47,68 @@ fn two_hosts_ping_each_other_by_overlay_address() {
     assert!(p["rx_bytes"].as_u64().unwrap() > 0);
 }
 
+/// A TCP receiver in `ns` on `[ip]:5001`: it accepts one connection, hashes all it
+/// reads and then writes "peer-address bytes sha256" to the returned file. Returns once
+/// it listens.
+fn tcp_receiver(ns: &Netns, tmp: &TempDir, ip: &str) -> (Child, PathBuf) {
+    let out = tmp.0.join("recv.txt");
+    let server = format!(
+        "import socket,hashlib\ns=socket.socket(socket.AF_INET6)\ns.bind(('{ip}',5001))\ns.listen(1)\n\
+         open('{o}.ready','w').close()\nc,peer=s.accept()\nh=hashlib.sha256();n=0\n\
+         while True:\n  d=c.recv(1<<20)\n  if not d: break\n  h.update(d);n+=len(d)\n\
+         open('{o}','w').write(peer[0]+' '+str(n)+' '+h.hexdigest())\n",
+        o = out.display()
+    );
+    let srv = ns
+        .cmd(Path::new("timeout"))
+        .args(["120", "python3", "-c", &server])
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || tmp
+        .0
+        .join("recv.txt.ready")
+        .exists()));
+    (srv, out)
+}
+
+/// A TCP sender in `ns` to `[ip]:5001`: `mib` distinct 1 MiB blocks, sleeping `pause_s`
+/// after each and writing how many it has handed to the socket to `progress`. It
+/// prints the SHA-256 of all it sent.
+fn tcp_sender(ns: &Netns, ip: &str, mib: u32, pause_s: f64, progress: &Path) -> Child {
+    let client = format!(
+        "import socket,hashlib,os,time\nc=socket.create_connection(('{ip}',5001))\n\
+         h=hashlib.sha256()\nblk=os.urandom(1<<20)\nfor i in range({mib}):\n  \
+         b=bytes([i%256])+blk[1:]\n  h.update(b);c.sendall(b)\n  \
+         open('{p}','w').write(str(i+1))\n  time.sleep({pause_s})\n\
+         c.close()\nprint(h.hexdigest())\n",
+        p = progress.display()
+    );
+    ns.cmd(Path::new("timeout"))
+        .args(["120", "python3", "-c", &client])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for sender and receiver (both bounded by `timeout`) and check that all `mib`
+/// MiB arrived with the hash sent; returns the peer address the receiver saw.
+fn transfer_intact(sender: Child, mut receiver: Child, out: &Path, mib: u32) -> String {
+    let sent = sender.wait_with_output().unwrap();
+    assert!(
+        sent.status.success(),
+        "sender failed: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sent_hash = String::from_utf8_lossy(&sent.stdout).trim().to_owned();
+    let _ = receiver.wait();
+    let got = std::fs::read_to_string(out).unwrap();
+    let parts: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(parts[1], (u64::from(mib) << 20).to_string(), "byte count");
+    assert_eq!(parts[2], sent_hash, "content hash");
+    parts[0].to_owned()
+}
+
 #[test]
 fn tcp_transfer_arrives_intact_and_sees_only_overlay_addresses() {
     if !root_or_skip("tcp_transfer_arrives_intact_and_sees_only_overlay_addresses") {
@@ -56,50 +119,12 @@ fn tcp_transfer_arrives_intact_and_sees_only_overlay_addresses() {
     let (_, ip_a) = a.identity();
     let (_, ip_b) = b.identity();
     assert!(wait_for(Duration::from_secs(10), || ping(&pair.a, &ip_b)));
-    // Receiver in B: accept one connection, hash everything, report the peer address.
-    let out = tmp.0.join("recv.txt");
-    let server = format!(
-        "import socket,hashlib\ns=socket.socket(socket.AF_INET6)\ns.bind(('{ip_b}',5001))\ns.listen(1)\n\
-         open('{o}.ready','w').close()\nc,peer=s.accept()\nh=hashlib.sha256();n=0\n\
-         while True:\n  d=c.recv(1<<20)\n  if not d: break\n  h.update(d);n+=len(d)\n\
-         open('{o}','w').write(peer[0]+' '+str(n)+' '+h.hexdigest())\n",
-        o = out.display()
-    );
-    let mut srv = pair
-        .b
-        .cmd(std::path::Path::new("timeout"))
-        .args(["120", "python3", "-c", &server])
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || tmp
-        .0
-        .join("recv.txt.ready")
-        .exists()));
-    let client = format!(
-        "import socket,hashlib,os\nc=socket.create_connection(('{ip_b}',5001))\nh=hashlib.sha256()\n\
-         blk=os.urandom(1<<20)\nfor i in range(100):\n  b=bytes([i])+blk[1:]\n  h.update(b);c.sendall(b)\n\
-         c.close()\nprint(h.hexdigest())\n"
-    );
-    let sent = pair
-        .a
-        .cmd(std::path::Path::new("timeout"))
-        .args(["120", "python3", "-c", &client])
-        .output()
-        .unwrap();
-    assert!(
-        sent.status.success(),
-        "sender failed: {}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    let sent_hash = String::from_utf8_lossy(&sent.stdout).trim().to_owned();
-    let _ = srv.wait();
-    let got = std::fs::read_to_string(&out).unwrap();
-    let parts: Vec<&str> = got.split_whitespace().collect();
-    assert_eq!(parts[1], (100u64 << 20).to_string(), "byte count");
-    assert_eq!(parts[2], sent_hash, "content hash");
+    let (srv, out) = tcp_receiver(&pair.b, &tmp, &ip_b);
+    let sender = tcp_sender(&pair.a, &ip_b, 100, 0.0, &tmp.0.join("sent.txt"));
+    let peer = transfer_intact(sender, srv, &out, 100);
     // The receiving application saw A's overlay address, never its underlay IP.
-    assert_eq!(parts[0], ip_a);
-    assert_ne!(parts[0], pair.ip_a);
+    assert_eq!(peer, ip_a);
+    assert_ne!(peer, pair.ip_a);
 }
 
 #[test]
@@ -192,4 +217,164 @@ fn bad_input_gives_clear_errors_and_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
     assert_eq!(std::fs::read(&key).unwrap(), before, "key file untouched");
+}
+
+/// What `metanet peers --json` shows on `d`.
+fn peers(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = d.cli(&["peers", "--json"]);
+    assert!(
+        out.status.success(),
+        "metanet peers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+/// The entry for `address` in `metanet peers --json` on `d`, if any.
+fn peer(d: &Daemon, address: &str) -> Option<serde_json::Value> {
+    peers(d).into_iter().find(|p| p["address"] == address)
+}
+
+#[test]
+fn underlay_address_change_mid_transfer_roams() {
+    if !root_or_skip("underlay_address_change_mid_transfer_roams") {
+        return;
+    }
+    let (pair, tmp) = (Pair::new(), TempDir::new());
+    let (a, b) = connected(&pair, &tmp);
+    let (addr_a, ip_a) = a.identity();
+    let (_, ip_b) = b.identity();
+    assert!(wait_for(Duration::from_secs(10), || ping(&pair.a, &ip_b)));
+    let old = format!("{}:{PORT}", pair.ip_a);
+    assert_eq!(peer(&b, &addr_a).unwrap()["endpoint"], old.as_str());
+
+    // 64 MiB, paced so the address change surely falls in the middle.
+    const MIB: u32 = 64;
+    let (srv, out) = tcp_receiver(&pair.b, &tmp, &ip_b);
+    let progress = tmp.0.join("sent.txt");
+    let sender = tcp_sender(&pair.a, &ip_b, MIB, 0.05, &progress);
+    let sent = || {
+        std::fs::read_to_string(&progress)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || sent() >= 16),
+        "transfer did not start"
+    );
+    // A's underlay address changes: the old one is gone, a new one in the same subnet
+    // takes its place (with it the connected route, now with the new source).
+    let new_ip = format!("{}.3", pair.ip_a.rsplit_once('.').unwrap().0);
+    let change = pair.a.sh(&format!(
+        "ip addr del {}/24 dev {dev} && ip addr add {new_ip}/24 dev {dev}",
+        pair.ip_a,
+        dev = pair.dev_a
+    ));
+    assert!(
+        change.status.success(),
+        "address change failed: {}",
+        String::from_utf8_lossy(&change.stderr)
+    );
+    assert!(
+        sent() < MIB,
+        "the transfer ended before the address changed"
+    );
+
+    let from = transfer_intact(sender, srv, &out, MIB);
+    assert_eq!(from, ip_a, "the receiver still sees A's overlay address");
+    // B learnt A's new endpoint from A's authenticated packets, and the session is up.
+    let new = format!("{new_ip}:{PORT}");
+    let p = peer(&b, &addr_a).unwrap();
+    assert_eq!(p["endpoint"], new.as_str(), "B did not roam: {p}");
+    assert_eq!(p["connected"], true);
+    // And traffic still flows both ways at the new address.
+    assert!(ping(&pair.b, &ip_a), "B cannot reach A after the roam");
+}
+
+#[test]
+fn peer_with_wrong_key_gets_no_tunnel() {
+    if !root_or_skip("peer_with_wrong_key_gets_no_tunnel") {
+        return;
+    }
+    let (pair, tmp) = (Pair::new(), TempDir::new());
+    let mut a = Daemon::start(&pair.a, &tmp.0.join("a"), "mnta");
+    let b = Daemon::start(&pair.b, &tmp.0.join("b"), "mntb");
+    let (addr_x, ip_x) = b.identity();
+    // Identity Y is made elsewhere, with no daemon: nobody on the network holds it.
+    let y_dir = tmp.0.join("y");
+    let metanet_y = |args: &[&str]| {
+        let out = Command::new(bin("metanet"))
+            .arg("--socket")
+            .arg(y_dir.join("none.sock"))
+            .arg("--state-dir")
+            .arg(y_dir.join("state"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "metanet {args:?}: {out:?}");
+        out.stdout
+    };
+    metanet_y(&["id", "new"]);
+    let y: serde_json::Value =
+        serde_json::from_slice(&metanet_y(&["id", "show", "--json"])).unwrap();
+    let (addr_y, ip_y) = (y["address"].as_str().unwrap(), y["ipv6"].as_str().unwrap());
+    assert_ne!(addr_y, addr_x);
+    let endpoint_b = format!("{}:{PORT}", pair.ip_b);
+    let y_up = |d: &Daemon| peer(d, addr_y).is_some_and(|p| p["connected"] == true);
+    // Pinging Y fails within a bounded wait (unreachable at once, or no reply).
+    let ping_y_fails = |d: &Daemon| {
+        let t = Instant::now();
+        let out = pair
+            .a
+            .sh(&format!("timeout 15 ping -6 -c 2 -i 0.2 -W 2 {ip_y}"));
+        assert!(!out.status.success(), "ping to Y answered: {out:?}");
+        assert!(t.elapsed() < Duration::from_secs(15));
+        assert!(!y_up(d), "a session with Y is up");
+    };
+
+    // `metanet connect` to Y at B's endpoint: B answers no record for Y, so the
+    // command fails, naming the address and the endpoint.
+    let t = Instant::now();
+    let out = a.cli(&["connect", addr_y, "--endpoint", &endpoint_b]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "connect to Y succeeded: {out:?}"
+    );
+    assert_ne!(out.status.code(), Some(124), "connect to Y hung");
+    assert!(
+        err.contains(addr_y) && err.contains(&endpoint_b),
+        "unclear error: {err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30));
+    ping_y_fails(&a);
+    assert!(peers(&b).is_empty(), "B took A as a peer: {:?}", peers(&b));
+    // The endpoint itself is fine: B's own address connects there.
+    let out = a.cli(&["connect", &addr_x, "--endpoint", &endpoint_b]);
+    assert!(out.status.success(), "connect to B failed: {out:?}");
+    assert!(wait_for(Duration::from_secs(10), || ping(&pair.a, &ip_x)));
+    assert!(!y_up(&a));
+
+    // The same through a static peer in A's config: no tunnel comes up while A tries,
+    // and after it gives up Y stays unreachable.
+    assert_eq!(a.stop(), Some(0));
+    let cfg = tmp.0.join("a.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[peer]]\naddress = \"{addr_y}\"\nendpoint = \"{endpoint_b}\"\n"),
+    )
+    .unwrap();
+    let a = Daemon::start_with_config(&pair.a, &tmp.0.join("a"), "mnta", &cfg);
+    let log = || std::fs::read_to_string(&a.log).unwrap_or_default();
+    let mut up = false;
+    let gave_up = wait_for(Duration::from_secs(25), || {
+        up |= y_up(&a);
+        up || log().contains("no valid record")
+    });
+    assert!(!up, "a session with Y came up");
+    assert!(gave_up, "A never gave up on Y: {}", log());
+    ping_y_fails(&a);
 }
