@@ -175,6 +175,16 @@ impl Client {
         }
     }
 
+    /// The verified registry record of an address or overlay IPv6.
+    pub(crate) fn record(&self, target: &str) -> Result<control::RecordInfo, Error> {
+        match self.request(Command::Resolve {
+            target: target.into(),
+        })? {
+            Reply::Record(record) => Ok(record),
+            other => Err(self.unexpected("resolve", &other)),
+        }
+    }
+
     /// Connect to a peer.
     pub(crate) fn connect_peer(&self, command: Command) -> Result<PeerInfo, Error> {
         match self.request(command)? {

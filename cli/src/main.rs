@@ -64,6 +64,8 @@ enum Command {
     Peers,
     /// Send ICMPv6 echo requests to a peer's overlay address.
     Ping(cmd::ping::Args),
+    /// Look up a peer's verified record in the registry (DHT): endpoints, services, keys.
+    Resolve(cmd::resolve::Args),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Status => cmd::status::run(&ctx, &mut out),
         Command::Peers => cmd::peers::run(&ctx, &mut out),
         Command::Ping(a) => cmd::ping::run(&ctx, a, &mut out),
+        Command::Resolve(a) => cmd::resolve::run(&ctx, a, &mut out),
     }
     .and_then(|()| Ok(out.flush()?));
     match result {

@@ -261,6 +261,8 @@ pub(crate) fn identity_info(name: &str, identity: &Identity, default: bool) -> I
         public_key: identity::hex(&identity.public_key().to_bytes()),
         default,
         services: Vec::new(),
+        endpoints: Vec::new(),
+        hidden: false,
     }
 }
 

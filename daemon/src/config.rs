@@ -16,6 +16,8 @@ pub const DEFAULT_SOCKET: &str = "/run/metanet/metanetd.sock";
 pub const DEFAULT_PORT: u16 = 51820;
 /// Default TUN name.
 pub const DEFAULT_TUN: &str = "metanet0";
+/// Default DHT port (TCP).
+pub const DEFAULT_DHT_PORT: u16 = 51821;
 /// Default tunnel MTU: 1500 underlay - 40 IPv6 - 8 UDP - 32 metanet overhead.
 pub const DEFAULT_MTU: u16 = 1420;
 
@@ -35,9 +37,35 @@ pub struct File {
     pub socket: Option<PathBuf>,
     /// UDP socket buffer size in bytes. Default 8 MiB.
     pub socket_buffer: Option<usize>,
+    /// DHT listen port (TCP, IPv4 and IPv6). Default 51821.
+    pub dht_port: Option<u16>,
+    /// DHT nodes to join through, as multiaddrs (`/ip4/198.18.0.1/tcp/51821`, with an
+    /// optional `/p2p/<peer id>`). Flags add to these.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
     /// Peers to connect to at start.
     #[serde(default)]
     pub peer: Vec<StaticPeer>,
+    /// What the daemon publishes for its identities.
+    #[serde(default)]
+    pub identity: Vec<IdentityConfig>,
+}
+
+/// Publication settings of one local identity (by name).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IdentityConfig {
+    /// The identity's name in the state directory.
+    pub name: String,
+    /// Publish no endpoints: the IP stays hidden (peers can then reach this identity only
+    /// through relays, which metanet does not have yet). Default false.
+    #[serde(default)]
+    pub hidden: bool,
+    /// Endpoints to publish instead of the host's interface addresses.
+    pub endpoints: Option<Vec<SocketAddr>>,
+    /// Services offered on the overlay address.
+    #[serde(default)]
+    pub service: Vec<metanet_proto::record::Service>,
 }
 
 /// A peer known by address and endpoint.
@@ -65,14 +93,60 @@ pub enum Error {
 }
 
 impl File {
+    /// Check what serde cannot: multiaddrs, service names, duplicate identities.
+    pub fn validate(&self, path: &Path) -> Result<(), Error> {
+        let bad = |message: String| Error::Parse {
+            path: path.into(),
+            message,
+        };
+        for b in &self.bootstrap {
+            b.parse::<libp2p::Multiaddr>()
+                .map_err(|e| bad(format!("bootstrap `{b}` is not a multiaddr: {e}")))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for id in &self.identity {
+            if !seen.insert(id.name.as_str()) {
+                return Err(bad(format!("identity `{}` is configured twice", id.name)));
+            }
+            if id.service.len() > metanet_proto::record::MAX_SERVICES {
+                return Err(bad(format!(
+                    "identity `{}`: at most {} services",
+                    id.name,
+                    metanet_proto::record::MAX_SERVICES
+                )));
+            }
+            for s in &id.service {
+                s.validate().map_err(|e| {
+                    bad(format!("identity `{}` service `{}`: {e}", id.name, s.name))
+                })?;
+            }
+            if id
+                .endpoints
+                .as_ref()
+                .is_some_and(|e| e.len() > metanet_proto::record::MAX_ENDPOINTS)
+            {
+                return Err(bad(format!(
+                    "identity `{}`: at most {} endpoints",
+                    id.name,
+                    metanet_proto::record::MAX_ENDPOINTS
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Load `path`. A missing file at the default path means defaults; a missing file
     /// named explicitly is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<File, Error> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| Error::Parse {
-                path: path.into(),
-                message: e.to_string(),
-            }),
+            Ok(text) => {
+                let file: File = toml::from_str(&text).map_err(|e| Error::Parse {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?;
+                file.validate(path)?;
+                Ok(file)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(File::default()),
             Err(source) => Err(Error::Read {
                 path: path.into(),

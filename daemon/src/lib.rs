@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod control;
+pub mod dht;
+mod registry;
 pub mod state;
 pub mod sys;
 
@@ -17,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use metanet_proto::control::{self as api, ErrorKind, IdentityInfo, PeerInfo, Reply};
 use metanet_proto::identity::hex;
 use metanet_proto::node::{self, Command, Event, LocalId, Node};
-use metanet_proto::{ip, wire, Address, Identity, Instant, UnixTime};
+use metanet_proto::{wire, Address, Identity, Instant, UnixTime};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -31,6 +33,12 @@ pub struct Options {
     pub mtu: u16,
     pub socket_buffer: usize,
     pub static_peers: Vec<config::StaticPeer>,
+    /// DHT listen port (TCP).
+    pub dht_port: u16,
+    /// DHT nodes to join through.
+    pub bootstrap: Vec<libp2p::Multiaddr>,
+    /// Publication settings per identity.
+    pub identities: Vec<config::IdentityConfig>,
 }
 
 /// Why the daemon stopped with an error; `exit_code` maps it for the binary.
@@ -49,6 +57,8 @@ pub enum Error {
     Udp { port: u16, source: std::io::Error },
     #[error("static peer {0}: {1}")]
     Peer(String, String),
+    #[error(transparent)]
+    Dht(#[from] dht::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -60,6 +70,7 @@ impl Error {
             Error::State(_) | Error::Peer(..) => 2,
             Error::Control(control::Error::InUse(_)) => 3,
             Error::Udp { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => 3,
+            Error::Dht(dht::Error::Listen { .. }) => 3,
             _ => 1,
         }
     }
@@ -74,13 +85,19 @@ struct Daemon {
     tun: tun_rs::AsyncDevice,
     /// `connect` requests answered when their session is up or has failed.
     waiting: Vec<Waiting>,
+    /// The DHT node (registry).
+    dht: Option<dht::Handle>,
+    /// Publication and lookup state.
+    reg: registry::Registry,
+    /// Packets to write to the TUN (ICMPv6 errors), sent after each loop turn.
+    tun_out: Vec<Vec<u8>>,
 }
 
 /// How long a `connect` request waits for its session before it is answered as still
 /// connecting (below the command line's 30 s, above the node's 10 s of record probes).
 const CONNECT_WAIT: Duration = Duration::from_secs(20);
 
-type ReplyTo = tokio::sync::oneshot::Sender<Result<Reply, api::Error>>;
+pub(crate) type ReplyTo = tokio::sync::oneshot::Sender<Result<Reply, api::Error>>;
 
 /// A `connect` request waiting for the node to report its outcome.
 struct Waiting {
@@ -125,7 +142,18 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let udp = bind_udp(opts.port, opts.socket_buffer)?;
     let listener = control::bind(&opts.socket)?;
     let (jobs_tx, mut jobs) = mpsc::channel::<control::Job>(64);
+    let (dht_tx, mut dht_rx) = mpsc::unbounded_channel();
+    let dht = dht::Handle::spawn(
+        dht::Config {
+            keypair: state.dht_key()?,
+            listen: dht_listen(opts.dht_port),
+            bootstrap: opts.bootstrap.clone(),
+        },
+        dht_tx,
+    )?;
+    tracing::info!(peer_id = %dht.status().peer_id, port = opts.dht_port, "DHT node started");
     let server = tokio::spawn(control::serve(listener, jobs_tx));
+    let reg = registry::Registry::new(opts.identities.clone());
 
     let mut d = Daemon {
         node,
@@ -135,7 +163,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         origin,
         tun,
         waiting: Vec::new(),
+        dht: Some(dht),
+        reg,
+        tun_out: Vec::new(),
     };
+    d.housekeeping();
     for p in std::mem::take(&mut d.opts.static_peers) {
         let cmd = api::Command::Connect {
             address: p.address.clone(),
@@ -153,6 +185,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut ubuf = vec![0u8; wire::MAX_DATAGRAM];
     let mut tbuf = vec![0u8; wire::MAX_DATAGRAM];
     let mut obuf = vec![0u8; wire::MAX_DATAGRAM];
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         let deadline = d
             .node
@@ -185,11 +219,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                     if let Some(tx) = d.node.handle_tun_packet(now, &tbuf[..n], &mut obuf) {
                         send(&udp, &obuf[..tx.len], tx.destination).await;
                     }
-                    d.answer_lookups(&tbuf[..n]).await;
+                    d.events(Some(&tbuf[..n]));
                 }
                 Err(e) => break Err(Error::Io(e)),
             },
             Some((cmd, reply)) = jobs.recv() => d.job(cmd, reply),
+            Some(out) = dht_rx.recv() => d.on_dht(out),
+            _ = housekeeping.tick() => d.housekeeping(),
             () = sleep => {
                 let now = d.now();
                 d.node.handle_timeout(now);
@@ -200,8 +236,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         while let Some(tx) = d.node.poll_transmit(&mut obuf) {
             send(&udp, &obuf[..tx.len], tx.destination).await;
         }
-        d.events();
+        d.events(None);
         d.expire_waiting();
+        for packet in std::mem::take(&mut d.tun_out) {
+            if let Err(e) = d.tun.send(&packet).await {
+                tracing::debug!(error = %e, "tun write failed");
+            }
+        }
     };
     server.abort();
     let _ = std::fs::remove_file(&d.opts.socket);
@@ -243,51 +284,26 @@ impl Daemon {
         }
     }
 
-    /// No registry yet (issue 4): a destination without a known peer is unreachable at
-    /// once, with an ICMPv6 error so applications fail fast instead of hanging.
-    async fn answer_lookups(&mut self, packet: &[u8]) {
-        let mut rest = Vec::new();
+    /// Handle what the node reported. `trigger` is the TUN packet just handled: a
+    /// lookup the node asks for is on its behalf, and it answers an ICMPv6 error if the
+    /// lookup fails.
+    fn events(&mut self, trigger: Option<&[u8]>) {
         while let Some(ev) = self.node.poll_event() {
-            if let Event::LookupNeeded { local, ipv6 } = ev {
-                let now = self.now();
-                let _ = self
-                    .node
-                    .handle_command(now, Command::LookupFailed { local, ipv6 });
-                let from = self
-                    .node
-                    .identity(local)
-                    .map(|i| i.address().ipv6())
-                    .unwrap_or(Ipv6Addr::UNSPECIFIED);
-                if let Some(icmp) = ip::icmpv6_unreachable(packet, from, ip::UNREACH_ADDRESS) {
-                    let _ = self.tun.send(&icmp).await;
+            match ev {
+                Event::LookupNeeded { local, ipv6 } => {
+                    self.lookup_needed(local, ipv6, trigger.unwrap_or_default());
                 }
-            } else {
-                rest.push(ev);
-            }
-        }
-        for ev in rest {
-            self.settle(&ev);
-            log_event(&ev);
-        }
-    }
-
-    fn events(&mut self) {
-        while let Some(ev) = self.node.poll_event() {
-            if let Event::LookupNeeded { local, ipv6 } = ev {
-                let now = self.now();
-                let _ = self
-                    .node
-                    .handle_command(now, Command::LookupFailed { local, ipv6 });
+                Event::HandshakeFailed { local, address } => self.handshake_failed(local, address),
+                _ => {}
             }
             self.settle(&ev);
             log_event(&ev);
         }
     }
 
-    /// Answer a control request. A `connect` whose session is not up yet is answered
-    /// when the node reports it up or failed, so the command line can say which.
-    fn job(&mut self, cmd: api::Command, reply: ReplyTo) {
-        let result = self.control(cmd);
+    /// Send the answer to a control request. A `connect` whose session is not up yet is
+    /// answered when the node reports it up or failed, so the command line can say which.
+    fn answer(&mut self, result: Result<Reply, api::Error>, reply: ReplyTo) {
         let Ok(Reply::Connected(peer)) = &result else {
             let _ = reply.send(result);
             return;
@@ -371,11 +387,18 @@ impl Daemon {
 
     fn identity_info(&self, name: &str, local: LocalId) -> Option<IdentityInfo> {
         let id = self.node.identity(local)?;
-        Some(info(
+        let mut i = info(
             name,
             id,
             self.names.first().is_some_and(|(_, l)| *l == local),
-        ))
+        );
+        let cfg = self.reg.config_of(name);
+        i.hidden = cfg.hidden;
+        i.services = cfg.service;
+        if let Some(r) = self.reg.published(name) {
+            i.endpoints = r.endpoints.clone();
+        }
+        Some(i)
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
@@ -429,6 +452,7 @@ impl Daemon {
                     identities: self.identity_list(),
                     peers: self.peer_infos(),
                     counters,
+                    dht: self.dht.as_ref().map(dht::Handle::status),
                 }))
             }
             api::Command::Peers => Ok(Reply::Peers {
@@ -486,6 +510,7 @@ impl Daemon {
                     .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
                 if let Some(id) = self.node.remove_identity(local) {
                     let _ = self.tun.remove_address_v6(id.address().ipv6(), 128);
+                    self.withdraw(&name, id.address());
                 }
                 self.names.retain(|(n, _)| *n != name);
                 Ok(Reply::Done)
@@ -500,7 +525,7 @@ impl Daemon {
                 let Some(endpoint) = endpoint else {
                     return Err(err(
                         ErrorKind::BadRequest,
-                        "no endpoint given and no registry configured yet: use --endpoint HOST:PORT",
+                        "no endpoint given: use --endpoint HOST:PORT",
                     ));
                 };
                 self.node
@@ -513,18 +538,12 @@ impl Daemon {
                         },
                     )
                     .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
-                Ok(Reply::Connected(PeerInfo {
-                    identity: self.name_of(local),
-                    address: address.to_string(),
-                    ipv6: address.ipv6(),
-                    endpoint: Some(endpoint),
-                    last_handshake: None,
-                    connected: false,
-                    rx_bytes: 0,
-                    tx_bytes: 0,
-                    rtt_us: None,
-                }))
+                Ok(Reply::Connected(self.connecting(local, address, endpoint)))
             }
+            api::Command::Resolve { .. } => Err(err(
+                ErrorKind::Internal,
+                "resolve is answered by the registry",
+            )),
             api::Command::Disconnect { address, identity } => {
                 let address = parse_address(&address)?;
                 let local = self.local_named(identity.as_deref())?;
@@ -533,6 +552,21 @@ impl Daemon {
                     .map_err(|e| err(ErrorKind::NotFound, &e.to_string()))?;
                 Ok(Reply::Done)
             }
+        }
+    }
+
+    /// A peer just asked to connect to, before its session is up.
+    fn connecting(&self, local: LocalId, address: Address, endpoint: SocketAddr) -> PeerInfo {
+        PeerInfo {
+            identity: self.name_of(local),
+            address: address.to_string(),
+            ipv6: address.ipv6(),
+            endpoint: Some(endpoint),
+            last_handshake: None,
+            connected: false,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rtt_us: None,
         }
     }
 
@@ -561,6 +595,7 @@ impl Daemon {
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         let local = self.node.add_identity(id);
         self.names.push((name.clone(), local));
+        self.publish(&name, true);
         self.identity_info(&name, local)
             .map(Reply::Identity)
             .ok_or_else(|| err(ErrorKind::Internal, "identity vanished"))
@@ -575,7 +610,24 @@ fn info(name: &str, id: &Identity, default: bool) -> IdentityInfo {
         public_key: hex(&id.public_key().to_bytes()),
         default,
         services: Vec::new(),
+        endpoints: Vec::new(),
+        hidden: false,
     }
+}
+
+/// How often endpoints are checked and records republished when due.
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+
+/// The DHT listens on TCP `port`, IPv4 and IPv6.
+fn dht_listen(port: u16) -> Vec<libp2p::Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    [
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    ]
+    .into_iter()
+    .map(|ip| libp2p::Multiaddr::from(ip).with(Protocol::Tcp(port)))
+    .collect()
 }
 
 fn parse_address(text: &str) -> Result<Address, api::Error> {
@@ -611,7 +663,7 @@ fn log_event(ev: &Event) {
     }
 }
 
-fn unix_now() -> UnixTime {
+pub(crate) fn unix_now() -> UnixTime {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -28,6 +28,13 @@ struct Args {
     /// Tunnel MTU.
     #[arg(long, value_name = "BYTES")]
     mtu: Option<u16>,
+    /// DHT listen port (TCP, IPv4 and IPv6).
+    #[arg(long, value_name = "N")]
+    dht_port: Option<u16>,
+    /// A DHT node to join through (multiaddr, e.g. /ip4/198.18.0.1/tcp/51821, with an
+    /// optional /p2p/<peer id>). Repeatable; adds to the config file's `bootstrap`.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<libp2p::Multiaddr>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +74,17 @@ fn main() -> ExitCode {
         mtu: args.mtu.or(file.mtu).unwrap_or(config::DEFAULT_MTU),
         socket_buffer: file.socket_buffer.unwrap_or(8 << 20),
         static_peers: file.peer,
+        dht_port: args
+            .dht_port
+            .or(file.dht_port)
+            .unwrap_or(config::DEFAULT_DHT_PORT),
+        bootstrap: file
+            .bootstrap
+            .iter()
+            .filter_map(|b| b.parse().ok())
+            .chain(args.bootstrap)
+            .collect(),
+        identities: file.identity,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

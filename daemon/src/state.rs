@@ -117,27 +117,51 @@ impl StateDir {
         if !overwrite && path.exists() {
             return Err(Error::Exists(name.into()));
         }
-        let dir = self.root.join("identities");
-        let tmp = dir.join(format!(".{name}.key.tmp"));
-        let io = |source, p: &Path| Error::Io {
-            path: p.into(),
-            source,
+        write_private(&path, keyfile::encode(identity).as_bytes())
+    }
+
+    /// The DHT node's libp2p key (`dht.key`, protobuf encoding, mode 0600), created on
+    /// first use. It is not a wallet key, so the DHT node does not link identities.
+    pub fn dht_key(&self) -> Result<libp2p::identity::Keypair, Error> {
+        let path = self.root.join("dht.key");
+        let bad = |why: String| Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
         };
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io(e, &tmp))?;
-        f.write_all(keyfile::encode(identity).as_bytes())
-            .map_err(|e| io(e, &tmp))?;
-        f.sync_all().map_err(|e| io(e, &tmp))?;
-        fs::rename(&tmp, &path).map_err(|e| io(e, &path))?;
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io(e, &dir))?;
-        Ok(())
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let mode = fs::metadata(&path)
+                    .map_err(|source| Error::Io {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .permissions()
+                    .mode()
+                    & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(Error::Permissions { path, mode });
+                }
+                let bytes = zeroize::Zeroizing::new(bytes);
+                libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+                    bad(format!(
+                        "not a libp2p key ({e}): delete it to make a new one"
+                    ))
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let seed = random64()?;
+                let mut secret = [0u8; 32];
+                secret.copy_from_slice(&seed[..32]);
+                let key = libp2p::identity::Keypair::ed25519_from_bytes(secret)
+                    .map_err(|e| bad(e.to_string()))?;
+                let bytes = zeroize::Zeroizing::new(
+                    key.to_protobuf_encoding().map_err(|e| bad(e.to_string()))?,
+                );
+                write_private(&path, &bytes)?;
+                Ok(key)
+            }
+            Err(source) => Err(Error::Io { path, source }),
+        }
     }
 
     /// Delete an identity's key file.
@@ -157,6 +181,41 @@ impl StateDir {
         }
         Ok(self.root.join("identities").join(format!("{name}.key")))
     }
+}
+
+/// Write `bytes` to `path` atomically with mode 0600: a uniquely named temp file in the
+/// same directory, fsync, rename over `path`, fsync the directory. A crash leaves either
+/// the old file or the new one, never a torn one.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let io = |source, p: &Path| Error::Io {
+        path: p.into(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file = path.file_name().unwrap_or_default().to_string_lossy();
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file}.{}.{n}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(e, &tmp));
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io(e, path)
+    })?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(e, dir))
 }
 
 /// 64 bytes from the OS for a new identity.
@@ -207,6 +266,22 @@ mod tests {
             s.read(DEFAULT_NAME),
             Err(Error::Permissions { .. })
         ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn dht_key_is_private_and_kept() {
+        let root = tmpdir("dht");
+        let s = StateDir::open(&root).unwrap();
+        let a = s.dht_key().unwrap();
+        let mode = fs::metadata(root.join("dht.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(s.dht_key().unwrap().public(), a.public());
+        fs::write(root.join("dht.key"), b"garbage").unwrap();
+        assert!(s.dht_key().is_err());
         fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -55,6 +55,9 @@ pub enum Command {
         address: String,
         identity: Option<String>,
     },
+    /// Look up the verified peer record of an address or overlay IPv6 (text) in the
+    /// registry.
+    Resolve { target: String },
 }
 
 /// The answer to one request: exactly one of `result` and `error` is set.
@@ -87,6 +90,8 @@ pub enum Reply {
     Secret { name: String, secret_hex: String },
     /// For `Connect`.
     Connected(PeerInfo),
+    /// For `Resolve`.
+    Record(RecordInfo),
     /// For commands with nothing to report.
     Done,
 }
@@ -130,6 +135,46 @@ pub struct Status {
     pub peers: Vec<PeerInfo>,
     /// Node counters by name.
     pub counters: Vec<(String, u64)>,
+    /// The DHT node, when it runs.
+    #[serde(default)]
+    pub dht: Option<DhtStatus>,
+}
+
+/// The daemon's DHT node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhtStatus {
+    /// Its libp2p peer id (its own key, never a wallet key).
+    pub peer_id: String,
+    /// Multiaddrs it listens on.
+    pub listen_addrs: Vec<String>,
+    /// DHT peers in its routing table.
+    pub peers: usize,
+    /// Records in its store (its own and those it holds for others).
+    pub records: usize,
+}
+
+/// A verified peer record, as `Resolve` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordInfo {
+    /// Address text.
+    pub address: String,
+    /// Overlay IPv6.
+    pub ipv6: Ipv6Addr,
+    /// Wallet public key, 64 lowercase hex.
+    pub public_key: String,
+    /// Noise static public key, 64 lowercase hex.
+    pub noise_key: String,
+    /// Where the peer says it listens; empty when it hides its IP.
+    pub endpoints: Vec<SocketAddr>,
+    /// Services it offers.
+    pub services: Vec<Service>,
+    /// Record sequence number.
+    pub seq: u64,
+    /// Unix seconds after which the record is not used.
+    pub not_after: u64,
+    /// Where the record came from: `dht <peer id>`, `dht (local store)`, `cache`, or
+    /// `local` for the daemon's own identities.
+    pub source: String,
 }
 
 /// One local identity.
@@ -148,6 +193,12 @@ pub struct IdentityInfo {
     /// Services it offers.
     #[serde(default)]
     pub services: Vec<Service>,
+    /// Endpoints its published record lists (empty when hidden or unpublished).
+    #[serde(default)]
+    pub endpoints: Vec<SocketAddr>,
+    /// Whether it publishes no endpoints (reachable only through relays).
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 /// One peer.

@@ -185,6 +185,7 @@ impl Protocol {
 
 /// A service an identity offers on its overlay address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Service {
     /// Name: 1..=32 of `a-z`, `0-9`, `-`.
     pub name: String,

@@ -155,6 +155,76 @@ impl Default for Pair {
     }
 }
 
+/// Hosts on one Ethernet segment: a bridge in its own namespace and one namespace per
+/// host, host `i` at `198.18.<net>.<i + 1>/24` on its interface `eth0`.
+#[derive(Debug)]
+pub struct Lan {
+    pub hosts: Vec<Netns>,
+    pub ips: Vec<String>,
+    pub net: u32,
+    /// Declared last: dropped after the hosts.
+    pub switch: Netns,
+}
+
+impl Lan {
+    pub fn new(n: usize) -> Self {
+        let t = tag();
+        let net = 200 + COUNTER.load(Ordering::Relaxed) % 50;
+        let switch = Netns::new(format!("mnt-{t}-sw"));
+        run(Command::new("ip").args(["-n", &switch.name, "link", "add", "br0", "type", "bridge"]));
+        run(Command::new("ip").args(["-n", &switch.name, "link", "set", "br0", "up"]));
+        let mut hosts = Vec::new();
+        let mut ips = Vec::new();
+        for i in 0..n {
+            let ns = Netns::new(format!("mnt-{t}-h{i}"));
+            let port = format!("mp{t}{i}");
+            run(Command::new("ip").args([
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &ns.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &switch.name,
+            ]));
+            run(Command::new("ip").args([
+                "-n",
+                &switch.name,
+                "link",
+                "set",
+                &port,
+                "master",
+                "br0",
+                "up",
+            ]));
+            let ip = format!("198.18.{net}.{}", i + 1);
+            run(Command::new("ip").args([
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]));
+            run(Command::new("ip").args(["-n", &ns.name, "link", "set", "eth0", "up"]));
+            hosts.push(ns);
+            ips.push(ip);
+        }
+        Lan {
+            hosts,
+            ips,
+            net,
+            switch,
+        }
+    }
+}
+
 /// A running `metanetd`, killed (SIGTERM, then SIGKILL) on drop.
 #[derive(Debug)]
 pub struct Daemon {
@@ -172,6 +242,11 @@ impl Daemon {
 
     /// Like [`Daemon::start`], reading the config file `config` (flags still override).
     pub fn start_with_config(ns: &Netns, dir: &Path, tun: &str, config: &Path) -> Self {
+        Self::start_with(ns, dir, tun, config, &[])
+    }
+
+    /// Like [`Daemon::start_with_config`], with extra flags (e.g. `--bootstrap`).
+    pub fn start_with(ns: &Netns, dir: &Path, tun: &str, config: &Path, extra: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join("metanetd.sock");
         let state_dir = dir.join("state");
@@ -185,6 +260,8 @@ impl Daemon {
             .arg(&state_dir)
             .arg("--socket")
             .arg(&socket)
+            .args(extra)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -308,4 +385,73 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Three pings to `ip` from `ns` (bounded): whether any was answered.
+pub fn ping(ns: &Netns, ip: &str) -> bool {
+    ns.sh(&format!("ping -6 -c 3 -i 0.2 -W 2 {ip}"))
+        .status
+        .success()
+}
+
+/// A TCP receiver in `ns` on `[ip]:5001`: it accepts one connection, hashes all it
+/// reads and then writes "peer-address bytes sha256" to the returned file. Returns once
+/// it listens.
+pub fn tcp_receiver(ns: &Netns, tmp: &TempDir, ip: &str) -> (Child, PathBuf) {
+    let out = tmp.0.join("recv.txt");
+    let server = format!(
+        "import socket,hashlib\ns=socket.socket(socket.AF_INET6)\ns.bind(('{ip}',5001))\ns.listen(1)\n\
+         open('{o}.ready','w').close()\nc,peer=s.accept()\nh=hashlib.sha256();n=0\n\
+         while True:\n  d=c.recv(1<<20)\n  if not d: break\n  h.update(d);n+=len(d)\n\
+         open('{o}','w').write(peer[0]+' '+str(n)+' '+h.hexdigest())\n",
+        o = out.display()
+    );
+    let srv = ns
+        .cmd(Path::new("timeout"))
+        .args(["120", "python3", "-c", &server])
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || tmp
+        .0
+        .join("recv.txt.ready")
+        .exists()));
+    (srv, out)
+}
+
+/// A TCP sender in `ns` to `[ip]:5001`: `mib` distinct 1 MiB blocks, sleeping `pause_s`
+/// after each and writing how many it has handed to the socket to `progress`. It
+/// prints the SHA-256 of all it sent.
+pub fn tcp_sender(ns: &Netns, ip: &str, mib: u32, pause_s: f64, progress: &Path) -> Child {
+    let client = format!(
+        "import socket,hashlib,os,time\nc=socket.create_connection(('{ip}',5001))\n\
+         h=hashlib.sha256()\nblk=os.urandom(1<<20)\nfor i in range({mib}):\n  \
+         b=bytes([i%256])+blk[1:]\n  h.update(b);c.sendall(b)\n  \
+         open('{p}','w').write(str(i+1))\n  time.sleep({pause_s})\n\
+         c.close()\nprint(h.hexdigest())\n",
+        p = progress.display()
+    );
+    ns.cmd(Path::new("timeout"))
+        .args(["120", "python3", "-c", &client])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for sender and receiver (both bounded by `timeout`) and check that all `mib`
+/// MiB arrived with the hash sent; returns the peer address the receiver saw.
+pub fn transfer_intact(sender: Child, mut receiver: Child, out: &Path, mib: u32) -> String {
+    let sent = sender.wait_with_output().unwrap();
+    assert!(
+        sent.status.success(),
+        "sender failed: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sent_hash = String::from_utf8_lossy(&sent.stdout).trim().to_owned();
+    let _ = receiver.wait();
+    let got = std::fs::read_to_string(out).unwrap();
+    let parts: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(parts[1], (u64::from(mib) << 20).to_string(), "byte count");
+    assert_eq!(parts[2], sent_hash, "content hash");
+    parts[0].to_owned()
 }

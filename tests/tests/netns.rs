@@ -3,19 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use metanet_tests::{bin, root_or_skip, wait_for, Daemon, Netns, Pair, TempDir};
+use metanet_tests::{
+    bin, ping, root_or_skip, tcp_receiver, tcp_sender, transfer_intact, wait_for, Daemon, Pair,
+    TempDir,
+};
 
 const PORT: u16 = 51820;
-
-fn ping(ns: &Netns, ip: &str) -> bool {
-    ns.sh(&format!("ping -6 -c 3 -i 0.2 -W 2 {ip}"))
-        .status
-        .success()
-}
 
 fn connected(pair: &Pair, tmp: &TempDir) -> (Daemon, Daemon) {
     let a = Daemon::start(&pair.a, &tmp.0.join("a"), "mnta");
@@ -45,68 +41,6 @@ fn two_hosts_ping_each_other_by_overlay_address() {
     assert_eq!(p["ipv6"].as_str().unwrap(), ip_b);
     assert_eq!(p["connected"], true);
     assert!(p["rx_bytes"].as_u64().unwrap() > 0);
-}
-
-/// A TCP receiver in `ns` on `[ip]:5001`: it accepts one connection, hashes all it
-/// reads and then writes "peer-address bytes sha256" to the returned file. Returns once
-/// it listens.
-fn tcp_receiver(ns: &Netns, tmp: &TempDir, ip: &str) -> (Child, PathBuf) {
-    let out = tmp.0.join("recv.txt");
-    let server = format!(
-        "import socket,hashlib\ns=socket.socket(socket.AF_INET6)\ns.bind(('{ip}',5001))\ns.listen(1)\n\
-         open('{o}.ready','w').close()\nc,peer=s.accept()\nh=hashlib.sha256();n=0\n\
-         while True:\n  d=c.recv(1<<20)\n  if not d: break\n  h.update(d);n+=len(d)\n\
-         open('{o}','w').write(peer[0]+' '+str(n)+' '+h.hexdigest())\n",
-        o = out.display()
-    );
-    let srv = ns
-        .cmd(Path::new("timeout"))
-        .args(["120", "python3", "-c", &server])
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || tmp
-        .0
-        .join("recv.txt.ready")
-        .exists()));
-    (srv, out)
-}
-
-/// A TCP sender in `ns` to `[ip]:5001`: `mib` distinct 1 MiB blocks, sleeping `pause_s`
-/// after each and writing how many it has handed to the socket to `progress`. It
-/// prints the SHA-256 of all it sent.
-fn tcp_sender(ns: &Netns, ip: &str, mib: u32, pause_s: f64, progress: &Path) -> Child {
-    let client = format!(
-        "import socket,hashlib,os,time\nc=socket.create_connection(('{ip}',5001))\n\
-         h=hashlib.sha256()\nblk=os.urandom(1<<20)\nfor i in range({mib}):\n  \
-         b=bytes([i%256])+blk[1:]\n  h.update(b);c.sendall(b)\n  \
-         open('{p}','w').write(str(i+1))\n  time.sleep({pause_s})\n\
-         c.close()\nprint(h.hexdigest())\n",
-        p = progress.display()
-    );
-    ns.cmd(Path::new("timeout"))
-        .args(["120", "python3", "-c", &client])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Wait for sender and receiver (both bounded by `timeout`) and check that all `mib`
-/// MiB arrived with the hash sent; returns the peer address the receiver saw.
-fn transfer_intact(sender: Child, mut receiver: Child, out: &Path, mib: u32) -> String {
-    let sent = sender.wait_with_output().unwrap();
-    assert!(
-        sent.status.success(),
-        "sender failed: {}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    let sent_hash = String::from_utf8_lossy(&sent.stdout).trim().to_owned();
-    let _ = receiver.wait();
-    let got = std::fs::read_to_string(out).unwrap();
-    let parts: Vec<&str> = got.split_whitespace().collect();
-    assert_eq!(parts[1], (u64::from(mib) << 20).to_string(), "byte count");
-    assert_eq!(parts[2], sent_hash, "content hash");
-    parts[0].to_owned()
 }
 
 #[test]

@@ -324,10 +324,19 @@ fn describe(info: &IdentityInfo) -> String {
         info.ipv6,
         info.public_key,
     );
+    if info.hidden {
+        s.push_str(
+            "endpoints:   none published (hidden IP): peers can reach it only through \
+             relays, which metanet does not have yet\n",
+        );
+    } else if !info.endpoints.is_empty() {
+        let list: Vec<String> = info.endpoints.iter().map(|e| e.to_string()).collect();
+        s.push_str(&format!("endpoints:   {}\n", list.join(", ")));
+    }
     for service in &info.services {
         s.push_str(&format!(
-            "service:     {} {}/{:?}\n",
-            service.name, service.port, service.protocol
+            "service:     {}\n",
+            super::resolve::service(service)
         ));
     }
     s

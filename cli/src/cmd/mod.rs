@@ -11,6 +11,7 @@ pub(crate) mod disconnect;
 pub(crate) mod id;
 pub(crate) mod peers;
 pub(crate) mod ping;
+pub(crate) mod resolve;
 pub(crate) mod status;
 
 use std::io::Write;
@@ -103,12 +104,20 @@ impl Target {
             .filter(|p| p.ipv6 == ip)
             .filter_map(|p| p.address.parse::<Address>().ok())
             .next();
-        found.ok_or_else(|| {
-            anyhow::Error::new(BadInput(format!(
-                "no known peer has overlay address {ip}: an IPv6 address holds only part of a \
-                 metanet address, so give the full `mn1…` address"
-            )))
-        })
+        if let Some(a) = found {
+            return Ok(a);
+        }
+        // Not a known peer: the registry holds the record that completes the address.
+        match client.record(&ip.to_string()) {
+            Ok(rec) => rec.address.parse::<Address>().map_err(|e| {
+                anyhow::anyhow!("the daemon returned a bad address `{}`: {e}", rec.address)
+            }),
+            Err(crate::client::Error::Daemon(e)) => Err(anyhow::Error::new(BadInput(format!(
+                "no known peer and no registry record for overlay address {ip} ({e}): give \
+                 the full `mn1…` address and --endpoint"
+            )))),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -34,6 +34,15 @@ pub(crate) fn render(status: &Status, now: u64) -> String {
             i.ipv6
         ));
     }
+    if let Some(dht) = &status.dht {
+        s.push_str(&format!(
+            "dht: peer id {}, {} peers, {} records\n",
+            dht.peer_id, dht.peers, dht.records
+        ));
+        for a in &dht.listen_addrs {
+            s.push_str(&format!("  listening on {a}/p2p/{}\n", dht.peer_id));
+        }
+    }
     let up = status.peers.iter().filter(|p| p.connected).count();
     s.push_str(&format!("peers: {} ({up} up)\n", status.peers.len()));
     if !status.peers.is_empty() {
@@ -75,9 +84,17 @@ mod tests {
                 public_key: "00".repeat(32),
                 default: true,
                 services: vec![],
+                endpoints: vec![],
+                hidden: false,
             }],
             peers: vec![],
             counters: vec![("rx_packets".into(), 3), ("dropped".into(), 0)],
+            dht: Some(metanet_proto::control::DhtStatus {
+                peer_id: "12D3KooWtest".into(),
+                listen_addrs: vec!["/ip4/198.18.0.1/tcp/51821".into()],
+                peers: 4,
+                records: 2,
+            }),
         };
         let text = render(&status, 0);
         assert!(text.contains("metanet0"));
@@ -86,5 +103,7 @@ mod tests {
         assert!(text.contains("peers: 0 (0 up)"));
         assert!(text.contains("rx_packets 3"));
         assert!(!text.contains("dropped"));
+        assert!(text.contains("dht: peer id 12D3KooWtest, 4 peers, 2 records"));
+        assert!(text.contains("/ip4/198.18.0.1/tcp/51821"));
     }
 }

@@ -1,0 +1,726 @@
+//! The DHT registry node (DESIGN.md §4, docs/protocol.md §4.5): rust-libp2p Kademlia
+//! under `/metanet/kad/1.0.0`, with identify, noise, yamux and TCP, in server mode.
+//!
+//! It runs on its own thread with its own single-threaded runtime, so DHT work never
+//! delays the data plane. The daemon talks to it with [`Request`]s and hears back through
+//! [`Output`]s; a status snapshot is shared behind a mutex.
+//!
+//! Record filtering is on ([`kad::StoreInserts::FilterBoth`]): a record another node
+//! asks us to store is kept only if it is a valid peer record for its key (signature,
+//! binding, key derivation, expiry, size) that supersedes what we hold (higher `seq`).
+//! Every fetched record is verified the same way, and a lookup keeps the highest `seq`.
+//! The store is bounded in count ([`MAX_RECORDS`]) and size
+//! ([`metanet_proto::record::MAX_RECORD_LEN`]).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore};
+use libp2p::kad::{self, GetRecordOk, InboundRequest, QueryId, QueryResult, Quorum, RecordKey};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, identity::Keypair, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
+use metanet_proto::address::Ipv6Prefix;
+use metanet_proto::control::DhtStatus;
+use metanet_proto::record::{self, Lookup, PeerRecord, MAX_RECORD_LEN};
+use metanet_proto::UnixTime;
+use tokio::sync::mpsc;
+
+/// Kademlia protocol name: metanet nodes form their own DHT.
+pub const PROTOCOL: &str = "/metanet/kad/1.0.0";
+/// Identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/metanet/id/1.0.0";
+/// Record keys are this prefix followed by the 15 address bytes of the overlay IPv6, so
+/// that a record can be found from an address and from an overlay IPv6 alike.
+pub const KEY_PREFIX: &[u8] = b"/metanet/peer/";
+/// Most records one node stores (its own and those it holds for others).
+pub const MAX_RECORDS: usize = 16_384;
+/// How long one lookup may take.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the first valid copy, how long a lookup still waits for a newer one before it
+/// stops early (a lookup that reaches its natural end answers at once).
+const GRACE: Duration = Duration::from_secs(1);
+/// Publication retry backoff bounds.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The DHT key of the peer whose overlay IPv6 carries `prefix`.
+pub fn record_key(prefix: &Ipv6Prefix) -> RecordKey {
+    let mut k = Vec::with_capacity(KEY_PREFIX.len() + prefix.0.len());
+    k.extend_from_slice(KEY_PREFIX);
+    k.extend_from_slice(&prefix.0);
+    RecordKey::new(&k)
+}
+
+/// The address prefix inside a DHT key, or `None` for keys that are not ours.
+pub fn key_prefix(key: &RecordKey) -> Option<Ipv6Prefix> {
+    let rest = key.as_ref().strip_prefix(KEY_PREFIX)?;
+    Some(Ipv6Prefix(rest.try_into().ok()?))
+}
+
+/// Verify a record found or offered under `key` at `now`.
+pub fn verify(key: &RecordKey, value: &[u8], now: UnixTime) -> Result<PeerRecord, record::Error> {
+    let prefix = key_prefix(key).ok_or(record::Error::KeyMismatch)?;
+    if value.len() > MAX_RECORD_LEN {
+        return Err(record::Error::TooLarge(value.len()));
+    }
+    PeerRecord::verify(value, Lookup::Ipv6(prefix), now)
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This node's own store.
+    Local,
+    /// Another DHT node.
+    Peer(PeerId),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Local => f.write_str("dht (local store)"),
+            Source::Peer(p) => write!(f, "dht {p}"),
+        }
+    }
+}
+
+/// A verified record and where it came from.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub record: PeerRecord,
+    pub source: Source,
+}
+
+/// Why a lookup found nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no DHT peers: check --bootstrap and that the bootstrap node is reachable")]
+    NoPeers,
+    #[error("no valid record in the DHT")]
+    NotFound,
+}
+
+/// What the daemon asks of the DHT node.
+#[derive(Debug)]
+pub enum Request {
+    /// Publish (or replace) a signed record of one of our identities.
+    Publish { prefix: Ipv6Prefix, bytes: Vec<u8> },
+    /// Stop publishing a record (identity removed).
+    Withdraw { prefix: Ipv6Prefix },
+    /// Find the newest valid record; the answer is an [`Output::Found`].
+    Lookup { prefix: Ipv6Prefix },
+    /// Store bytes under a key at the closest nodes without any check: what a node that
+    /// breaks the rules does. Tests use it to inject forged records.
+    PutUnchecked { key: RecordKey, value: Vec<u8> },
+}
+
+/// What the DHT node tells the daemon.
+#[derive(Debug)]
+pub enum Output {
+    /// The end of a [`Request::Lookup`].
+    Found {
+        prefix: Ipv6Prefix,
+        result: Result<Found, LookupError>,
+    },
+}
+
+/// Settings of the DHT node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Its libp2p key.
+    pub keypair: Keypair,
+    /// Addresses to listen on (TCP).
+    pub listen: Vec<Multiaddr>,
+    /// Nodes to join through; a `/p2p/<peer id>` suffix is optional.
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// Why the DHT node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: Multiaddr, message: String },
+    #[error("DHT setup: {0}")]
+    Setup(String),
+}
+
+/// The daemon's side of the DHT node.
+#[derive(Debug)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Request>,
+    status: Arc<Mutex<DhtStatus>>,
+}
+
+impl Handle {
+    /// Start the node on its own thread; returns once it listens (or failed to).
+    pub fn spawn(config: Config, out: mpsc::UnboundedSender<Output>) -> Result<Handle, Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(DhtStatus {
+            peer_id: config.keypair.public().to_peer_id().to_string(),
+            listen_addrs: Vec::new(),
+            peers: 0,
+            records: 0,
+        }));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let shared = status.clone();
+        std::thread::Builder::new()
+            .name("dht".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(Error::Setup(e.to_string())));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Node::new(config, out, shared) {
+                        Ok(node) => {
+                            let _ = ready_tx.send(Ok(()));
+                            node.run(rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        ready_rx
+            .recv()
+            .map_err(|_| Error::Setup("DHT thread ended".into()))??;
+        Ok(Handle { tx, status })
+    }
+
+    /// Queue a request (dropped silently if the node has stopped).
+    pub fn send(&self, req: Request) {
+        let _ = self.tx.send(req);
+    }
+
+    /// The latest status snapshot.
+    pub fn status(&self) -> DhtStatus {
+        match self.status.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The libp2p behaviours of a metanet DHT node.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub kad: kad::Behaviour<MemoryStore>,
+    pub identify: identify::Behaviour,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Behaviour").finish_non_exhaustive()
+    }
+}
+
+impl Behaviour {
+    /// Kademlia in server mode with record filtering, plus identify.
+    pub fn new(key: &Keypair) -> Behaviour {
+        let peer_id = key.public().to_peer_id();
+        let mut cfg = kad::Config::new(StreamProtocol::new(PROTOCOL));
+        cfg.set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_query_timeout(QUERY_TIMEOUT)
+            .set_max_packet_size(16 * 1024)
+            .set_record_ttl(Some(Duration::from_secs(record::MAX_LIFETIME_SECS)))
+            .set_publication_interval(Some(Duration::from_secs(600)))
+            .set_replication_interval(Some(Duration::from_secs(300)))
+            .set_provider_record_ttl(None)
+            .set_provider_publication_interval(None);
+        let store = MemoryStore::with_config(
+            peer_id,
+            MemoryStoreConfig {
+                max_records: MAX_RECORDS,
+                max_value_bytes: MAX_RECORD_LEN,
+                max_providers_per_key: 0,
+                max_provided_keys: 0,
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(peer_id, store, cfg);
+        kad.set_mode(Some(kad::Mode::Server));
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                .with_push_listen_addr_updates(true),
+        );
+        Behaviour { kad, identify }
+    }
+}
+
+/// A record of ours being published.
+#[derive(Debug)]
+struct Own {
+    bytes: Vec<u8>,
+    /// When to try again after a failed publication.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// A lookup in progress.
+#[derive(Debug)]
+struct Pending {
+    prefix: Ipv6Prefix,
+    best: Option<Found>,
+    /// Set at the first valid copy: when to stop waiting for a newer one.
+    settle_at: Option<Instant>,
+}
+
+struct Node {
+    swarm: libp2p::Swarm<Behaviour>,
+    own: HashMap<RecordKey, Own>,
+    lookups: HashMap<QueryId, Pending>,
+    publishes: HashMap<QueryId, RecordKey>,
+    bootstrap: Vec<Multiaddr>,
+    bootstrapped: bool,
+    listen_addrs: HashSet<Multiaddr>,
+    out: mpsc::UnboundedSender<Output>,
+    status: Arc<Mutex<DhtStatus>>,
+}
+
+impl Node {
+    fn new(
+        config: Config,
+        out: mpsc::UnboundedSender<Output>,
+        status: Arc<Mutex<DhtStatus>>,
+    ) -> Result<Node, Error> {
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| Error::Setup(e.to_string()))?
+            .with_behaviour(Behaviour::new)
+            .map_err(|e| Error::Setup(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+        for addr in config.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+                addr,
+                message: e.to_string(),
+            })?;
+        }
+        let mut node = Node {
+            swarm,
+            own: HashMap::new(),
+            lookups: HashMap::new(),
+            publishes: HashMap::new(),
+            bootstrap: config.bootstrap,
+            bootstrapped: false,
+            listen_addrs: HashSet::new(),
+            out,
+            status,
+        };
+        node.dial_bootstrap();
+        Ok(node)
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut last_redial = Instant::now();
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                req = rx.recv() => match req {
+                    Some(req) => self.on_request(req),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    self.on_tick(now);
+                    if self.routing_peers() == 0 && now - last_redial > Duration::from_secs(5) {
+                        last_redial = now;
+                        self.dial_bootstrap();
+                    }
+                    self.update_status();
+                }
+            }
+        }
+    }
+
+    fn kad(&mut self) -> &mut kad::Behaviour<MemoryStore> {
+        &mut self.swarm.behaviour_mut().kad
+    }
+
+    fn routing_peers(&mut self) -> usize {
+        self.kad()
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum::<usize>()
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for addr in self.bootstrap.clone() {
+            let mut plain = addr.clone();
+            if let Some(Protocol::P2p(peer)) = plain.iter().last() {
+                plain.pop();
+                if peer == *self.swarm.local_peer_id() {
+                    continue;
+                }
+                self.kad().add_address(&peer, plain);
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "cannot dial bootstrap node");
+            }
+        }
+    }
+
+    fn update_status(&mut self) {
+        let peers = self.routing_peers();
+        let records = self.kad().store_mut().records().count();
+        let mut listen: Vec<String> = self.listen_addrs.iter().map(|a| a.to_string()).collect();
+        listen.sort();
+        if let Ok(mut s) = self.status.lock() {
+            s.peers = peers;
+            s.records = records;
+            s.listen_addrs = listen;
+        }
+    }
+
+    fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Publish { prefix, bytes } => {
+                let key = record_key(&prefix);
+                self.own.insert(
+                    key.clone(),
+                    Own {
+                        bytes,
+                        retry_at: None,
+                        backoff: RETRY_MIN,
+                    },
+                );
+                self.publish(&key);
+            }
+            Request::Withdraw { prefix } => {
+                let key = record_key(&prefix);
+                self.own.remove(&key);
+                self.kad().remove_record(&key);
+            }
+            Request::Lookup { prefix } => {
+                if self.lookups.values().any(|p| p.prefix == prefix) {
+                    return;
+                }
+                if self.routing_peers() == 0 {
+                    // Our own store may still hold it (we are the publisher or keep it).
+                    let key = record_key(&prefix);
+                    let local = self
+                        .kad()
+                        .store_mut()
+                        .get(&key)
+                        .and_then(|r| verify(&key, &r.value, unix_now()).ok());
+                    let result = match local {
+                        Some(record) => Ok(Found {
+                            record,
+                            source: Source::Local,
+                        }),
+                        None => Err(LookupError::NoPeers),
+                    };
+                    let _ = self.out.send(Output::Found { prefix, result });
+                    return;
+                }
+                let id = self.kad().get_record(record_key(&prefix));
+                self.lookups.insert(
+                    id,
+                    Pending {
+                        prefix,
+                        best: None,
+                        settle_at: None,
+                    },
+                );
+            }
+            Request::PutUnchecked { key, value } => {
+                let record = kad::Record::new(key, value);
+                let peers: Vec<PeerId> = self
+                    .kad()
+                    .get_closest_local_peers(&kbucket_key(&record.key))
+                    .map(|k| *k.preimage())
+                    .take(20)
+                    .collect();
+                if peers.is_empty() {
+                    tracing::warn!("unchecked put: no DHT peers");
+                    return;
+                }
+                let _ = self.kad().store_mut().put(record.clone());
+                self.kad()
+                    .put_record_to(record, peers.into_iter(), Quorum::One);
+            }
+        }
+    }
+
+    fn publish(&mut self, key: &RecordKey) {
+        let Some(own) = self.own.get(key) else {
+            return;
+        };
+        let mut record = kad::Record::new(key.clone(), own.bytes.clone());
+        record.expires = expiry(&record.key, &record.value);
+        match self.kad().put_record(record, Quorum::One) {
+            Ok(id) => {
+                self.publishes.insert(id, key.clone());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store own record"),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let due: Vec<RecordKey> = self
+            .own
+            .iter()
+            .filter(|(_, o)| o.retry_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(o) = self.own.get_mut(&key) {
+                o.retry_at = None;
+            }
+            self.publish(&key);
+        }
+        let settled: Vec<QueryId> = self
+            .lookups
+            .iter()
+            .filter(|(_, p)| p.settle_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in settled {
+            if let Some(mut q) = self.kad().query_mut(&id) {
+                q.finish();
+            }
+            self.finish_lookup(id);
+        }
+    }
+
+    fn finish_lookup(&mut self, id: QueryId) {
+        let Some(p) = self.lookups.remove(&id) else {
+            return;
+        };
+        let result = p.best.ok_or(LookupError::NotFound);
+        let _ = self.out.send(Output::Found {
+            prefix: p.prefix,
+            result,
+        });
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.iter().any(|p| p.as_ref() == PROTOCOL) => {
+                for addr in info.listen_addrs {
+                    if dialable(&addr) {
+                        self.kad().add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "DHT listening");
+                self.listen_addrs.insert(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                // An interface address went away (the host moved): connections from it
+                // are dead but would only time out slowly. Drop them all, so queries and
+                // publications dial afresh from the addresses we still have.
+                self.listen_addrs.remove(&address);
+                tracing::info!(%address, "DHT address gone: reconnecting");
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                for peer in peers {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                self.dial_bootstrap();
+                let soon = Instant::now() + RETRY_MIN;
+                for o in self.own.values_mut() {
+                    o.retry_at = Some(soon);
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                tracing::debug!(%peer_id, "DHT connection");
+                if !self.bootstrapped {
+                    self.bootstrapped = self.kad().bootstrap().is_ok();
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "DHT dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::InboundRequest {
+                request:
+                    InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => self.on_inbound_put(source, record),
+            kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            } => {
+                // Publications that failed for want of peers go out now.
+                let now = Instant::now();
+                for o in self.own.values_mut() {
+                    if o.retry_at.is_some() {
+                        o.retry_at = Some(now);
+                    }
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
+                    self.on_found(id, found);
+                }
+                QueryResult::GetRecord(_) if step.last => self.finish_lookup(id),
+                QueryResult::PutRecord(result) => {
+                    let Some(key) = self.publishes.remove(&id) else {
+                        return;
+                    };
+                    let Some(own) = self.own.get_mut(&key) else {
+                        return;
+                    };
+                    match result {
+                        Ok(_) => {
+                            own.backoff = RETRY_MIN;
+                            tracing::debug!("own record published");
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, retry_in = ?own.backoff, "publication failed");
+                            own.retry_at = Some(Instant::now() + own.backoff);
+                            own.backoff = (own.backoff * 2).min(RETRY_MAX);
+                        }
+                    }
+                }
+                QueryResult::Bootstrap(Err(e)) => tracing::debug!(error = ?e, "DHT bootstrap"),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn on_found(&mut self, id: QueryId, found: kad::PeerRecord) {
+        let Some(p) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let source = match found.peer {
+            Some(peer) => Source::Peer(peer),
+            None => Source::Local,
+        };
+        match verify(&found.record.key, &found.record.value, unix_now()) {
+            Ok(record) if key_prefix(&found.record.key) == Some(p.prefix) => {
+                let newer = p.best.as_ref().is_none_or(|b| record.seq > b.record.seq);
+                if newer {
+                    p.best = Some(Found { record, source });
+                }
+                if p.settle_at.is_none() {
+                    p.settle_at = Some(Instant::now() + GRACE);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::info!(%source, error = %e, "ignored an invalid record from the DHT"),
+        }
+    }
+
+    fn on_inbound_put(&mut self, source: PeerId, mut record: kad::Record) {
+        let now = unix_now();
+        let new = match verify(&record.key, &record.value, now) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(%source, error = %e, "refused an invalid record");
+                return;
+            }
+        };
+        let key = record.key.clone();
+        let held = self
+            .kad()
+            .store_mut()
+            .get(&key)
+            .and_then(|r| verify(&key, &r.value, now).ok());
+        if let Some(old) = held {
+            if !new.supersedes(&old) {
+                tracing::info!(%source, seq = new.seq, held = old.seq, "refused a record that is not newer");
+                return;
+            }
+        }
+        record.expires = expiry(&record.key, &record.value);
+        if let Err(e) = self.kad().store_mut().put(record) {
+            tracing::debug!(error = %e, "record store full");
+        }
+    }
+}
+
+fn kbucket_key(key: &RecordKey) -> kad::KBucketKey<RecordKey> {
+    kad::KBucketKey::new(key.clone())
+}
+
+/// When a verified record stops being valid, as a monotonic instant.
+fn expiry(key: &RecordKey, value: &[u8]) -> Option<Instant> {
+    let now = unix_now();
+    let rec = verify(key, value, now).ok()?;
+    Some(Instant::now() + Duration::from_secs(rec.not_after.saturating_sub(now.as_secs())))
+}
+
+/// Addresses worth handing to Kademlia: not loopback, unspecified or link-local.
+fn dialable(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => usable_ip(IpAddr::V4(ip)),
+        Some(Protocol::Ip6(ip)) => usable_ip(IpAddr::V6(ip)),
+        _ => true,
+    }
+}
+
+fn usable_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_unspecified() || v4.is_link_local()),
+        IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local()),
+    }
+}
+
+fn unix_now() -> UnixTime {
+    crate::unix_now()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use metanet_proto::Identity;
+
+    #[test]
+    fn keys_round_trip_and_foreign_keys_are_refused() {
+        let id = Identity::generate(&[7u8; 64]);
+        let p = id.address().ipv6_prefix();
+        assert_eq!(key_prefix(&record_key(&p)), Some(p));
+        assert_eq!(key_prefix(&RecordKey::new(b"/other/key")), None);
+        assert_eq!(key_prefix(&RecordKey::new(b"/metanet/peer/short")), None);
+    }
+
+    #[test]
+    fn verify_checks_the_key() {
+        let now = UnixTime::from_secs(1_000_000);
+        let a = Identity::generate(&[1u8; 64]);
+        let b = Identity::generate(&[2u8; 64]);
+        let bytes = PeerRecord::new(&a, vec![], vec![], 1, 1_000_100)
+            .sign(&a)
+            .unwrap();
+        let ka = record_key(&a.address().ipv6_prefix());
+        let kb = record_key(&b.address().ipv6_prefix());
+        assert!(verify(&ka, &bytes, now).is_ok());
+        assert!(verify(&kb, &bytes, now).is_err());
+        assert!(verify(&ka, &bytes, UnixTime::from_secs(1_000_100)).is_err());
+    }
+}

@@ -1,0 +1,570 @@
+//! The daemon's use of the DHT registry (DESIGN.md §4, docs/protocol.md §4.5):
+//! publishing a signed record per local identity, and resolving addresses and overlay
+//! IPv6 destinations to verified records that become node peers.
+//!
+//! Resolution is asynchronous: whoever needs a record (a packet waiting in the node, a
+//! `connect` or `resolve` request) becomes a [`Waiter`] on the address prefix, one DHT
+//! lookup runs per prefix, and its answer serves every waiter. Verified records are
+//! cached until they expire; a peer that stays silent after a connect, or whose
+//! handshake gives up, is looked up again so a moved peer is found at its new endpoint.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metanet_proto::address::Ipv6Prefix;
+use metanet_proto::control::{self as api, ErrorKind, PeerInfo, RecordInfo, Reply};
+use metanet_proto::handshake::Remote;
+use metanet_proto::identity::hex;
+use metanet_proto::node::{Command, LocalId};
+use metanet_proto::record::{PeerRecord, MAX_ENDPOINTS};
+use metanet_proto::{ip, Address};
+
+use crate::config::IdentityConfig;
+use crate::dht::{LookupError, Output, Request};
+use crate::{err, Daemon, ReplyTo};
+
+/// Lifetime of a published record.
+pub(crate) const RECORD_LIFETIME: u64 = 3600;
+/// A record is signed anew when less than this much of its lifetime is left.
+pub(crate) const RESIGN_BEFORE: u64 = 1800;
+/// After a registry-driven connect, how long until a silent peer is looked up again.
+const RECHECK_AFTER: Duration = Duration::from_secs(4);
+/// How many times a silent peer is looked up again.
+const RECHECKS: u32 = 4;
+/// Longest packet kept to build an ICMPv6 error from when a lookup fails.
+const KEEP_FOR_ICMP: usize = 1280;
+
+/// Someone waiting for a lookup.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// The node queued packets for this destination; `packet` is the first, kept for
+    /// an ICMPv6 error if the lookup fails.
+    Packet {
+        local: LocalId,
+        ipv6: Ipv6Addr,
+        packet: Vec<u8>,
+    },
+    /// `metanet connect <address>` without an endpoint.
+    Connect {
+        local: LocalId,
+        address: Address,
+        reply: ReplyTo,
+    },
+    /// `metanet resolve`.
+    Resolve {
+        address: Option<Address>,
+        reply: ReplyTo,
+    },
+    /// A known peer went quiet: take a newer record if there is one.
+    Refresh { local: LocalId, address: Address },
+}
+
+#[derive(Debug)]
+struct Cached {
+    record: PeerRecord,
+    source: String,
+}
+
+#[derive(Debug)]
+struct Published {
+    record: PeerRecord,
+}
+
+/// A peer to look up again if it is still not connected at `due`.
+#[derive(Debug)]
+struct Check {
+    due: std::time::Instant,
+    local: LocalId,
+    address: Address,
+    left: u32,
+}
+
+/// Registry state of the daemon.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    cache: HashMap<Ipv6Prefix, Cached>,
+    waiters: HashMap<Ipv6Prefix, Vec<Waiter>>,
+    published: HashMap<String, Published>,
+    last_seq: u64,
+    endpoints: Vec<SocketAddr>,
+    checks: Vec<Check>,
+    configs: Vec<IdentityConfig>,
+}
+
+impl Registry {
+    /// Nothing published or cached yet.
+    pub(crate) fn new(configs: Vec<IdentityConfig>) -> Self {
+        Registry {
+            configs,
+            ..Default::default()
+        }
+    }
+
+    /// Publication settings of the identity `name` (defaults when not configured).
+    pub(crate) fn config_of(&self, name: &str) -> IdentityConfig {
+        self.configs
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .unwrap_or_else(|| IdentityConfig {
+                name: name.into(),
+                ..IdentityConfig::default()
+            })
+    }
+
+    /// The record published for `name`, if any.
+    pub(crate) fn published(&self, name: &str) -> Option<&PeerRecord> {
+        self.published.get(name).map(|p| &p.record)
+    }
+
+    /// A sequence number above every earlier one: Unix milliseconds, or one more than
+    /// the last if the clock has not moved on (docs/protocol.md §4.5).
+    fn next_seq(&mut self) -> u64 {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.last_seq = ms.max(self.last_seq + 1);
+        self.last_seq
+    }
+}
+
+impl Daemon {
+    /// A control request: registry commands may answer later, the rest answer now.
+    pub(crate) fn job(&mut self, cmd: api::Command, reply: ReplyTo) {
+        match cmd {
+            api::Command::Resolve { target } => match parse_target(&target) {
+                Ok((prefix, address)) => self.resolve(prefix, address, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            api::Command::Connect {
+                address,
+                endpoint: None,
+                identity,
+            } => {
+                let target = crate::parse_address(&address)
+                    .and_then(|a| self.local_named(identity.as_deref()).map(|l| (a, l)));
+                match target {
+                    Ok((address, local)) => {
+                        let waiter = Waiter::Connect {
+                            local,
+                            address,
+                            reply,
+                        };
+                        self.lookup(address.ipv6_prefix(), waiter, true);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            other => {
+                let result = self.control(other);
+                self.answer(result, reply);
+            }
+        }
+    }
+
+    fn resolve(&mut self, prefix: Ipv6Prefix, address: Option<Address>, reply: ReplyTo) {
+        // Our own identities answer from what we publish.
+        let own = self.names.iter().find_map(|(name, local)| {
+            let id = self.node.identity(*local)?;
+            (id.address().ipv6_prefix() == prefix).then(|| name.clone())
+        });
+        if let Some(record) = own.and_then(|n| self.reg.published(&n).cloned()) {
+            let _ = reply.send(Ok(Reply::Record(record_info(&record, "local"))));
+            return;
+        }
+        self.lookup(prefix, Waiter::Resolve { address, reply }, false);
+    }
+
+    /// Serve `waiter` from the cache when `use_cache` and a valid record is there, or
+    /// join (or start) the DHT lookup for `prefix`.
+    pub(crate) fn lookup(&mut self, prefix: Ipv6Prefix, waiter: Waiter, use_cache: bool) {
+        let now = crate::unix_now().as_secs();
+        if let Some(c) = self.reg.cache.get(&prefix) {
+            if c.record.not_after <= now {
+                self.reg.cache.remove(&prefix);
+            } else if use_cache {
+                let record = c.record.clone();
+                let source = format!("cache (from {})", c.source);
+                self.deliver(waiter, Ok((&record, &source)));
+                return;
+            }
+        }
+        let Some(dht) = &self.dht else {
+            self.deliver(waiter, Err(LookupError::NoPeers));
+            return;
+        };
+        let list = self.reg.waiters.entry(prefix).or_default();
+        if list.is_empty() {
+            dht.send(Request::Lookup { prefix });
+        }
+        list.push(waiter);
+    }
+
+    /// The DHT answered.
+    pub(crate) fn on_dht(&mut self, out: Output) {
+        let Output::Found { prefix, result } = out;
+        let waiters = self.reg.waiters.remove(&prefix).unwrap_or_default();
+        match result {
+            Ok(found) => {
+                let source = found.source.to_string();
+                tracing::debug!(peer = %found.record.address(), seq = found.record.seq, %source, "record resolved");
+                for w in waiters {
+                    self.deliver(w, Ok((&found.record, &source)));
+                }
+                self.reg.cache.insert(
+                    prefix,
+                    Cached {
+                        record: found.record,
+                        source,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::debug!(prefix = %prefix.ipv6(), error = %e, "lookup failed");
+                for w in waiters {
+                    self.deliver(w, Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, waiter: Waiter, result: Result<(&PeerRecord, &str), LookupError>) {
+        let now = self.now();
+        match waiter {
+            Waiter::Packet {
+                local,
+                ipv6,
+                packet,
+            } => {
+                let added = result
+                    .ok()
+                    .and_then(|(rec, _)| self.add_from_record(local, rec, true).ok());
+                if added.is_none() {
+                    let _ = self
+                        .node
+                        .handle_command(now, Command::LookupFailed { local, ipv6 });
+                    self.unreachable(local, &packet);
+                }
+            }
+            Waiter::Connect {
+                local,
+                address,
+                reply,
+            } => {
+                let result = match result {
+                    Ok((rec, _)) if rec.address() != address => Err(err(
+                        ErrorKind::NotFound,
+                        &format!("no record for {address} in the registry"),
+                    )),
+                    Ok((rec, _)) => self.add_from_record(local, rec, true).map(|endpoint| {
+                        Reply::Connected(self.connecting(local, address, endpoint))
+                    }),
+                    Err(e) => Err(err(
+                        ErrorKind::NotFound,
+                        &format!(
+                            "cannot resolve {address}: {e}; if you know where it listens, use --endpoint HOST:PORT"
+                        ),
+                    )),
+                };
+                self.answer(result, reply);
+            }
+            Waiter::Resolve { address, reply } => {
+                let answer = match result {
+                    Ok((rec, _)) if address.is_some_and(|a| a != rec.address()) => Err(err(
+                        ErrorKind::NotFound,
+                        "no record for that address in the registry (only one for another address with the same overlay IPv6)",
+                    )),
+                    Ok((rec, source)) => Ok(Reply::Record(record_info(rec, source))),
+                    Err(e) => Err(err(ErrorKind::NotFound, &format!("not resolved: {e}"))),
+                };
+                let _ = reply.send(answer);
+            }
+            Waiter::Refresh { local, address } => {
+                if let Ok((rec, _)) = result {
+                    let known = self
+                        .node
+                        .peers(now)
+                        .into_iter()
+                        .find(|p| p.local == local && p.address == address);
+                    let moved = known
+                        .is_none_or(|p| p.endpoint.is_none_or(|e| !rec.endpoints.contains(&e)));
+                    if rec.address() == address && moved {
+                        tracing::info!(peer = %address, endpoints = ?rec.endpoints, "peer moved: new record");
+                        let _ = self.add_from_record(local, rec, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Make `rec` a peer of `local` and start a handshake at its first endpoint.
+    fn add_from_record(
+        &mut self,
+        local: LocalId,
+        rec: &PeerRecord,
+        connect: bool,
+    ) -> Result<SocketAddr, api::Error> {
+        let Some(&endpoint) = rec.endpoints.first() else {
+            return Err(err(
+                ErrorKind::NotFound,
+                &format!(
+                    "{} publishes no endpoints (its IP is hidden): it can be reached only through relays, which metanet does not have yet",
+                    rec.address()
+                ),
+            ));
+        };
+        let now = self.now();
+        self.node
+            .handle_command(
+                now,
+                Command::AddPeer {
+                    local,
+                    remote: Remote {
+                        public_key: rec.public_key,
+                        noise_key: rec.noise_key,
+                    },
+                    endpoint: Some(endpoint),
+                    connect,
+                },
+            )
+            .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
+        self.reg.checks.push(Check {
+            due: std::time::Instant::now() + RECHECK_AFTER,
+            local,
+            address: rec.address(),
+            left: RECHECKS,
+        });
+        Ok(endpoint)
+    }
+
+    /// An ICMPv6 "address unreachable" for `packet`, sent back into the TUN.
+    pub(crate) fn unreachable(&mut self, local: LocalId, packet: &[u8]) {
+        let from = self
+            .node
+            .identity(local)
+            .map(|i| i.address().ipv6())
+            .unwrap_or(Ipv6Addr::UNSPECIFIED);
+        if let Some(icmp) = ip::icmpv6_unreachable(packet, from, ip::UNREACH_ADDRESS) {
+            self.tun_out.push(icmp);
+        }
+    }
+
+    /// The node needs a peer for `ipv6`; `packet` is what it queued.
+    pub(crate) fn lookup_needed(&mut self, local: LocalId, ipv6: Ipv6Addr, packet: &[u8]) {
+        let Some(prefix) = Ipv6Prefix::from_ipv6(&ipv6) else {
+            return;
+        };
+        let keep = packet.len().min(KEEP_FOR_ICMP);
+        let waiter = Waiter::Packet {
+            local,
+            ipv6,
+            packet: packet[..keep].to_vec(),
+        };
+        self.lookup(prefix, waiter, true);
+    }
+
+    /// A handshake gave up: forget the cached record and look for a newer one.
+    pub(crate) fn handshake_failed(&mut self, local: LocalId, address: Address) {
+        if self.reg.cache.remove(&address.ipv6_prefix()).is_some() {
+            self.lookup(
+                address.ipv6_prefix(),
+                Waiter::Refresh { local, address },
+                false,
+            );
+        }
+    }
+
+    /// Periodic work: notice endpoint changes, (re)publish, look again for silent peers.
+    pub(crate) fn housekeeping(&mut self) {
+        let endpoints = interface_endpoints(&self.opts.tun, self.opts.port);
+        let changed = endpoints != self.reg.endpoints;
+        if changed {
+            tracing::info!(?endpoints, "underlay endpoints");
+            self.reg.endpoints = endpoints;
+        }
+        let names: Vec<String> = self.names.iter().map(|(n, _)| n.clone()).collect();
+        for name in names {
+            self.publish(&name, changed);
+        }
+        let now = std::time::Instant::now();
+        let due: Vec<Check> = {
+            let (due, keep) = std::mem::take(&mut self.reg.checks)
+                .into_iter()
+                .partition(|c| c.due <= now);
+            self.reg.checks = keep;
+            due
+        };
+        if due.is_empty() {
+            return;
+        }
+        let peers = self.node.peers(self.now());
+        for c in due {
+            let up = peers
+                .iter()
+                .any(|p| p.local == c.local && p.address == c.address && p.connected);
+            if up || c.left == 0 {
+                continue;
+            }
+            tracing::debug!(peer = %c.address, "peer silent after connect: looking it up again");
+            self.reg.checks.push(Check {
+                due: now + RECHECK_AFTER * 2,
+                left: c.left - 1,
+                ..c
+            });
+            self.lookup(
+                c.address.ipv6_prefix(),
+                Waiter::Refresh {
+                    local: c.local,
+                    address: c.address,
+                },
+                false,
+            );
+        }
+    }
+
+    /// Sign and publish the record of identity `name` when it is new, its endpoints
+    /// changed (`force`) or it nears expiry.
+    pub(crate) fn publish(&mut self, name: &str, force: bool) {
+        if self.dht.is_none() {
+            return;
+        }
+        let Some(local) = self.names.iter().find(|(n, _)| n == name).map(|(_, l)| *l) else {
+            return;
+        };
+        let now = crate::unix_now().as_secs();
+        let cfg = self.reg.config_of(name);
+        let endpoints = if cfg.hidden {
+            Vec::new()
+        } else {
+            cfg.endpoints.unwrap_or_else(|| self.reg.endpoints.clone())
+        };
+        let fresh = self.reg.published.get(name).is_some_and(|p| {
+            p.record.endpoints == endpoints && p.record.not_after > now + RESIGN_BEFORE
+        });
+        if fresh && !force {
+            return;
+        }
+        let seq = self.reg.next_seq();
+        let (Some(id), Some(dht)) = (self.node.identity(local), &self.dht) else {
+            return;
+        };
+        let record = PeerRecord::new(id, endpoints, cfg.service, seq, now + RECORD_LIFETIME);
+        match record.sign(id) {
+            Ok(bytes) => {
+                dht.send(Request::Publish {
+                    prefix: id.address().ipv6_prefix(),
+                    bytes,
+                });
+                tracing::info!(identity = %name, seq, endpoints = ?record.endpoints, "publishing record");
+                self.reg
+                    .published
+                    .insert(name.to_owned(), Published { record });
+            }
+            Err(e) => tracing::warn!(identity = %name, error = %e, "cannot sign record"),
+        }
+    }
+
+    /// Stop publishing identity `name` (removed).
+    pub(crate) fn withdraw(&mut self, name: &str, address: Address) {
+        self.reg.published.remove(name);
+        if let Some(dht) = &self.dht {
+            dht.send(Request::Withdraw {
+                prefix: address.ipv6_prefix(),
+            });
+        }
+    }
+}
+
+/// `mn1…` or an overlay IPv6 → the lookup prefix, and the full address when given.
+fn parse_target(text: &str) -> Result<(Ipv6Prefix, Option<Address>), api::Error> {
+    let text = text.trim();
+    if let Ok(a) = text.parse::<Address>() {
+        return Ok((a.ipv6_prefix(), Some(a)));
+    }
+    if let Ok(ip) = text.parse::<Ipv6Addr>() {
+        return Ipv6Prefix::from_ipv6(&ip)
+            .map(|p| (p, None))
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::BadRequest,
+                    &format!("{ip} is not an overlay address (fd00::/8)"),
+                )
+            });
+    }
+    crate::parse_address(text).map(|a| (a.ipv6_prefix(), Some(a)))
+}
+
+/// A record as the control API shows it.
+pub(crate) fn record_info(rec: &PeerRecord, source: &str) -> RecordInfo {
+    let address = rec.address();
+    RecordInfo {
+        address: address.to_string(),
+        ipv6: address.ipv6(),
+        public_key: hex(&rec.public_key.to_bytes()),
+        noise_key: hex(&rec.noise_key.0),
+        endpoints: rec.endpoints.clone(),
+        services: rec.services.clone(),
+        seq: rec.seq,
+        not_after: rec.not_after,
+        source: source.into(),
+    }
+}
+
+/// This host's underlay endpoints: every interface address but loopback, link-local and
+/// the TUN's own, with the UDP port; IPv4 first, at most [`MAX_ENDPOINTS`].
+pub(crate) fn interface_endpoints(tun: &str, port: u16) -> Vec<SocketAddr> {
+    let Ok(ifs) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<SocketAddr> = ifs
+        .into_iter()
+        .filter(|i| i.name != tun)
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()),
+            IpAddr::V6(v6) => {
+                !(v6.is_loopback() || v6.is_unicast_link_local() || v6.is_unspecified())
+            }
+        })
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    out.sort_by_key(|a| (a.is_ipv6(), *a));
+    out.dedup();
+    out.truncate(MAX_ENDPOINTS);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn targets_parse_by_address_or_overlay_ipv6() {
+        let id = metanet_proto::Identity::generate(&[3u8; 64]);
+        let a = id.address();
+        assert_eq!(
+            parse_target(&a.to_string()).unwrap(),
+            (a.ipv6_prefix(), Some(a))
+        );
+        assert_eq!(
+            parse_target(&a.ipv6().to_string()).unwrap(),
+            (a.ipv6_prefix(), None)
+        );
+        assert!(parse_target("2001:db8::1").is_err());
+        assert!(parse_target("mn1nope").is_err());
+    }
+
+    #[test]
+    fn endpoints_skip_loopback() {
+        for e in interface_endpoints("metanet-test-none", 1) {
+            assert!(!e.ip().is_loopback());
+        }
+    }
+}
