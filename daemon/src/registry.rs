@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metanet_proto::address::Ipv6Prefix;
-use metanet_proto::control::{self as api, ErrorKind, PeerInfo, RecordInfo, Reply};
+use metanet_proto::control::{self as api, ErrorKind, RecordInfo, Reply};
 use metanet_proto::handshake::Remote;
 use metanet_proto::identity::hex;
 use metanet_proto::node::{Command, LocalId};
