@@ -39,6 +39,8 @@ pub struct Options {
     pub bootstrap: Vec<libp2p::Multiaddr>,
     /// Publication settings per identity.
     pub identities: Vec<config::IdentityConfig>,
+    /// The config file, and whether it was named explicitly (SIGHUP re-reads it).
+    pub config: (PathBuf, bool),
 }
 
 /// Why the daemon stopped with an error; `exit_code` maps it for the binary.
@@ -182,6 +184,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut ubuf = vec![0u8; wire::MAX_DATAGRAM];
     let mut tbuf = vec![0u8; wire::MAX_DATAGRAM];
     let mut obuf = vec![0u8; wire::MAX_DATAGRAM];
@@ -232,6 +235,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             }
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
+            _ = hup.recv() => d.reload(),
         }
         while let Some(tx) = d.node.poll_transmit(&mut obuf) {
             send(&udp, &obuf[..tx.len], tx.destination).await;
@@ -553,6 +557,61 @@ impl Daemon {
                 Ok(Reply::Done)
             }
         }
+    }
+
+    /// SIGHUP: re-read the config file. Identity publication settings (hidden,
+    /// endpoints, services) are applied and republished, new static peers connected.
+    /// Settings that need a restart (ports, paths, TUN, bootstrap) are kept, with a
+    /// warning if they changed. A broken file changes nothing.
+    fn reload(&mut self) {
+        let (path, explicit) = self.opts.config.clone();
+        let file = match config::File::load(&path, explicit) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "reload refused: keeping the running configuration");
+                return;
+            }
+        };
+        if file.port.is_some_and(|p| p != self.opts.port)
+            || file.dht_port.is_some_and(|p| p != self.opts.dht_port)
+            || file.tun.as_ref().is_some_and(|t| *t != self.opts.tun)
+        {
+            tracing::warn!("port, dht-port and tun changes take effect at the next restart");
+        }
+        self.reg.set_configs(file.identity);
+        let names: Vec<String> = self.names.iter().map(|(n, _)| n.clone()).collect();
+        for name in names {
+            self.publish(&name, true);
+        }
+        let now = self.now();
+        let known: Vec<(LocalId, Address)> = self
+            .node
+            .peers(now)
+            .into_iter()
+            .map(|p| (p.local, p.address))
+            .collect();
+        for p in file.peer {
+            let Ok(address) = p.address.parse::<Address>() else {
+                tracing::warn!(peer = %p.address, "reload: bad static peer address");
+                continue;
+            };
+            let Ok(local) = self.local_named(p.identity.as_deref()) else {
+                tracing::warn!(peer = %p.address, "reload: static peer names an unknown identity");
+                continue;
+            };
+            if known.contains(&(local, address)) {
+                continue;
+            }
+            let cmd = api::Command::Connect {
+                address: p.address.clone(),
+                endpoint: Some(p.endpoint),
+                identity: p.identity,
+            };
+            if let Err(e) = self.control(cmd) {
+                tracing::warn!(peer = %p.address, error = %e, "reload: static peer refused");
+            }
+        }
+        tracing::info!(config = %path.display(), "configuration reloaded");
     }
 
     /// A peer just asked to connect to, before its session is up.

@@ -38,7 +38,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("METANET_LOG")
                 .unwrap_or_else(|_| "info".into()),
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
             .chain(args.bootstrap)
             .collect(),
         identities: file.identity,
+        config: (path, explicit),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

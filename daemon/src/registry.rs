@@ -101,6 +101,11 @@ impl Registry {
         }
     }
 
+    /// New publication settings (config reload).
+    pub(crate) fn set_configs(&mut self, configs: Vec<IdentityConfig>) {
+        self.configs = configs;
+    }
+
     /// Publication settings of the identity `name` (defaults when not configured).
     pub(crate) fn config_of(&self, name: &str) -> IdentityConfig {
         self.configs

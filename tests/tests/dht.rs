@@ -326,3 +326,42 @@ impl Drop for Forger {
         self.stop();
     }
 }
+
+#[test]
+fn sighup_reload_republishes_new_services() {
+    if !root_or_skip("sighup_reload_republishes_new_services") {
+        return;
+    }
+    let net = Net::start(2, |_| String::new());
+    let (addr1, _) = net.addr(1);
+    assert!(net.resolves(0, 1, &net.lan.ips[1], Duration::from_secs(20)));
+    let cfg = net.tmp.0.join("h1/metanetd.toml");
+    // A broken file is refused and changes nothing; the daemon keeps running.
+    std::fs::write(&cfg, "no-such-key = 1\n").unwrap();
+    let pid = net.daemons[1].child.as_ref().unwrap().id().to_string();
+    let hup = || {
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    hup();
+    assert!(wait_for(Duration::from_secs(5), || log(&net.daemons[1])
+        .contains("reload refused")));
+    std::fs::write(
+        &cfg,
+        "[[identity]]\nname = \"default\"\n[[identity.service]]\nname = \"ssh\"\nprotocol = \"tcp\"\nport = 22\n",
+    )
+    .unwrap();
+    hup();
+    assert!(
+        wait_for(Duration::from_secs(15), || resolve(&net.daemons[0], &addr1)
+            .is_some_and(|r| r["services"][0]["name"] == "ssh")),
+        "reload did not republish: {}",
+        log(&net.daemons[1])
+    );
+    assert!(net.daemons[1]
+        .request(r#"{"id":1,"method":"status"}"#)
+        .is_some());
+}
