@@ -5,6 +5,7 @@
 //! The protocol decisions are all in `proto`; this crate only moves bytes and files.
 //! `unsafe` lives only in [`sys`].
 
+mod batch;
 pub mod config;
 pub mod control;
 pub mod dht;
@@ -84,7 +85,12 @@ struct Daemon {
     state: state::StateDir,
     opts: Options,
     origin: std::time::Instant,
-    tun: tun_rs::AsyncDevice,
+    tun: batch::Tun,
+    udp: batch::Udp,
+    /// Buffer for control-path datagrams from `poll_transmit`.
+    obuf: Vec<u8>,
+    /// Data-plane counters (offload paths taken).
+    counters: batch::Counters,
     /// `connect` requests answered when their session is up or has failed.
     waiting: Vec<Waiting>,
     /// The DHT node (registry).
@@ -120,11 +126,20 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut node = Node::new(node::Config::default(), seed, Instant::ZERO, unix_now());
 
     let first_ip = identities[0].1.address().ipv6();
-    let tun = tun_rs::DeviceBuilder::new()
-        .name(opts.tun.clone())
-        .ipv6(first_ip, 8u8)
-        .mtu(opts.mtu)
-        .build_async()
+    let build = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .name(opts.tun.clone())
+            .ipv6(first_ip, 8u8)
+            .mtu(opts.mtu)
+            .offload(offload)
+            .build_async()
+    };
+    // Offload (TSO/GRO through the virtio header) where the kernel has it.
+    let tun = build(true)
+        .or_else(|e| {
+            tracing::warn!(error = %e, "TUN offload unavailable: one packet per read");
+            build(false)
+        })
         .map_err(|source| Error::Tun {
             name: opts.tun.clone(),
             source,
@@ -141,7 +156,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tracing::info!(identity = %name, address = %id.address(), ipv6 = %id.address().ipv6(), "identity loaded");
         names.push((name, node.add_identity(id)));
     }
-    let udp = bind_udp(opts.port, opts.socket_buffer)?;
+    let udp =
+        batch::Udp::new(bind_udp(opts.port, opts.socket_buffer)?).map_err(|source| Error::Udp {
+            port: opts.port,
+            source,
+        })?;
     let listener = control::bind(&opts.socket)?;
     let (jobs_tx, mut jobs) = mpsc::channel::<control::Job>(64);
     let (dht_tx, mut dht_rx) = mpsc::unbounded_channel();
@@ -163,7 +182,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         state,
         opts,
         origin,
-        tun,
+        tun: batch::Tun::new(tun),
+        udp,
+        obuf: vec![0u8; wire::MAX_DATAGRAM],
+        counters: batch::Counters::default(),
         waiting: Vec::new(),
         dht: Some(dht),
         reg,
@@ -185,9 +207,6 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut ubuf = vec![0u8; wire::MAX_DATAGRAM];
-    let mut tbuf = vec![0u8; wire::MAX_DATAGRAM];
-    let mut obuf = vec![0u8; wire::MAX_DATAGRAM];
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
@@ -205,25 +224,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             }
         };
         tokio::select! {
-            r = udp.recv_from(&mut ubuf) => match r {
-                Ok((n, from)) => {
-                    let now = d.now();
-                    if let Some(range) = d.node.handle_datagram(now, normalize(from), &mut ubuf[..n]) {
-                        if let Err(e) = d.tun.send(&ubuf[range]).await {
-                            tracing::debug!(error = %e, "tun write failed");
-                        }
-                    }
-                }
+            r = d.udp.recv() => match r {
+                Ok(n) => d.on_udp(n).await,
                 Err(e) => tracing::debug!(error = %e, "udp receive failed"),
             },
-            r = d.tun.recv(&mut tbuf) => match r {
-                Ok(n) => {
-                    let now = d.now();
-                    if let Some(tx) = d.node.handle_tun_packet(now, &tbuf[..n], &mut obuf) {
-                        send(&udp, &obuf[..tx.len], tx.destination).await;
-                    }
-                    d.events(Some(&tbuf[..n]));
-                }
+            r = d.tun.recv() => match r {
+                Ok(()) => d.on_tun().await,
                 Err(e) => break Err(Error::Io(e)),
             },
             Some((cmd, reply)) = jobs.recv() => d.job(cmd, reply),
@@ -237,16 +243,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             _ = int.recv() => break Ok(()),
             _ = hup.recv() => d.reload(),
         }
-        while let Some(tx) = d.node.poll_transmit(&mut obuf) {
-            send(&udp, &obuf[..tx.len], tx.destination).await;
-        }
-        d.events(None);
-        d.expire_waiting();
-        for packet in std::mem::take(&mut d.tun_out) {
-            if let Err(e) = d.tun.send(&packet).await {
-                tracing::debug!(error = %e, "tun write failed");
-            }
-        }
+        d.after_input().await;
     };
     server.abort();
     let _ = std::fs::remove_file(&d.opts.socket);
@@ -255,6 +252,74 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 }
 
 impl Daemon {
+    /// A batch of UDP datagrams: decrypt each in place, queue the packets for the TUN.
+    async fn on_udp(&mut self, slots: usize) {
+        self.udp.count_recv(slots, &mut self.counters);
+        let now = self.now();
+        for i in 0..slots {
+            let (from, stride, bytes) = self.udp.slot(i);
+            let from = normalize(from);
+            for datagram in bytes.chunks_mut(stride) {
+                if let Some(range) = self.node.handle_datagram(now, from, datagram) {
+                    if self.tun.full() {
+                        self.tun.flush(&mut self.counters).await;
+                    }
+                    self.tun.push(&datagram[range]);
+                }
+            }
+        }
+        self.tun.flush(&mut self.counters).await;
+    }
+
+    /// A batch of TUN packets: seal each into the UDP stage, then send the stage.
+    async fn on_tun(&mut self) {
+        self.tun.count_read(&mut self.counters);
+        let now = self.now();
+        for i in 0..self.tun.count {
+            let need = self.tun.packet(i).len() + wire::DATA_OVERHEAD;
+            if self.udp.stage_buf(need).is_none() {
+                self.udp.flush(&mut self.counters).await;
+            }
+            let packet = self.tun.packet(i);
+            let Some(out) = self.udp.stage_buf(need) else {
+                continue;
+            };
+            if let Some(tx) = self.node.handle_tun_packet(now, packet, out) {
+                self.udp.commit(tx.destination, tx.len);
+            }
+            // Events here are on this packet's behalf (a lookup it waits for).
+            if let Some(first) = self.node.poll_event() {
+                let packet = self.tun.packet(i).to_vec();
+                self.event(first, Some(&packet));
+                while let Some(ev) = self.node.poll_event() {
+                    self.event(ev, Some(&packet));
+                }
+            }
+        }
+        self.udp.flush(&mut self.counters).await;
+    }
+
+    /// After any input: send what the node queued, handle its events, answer waiting
+    /// requests, write ICMPv6 errors to the TUN.
+    async fn after_input(&mut self) {
+        while let Some(tx) = self.node.poll_transmit(&mut self.obuf) {
+            self.udp
+                .send_one(&self.obuf[..tx.len], tx.destination, &mut self.counters)
+                .await;
+        }
+        self.events(None);
+        self.expire_waiting();
+        if !self.tun_out.is_empty() {
+            for packet in std::mem::take(&mut self.tun_out) {
+                if self.tun.full() {
+                    self.tun.flush(&mut self.counters).await;
+                }
+                self.tun.push(&packet);
+            }
+            self.tun.flush(&mut self.counters).await;
+        }
+    }
+
     fn now(&self) -> Instant {
         Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
@@ -293,16 +358,20 @@ impl Daemon {
     /// lookup fails.
     fn events(&mut self, trigger: Option<&[u8]>) {
         while let Some(ev) = self.node.poll_event() {
-            match ev {
-                Event::LookupNeeded { local, ipv6 } => {
-                    self.lookup_needed(local, ipv6, trigger.unwrap_or_default());
-                }
-                Event::HandshakeFailed { local, address } => self.handshake_failed(local, address),
-                _ => {}
-            }
-            self.settle(&ev);
-            log_event(&ev);
+            self.event(ev, trigger);
         }
+    }
+
+    fn event(&mut self, ev: Event, trigger: Option<&[u8]>) {
+        match ev {
+            Event::LookupNeeded { local, ipv6 } => {
+                self.lookup_needed(local, ipv6, trigger.unwrap_or_default());
+            }
+            Event::HandshakeFailed { local, address } => self.handshake_failed(local, address),
+            _ => {}
+        }
+        self.settle(&ev);
+        log_event(&ev);
     }
 
     /// Send the answer to a control request. A `connect` whose session is not up yet is
@@ -445,6 +514,14 @@ impl Daemon {
                     ("tun_invalid", s.tun_invalid),
                     ("queue_dropped", s.queue_dropped),
                     ("bad_records", s.bad_records),
+                    ("tun_reads", self.counters.tun_reads),
+                    ("tun_packets_in", self.counters.tun_packets_in),
+                    ("tun_packets_out", self.counters.tun_packets_out),
+                    ("tun_merged_out", self.counters.tun_merged_out),
+                    ("udp_recv_calls", self.counters.udp_recv_calls),
+                    ("udp_datagrams_in", self.counters.udp_datagrams_in),
+                    ("udp_send_calls", self.counters.udp_send_calls),
+                    ("udp_datagrams_out", self.counters.udp_datagrams_out),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
@@ -513,7 +590,7 @@ impl Daemon {
                     .remove(&name)
                     .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
                 if let Some(id) = self.node.remove_identity(local) {
-                    let _ = self.tun.remove_address_v6(id.address().ipv6(), 128);
+                    let _ = self.tun.dev.remove_address_v6(id.address().ipv6(), 128);
                     self.withdraw(&name, id.address());
                 }
                 self.names.retain(|(n, _)| *n != name);
@@ -650,6 +727,7 @@ impl Daemon {
         })?;
         let ipv6 = id.address().ipv6();
         self.tun
+            .dev
             .add_address_v6(ipv6, 128u8)
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         let local = self.node.add_identity(id);
@@ -741,15 +819,13 @@ fn normalize(a: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn send(udp: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    let to = match to {
+/// IPv4 endpoints as IPv4-mapped IPv6, for the dual-stack socket.
+pub(crate) fn mapped(to: SocketAddr) -> SocketAddr {
+    match to {
         SocketAddr::V4(v4) => {
             SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
         }
         v6 => v6,
-    };
-    if let Err(e) = udp.send_to(bytes, to).await {
-        tracing::debug!(error = %e, %to, "udp send failed");
     }
 }
 
