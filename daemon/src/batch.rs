@@ -49,6 +49,8 @@ pub(crate) struct Counters {
     /// UDP send calls, and the datagrams they carried (GSO).
     pub udp_send_calls: u64,
     pub udp_datagrams_out: u64,
+    /// TUN packets answered with ICMPv6 Packet Too Big.
+    pub too_big: u64,
 }
 
 /// The TUN device with its batch buffers.

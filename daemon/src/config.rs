@@ -18,8 +18,11 @@ pub const DEFAULT_PORT: u16 = 51820;
 pub const DEFAULT_TUN: &str = "metanet0";
 /// Default DHT port (TCP).
 pub const DEFAULT_DHT_PORT: u16 = 51821;
-/// Default tunnel MTU: 1500 underlay - 40 IPv6 - 8 UDP - 32 metanet overhead.
+/// Tunnel MTU when no underlay interface tells: 1500 - [`OVERHEAD`].
 pub const DEFAULT_MTU: u16 = 1420;
+/// Bytes the tunnel adds to a packet on the worst-case underlay: 40 IPv6 + 8 UDP + 32
+/// metanet data header and tag.
+pub const OVERHEAD: u16 = 80;
 
 /// The config file.
 #[derive(Debug, Default, Deserialize)]

@@ -256,6 +256,58 @@ impl Behaviour {
         );
         Behaviour { kad, identify }
     }
+
+    /// What identify told us about `peer`: if it speaks our Kademlia protocol, its
+    /// dialable listen addresses go into the routing table.
+    pub fn learn(&mut self, peer: &PeerId, info: &identify::Info) {
+        if !info.protocols.iter().any(|p| p.as_ref() == PROTOCOL) {
+            return;
+        }
+        for addr in &info.listen_addrs {
+            if dialable(addr) {
+                self.kad.add_address(peer, addr.clone());
+            }
+        }
+    }
+}
+
+/// Why a record another node offered was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Not a valid peer record for its key.
+    #[error("invalid record: {0}")]
+    Invalid(record::Error),
+    /// Valid, but it does not supersede the copy held (its `seq` is not higher).
+    #[error("seq {seq} is not newer than the {held} held")]
+    NotNewer { seq: u64, held: u64 },
+    /// Valid and newer, but the store refused it (full).
+    #[error("record store: {0}")]
+    Store(kad::store::Error),
+}
+
+/// Record filtering for a record another node asks us to store, at Unix time `now`:
+/// keep it only if it is a valid peer record for its key ([`verify`]) that supersedes
+/// the valid copy held, if any; a stored copy expires with the record's `not_after`.
+pub fn accept_inbound(
+    store: &mut MemoryStore,
+    mut record: kad::Record,
+    now: UnixTime,
+) -> Result<(), Refused> {
+    let new = verify(&record.key, &record.value, now).map_err(Refused::Invalid)?;
+    let held = store
+        .get(&record.key)
+        .and_then(|r| verify(&r.key, &r.value, now).ok());
+    if let Some(old) = held {
+        if !new.supersedes(&old) {
+            return Err(Refused::NotNewer {
+                seq: new.seq,
+                held: old.seq,
+            });
+        }
+    }
+    record.expires =
+        Some(Instant::now() + Duration::from_secs(new.not_after.saturating_sub(now.as_secs())));
+    store.put(record).map_err(Refused::Store)
 }
 
 /// A record of ours being published.
@@ -518,13 +570,7 @@ impl Node {
                 peer_id,
                 info,
                 ..
-            })) if info.protocols.iter().any(|p| p.as_ref() == PROTOCOL) => {
-                for addr in info.listen_addrs {
-                    if dialable(&addr) {
-                        self.kad().add_address(&peer_id, addr);
-                    }
-                }
-            }
+            })) => self.swarm.behaviour_mut().learn(&peer_id, &info),
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "DHT listening");
                 self.listen_addrs.insert(address);
@@ -635,30 +681,16 @@ impl Node {
         }
     }
 
-    fn on_inbound_put(&mut self, source: PeerId, mut record: kad::Record) {
-        let now = unix_now();
-        let new = match verify(&record.key, &record.value, now) {
-            Ok(r) => r,
-            Err(e) => {
+    fn on_inbound_put(&mut self, source: PeerId, record: kad::Record) {
+        match accept_inbound(self.kad().store_mut(), record, unix_now()) {
+            Ok(()) => {}
+            Err(Refused::Invalid(e)) => {
                 tracing::info!(%source, error = %e, "refused an invalid record");
-                return;
             }
-        };
-        let key = record.key.clone();
-        let held = self
-            .kad()
-            .store_mut()
-            .get(&key)
-            .and_then(|r| verify(&key, &r.value, now).ok());
-        if let Some(old) = held {
-            if !new.supersedes(&old) {
-                tracing::info!(%source, seq = new.seq, held = old.seq, "refused a record that is not newer");
-                return;
+            Err(Refused::NotNewer { seq, held }) => {
+                tracing::info!(%source, seq, held, "refused a record that is not newer");
             }
-        }
-        record.expires = expiry(&record.key, &record.value);
-        if let Err(e) = self.kad().store_mut().put(record) {
-            tracing::debug!(error = %e, "record store full");
+            Err(Refused::Store(e)) => tracing::debug!(error = %e, "record store full"),
         }
     }
 }
@@ -722,5 +754,43 @@ mod tests {
         assert!(verify(&ka, &bytes, now).is_ok());
         assert!(verify(&kb, &bytes, now).is_err());
         assert!(verify(&ka, &bytes, UnixTime::from_secs(1_000_100)).is_err());
+    }
+
+    #[test]
+    fn inbound_records_are_filtered() {
+        let now = UnixTime::from_secs(1_000_000);
+        let a = Identity::generate(&[1u8; 64]);
+        let b = Identity::generate(&[2u8; 64]);
+        let ka = record_key(&a.address().ipv6_prefix());
+        let signed = |seq| {
+            PeerRecord::new(&a, vec![], vec![], seq, 1_000_100)
+                .sign(&a)
+                .unwrap()
+        };
+        let mut store = MemoryStore::new(PeerId::random());
+        let put = |store: &mut MemoryStore, key: &RecordKey, value: Vec<u8>| {
+            accept_inbound(store, kad::Record::new(key.clone(), value), now)
+        };
+        // Under another address's key: refused, nothing stored.
+        let kb = record_key(&b.address().ipv6_prefix());
+        assert!(matches!(
+            put(&mut store, &kb, signed(5)),
+            Err(Refused::Invalid(_))
+        ));
+        assert!(store.get(&kb).is_none());
+        put(&mut store, &ka, signed(5)).unwrap();
+        assert!(store.get(&ka).unwrap().expires.is_some());
+        // Equal and lower seq never replace the copy held; higher does.
+        assert!(matches!(
+            put(&mut store, &ka, signed(5)),
+            Err(Refused::NotNewer { seq: 5, held: 5 })
+        ));
+        assert!(matches!(
+            put(&mut store, &ka, signed(4)),
+            Err(Refused::NotNewer { .. })
+        ));
+        put(&mut store, &ka, signed(6)).unwrap();
+        let held = verify(&ka, &store.get(&ka).unwrap().value, now).unwrap();
+        assert_eq!(held.seq, 6);
     }
 }

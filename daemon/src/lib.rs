@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use metanet_proto::control::{self as api, ErrorKind, IdentityInfo, PeerInfo, Reply};
 use metanet_proto::identity::hex;
 use metanet_proto::node::{self, Command, Event, LocalId, Node};
-use metanet_proto::{wire, Address, Identity, Instant, UnixTime};
+use metanet_proto::{ip, wire, Address, Identity, Instant, UnixTime};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -31,7 +31,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub port: u16,
     pub tun: String,
-    pub mtu: u16,
+    /// Tunnel MTU; `None`: the underlay's MTU minus [`config::OVERHEAD`].
+    pub mtu: Option<u16>,
     pub socket_buffer: usize,
     pub static_peers: Vec<config::StaticPeer>,
     /// DHT listen port (TCP).
@@ -86,6 +87,9 @@ struct Daemon {
     opts: Options,
     origin: std::time::Instant,
     tun: batch::Tun,
+    /// Largest datagram the underlay carries; TUN packets that would not fit once
+    /// sealed get an ICMPv6 Packet Too Big.
+    path_mtu: u16,
     udp: batch::Udp,
     /// Buffer for control-path datagrams from `poll_transmit`.
     obuf: Vec<u8>,
@@ -126,11 +130,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut node = Node::new(node::Config::default(), seed, Instant::ZERO, unix_now());
 
     let first_ip = identities[0].1.address().ipv6();
+    let underlay = underlay_mtu(&opts.tun);
+    let mtu = opts
+        .mtu
+        .unwrap_or_else(|| underlay.saturating_sub(config::OVERHEAD))
+        .max(ip::IPV6_MIN_MTU as u16);
+    tracing::info!(mtu, underlay, "tunnel MTU");
     let build = |offload: bool| {
         tun_rs::DeviceBuilder::new()
             .name(opts.tun.clone())
             .ipv6(first_ip, 8u8)
-            .mtu(opts.mtu)
+            .mtu(mtu)
             .offload(offload)
             .build_async()
     };
@@ -183,6 +193,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         opts,
         origin,
         tun: batch::Tun::new(tun),
+        path_mtu: underlay,
         udp,
         obuf: vec![0u8; wire::MAX_DATAGRAM],
         counters: batch::Counters::default(),
@@ -277,6 +288,11 @@ impl Daemon {
         let now = self.now();
         for i in 0..self.tun.count {
             let need = self.tun.packet(i).len() + wire::DATA_OVERHEAD;
+            if self.tun.packet(i).len() + usize::from(config::OVERHEAD) > usize::from(self.path_mtu)
+            {
+                self.too_big(i);
+                continue;
+            }
             if self.udp.stage_buf(need).is_none() {
                 self.udp.flush(&mut self.counters).await;
             }
@@ -297,6 +313,20 @@ impl Daemon {
             }
         }
         self.udp.flush(&mut self.counters).await;
+    }
+
+    /// TUN packet `i` cannot cross the underlay once sealed: tell its sender the MTU
+    /// that fits (path-MTU discovery), instead of letting it vanish.
+    fn too_big(&mut self, i: usize) {
+        let packet = self.tun.packet(i);
+        let Ok(p) = ip::Ipv6Packet::new_checked(packet) else {
+            return;
+        };
+        let fits = u32::from(self.path_mtu.saturating_sub(config::OVERHEAD));
+        if let Some(icmp) = ip::icmpv6_packet_too_big(packet, p.dst(), fits) {
+            self.counters.too_big += 1;
+            self.tun_out.push(icmp);
+        }
     }
 
     /// After any input: send what the node queued, handle its events, answer waiting
@@ -522,6 +552,7 @@ impl Daemon {
                     ("udp_datagrams_in", self.counters.udp_datagrams_in),
                     ("udp_send_calls", self.counters.udp_send_calls),
                     ("udp_datagrams_out", self.counters.udp_datagrams_out),
+                    ("too_big", self.counters.too_big),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
@@ -817,6 +848,23 @@ fn normalize(a: SocketAddr) -> SocketAddr {
         },
         v4 => v4,
     }
+}
+
+/// The smallest MTU among the interfaces with a usable address (not loopback, not
+/// the TUN): the largest datagram we can send without fragmentation. 1500 if none.
+fn underlay_mtu(tun: &str) -> u16 {
+    let Ok(ifs) = if_addrs::get_if_addrs() else {
+        return config::DEFAULT_MTU + config::OVERHEAD;
+    };
+    ifs.iter()
+        .filter(|i| i.name != tun && !i.is_loopback())
+        .filter_map(|i| {
+            std::fs::read_to_string(format!("/sys/class/net/{}/mtu", i.name))
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+        })
+        .min()
+        .unwrap_or(config::DEFAULT_MTU + config::OVERHEAD)
 }
 
 /// IPv4 endpoints as IPv4-mapped IPv6, for the dual-stack socket.

@@ -73,7 +73,7 @@ fn main() -> ExitCode {
             .tun
             .or(file.tun)
             .unwrap_or_else(|| config::DEFAULT_TUN.into()),
-        mtu: args.mtu.or(file.mtu).unwrap_or(config::DEFAULT_MTU),
+        mtu: args.mtu.or(file.mtu),
         socket_buffer: file.socket_buffer.unwrap_or(8 << 20),
         static_peers: file.peer,
         dht_port: args

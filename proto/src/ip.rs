@@ -93,6 +93,19 @@ pub const IPV6_MIN_MTU: usize = 1280;
 /// so that an application sending to an unreachable overlay address fails at once
 /// instead of hanging. `None` if `original` is not IPv6 or is itself an ICMPv6 error.
 pub fn icmpv6_unreachable(original: &[u8], from: Ipv6Addr, code: u8) -> Option<Vec<u8>> {
+    icmpv6_error(original, from, 1, code, 0)
+}
+
+/// An ICMPv6 Packet Too Big (RFC 4443 §3.2) from `from` about `original`, carrying the
+/// `mtu` the path can take, so that the sender's path-MTU discovery lowers its packet
+/// size instead of the packet vanishing. `None` as for [`icmpv6_unreachable`].
+pub fn icmpv6_packet_too_big(original: &[u8], from: Ipv6Addr, mtu: u32) -> Option<Vec<u8>> {
+    icmpv6_error(original, from, 2, 0, mtu.max(IPV6_MIN_MTU as u32))
+}
+
+/// An ICMPv6 error message of `kind`/`code` with the 32-bit field `word`, quoting as
+/// much of `original` as fits in the IPv6 minimum MTU.
+fn icmpv6_error(original: &[u8], from: Ipv6Addr, kind: u8, code: u8, word: u32) -> Option<Vec<u8>> {
     let orig = Ipv6Packet::new_checked(original).ok()?;
     // Never answer an ICMPv6 error with an error (types < 128 are errors).
     if orig.next_header() == 58 && original.get(IPV6_HEADER_LEN).is_some_and(|t| *t < 128) {
@@ -100,8 +113,9 @@ pub fn icmpv6_unreachable(original: &[u8], from: Ipv6Addr, code: u8) -> Option<V
     }
     let quoted = original.len().min(IPV6_MIN_MTU - IPV6_HEADER_LEN - 8);
     let mut icmp = vec![0u8; 8 + quoted];
-    icmp[0] = 1;
+    icmp[0] = kind;
     icmp[1] = code;
+    icmp[4..8].copy_from_slice(&word.to_be_bytes());
     icmp[8..].copy_from_slice(&original[..quoted]);
     let dst = orig.src();
     let sum = icmpv6_checksum(from, dst, &icmp);
@@ -149,5 +163,24 @@ mod tests {
         assert_eq!(icmpv6_checksum(b, a, &icmp[IPV6_HEADER_LEN..]), 0);
         // No error about an error.
         assert!(icmpv6_unreachable(&icmp, a, UNREACH_ADDRESS).is_none());
+    }
+
+    #[test]
+    fn packet_too_big_carries_the_mtu() {
+        let a: Ipv6Addr = "fd00::1".parse().unwrap();
+        let b: Ipv6Addr = "fd00::2".parse().unwrap();
+        let orig = build_ipv6(a, b, &[0x55; 1500]);
+        let ptb = icmpv6_packet_too_big(&orig, b, 1400).unwrap();
+        let m = &ptb[IPV6_HEADER_LEN..];
+        assert_eq!((m[0], m[1]), (2, 0));
+        assert_eq!(u32::from_be_bytes([m[4], m[5], m[6], m[7]]), 1400);
+        assert_eq!(icmpv6_checksum(b, a, m), 0);
+        // Never below the IPv6 minimum.
+        let low = icmpv6_packet_too_big(&orig, b, 500).unwrap();
+        assert_eq!(
+            &low[IPV6_HEADER_LEN + 4..IPV6_HEADER_LEN + 8],
+            &1280u32.to_be_bytes()
+        );
+        assert!(icmpv6_packet_too_big(&ptb, a, 1400).is_none());
     }
 }
