@@ -46,6 +46,9 @@ pub struct File {
     /// optional `/p2p/<peer id>`). Flags add to these.
     #[serde(default)]
     pub bootstrap: Vec<String>,
+    /// Where the `.meta` DNS view listens. Default: the first identity's overlay IPv6,
+    /// port 53.
+    pub dns_listen: Option<SocketAddr>,
     /// Peers to connect to at start.
     #[serde(default)]
     pub peer: Vec<StaticPeer>,

@@ -9,6 +9,7 @@ mod batch;
 pub mod config;
 pub mod control;
 pub mod dht;
+pub mod dns;
 mod registry;
 pub mod state;
 pub mod sys;
@@ -41,6 +42,9 @@ pub struct Options {
     pub bootstrap: Vec<libp2p::Multiaddr>,
     /// Publication settings per identity.
     pub identities: Vec<config::IdentityConfig>,
+    /// Where the `.meta` DNS view listens; `None`: the first identity's overlay IPv6,
+    /// port 53.
+    pub dns_listen: Option<SocketAddr>,
     /// The config file, and whether it was named explicitly (SIGHUP re-reads it).
     pub config: (PathBuf, bool),
 }
@@ -63,6 +67,11 @@ pub enum Error {
     Peer(String, String),
     #[error(transparent)]
     Dht(#[from] dht::Error),
+    #[error("cannot serve DNS on {addr}: {source}")]
+    Dns {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -75,6 +84,7 @@ impl Error {
             Error::Control(control::Error::InUse(_)) => 3,
             Error::Udp { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => 3,
             Error::Dht(dht::Error::Listen { .. }) => 3,
+            Error::Dns { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => 3,
             _ => 1,
         }
     }
@@ -184,6 +194,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     )?;
     tracing::info!(peer_id = %dht.status().peer_id, port = opts.dht_port, "DHT node started");
     let server = tokio::spawn(control::serve(listener, jobs_tx));
+    let chain_names: dns::Names = Default::default();
+    let dns_task = start_dns(&opts, first_ip, chain_names.clone()).await?;
     let reg = registry::Registry::new(opts.identities.clone());
 
     let mut d = Daemon {
@@ -257,6 +269,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         d.after_input().await;
     };
     server.abort();
+    if let Some(t) = dns_task {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&d.opts.socket);
     tracing::info!("metanetd stopped");
     result
@@ -848,6 +863,47 @@ fn normalize(a: SocketAddr) -> SocketAddr {
         },
         v4 => v4,
     }
+}
+
+/// Bind the `.meta` DNS view and serve it; register it with systemd-resolved for the
+/// `meta` domain when `resolvectl` is there. A default address that cannot be bound is
+/// a warning; an explicitly configured one is an error.
+async fn start_dns(
+    opts: &Options,
+    first_ip: Ipv6Addr,
+    names: dns::Names,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    let addr = opts
+        .dns_listen
+        .unwrap_or(SocketAddr::new(IpAddr::V6(first_ip), 53));
+    let sock = match tokio::net::UdpSocket::bind(addr).await {
+        Ok(s) => s,
+        Err(source) if opts.dns_listen.is_some() => return Err(Error::Dns { addr, source }),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "no .meta DNS view");
+            return Ok(None);
+        }
+    };
+    tracing::info!(%addr, "DNS for .meta");
+    let tun = opts.tun.clone();
+    std::thread::spawn(move || {
+        let ok = std::process::Command::new("resolvectl")
+            .args(["dns", &tun, &addr.ip().to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new("resolvectl")
+                .args(["domain", &tun, "~meta"])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        if ok {
+            tracing::info!("registered .meta with systemd-resolved");
+        } else {
+            tracing::debug!("systemd-resolved not available: query the DNS view directly");
+        }
+    });
+    Ok(Some(tokio::spawn(dns::serve(sock, names))))
 }
 
 /// The smallest MTU among the interfaces with a usable address (not loopback, not

@@ -35,6 +35,10 @@ struct Args {
     /// optional /p2p/<peer id>). Repeatable; adds to the config file's `bootstrap`.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<libp2p::Multiaddr>,
+    /// Where the `.meta` DNS view listens (default: the first identity's overlay IPv6,
+    /// port 53).
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             .chain(args.bootstrap)
             .collect(),
         identities: file.identity,
+        dns_listen: args.dns_listen.or(file.dns_listen),
         config: (path, explicit),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
