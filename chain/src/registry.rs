@@ -1,0 +1,412 @@
+//! The resolver state machine: replays the registry log (docs/protocol.md §9.5, §9.6).
+//!
+//! [`Registry::apply`] takes log entries in index order and updates who owns which
+//! name and which keys are rotated or revoked. It is a pure function of the log and
+//! the deployment [`Params`]: no clock, no IO, no randomness, and only ordered maps,
+//! so every resolver that replays the same log reaches the same state and answers the
+//! same. A claim that is malformed, badly signed or not allowed is *ignored*: it leaves
+//! the state as it was and is reported as [`Outcome::Ignored`] with the reason, never
+//! as an error. The only errors are the caller's: an entry out of index order, or a
+//! block number that goes backwards.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use metanet_proto::address::Address;
+
+use crate::claim::{self, Claim, Commitment, RegistryId};
+use crate::name::Name;
+
+/// The deployment's parameters; every resolver of one registry must use the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// Which chain and contract.
+    pub registry: RegistryId,
+    /// Minimum blocks between a commit and its reveal (the contract's `minRevealDelay`).
+    pub min_reveal_delay: u64,
+    /// Blocks after a commit during which it can be revealed (`commitLifetime`).
+    pub commit_lifetime: u64,
+}
+
+/// One `Claim` event of the contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The claim's index in the log (0, 1, 2, … without gaps).
+    pub index: u64,
+    /// The block that holds it.
+    pub block: u64,
+    /// The claim bytes as submitted.
+    pub claim: Vec<u8>,
+}
+
+/// The caller handed an entry that does not continue the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("log entry {got} does not follow the entries applied so far (expected {expected})")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("log entry is in block {got}, before block {last} of the previous entry")]
+    BlockWentBack { last: u64, got: u64 },
+}
+
+/// What applying one entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The claim was valid and changed the state.
+    Applied(Effect),
+    /// The claim was ignored; the state is unchanged (only the log position moved).
+    Ignored(Ignored),
+}
+
+/// The change a valid claim made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A commitment was recorded.
+    Committed { by: Address, commitment: Commitment },
+    /// A name was registered to `owner`.
+    Registered { name: Name, owner: Address },
+    /// A name changed hands; `seq` is its new transfer count.
+    Transferred {
+        name: Name,
+        from: Address,
+        to: Address,
+        seq: u64,
+    },
+    /// `from` handed its address over to `to`, with `names` names.
+    Rotated {
+        from: Address,
+        to: Address,
+        names: usize,
+    },
+    /// `address` revoked its key.
+    Revoked { address: Address },
+}
+
+/// Why a claim was ignored (docs/protocol.md §9.5, §9.6).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    #[error("claim is invalid: {0}")]
+    Invalid(#[from] claim::Error),
+    #[error("signer's key is revoked")]
+    SignerRevoked,
+    #[error("signer's key was rotated to another key")]
+    SignerRotated,
+    #[error("the same commitment is already pending")]
+    DuplicateCommit,
+    #[error(
+        "no pending commit matches this reveal (none for this name, owner and salt, or it expired)"
+    )]
+    NoCommit,
+    #[error("reveal comes {blocks} blocks after its commit, fewer than the {min} required")]
+    RevealTooEarly { blocks: u64, min: u64 },
+    #[error("name is already registered")]
+    NameTaken,
+    #[error("a dotted name can only be registered by the owner of its parent")]
+    NotParentOwner,
+    #[error("name is not registered")]
+    UnknownName,
+    #[error("only the owner can transfer a name")]
+    NotOwner,
+    #[error("transfer names seq {got}, but the name's seq is {current}")]
+    WrongSeq { got: u64, current: u64 },
+    #[error("cannot hand over to that address: {0}")]
+    BadRecipient(Recipient),
+}
+
+/// Why an address cannot receive a name or a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Recipient {
+    #[error("it is the signer itself")]
+    Itself,
+    #[error("its key is revoked")]
+    Revoked,
+    #[error("its key was rotated away")]
+    Rotated,
+}
+
+/// What the log says about one key (address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Nothing against it (also every address the log never mentioned).
+    Active,
+    /// The key handed its address over to `to` in `block`; it signs nothing any more.
+    Rotated { to: Address, block: u64 },
+    /// The key was revoked in `block` (it may have been rotated before).
+    Revoked { block: u64 },
+}
+
+/// A registered name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRecord {
+    /// Current owner, to which the name resolves.
+    pub owner: Address,
+    /// Transfer count: 0 at registration, one more per transfer.
+    pub seq: u64,
+    /// Block of the registration.
+    pub registered: u64,
+    /// Block of the last change of owner (registration, transfer or rotation).
+    pub changed: u64,
+}
+
+/// The replayed state of one registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    params: Params,
+    next_index: u64,
+    last_block: u64,
+    names: BTreeMap<Name, NameRecord>,
+    owned: BTreeMap<Address, BTreeSet<Name>>,
+    keys: BTreeMap<Address, KeyStatus>,
+    commits: BTreeMap<Commitment, PendingCommit>,
+    commits_by_block: BTreeSet<(u64, Commitment)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingCommit {
+    by: Address,
+    block: u64,
+}
+
+impl Registry {
+    /// The empty state, before entry 0.
+    pub fn new(params: Params) -> Self {
+        Registry {
+            params,
+            next_index: 0,
+            last_block: 0,
+            names: BTreeMap::new(),
+            owned: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            commits: BTreeMap::new(),
+            commits_by_block: BTreeSet::new(),
+        }
+    }
+
+    /// Apply the next log entry (docs/protocol.md §9.5).
+    pub fn apply(&mut self, entry: &LogEntry) -> Result<Outcome, ApplyError> {
+        if entry.index != self.next_index {
+            return Err(ApplyError::OutOfOrder {
+                expected: self.next_index,
+                got: entry.index,
+            });
+        }
+        if entry.block < self.last_block {
+            return Err(ApplyError::BlockWentBack {
+                last: self.last_block,
+                got: entry.block,
+            });
+        }
+        self.next_index += 1;
+        self.last_block = entry.block;
+        self.expire_commits(entry.block);
+        Ok(match self.apply_claim(entry) {
+            Ok(effect) => Outcome::Applied(effect),
+            Err(why) => Outcome::Ignored(why),
+        })
+    }
+
+    /// The deployment parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Index of the next entry to apply (= number of entries applied).
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Block of the last entry applied (0 before any).
+    pub fn last_block(&self) -> u64 {
+        self.last_block
+    }
+
+    /// A registered name.
+    pub fn name(&self, name: &Name) -> Option<&NameRecord> {
+        self.names.get(name)
+    }
+
+    /// Every registered name, in order.
+    pub fn names(&self) -> impl Iterator<Item = (&Name, &NameRecord)> {
+        self.names.iter()
+    }
+
+    /// The names `owner` holds, in order.
+    pub fn names_of(&self, owner: &Address) -> impl Iterator<Item = &Name> {
+        self.owned.get(owner).into_iter().flatten()
+    }
+
+    /// What the log says about `address`.
+    pub fn key_status(&self, address: &Address) -> KeyStatus {
+        self.keys.get(address).copied().unwrap_or(KeyStatus::Active)
+    }
+
+    /// Number of pending (unexpired, unrevealed) commits.
+    pub fn pending_commits(&self) -> usize {
+        self.commits.len()
+    }
+
+    /// Whether a commit for `commitment` is pending, and in which block it was made.
+    pub fn commit_block(&self, commitment: &Commitment) -> Option<u64> {
+        self.commits.get(commitment).map(|c| c.block)
+    }
+
+    /// §9.5: every check happens before any change, so an ignored claim changes nothing.
+    fn apply_claim(&mut self, entry: &LogEntry) -> Result<Effect, Ignored> {
+        let signed = claim::open(&entry.claim, &self.params.registry)?;
+        let signer = signed.signer.address();
+        let status = self.key_status(&signer);
+        match (&signed.claim, status) {
+            (_, KeyStatus::Revoked { .. }) => return Err(Ignored::SignerRevoked),
+            (Claim::Revocation, KeyStatus::Rotated { .. }) => {}
+            (_, KeyStatus::Rotated { .. }) => return Err(Ignored::SignerRotated),
+            (_, KeyStatus::Active) => {}
+        }
+        let block = entry.block;
+        match signed.claim {
+            Claim::Commit { commitment } => {
+                if self.commits.contains_key(&commitment) {
+                    return Err(Ignored::DuplicateCommit);
+                }
+                self.commits
+                    .insert(commitment, PendingCommit { by: signer, block });
+                self.commits_by_block.insert((block, commitment));
+                Ok(Effect::Committed {
+                    by: signer,
+                    commitment,
+                })
+            }
+            Claim::Reveal { name, salt } => {
+                let commitment = Commitment::new(&name, &signer, &salt);
+                let pending = match self.commits.get(&commitment) {
+                    Some(c) if c.by == signer => *c,
+                    _ => return Err(Ignored::NoCommit),
+                };
+                let age = block - pending.block;
+                if age < self.params.min_reveal_delay {
+                    return Err(Ignored::RevealTooEarly {
+                        blocks: age,
+                        min: self.params.min_reveal_delay,
+                    });
+                }
+                if self.names.contains_key(&name) {
+                    return Err(Ignored::NameTaken);
+                }
+                if let Some(parent) = name.parent() {
+                    match self.names.get(&parent) {
+                        Some(p) if p.owner == signer => {}
+                        _ => return Err(Ignored::NotParentOwner),
+                    }
+                }
+                self.commits.remove(&commitment);
+                self.commits_by_block.remove(&(pending.block, commitment));
+                self.names.insert(
+                    name.clone(),
+                    NameRecord {
+                        owner: signer,
+                        seq: 0,
+                        registered: block,
+                        changed: block,
+                    },
+                );
+                self.owned.entry(signer).or_default().insert(name.clone());
+                Ok(Effect::Registered {
+                    name,
+                    owner: signer,
+                })
+            }
+            Claim::Transfer {
+                name,
+                seq,
+                new_owner,
+            } => {
+                let record = self.names.get(&name).ok_or(Ignored::UnknownName)?;
+                if record.owner != signer {
+                    return Err(Ignored::NotOwner);
+                }
+                if seq != record.seq {
+                    return Err(Ignored::WrongSeq {
+                        got: seq,
+                        current: record.seq,
+                    });
+                }
+                self.check_recipient(&signer, &new_owner)?;
+                let seq = record.seq + 1;
+                self.names.insert(
+                    name.clone(),
+                    NameRecord {
+                        owner: new_owner,
+                        seq,
+                        changed: block,
+                        ..record.clone()
+                    },
+                );
+                self.disown(&signer, &name);
+                self.owned
+                    .entry(new_owner)
+                    .or_default()
+                    .insert(name.clone());
+                Ok(Effect::Transferred {
+                    name,
+                    from: signer,
+                    to: new_owner,
+                    seq,
+                })
+            }
+            Claim::Rotation { new_key, .. } => {
+                let to = new_key.address();
+                self.check_recipient(&signer, &to)?;
+                self.keys.insert(signer, KeyStatus::Rotated { to, block });
+                let moved = self.owned.remove(&signer).unwrap_or_default();
+                for name in &moved {
+                    if let Some(r) = self.names.get_mut(name) {
+                        r.owner = to;
+                        r.changed = block;
+                    }
+                }
+                let names = moved.len();
+                self.owned.entry(to).or_default().extend(moved);
+                Ok(Effect::Rotated {
+                    from: signer,
+                    to,
+                    names,
+                })
+            }
+            Claim::Revocation => {
+                self.keys.insert(signer, KeyStatus::Revoked { block });
+                Ok(Effect::Revoked { address: signer })
+            }
+        }
+    }
+
+    /// §9.6: names and addresses are only handed to a live key other than the signer.
+    fn check_recipient(&self, signer: &Address, to: &Address) -> Result<(), Ignored> {
+        if to == signer {
+            return Err(Ignored::BadRecipient(Recipient::Itself));
+        }
+        match self.key_status(to) {
+            KeyStatus::Active => Ok(()),
+            KeyStatus::Revoked { .. } => Err(Ignored::BadRecipient(Recipient::Revoked)),
+            KeyStatus::Rotated { .. } => Err(Ignored::BadRecipient(Recipient::Rotated)),
+        }
+    }
+
+    fn disown(&mut self, owner: &Address, name: &Name) {
+        if let Some(set) = self.owned.get_mut(owner) {
+            set.remove(name);
+            if set.is_empty() {
+                self.owned.remove(owner);
+            }
+        }
+    }
+
+    /// Drop commits that can no longer be revealed at `block` (older than the lifetime),
+    /// which bounds the pending set by what the chain can carry in that window.
+    fn expire_commits(&mut self, block: u64) {
+        let lifetime = self.params.commit_lifetime;
+        while let Some(&(b, c)) = self.commits_by_block.first() {
+            if block.saturating_sub(b) <= lifetime {
+                break;
+            }
+            self.commits_by_block.remove(&(b, c));
+            self.commits.remove(&c);
+        }
+    }
+}
