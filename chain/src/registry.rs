@@ -410,3 +410,438 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use metanet_proto::identity::Identity;
+
+    use super::*;
+    use crate::claim::{seal, Salt};
+    use crate::evm::EvmAddress;
+
+    const DELAY: u64 = 3;
+    const LIFETIME: u64 = 20;
+
+    fn params() -> Params {
+        Params {
+            registry: RegistryId {
+                chain_id: 31337,
+                contract: EvmAddress([7; 20]),
+            },
+            min_reveal_delay: DELAY,
+            commit_lifetime: LIFETIME,
+        }
+    }
+
+    /// A registry plus a log writer: every submission is the next entry.
+    struct Chain {
+        reg: Registry,
+        block: u64,
+    }
+
+    impl Chain {
+        fn new() -> Self {
+            Chain {
+                reg: Registry::new(params()),
+                block: 1,
+            }
+        }
+
+        fn mine(&mut self, blocks: u64) {
+            self.block += blocks;
+        }
+
+        fn raw(&mut self, bytes: Vec<u8>) -> Outcome {
+            let e = LogEntry {
+                index: self.reg.next_index(),
+                block: self.block,
+                claim: bytes,
+            };
+            self.reg.apply(&e).unwrap()
+        }
+
+        fn submit(&mut self, who: &Identity, claim: Claim) -> Outcome {
+            let bytes = seal(who, &params().registry, &claim).unwrap();
+            self.raw(bytes)
+        }
+
+        fn commit(&mut self, who: &Identity, name: &str, salt: u8) -> Outcome {
+            let c = Commitment::new(&n(name), &who.address(), &Salt([salt; 32]));
+            self.submit(who, Claim::Commit { commitment: c })
+        }
+
+        fn reveal(&mut self, who: &Identity, name: &str, salt: u8) -> Outcome {
+            self.submit(
+                who,
+                Claim::Reveal {
+                    name: n(name),
+                    salt: Salt([salt; 32]),
+                },
+            )
+        }
+
+        /// Commit, wait the minimum delay, reveal; the reveal's outcome.
+        fn register(&mut self, who: &Identity, name: &str) -> Outcome {
+            assert!(matches!(self.commit(who, name, 1), Outcome::Applied(_)));
+            self.mine(DELAY);
+            self.reveal(who, name, 1)
+        }
+
+        fn transfer(&mut self, who: &Identity, name: &str, seq: u64, to: &Identity) -> Outcome {
+            self.submit(
+                who,
+                Claim::Transfer {
+                    name: n(name),
+                    seq,
+                    new_owner: to.address(),
+                },
+            )
+        }
+
+        fn owner(&self, name: &str) -> Option<Address> {
+            self.reg.name(&n(name)).map(|r| r.owner)
+        }
+    }
+
+    fn id(seed: u8) -> Identity {
+        Identity::generate(&[seed; 64])
+    }
+
+    fn n(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    fn ignored(o: Outcome) -> Ignored {
+        match o {
+            Outcome::Ignored(why) => why,
+            Outcome::Applied(e) => panic!("expected the claim to be ignored, it applied: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn commit_then_reveal_registers_the_name() {
+        let alice = id(1);
+        let mut c = Chain::new();
+        assert_eq!(
+            c.register(&alice, "alice"),
+            Outcome::Applied(Effect::Registered {
+                name: n("alice"),
+                owner: alice.address()
+            })
+        );
+        let r = c.reg.name(&n("alice")).unwrap();
+        assert_eq!((r.owner, r.seq, r.registered), (alice.address(), 0, 4));
+        assert_eq!(c.reg.names_of(&alice.address()).count(), 1);
+        assert_eq!(c.reg.pending_commits(), 0);
+    }
+
+    #[test]
+    fn reveal_needs_its_commit_and_the_delay() {
+        let alice = id(1);
+        let mut c = Chain::new();
+        assert_eq!(ignored(c.reveal(&alice, "alice", 1)), Ignored::NoCommit);
+        c.commit(&alice, "alice", 1);
+        c.mine(DELAY - 1);
+        assert_eq!(
+            ignored(c.reveal(&alice, "alice", 1)),
+            Ignored::RevealTooEarly {
+                blocks: DELAY - 1,
+                min: DELAY
+            }
+        );
+        c.mine(1);
+        // The wrong salt or name does not match the commitment.
+        assert_eq!(ignored(c.reveal(&alice, "alice", 2)), Ignored::NoCommit);
+        assert_eq!(ignored(c.reveal(&alice, "alicf", 1)), Ignored::NoCommit);
+        assert!(matches!(c.reveal(&alice, "alice", 1), Outcome::Applied(_)));
+    }
+
+    #[test]
+    fn commits_expire_after_their_lifetime() {
+        let alice = id(1);
+        let mut c = Chain::new();
+        c.commit(&alice, "alice", 1);
+        c.mine(LIFETIME + 1);
+        assert_eq!(ignored(c.reveal(&alice, "alice", 1)), Ignored::NoCommit);
+        assert_eq!(c.reg.pending_commits(), 0);
+        // At exactly the lifetime it is still usable.
+        c.commit(&alice, "alice", 1);
+        c.mine(LIFETIME);
+        assert!(matches!(c.reveal(&alice, "alice", 1), Outcome::Applied(_)));
+    }
+
+    #[test]
+    fn front_runner_without_an_old_commit_loses_the_race() {
+        let alice = id(1);
+        let mallory = id(2);
+        let mut c = Chain::new();
+        c.commit(&alice, "alice", 1);
+        c.mine(DELAY);
+        // Mallory sees Alice's reveal pending, commits and reveals ahead of it.
+        c.commit(&mallory, "alice", 9);
+        assert!(matches!(
+            ignored(c.reveal(&mallory, "alice", 9)),
+            Ignored::RevealTooEarly { .. }
+        ));
+        // Mallory cannot use Alice's salt: the commitment binds the owner.
+        assert_eq!(ignored(c.reveal(&mallory, "alice", 1)), Ignored::NoCommit);
+        assert!(matches!(c.reveal(&alice, "alice", 1), Outcome::Applied(_)));
+        c.mine(DELAY);
+        assert_eq!(ignored(c.reveal(&mallory, "alice", 9)), Ignored::NameTaken);
+        assert_eq!(c.owner("alice"), Some(alice.address()));
+    }
+
+    #[test]
+    fn first_valid_reveal_wins_between_two_committed_claimants() {
+        let alice = id(1);
+        let bob = id(2);
+        let mut c = Chain::new();
+        c.commit(&bob, "game", 2);
+        c.commit(&alice, "game", 1);
+        c.mine(DELAY);
+        assert!(matches!(c.reveal(&alice, "game", 1), Outcome::Applied(_)));
+        assert_eq!(ignored(c.reveal(&bob, "game", 2)), Ignored::NameTaken);
+        assert_eq!(c.owner("game"), Some(alice.address()));
+    }
+
+    #[test]
+    fn duplicate_commit_is_ignored() {
+        let alice = id(1);
+        let mut c = Chain::new();
+        c.commit(&alice, "alice", 1);
+        c.mine(1);
+        assert_eq!(
+            ignored(c.commit(&alice, "alice", 1)),
+            Ignored::DuplicateCommit
+        );
+        // The first commit's block counts.
+        c.mine(DELAY - 1);
+        assert!(matches!(c.reveal(&alice, "alice", 1), Outcome::Applied(_)));
+    }
+
+    #[test]
+    fn dotted_names_only_by_the_parent_owner() {
+        let game = id(1);
+        let sony = id(2);
+        let mut c = Chain::new();
+        assert_eq!(
+            ignored(c.register(&sony, "sony.game")),
+            Ignored::NotParentOwner
+        );
+        c.mine(LIFETIME + 1);
+        c.register(&game, "game");
+        assert_eq!(
+            ignored(c.register(&sony, "sony.game")),
+            Ignored::NotParentOwner
+        );
+        c.mine(LIFETIME + 1);
+        assert!(matches!(
+            c.register(&game, "sony.game"),
+            Outcome::Applied(_)
+        ));
+        // Handed to Sony, the sub-name is Sony's to transfer, not the parent owner's.
+        assert!(matches!(
+            c.transfer(&game, "sony.game", 0, &sony),
+            Outcome::Applied(_)
+        ));
+        assert_eq!(
+            ignored(c.transfer(&game, "sony.game", 1, &game)),
+            Ignored::NotOwner
+        );
+        // Sony may not create names under game.
+        c.mine(LIFETIME + 1);
+        assert_eq!(
+            ignored(c.register(&sony, "x.game")),
+            Ignored::NotParentOwner
+        );
+        c.mine(LIFETIME + 1);
+        assert!(matches!(
+            c.register(&sony, "a.sony.game"),
+            Outcome::Applied(_)
+        ));
+    }
+
+    #[test]
+    fn transfers_by_owner_with_current_seq_only() {
+        let alice = id(1);
+        let bob = id(2);
+        let mut c = Chain::new();
+        c.register(&alice, "alice");
+        assert_eq!(
+            ignored(c.transfer(&bob, "alice", 0, &bob)),
+            Ignored::NotOwner
+        );
+        assert_eq!(
+            ignored(c.transfer(&alice, "alice", 1, &bob)),
+            Ignored::WrongSeq { got: 1, current: 0 }
+        );
+        assert_eq!(
+            ignored(c.transfer(&alice, "alice", 0, &alice)),
+            Ignored::BadRecipient(Recipient::Itself)
+        );
+        assert_eq!(
+            ignored(c.transfer(&alice, "nobody", 0, &bob)),
+            Ignored::UnknownName
+        );
+        let t1 = seal(
+            &alice,
+            &params().registry,
+            &Claim::Transfer {
+                name: n("alice"),
+                seq: 0,
+                new_owner: bob.address(),
+            },
+        )
+        .unwrap();
+        assert!(matches!(c.raw(t1.clone()), Outcome::Applied(_)));
+        assert!(matches!(
+            c.transfer(&bob, "alice", 1, &alice),
+            Outcome::Applied(_)
+        ));
+        // A replay of the first transfer is stale.
+        assert_eq!(ignored(c.raw(t1)), Ignored::WrongSeq { got: 0, current: 2 });
+        assert_eq!(c.owner("alice"), Some(alice.address()));
+        assert_eq!(c.reg.name(&n("alice")).unwrap().seq, 2);
+        assert_eq!(c.reg.names_of(&bob.address()).count(), 0);
+    }
+
+    #[test]
+    fn rotation_moves_names_and_retires_the_old_key() {
+        let old = id(1);
+        let new = id(2);
+        let bob = id(3);
+        let mut c = Chain::new();
+        c.register(&old, "alice");
+        c.mine(LIFETIME + 1);
+        c.register(&old, "a.alice");
+        let rot = Claim::rotation(&new, &params().registry, &old.public_key()).unwrap();
+        assert_eq!(
+            c.submit(&old, rot.clone()),
+            Outcome::Applied(Effect::Rotated {
+                from: old.address(),
+                to: new.address(),
+                names: 2
+            })
+        );
+        assert_eq!(c.owner("alice"), Some(new.address()));
+        assert_eq!(c.owner("a.alice"), Some(new.address()));
+        assert!(matches!(
+            c.reg.key_status(&old.address()),
+            KeyStatus::Rotated { to, .. } if to == new.address()
+        ));
+        // The old key signs nothing any more, not even a second rotation.
+        assert_eq!(
+            ignored(c.transfer(&old, "alice", 0, &bob)),
+            Ignored::SignerRotated
+        );
+        assert_eq!(ignored(c.submit(&old, rot)), Ignored::SignerRotated);
+        // No rotation back to a retired key, and nothing handed to it.
+        let back = Claim::rotation(&old, &params().registry, &new.public_key()).unwrap();
+        assert_eq!(
+            ignored(c.submit(&new, back)),
+            Ignored::BadRecipient(Recipient::Rotated)
+        );
+        assert_eq!(
+            ignored(c.transfer(&new, "alice", 0, &old)),
+            Ignored::BadRecipient(Recipient::Rotated)
+        );
+        assert!(matches!(
+            c.transfer(&new, "alice", 0, &bob),
+            Outcome::Applied(_)
+        ));
+        // A retired key may still revoke itself.
+        assert!(matches!(
+            c.submit(&old, Claim::Revocation),
+            Outcome::Applied(_)
+        ));
+        assert!(matches!(
+            c.reg.key_status(&old.address()),
+            KeyStatus::Revoked { .. }
+        ));
+    }
+
+    #[test]
+    fn revocation_is_final_and_freezes_names() {
+        let alice = id(1);
+        let bob = id(2);
+        let mut c = Chain::new();
+        c.register(&alice, "alice");
+        assert_eq!(
+            c.submit(&alice, Claim::Revocation),
+            Outcome::Applied(Effect::Revoked {
+                address: alice.address()
+            })
+        );
+        assert_eq!(
+            c.reg.key_status(&alice.address()),
+            KeyStatus::Revoked { block: c.block }
+        );
+        assert_eq!(
+            ignored(c.transfer(&alice, "alice", 0, &bob)),
+            Ignored::SignerRevoked
+        );
+        assert_eq!(
+            ignored(c.submit(&alice, Claim::Revocation)),
+            Ignored::SignerRevoked
+        );
+        let rot = Claim::rotation(&bob, &params().registry, &alice.public_key()).unwrap();
+        assert_eq!(ignored(c.submit(&alice, rot)), Ignored::SignerRevoked);
+        // The name still points at the revoked owner, so resolvers can refuse it.
+        assert_eq!(c.owner("alice"), Some(alice.address()));
+        // Nothing can be handed to a revoked key.
+        c.register(&bob, "bob");
+        assert_eq!(
+            ignored(c.transfer(&bob, "bob", 0, &alice)),
+            Ignored::BadRecipient(Recipient::Revoked)
+        );
+    }
+
+    #[test]
+    fn garbage_is_ignored_and_the_log_goes_on() {
+        let alice = id(1);
+        let mut c = Chain::new();
+        assert!(matches!(
+            ignored(c.raw(vec![])),
+            Ignored::Invalid(claim::Error::Malformed(_))
+        ));
+        assert!(matches!(
+            ignored(c.raw(vec![0xff; 2000])),
+            Ignored::Invalid(claim::Error::TooLarge(2000))
+        ));
+        let other = RegistryId {
+            chain_id: 1,
+            ..params().registry
+        };
+        let foreign = seal(&alice, &other, &Claim::Revocation).unwrap();
+        assert!(matches!(
+            ignored(c.raw(foreign)),
+            Ignored::Invalid(claim::Error::WrongRegistry { .. })
+        ));
+        assert_eq!(c.reg.next_index(), 3);
+        assert!(matches!(c.register(&alice, "alice"), Outcome::Applied(_)));
+    }
+
+    #[test]
+    fn caller_errors_leave_the_state_alone() {
+        let mut r = Registry::new(params());
+        let e = |index, block| LogEntry {
+            index,
+            block,
+            claim: vec![],
+        };
+        assert_eq!(
+            r.apply(&e(1, 5)),
+            Err(ApplyError::OutOfOrder {
+                expected: 0,
+                got: 1
+            })
+        );
+        r.apply(&e(0, 5)).unwrap();
+        assert_eq!(
+            r.apply(&e(1, 4)),
+            Err(ApplyError::BlockWentBack { last: 5, got: 4 })
+        );
+        assert_eq!(r.next_index(), 1);
+        r.apply(&e(1, 5)).unwrap();
+    }
+}
