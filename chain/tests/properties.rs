@@ -1,6 +1,9 @@
 //! Property tests of the sans-IO core: name and claim round trips, parsers that never
 //! panic, and the registry's invariants over random logs of valid and invalid claims.
 
+// Test helpers unwrap what the test itself built.
+#![allow(clippy::unwrap_used)]
+
 use metanet_chain::claim::{self, Claim, Commitment, RegistryId, Salt};
 use metanet_chain::registry::{KeyStatus, LogEntry, Outcome, Params, Registry};
 use metanet_chain::{EvmAddress, Name};
