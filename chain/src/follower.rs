@@ -18,7 +18,7 @@ use crate::claim::RegistryId;
 use crate::contract::{self, Error};
 use crate::eth::{self, Block};
 use crate::evm::{decode_hex, decode_hex_digits, to_0x, to_hex, EvmAddress};
-use crate::registry::{LogEntry, Params, Registry};
+use crate::registry::{LogEntry, Outcome, Params, Registry};
 use crate::rpc::Client;
 
 /// Most blocks fetched by one `eth_getLogs`.
@@ -95,6 +95,8 @@ struct Synced {
     registry: Registry,
     /// Every entry applied, for the cache and for replays.
     entries: Vec<LogEntry>,
+    /// What each entry did (same positions as `entries`).
+    outcomes: Vec<Outcome>,
     /// Last block fully applied, and its hash (to notice reorganizations).
     block: u64,
     hash: [u8; 32],
@@ -154,6 +156,21 @@ impl Follower {
     /// Freshness, for `metanet status` and for answers that must say they may be stale.
     pub fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// Every log entry holding exactly `claim` (anyone may submit a copy), in log order,
+    /// with its index and what it did: how a submitter learns whether its claim was
+    /// applied or why it was ignored.
+    pub fn outcomes(&self, claim: &[u8]) -> Vec<(u64, &Outcome)> {
+        let Some(s) = &self.state else {
+            return Vec::new();
+        };
+        s.entries
+            .iter()
+            .zip(&s.outcomes)
+            .filter(|(e, _)| e.claim == claim)
+            .map(|(e, o)| (e.index, o))
+            .collect()
     }
 
     /// The RPC client (to submit claims through the same node).
@@ -226,10 +243,12 @@ impl Follower {
                 let entries = contract::fetch_log(&self.client, &self.contract, from, to)?;
                 check_continues(&s.registry, &entries)?;
                 for e in entries {
-                    s.registry
+                    let outcome = s
+                        .registry
                         .apply(&e)
                         .map_err(|_| Error::BadLog("entry does not continue the log"))?;
                     s.entries.push(e);
+                    s.outcomes.push(outcome);
                 }
                 from = to + 1;
             }
@@ -260,6 +279,7 @@ impl Follower {
         Ok(Synced {
             registry: Registry::new(params),
             entries: Vec::new(),
+            outcomes: Vec::new(),
             block: 0,
             hash: [0; 32],
         })
@@ -330,6 +350,7 @@ fn decode_cache(text: &str) -> Option<Synced> {
         commit_lifetime,
     });
     let mut entries = Vec::new();
+    let mut outcomes = Vec::new();
     for line in lines {
         let mut parts = line.split(' ');
         if parts.next()? != "entry" {
@@ -346,12 +367,13 @@ fn decode_cache(text: &str) -> Option<Synced> {
             block: entry_block,
             claim,
         };
-        registry.apply(&e).ok()?;
+        outcomes.push(registry.apply(&e).ok()?);
         entries.push(e);
     }
     Some(Synced {
         registry,
         entries,
+        outcomes,
         block,
         hash,
     })

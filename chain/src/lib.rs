@@ -37,4 +37,4 @@ pub mod tx;
 pub use claim::{Claim, RegistryId, SignedClaim};
 pub use evm::EvmAddress;
 pub use name::Name;
-pub use registry::{KeyStatus, LogEntry, Outcome, Params, Registry};
+pub use registry::{KeyStatus, LogEntry, Outcome, Params, Registry, Resolution};

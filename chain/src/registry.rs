@@ -133,6 +133,17 @@ pub enum KeyStatus {
     Revoked { block: u64 },
 }
 
+/// What a name resolves to (docs/protocol.md §9.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Nobody registered the name.
+    Unregistered,
+    /// The name stands for this address.
+    Owner(Address),
+    /// The owner's key is revoked: the name must not be used, and can never move.
+    Revoked { owner: Address, block: u64 },
+}
+
 /// A registered name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameRecord {
@@ -221,6 +232,21 @@ impl Registry {
     /// A registered name.
     pub fn name(&self, name: &Name) -> Option<&NameRecord> {
         self.names.get(name)
+    }
+
+    /// What `name` resolves to: its owner, unless the owner's key is revoked.
+    pub fn resolve(&self, name: &Name) -> Resolution {
+        let Some(record) = self.names.get(name) else {
+            return Resolution::Unregistered;
+        };
+        match self.key_status(&record.owner) {
+            KeyStatus::Revoked { block } => Resolution::Revoked {
+                owner: record.owner,
+                block,
+            },
+            // Names follow rotations, so an owner is never a rotated key.
+            KeyStatus::Active | KeyStatus::Rotated { .. } => Resolution::Owner(record.owner),
+        }
     }
 
     /// Every registered name, in order.
@@ -533,6 +559,10 @@ mod tests {
         assert_eq!((r.owner, r.seq, r.registered), (alice.address(), 0, 4));
         assert_eq!(c.reg.names_of(&alice.address()).count(), 1);
         assert_eq!(c.reg.pending_commits(), 0);
+        assert_eq!(
+            c.reg.resolve(&n("ALICE".to_lowercase().as_str())),
+            Resolution::Owner(alice.address())
+        );
     }
 
     #[test]
@@ -788,6 +818,14 @@ mod tests {
         assert_eq!(ignored(c.submit(&alice, rot)), Ignored::SignerRevoked);
         // The name still points at the revoked owner, so resolvers can refuse it.
         assert_eq!(c.owner("alice"), Some(alice.address()));
+        assert_eq!(
+            c.reg.resolve(&n("alice")),
+            Resolution::Revoked {
+                owner: alice.address(),
+                block: c.block
+            }
+        );
+        assert_eq!(c.reg.resolve(&n("nobody")), Resolution::Unregistered);
         // Nothing can be handed to a revoked key.
         c.register(&bob, "bob");
         assert_eq!(
