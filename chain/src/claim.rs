@@ -469,6 +469,41 @@ mod tests {
     }
 
     #[test]
+    fn sizes_match_the_spec() {
+        // docs/protocol.md §9.3.
+        let alice = id(1);
+        let bob = id(2);
+        let len = |c: &Claim| seal(&alice, &registry(), c).unwrap().len();
+        let long = Name::parse(&["a".repeat(63), "b".repeat(63)].join(".")).unwrap();
+        assert_eq!(long.as_bytes().len(), 127);
+        assert_eq!(len(&Claim::Revocation), 149);
+        assert_eq!(
+            len(&Claim::Commit {
+                commitment: Commitment([0; 32])
+            }),
+            181
+        );
+        assert_eq!(
+            len(&Claim::rotation(&bob, &registry(), &alice.public_key()).unwrap()),
+            331
+        );
+        for name in [Name::parse("a").unwrap(), long] {
+            let n = name.as_bytes().len();
+            let reveal = Claim::Reveal {
+                name: name.clone(),
+                salt: Salt([0; 32]),
+            };
+            assert_eq!(len(&reveal), 182 + n);
+            let transfer = Claim::Transfer {
+                name,
+                seq: 0,
+                new_owner: bob.address(),
+            };
+            assert_eq!(len(&transfer), 178 + n);
+        }
+    }
+
+    #[test]
     fn commitment_binds_name_owner_and_salt() {
         let a = id(1).address();
         let b = id(2).address();

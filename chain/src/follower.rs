@@ -25,6 +25,8 @@ use crate::rpc::Client;
 pub const DEFAULT_WINDOW: u64 = 2_000;
 /// First line of a cache file.
 const CACHE_MAGIC: &str = "metanet-chain-cache 1";
+/// BLAKE3 key-derivation context of the cache's integrity line.
+const CACHE_CHECK_CONTEXT: &str = "metanet v1 chain cache check";
 
 /// How a follower reads the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,7 +306,9 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// The cache: a header, then one line per entry (`entry INDEX BLOCK HEX`).
+/// The cache: a header, then one line per entry (`entry INDEX BLOCK HEX`), then
+/// `check HEX`, a BLAKE3 hash of everything before it, so that a damaged file (a disk
+/// error, an edit) is discarded instead of replayed into a different state.
 fn encode_cache(s: &Synced) -> String {
     let p = s.registry.params();
     let mut out = format!(
@@ -324,12 +328,23 @@ fn encode_cache(s: &Synced) -> String {
             to_hex(&e.claim)
         ));
     }
+    let check = cache_check(&out);
+    out.push_str(&format!("check {check}\n"));
     out
+}
+
+fn cache_check(body: &str) -> String {
+    to_hex(blake3::derive_key(CACHE_CHECK_CONTEXT, body.as_bytes()).as_slice())
 }
 
 /// Strict decoding; any defect discards the whole cache (it is only a cache).
 fn decode_cache(text: &str) -> Option<Synced> {
-    let mut lines = text.lines();
+    let body_end = text.strip_suffix('\n')?.rfind('\n')? + 1;
+    let (body, trailer) = text.split_at(body_end);
+    if trailer != format!("check {}\n", cache_check(body)) {
+        return None;
+    }
+    let mut lines = body.lines();
     if lines.next()? != CACHE_MAGIC {
         return None;
     }

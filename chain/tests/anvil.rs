@@ -513,3 +513,68 @@ fn foreign_contract_is_refused() {
     assert!(f.registry().is_none());
     assert!(f.status().is_stale());
 }
+
+#[test]
+fn reorganization_replays_the_log() {
+    let Some(net) = Net::start("reorg") else {
+        return;
+    };
+    let alice = id(1);
+    let bob = id(2);
+    let rpc = Client::new(&net.anvil.url()).unwrap();
+    let snapshot = rpc.call("evm_snapshot", json!([])).unwrap();
+    net.register(&alice, "alice");
+    let mut f = net.follower();
+    f.poll().unwrap();
+    assert_eq!(resolve(&f, "alice"), Resolution::Owner(alice.address()));
+    // The chain drops Alice's claims and grows a different branch past her blocks.
+    assert_eq!(
+        rpc.call("evm_revert", json!([snapshot])).unwrap(),
+        json!(true)
+    );
+    net.register(&bob, "bob");
+    net.anvil.mine(5);
+    let p = f.poll().unwrap();
+    assert!(p.replayed);
+    assert_eq!(resolve(&f, "alice"), Resolution::Unregistered);
+    assert_eq!(resolve(&f, "bob"), Resolution::Owner(bob.address()));
+}
+
+#[test]
+fn broken_or_foreign_cache_is_ignored() {
+    let Some(net) = Net::start("cache") else {
+        return;
+    };
+    let alice = id(1);
+    net.register(&alice, "alice");
+    let mut f = net.follower();
+    f.poll().unwrap();
+    let dir = &net.anvil._dir.0;
+    let path = dir.join("cache");
+    f.save(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("metanet-chain-cache 1\n"));
+    let open = |path: &Path, contract| {
+        Follower::with_cache(
+            Client::new(&net.anvil.url()).unwrap(),
+            contract,
+            Config::default(),
+            path,
+        )
+    };
+    let (mut g, used) = open(&path, net.registry().contract);
+    assert!(used);
+    assert_eq!(resolve(&g, "alice"), Resolution::Owner(alice.address()));
+    assert_eq!(g.poll().unwrap().applied, 0);
+    // Another contract's cache, a truncated entry, a tampered claim: all discarded.
+    let other: EvmAddress = "0x000000000000000000000000000000000000beef"
+        .parse()
+        .unwrap();
+    assert!(!open(&path, other).1);
+    let bad = dir.join("bad");
+    std::fs::write(&bad, &text[..text.len() - 5]).unwrap();
+    assert!(!open(&bad, net.registry().contract).1);
+    std::fs::write(&bad, text.replace("entry 1 ", "entry 2 ")).unwrap();
+    assert!(!open(&bad, net.registry().contract).1);
+    assert!(!open(&dir.join("missing"), net.registry().contract).1);
+}

@@ -79,6 +79,19 @@ use rand_core::{RngCore, SeedableRng};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
 
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// A progress line: `# [seconds since start] text`.
+macro_rules! note {
+    ($($t:tt)*) => {
+        println!(
+            "# [{:6.1} s] {}",
+            START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64(),
+            format!($($t)*)
+        )
+    };
+}
+
 /// Kademlia's k: how many closer peers a node answers with.
 const K: usize = 20;
 /// Memory-transport ports start here (the port space is global to the process).
@@ -118,8 +131,11 @@ struct Args {
     /// Seconds to let the network settle after joining and after the refresh.
     #[arg(long, default_value_t = 15)]
     settle: u64,
-    /// Idle connections close after this many seconds (the daemon uses 120).
-    #[arg(long, default_value_t = 120)]
+    /// Idle connections close after this many seconds. The daemon uses 120; with that,
+    /// every node here would keep hundreds of connections open after the join (more
+    /// memory than a small machine has), while a real node, doing a lookup now and
+    /// then, opens a fresh connection for nearly every request of a lookup.
+    #[arg(long, default_value_t = 10)]
     idle_timeout: u64,
     /// Seed of every random choice (keys, topology, delays, lookups); timing still
     /// varies from run to run.
@@ -268,35 +284,37 @@ fn build_swarm(
     let rng = Arc::new(Mutex::new(rng));
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            let delayed = MemoryTransport::default().and_then(
-                move |conn: Channel<Vec<u8>>, point: ConnectedPoint| {
-                    let ms = {
-                        let mut r = lock(&rng);
-                        delays.0 + r.next_u64() % (delays.1 - delays.0 + 1)
-                    };
-                    let delay = Duration::from_millis(ms);
-                    async move {
-                        if point.is_dialer() {
-                            sleep(2 * delay).await;
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let delayed = MemoryTransport::default().and_then(
+                    move |conn: Channel<Vec<u8>>, point: ConnectedPoint| {
+                        let ms = {
+                            let mut r = lock(&rng);
+                            delays.0 + r.next_u64() % (delays.1 - delays.0 + 1)
+                        };
+                        let delay = Duration::from_millis(ms);
+                        async move {
+                            if point.is_dialer() {
+                                sleep(2 * delay).await;
+                            }
+                            Ok::<_, io::Error>(Delayed {
+                                inner: conn,
+                                delay,
+                                dead,
+                                queue: VecDeque::new(),
+                                offset: 0,
+                                eof_at: None,
+                                timer: None,
+                            })
                         }
-                        Ok::<_, io::Error>(Delayed {
-                            inner: conn,
-                            delay,
-                            dead,
-                            queue: VecDeque::new(),
-                            offset: 0,
-                            eof_at: None,
-                            timer: None,
-                        })
-                    }
-                },
-            );
-            Ok(delayed
-                .upgrade(upgrade::Version::V1Lazy)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default()))
-        })?
+                    },
+                );
+                Ok(delayed
+                    .upgrade(upgrade::Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            },
+        )?
         .with_behaviour(Behaviour::new)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
@@ -714,8 +732,8 @@ impl Sim {
         routing.sort_unstable();
         let conns: u64 = r.iter().map(|r| u64::from(r.connections)).sum();
         let records: usize = r.iter().map(|r| r.records).sum();
-        println!(
-            "# {what}: {} live nodes, routing table entries min/median/max {}/{}/{}, {} connections, {:.1} stored copies per published key",
+        note!(
+            "{what}: {} live nodes, routing table entries min/median/max {}/{}/{}, {} connections, {:.1} stored copies per published key",
             r.len(),
             routing.first().copied().unwrap_or(0),
             routing.get(routing.len() / 2).copied().unwrap_or(0),
@@ -735,7 +753,7 @@ impl Sim {
             }
             sleep(Duration::from_millis(100)).await;
         }
-        println!("# publications still running after {limit:?}");
+        note!("publications still running after {limit:?}");
     }
 
     fn publish(&mut self, p: usize, id: &Identity, seq: u64) -> anyhow::Result<()> {
@@ -914,8 +932,8 @@ fn print_table(phases: &mut [Phase]) {
     }
     for p in phases.iter() {
         if p.local > 0 || p.unknown_hops > 0 {
-            println!(
-                "# {}: {} lookups answered from the querier's own store (0 hops), {} without a reconstructed hop count; {:.0} s",
+            note!(
+                "{}: {} lookups answered from the querier's own store (0 hops), {} without a reconstructed hop count; {:.0} s",
                 p.name, p.local, p.unknown_hops, p.seconds
             );
         } else {
@@ -957,8 +975,9 @@ fn usage() -> (f64, f64) {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    println!(
-        "# dht_scale: {} nodes, {} publishers ({:.0} % publish twice), {} lookups per phase, churn {:.0} %{}, {} bootstrap peers, one-way delay {}-{} ms, join rate {}/s, seed {}",
+    START.get_or_init(std::time::Instant::now);
+    note!(
+        "dht_scale: {} nodes, {} publishers ({:.0} % publish twice), {} lookups per phase, churn {:.0} %{}, {} bootstrap peers, one-way delay {}-{} ms, join rate {}/s, seed {}",
         args.nodes,
         args.publishers,
         args.movers * 100.0,
@@ -983,8 +1002,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Join, settle, one refresh round, settle.
     sim.join(sim.args.nodes).await.context("join")?;
-    println!(
-        "# joined {} nodes in {:.0} s",
+    note!(
+        "joined {} nodes in {:.0} s",
         sim.nodes.len(),
         t0.elapsed().as_secs_f64()
     );
@@ -1032,8 +1051,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     expected += movers as u64;
     sim.puts_done(expected, Duration::from_secs(60)).await;
-    println!(
-        "# published {} records ({} again with a higher seq) in {:.0} s: {} publications ok, {} failed",
+    note!(
+        "published {} records ({} again with a higher seq) in {:.0} s: {} publications ok, {} failed",
         sim.publishers.len(),
         movers,
         t_pub.elapsed().as_secs_f64(),
@@ -1047,8 +1066,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     phases.push(sim.lookups("stable").await);
 
     let killed = sim.kill(sim.args.churn);
-    println!(
-        "# killed {killed} nodes ({:.0} %) at {:.0} s",
+    note!(
+        "killed {killed} nodes ({:.0} %) at {:.0} s",
         sim.args.churn * 100.0,
         t0.elapsed().as_secs_f64()
     );
@@ -1070,8 +1089,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     sim.describe("at the end").await;
 
     let w = &sim.world;
-    println!(
-        "# record filtering: {} stored, {} refused as invalid, {} refused as not newer, {} store full; {} invalid copies fetched",
+    note!(
+        "record filtering: {} stored, {} refused as invalid, {} refused as not newer, {} store full; {} invalid copies fetched",
         w.accepted.load(Relaxed),
         w.refused_invalid.load(Relaxed),
         w.refused_not_newer.load(Relaxed),
@@ -1080,8 +1099,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     print_table(&mut phases);
     let (cpu, rss) = usage();
-    println!(
-        "# total {:.0} s wall, {cpu:.0} s CPU, peak RSS {rss:.0} MiB",
+    note!(
+        "total {:.0} s wall, {cpu:.0} s CPU, peak RSS {rss:.0} MiB",
         t0.elapsed().as_secs_f64()
     );
     // Dead swarms and live tasks are torn down with the runtime.
