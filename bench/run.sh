@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# bench/run.sh: tunnel throughput and latency of metanet against wireguard-go and
-# boringtun, between two network namespaces on this machine, in one run.
+# bench/run.sh: tunnel throughput and latency of metanet against wireguard-go,
+# boringtun, Yggdrasil and a no-crypto TUN-to-TUN forwarder (tunfwd: the ceiling of
+# a TUN-based tunnel here), between two network namespaces on this machine, in one run.
 #
 #   bench/run.sh [--rounds N] [--duration S] [--parallel N] [--ping-count N]
-#                [--only metanet,wireguard-go,boringtun] [--out FILE]
+#                [--only metanet,wireguard-go,boringtun,yggdrasil,tunfwd] [--out FILE]
 #                [--metanet-socket-buffer BYTES] [--no-install] [--no-build] [--keep]
 #
 # For every round and tunnel: fresh namespaces mnbench-<pid>-a/-b joined by a veth
@@ -19,7 +20,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 
 ROUNDS=1 DURATION=10 PARALLEL=4 PING_COUNT=100 PING_INTERVAL=0.02 UP_TIMEOUT=30
-TUNNELS="metanet wireguard-go boringtun" OUT="" INSTALL=1 BUILD=1 KEEP=0 MN_BUFFER=""
+TUNNELS="metanet wireguard-go boringtun yggdrasil tunfwd" OUT="" INSTALL=1 BUILD=1 KEEP=0 MN_BUFFER=""
 usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -41,8 +42,8 @@ for n in "$ROUNDS" "$DURATION" "$PARALLEL" "$PING_COUNT" ${MN_BUFFER:+"$MN_BUFFE
     case "$n" in '' | *[!0-9]* | 0) echo "run.sh: counts and durations are positive integers" >&2; exit 2 ;; esac
 done
 for t in $TUNNELS; do
-    case "$t" in metanet | wireguard-go | boringtun) ;;
-        *) echo "run.sh: unknown tunnel '$t' (metanet, wireguard-go, boringtun)" >&2; exit 2 ;; esac
+    case "$t" in metanet | wireguard-go | boringtun | yggdrasil | tunfwd) ;;
+        *) echo "run.sh: unknown tunnel '$t' (metanet, wireguard-go, boringtun, yggdrasil, tunfwd)" >&2; exit 2 ;; esac
 done
 [ "$(id -u)" = 0 ] || { echo "run.sh needs root (network namespaces): sudo $0" >&2; exit 1; }
 
@@ -63,6 +64,7 @@ if [ "$INSTALL" = 1 ]; then
     done
     if want wireguard-go || want boringtun; then has wg || pkgs+=(wireguard-tools); fi
     if want wireguard-go; then has wireguard-go || pkgs+=(wireguard-go); fi
+    if want yggdrasil; then has yggdrasil || pkgs+=(yggdrasil); fi
     if [ ${#pkgs[@]} -gt 0 ]; then
         log "apt-get install ${pkgs[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -80,14 +82,21 @@ fi
 for c in iperf3 ping ip ss python3 timeout; do has "$c" || { log "'$c' is missing (run without --no-install)"; exit 1; }; done
 want wireguard-go && { has wireguard-go && has wg || { log "wireguard-go or wg is missing"; exit 1; }; }
 want boringtun && { has boringtun-cli && has wg || { log "boringtun-cli or wg is missing"; exit 1; }; }
+want yggdrasil && { has yggdrasil || { log "yggdrasil is missing"; exit 1; }; }
 
 BIN=$ROOT/target/release
-if want metanet; then
+if want metanet || want tunfwd; then
     if [ "$BUILD" = 1 ]; then
-        log "cargo build --release (metanetd, metanet)"
-        (cd "$ROOT" && timeout 3600 cargo build --release --locked --bins >&2) || { log "release build failed"; exit 1; }
+        log "cargo build --release (metanetd, metanet, the tun_forward example)"
+        (cd "$ROOT" && timeout 3600 cargo build --release --locked --bins -p metanet-daemon -p metanet-cli \
+            --example tun_forward >&2) || { log "release build failed"; exit 1; }
     fi
-    [ -x "$BIN/metanetd" ] && [ -x "$BIN/metanet" ] || { log "no release binaries in $BIN (run without --no-build)"; exit 1; }
+    if want metanet; then
+        [ -x "$BIN/metanetd" ] && [ -x "$BIN/metanet" ] || { log "no release binaries in $BIN (run without --no-build)"; exit 1; }
+    fi
+    if want tunfwd; then
+        [ -x "$BIN/examples/tun_forward" ] || { log "no $BIN/examples/tun_forward (run without --no-build)"; exit 1; }
+    fi
 fi
 
 # One run at a time: two would measure each other.
@@ -265,6 +274,51 @@ start_boringtun() {
         --log "$WORK/boringtun-$2.inner.log" --verbosity error "$2"
 }
 up_boringtun() { wg_pair "bt$$a" "bt$$b" 51822 start_boringtun; }
+
+# Yggdrasil (Debian package): two nodes peered directly over the veth with TCP (B
+# listens, A dials), multicast discovery and the admin socket off, its own defaults
+# otherwise (its TUN MTU is 65535: TCP links carry whole super-packets).
+version_yggdrasil() { echo "yggdrasil $(dpkg-query -W -f '${Version}' yggdrasil 2>/dev/null)"; }
+ygg_conf() { # ygg_conf a|b IFNAME OUTFILE
+    timeout 20 yggdrasil -genconf -json >"$3.gen" || return 1
+    python3 - "$1" "$2" "$3.gen" "$3" "$UNDER_B" <<'PY' || return 1
+import json, sys
+side, ifname, src, dst, under_b = sys.argv[1:]
+c = json.load(open(src))
+c.update(MulticastInterfaces=[], AdminListen="none", IfName=ifname, NodeInfoPrivacy=True,
+         InterfacePeers={})
+peer = "tcp://%s:23456" % under_b
+c["Listen"], c["Peers"] = ([peer], []) if side == "b" else ([], [peer])
+json.dump(c, open(dst, "w"))
+PY
+    chmod 600 "$3"
+    rm -f "$3.gen"
+}
+ygg_listening() { ip netns exec "$NS_B" ss -Hltn 'sport = :23456' | grep -q .; }
+up_yggdrasil() {
+    ygg_conf a "ygg$$a" "$WORK/ygg-a.json" && ygg_conf b "ygg$$b" "$WORK/ygg-b.json" || return 1
+    OVERLAY_B=$(timeout 10 yggdrasil -useconffile "$WORK/ygg-b.json" -address) || return 1
+    spawn "$NS_B" yggdrasil-b yggdrasil -useconffile "$WORK/ygg-b.json" -logto stdout
+    # A dials once at start and then backs off: B must listen first.
+    wait_for 15 "yggdrasil listener" ygg_listening || return 1
+    spawn "$NS_A" yggdrasil-a yggdrasil -useconffile "$WORK/ygg-a.json" -logto stdout
+    wait_for 15 "device ygg$$a" ip -n "$NS_A" link show "ygg$$a" || return 1
+    DEV_A=ygg$$a
+}
+
+# tunfwd: the ceiling. One process (daemon/examples/tun_forward.rs) holds a TUN device
+# in each namespace and copies packets between them with metanetd's tun-rs offload
+# and batching, but no crypto and no UDP. Same MTU and IPv6 as the others.
+version_tunfwd() { echo "tun_forward example, commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)"; }
+up_tunfwd() {
+    spawn "$NS_A" tunfwd "$BIN/examples/tun_forward" tfa tfb 1420
+    wait_for 10 "tun_forward devices" ip -n "$NS_A" link show tfb || return 1
+    ip -n "$NS_A" link set tfb netns "$NS_B" || return 1
+    ip -n "$NS_A" addr add fd00:6d6e:6206::1/64 dev tfa nodad || return 1
+    ip -n "$NS_B" addr add fd00:6d6e:6206::2/64 dev tfb nodad || return 1
+    ip -n "$NS_A" link set tfa up && ip -n "$NS_B" link set tfb up || return 1
+    OVERLAY_B=fd00:6d6e:6206::2 DEV_A=tfa
+}
 
 # ---- measuring one tunnel -------------------------------------------------------------
 info() { printf '%s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n' ' ')" >>"$MEASURE_DIR/info"; }

@@ -27,17 +27,6 @@ fn link_mtu(pair: &Pair, dev: &str) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn counter(d: &Daemon, name: &str) -> u64 {
-    let v = d.request(r#"{"id":5,"method":"status"}"#).unwrap();
-    v["result"]["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c[0] == name)
-        .and_then(|c| c[1].as_u64())
-        .unwrap_or(0)
-}
-
 #[test]
 fn tunnel_mtu_follows_the_underlay() {
     if !root_or_skip("tunnel_mtu_follows_the_underlay") {
@@ -94,7 +83,7 @@ fn oversized_packets_get_packet_too_big_and_tcp_still_flows() {
         text.contains("mtu=1320") || text.contains("mtu = 1320"),
         "no Packet Too Big with the MTU that fits: {text}"
     );
-    assert!(counter(&a, "too_big") > 0);
+    assert!(a.counter("too_big") > 0);
     // TCP discovers the path MTU and moves data intact.
     let (rx, out_file) = tcp_receiver(&pair.b, &tmp, &ip_b);
     let progress = tmp.0.join("progress");
