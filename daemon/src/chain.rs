@@ -731,6 +731,9 @@ impl Daemon {
         let rec = reg
             .name(&name)
             .ok_or_else(|| unregistered(&name, &status))?;
+        if let Some(e) = refusal(&reg, &rec.owner, &format!("the owner of `{name}`")) {
+            return Err(e);
+        }
         let to = self.target(to)?;
         let Some(local) = self.names.iter().map(|(_, l)| *l).find(|l| {
             self.node
