@@ -35,6 +35,7 @@ use metanet_chain::tx::FundingKey;
 use metanet_chain::{EvmAddress, KeyStatus, Name, Outcome, Registry, Resolution};
 use metanet_proto::address::Ipv6Prefix;
 use metanet_proto::control::{self as api, ChainStatus, ErrorKind, NameInfo, NameStatus, Reply};
+use metanet_proto::node::{Command, LocalId};
 use metanet_proto::Address;
 
 use crate::{dns, err, Daemon, ReplyTo};
@@ -632,6 +633,31 @@ impl Daemon {
         let (reg, _) = self.chain.as_ref()?.snapshot();
         let reg = reg?;
         refusal(&reg, address, &address.to_string())
+    }
+
+    /// Peers whose key the chain revoked lose their sessions (§9.6); run from
+    /// housekeeping against the current view.
+    pub(crate) fn drop_revoked_peers(&mut self) {
+        let Some(chain) = &self.chain else {
+            return;
+        };
+        let (Some(reg), _) = chain.snapshot() else {
+            return;
+        };
+        let now = self.now();
+        let revoked: Vec<(LocalId, Address)> = self
+            .node
+            .peers(now)
+            .into_iter()
+            .filter(|p| matches!(reg.key_status(&p.address), KeyStatus::Revoked { .. }))
+            .map(|p| (p.local, p.address))
+            .collect();
+        for (local, address) in revoked {
+            tracing::warn!(peer = %address, "peer's key is revoked on chain: session dropped");
+            let _ = self
+                .node
+                .handle_command(now, Command::RemovePeer { local, address });
+        }
     }
 
     fn locals(&self) -> Vec<(String, Address)> {

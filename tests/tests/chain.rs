@@ -371,6 +371,20 @@ fn registered_name_reaches_its_owner_and_revoked_ids_are_refused() {
     let addr_c = carol["address"].as_str().unwrap().to_owned();
     let reg = json(&a.cli(&["--json", "name", "register", "carol", "--identity", "carol"]));
     assert_eq!(reg["owner"], addr_c.as_str());
+    // B reaches carol by name before the revocation.
+    assert!(
+        wait_for(Duration::from_secs(15), || show(b, "carol").is_some()),
+        "B does not see carol: {}",
+        log(b)
+    );
+    let ip_c = carol["ipv6"].as_str().unwrap().to_owned();
+    let out = b.cli(&["connect", "carol"]);
+    assert!(out.status.success(), "connect carol: {}", text(&out));
+    assert!(
+        wait_for(Duration::from_secs(10), || ping(&net.lan.hosts[1], &ip_c)),
+        "B cannot ping carol: {}",
+        log(b)
+    );
     let unconfirmed = a.cli(&["id", "revoke", "carol"]);
     assert_eq!(unconfirmed.status.code(), Some(2), "{}", text(&unconfirmed));
     assert!(
@@ -394,6 +408,19 @@ fn registered_name_reaches_its_owner_and_revoked_ids_are_refused() {
     }
     let out = b.cli(&["resolve", &addr_c]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let out = net.cli_in(1, &["ping", "carol", "-c", "1"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    // The session B had with carol is gone, and traffic to her is not let through.
+    assert!(
+        wait_for(Duration::from_secs(10), || !text(&b.cli(&["peers"]))
+            .contains(&addr_c)),
+        "B still has a session with revoked carol: {}",
+        log(b)
+    );
+    assert!(
+        !ping(&net.lan.hosts[1], &ip_c),
+        "revoked carol still answers"
+    );
     assert!(net.dig(1, "carol.meta").contains("NXDOMAIN"));
     // A revoked name cannot move any more.
     let out = a.cli(&["name", "transfer", "carol", &addr_a]);

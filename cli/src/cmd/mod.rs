@@ -156,11 +156,15 @@ fn name_owner(client: &Client, name: &Name) -> anyhow::Result<Address> {
         name: name.to_string(),
     })?;
     if info.status == NameStatus::Revoked {
-        anyhow::bail!(
-            "`{name}` belongs to {}, whose key was revoked on chain in block {}: metanet refuses to use it",
-            info.owner,
-            info.revoked_block.unwrap_or_default()
-        );
+        return Err(crate::client::Error::Daemon(metanet_proto::control::Error {
+            kind: metanet_proto::control::ErrorKind::Refused,
+            message: format!(
+                "`{name}` belongs to {}, whose key was revoked on chain in block {}: metanet refuses to use it",
+                info.owner,
+                info.revoked_block.unwrap_or_default()
+            ),
+        })
+        .into());
     }
     info.owner
         .parse::<Address>()
