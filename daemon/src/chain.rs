@@ -7,11 +7,11 @@
 //! - the **follower thread** owns a [`Follower`] (behind a mutex it shares with the
 //!   writer) and runs one round every [`POLL_INTERVAL`]. After a round that changed the
 //!   log it saves the cache in the state directory (atomically) and publishes a
-//!   [`View`]: the replayed registry (an `Arc`, swapped whole) and the freshness
+//!   `View`: the replayed registry (an `Arc`, swapped whole) and the freshness
 //!   status; it also refills the DNS view's name table. A failed round changes nothing
 //!   but the status, so the daemon keeps answering from what it has and reports it as
 //!   stale.
-//! - the **writer thread** (only with a funding key) takes [`Write`] jobs from a
+//! - the **writer thread** (only with a funding key) takes `Write` jobs from a
 //!   bounded queue, one at a time so that the funding account's nonces never collide:
 //!   it submits the claims, waits until they are mined, runs a follower round and
 //!   answers the control request with what the replayed log says (applied, or the

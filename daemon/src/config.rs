@@ -205,3 +205,46 @@ impl File {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const CONTRACT: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
+
+    #[test]
+    fn chain_settings_merge_flags_over_the_file_and_go_together() {
+        let file: File = toml::from_str(&format!(
+            "chain-rpc = \"http://127.0.0.1:8545\"\nchain-contract = \"{CONTRACT}\"\nchain-key = \"/k\"\n"
+        ))
+        .unwrap();
+        file.validate(Path::new("f")).unwrap();
+        let c = file.chain(None, None, None).unwrap().unwrap();
+        assert_eq!(c.rpc, "http://127.0.0.1:8545");
+        assert_eq!(c.contract.to_string(), CONTRACT);
+        assert_eq!(c.key, Some(PathBuf::from("/k")));
+        let c = file
+            .chain(Some("http://198.18.0.1:1".into()), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.rpc, "http://198.18.0.1:1");
+
+        let none = File::default();
+        assert_eq!(none.chain(None, None, None).unwrap(), None);
+        let e = none
+            .chain(Some("http://127.0.0.1:8545".into()), None, None)
+            .unwrap_err();
+        assert!(e.contains("--chain-contract"), "{e}");
+        let e = none.chain(None, None, Some("/k".into())).unwrap_err();
+        assert!(e.contains("--chain-rpc"), "{e}");
+    }
+
+    #[test]
+    fn bad_or_unknown_chain_keys_are_refused() {
+        let file: File = toml::from_str("chain-contract = \"0x1234\"\n").unwrap();
+        let e = file.validate(Path::new("f")).unwrap_err().to_string();
+        assert!(e.contains("chain-contract"), "{e}");
+        assert!(toml::from_str::<File>("chain-url = \"http://x\"\n").is_err());
+    }
+}

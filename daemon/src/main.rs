@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, value_name = "N")]
     dht_port: Option<u16>,
     /// A DHT node to join through (multiaddr, e.g. /ip4/198.18.0.1/tcp/51821, with an
-    /// optional /p2p/<peer id>). Repeatable; adds to the config file's `bootstrap`.
+    /// optional `/p2p/<peer id>`). Repeatable; adds to the config file's `bootstrap`.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<libp2p::Multiaddr>,
     /// Where the `.meta` DNS view listens (default: the first identity's overlay IPv6,
