@@ -161,15 +161,17 @@ fn check_invariants(r: &Registry, ids: &[Identity]) {
 }
 
 /// The random logs must exercise every effect, or the property above proves little.
+/// A fixed seed: with a fresh one each run, transfers (which need a registered name and
+/// its exact `seq`) were occasionally never drawn in 64 logs.
 #[test]
 fn random_logs_reach_every_effect() {
     use metanet_chain::registry::Effect;
-    use proptest::test_runner::{Config, TestRunner};
+    use proptest::test_runner::TestRunner;
     let ids = ids();
-    let mut runner = TestRunner::new(Config::default());
+    let mut runner = TestRunner::deterministic();
     let mut seen = [0usize; 5];
     let strategy = proptest::collection::vec((op(), 0..3u64), 40..60);
-    for _ in 0..64 {
+    for _ in 0..256 {
         let ops = strategy.new_tree(&mut runner).unwrap().current();
         let mut reg = Registry::new(params());
         let mut block = 1;

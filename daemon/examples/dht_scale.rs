@@ -1038,15 +1038,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let base_seq = unix_now().as_nanos() / 1_000_000;
     let t_pub = Instant::now();
-    for p in 0..sim.publishers.len() {
-        sim.publish(p, &ids[p], base_seq)?;
+    for (p, id) in ids.iter().enumerate() {
+        sim.publish(p, id, base_seq)?;
         sleep(Duration::from_millis(5)).await;
     }
     let mut expected = sim.publishers.len() as u64;
     sim.puts_done(expected, Duration::from_secs(120)).await;
     let movers = ((sim.publishers.len() as f64) * sim.args.movers).round() as usize;
-    for p in 0..movers {
-        sim.publish(p, &ids[p], base_seq + 1)?;
+    for (p, id) in ids.iter().enumerate().take(movers) {
+        sim.publish(p, id, base_seq + 1)?;
         sleep(Duration::from_millis(5)).await;
     }
     expected += movers as u64;
