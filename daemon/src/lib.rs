@@ -142,6 +142,13 @@ struct Waiting {
 pub async fn run(opts: Options) -> Result<(), Error> {
     let state = state::StateDir::open(&opts.state_dir)?;
     let identities = state.load_identities()?;
+    // Before any device exists, so that a bad funding key or RPC URL changes nothing.
+    let chain_names: dns::Names = Default::default();
+    let chain = opts
+        .chain
+        .clone()
+        .map(|c| chain::Handle::spawn(c, &opts.state_dir, chain_names.clone()))
+        .transpose()?;
     let origin = std::time::Instant::now();
     let mut seed = [0u8; 32];
     seed.copy_from_slice(&state::random64()?[..32]);
@@ -202,12 +209,6 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     )?;
     tracing::info!(peer_id = %dht.status().peer_id, port = opts.dht_port, "DHT node started");
     let server = tokio::spawn(control::serve(listener, jobs_tx));
-    let chain_names: dns::Names = Default::default();
-    let chain = opts
-        .chain
-        .clone()
-        .map(|c| chain::Handle::spawn(c, &opts.state_dir, chain_names.clone()))
-        .transpose()?;
     let dns_task = start_dns(&opts, first_ip, chain_names.clone()).await?;
     let reg = registry::Registry::new(opts.identities.clone());
 

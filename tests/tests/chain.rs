@@ -366,6 +366,31 @@ fn registered_name_reaches_its_owner_and_revoked_ids_are_refused() {
     let out = net.cli_in(1, &["ping", "alice", "-c", "2", "-W", "2"]);
     assert!(out.status.success(), "metanet ping alice: {}", text(&out));
 
+    // A registers `dave` and hands it to B; B now holds it, A cannot move it again.
+    let (addr_b, _) = b.identity();
+    json(&a.cli(&["--json", "name", "register", "dave"]));
+    let moved = json(&a.cli(&["--json", "name", "transfer", "dave", &addr_b]));
+    assert_eq!(moved["owner"], addr_b.as_str());
+    assert_eq!(moved["seq"], 1);
+    assert_eq!(
+        moved["identity"],
+        serde_json::Value::Null,
+        "not A's any more"
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            let out = b.cli(&["--json", "name", "list", "--mine"]);
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .is_ok_and(|v| v[0]["name"] == "dave" && v[0]["identity"] == "default")
+        }),
+        "B does not hold dave: {}",
+        log(b)
+    );
+    let again = a.cli(&["name", "transfer", "dave", &addr_a]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("only its owner"), "{}", text(&again));
+
     // A second identity of A gets a name, then is revoked.
     let carol = json(&a.cli(&["--json", "id", "new", "carol"]));
     let addr_c = carol["address"].as_str().unwrap().to_owned();
@@ -484,4 +509,79 @@ fn names_keep_answering_while_the_chain_node_is_down() {
         chain_status(a)
     );
     assert_eq!(show(a, "alice").unwrap()["stale"], false);
+}
+
+#[test]
+fn names_without_a_chain_say_how_to_configure_one() {
+    if !root_or_skip("names_without_a_chain_say_how_to_configure_one") {
+        return;
+    }
+    let (lan, tmp) = (Lan::new(1), TempDir::new());
+    let ns = &lan.hosts[0];
+    // Incomplete or unusable chain settings stop metanetd with exit code 2.
+    let loose = tmp.0.join("loose.key");
+    std::fs::write(&loose, DEV_KEY).unwrap();
+    let contract = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--chain-rpc", "http://198.18.0.9:8545"],
+            "--chain-contract",
+        ),
+        (
+            &[
+                "--chain-rpc",
+                "https://198.18.0.9",
+                "--chain-contract",
+                contract,
+            ],
+            "no TLS",
+        ),
+        (
+            &[
+                "--chain-rpc",
+                "http://198.18.0.9:8545",
+                "--chain-contract",
+                contract,
+                "--chain-key",
+                loose.to_str().unwrap(),
+            ],
+            "chmod 600",
+        ),
+    ];
+    for (i, (flags, want)) in cases.into_iter().enumerate() {
+        let dir = tmp.0.join(format!("bad{i}"));
+        let out = ns
+            .cmd(Path::new("timeout"))
+            .arg("20")
+            .arg(bin("metanetd"))
+            .args(["--config", "/dev/null", "--tun", &format!("mncb{i}")])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--socket")
+            .arg(dir.join("s"))
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", text(&out));
+        assert!(text(&out).contains(want), "{flags:?}: {}", text(&out));
+    }
+
+    // Without a chain, names are refused with the flags that would enable them.
+    let d = Daemon::start(ns, &tmp.0.join("d"), "mncn");
+    for args in [
+        &["connect", "alice"][..],
+        &["resolve", "alice"],
+        &["name", "show", "alice"],
+        &["name", "register", "alice"],
+        &["id", "revoke", "--yes"],
+    ] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("--chain-rpc"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    assert!(chain_status(&d).is_null());
 }
