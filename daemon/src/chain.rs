@@ -27,11 +27,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metanet_chain::claim::{self, Claim, Commitment, Salt};
-use metanet_chain::contract;
 use metanet_chain::follower::{self, Follower, Status};
 use metanet_chain::registry::{Effect, Ignored};
 use metanet_chain::rpc::Client;
 use metanet_chain::tx::FundingKey;
+use metanet_chain::{contract, eth};
 use metanet_chain::{EvmAddress, KeyStatus, Name, Outcome, Registry, Resolution};
 use metanet_proto::address::Ipv6Prefix;
 use metanet_proto::control::{self as api, ChainStatus, ErrorKind, NameInfo, NameStatus, Reply};
@@ -46,7 +46,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one transaction may take to be mined.
 const MINE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest wait for one block of the reveal delay.
+/// Longest wait for the next block during the reveal delay.
 const BLOCK_WAIT: Duration = Duration::from_secs(60);
 /// Write jobs queued at most (each takes a few blocks).
 const MAX_QUEUED_WRITES: usize = 8;
@@ -372,9 +372,7 @@ fn carry_out(
         } => {
             let committed = submit(commit)?;
             tracing::info!(%name, block = committed, "name commit mined; waiting the reveal delay");
-            let wait = BLOCK_WAIT.saturating_mul(u32::try_from(*delay).unwrap_or(u32::MAX));
-            contract::wait_for_block(client, committed.saturating_add(*delay), wait)
-                .map_err(fail)?;
+            wait_for_block(client, committed.saturating_add(*delay)).map_err(fail)?;
             let revealed = submit(reveal)?;
             tracing::info!(%name, block = revealed, "name reveal mined");
             let outcome = outcome_of(shared, reveal, revealed)?;
@@ -400,6 +398,24 @@ fn carry_out(
                 block,
             })
         }
+    }
+}
+
+/// Wait until the node's head reaches `target`, as long as blocks keep coming: fail
+/// after [`BLOCK_WAIT`] without a new block.
+fn wait_for_block(client: &Client, target: u64) -> Result<(), contract::Error> {
+    let mut last = (eth::block_number(client)?, Instant::now());
+    loop {
+        let head = eth::block_number(client)?;
+        if head >= target {
+            return Ok(());
+        }
+        if head > last.0 {
+            last = (head, Instant::now());
+        } else if last.1.elapsed() >= BLOCK_WAIT {
+            return Err(contract::Error::BlockNotReached(target, BLOCK_WAIT));
+        }
+        std::thread::sleep(POLL_INTERVAL / 4);
     }
 }
 
@@ -479,6 +495,7 @@ fn chain_error(e: &contract::Error, url: &str, key: &FundingKey) -> api::Error {
             "check that the funding account {} holds ether for gas",
             key.address()
         ),
+        contract::Error::BlockNotReached(..) => "the chain makes no new blocks: a development node must mine on its own (anvil --block-time 1)".into(),
         _ => "see `metanet status`".into(),
     };
     err(ErrorKind::Internal, &format!("chain: {e}: {hint}"))
