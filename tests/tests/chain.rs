@@ -366,6 +366,22 @@ fn registered_name_reaches_its_owner_and_revoked_ids_are_refused() {
     let out = net.cli_in(1, &["ping", "alice", "-c", "2", "-W", "2"]);
     assert!(out.status.success(), "metanet ping alice: {}", text(&out));
 
+    // A sub-name: only the owner of `alice` creates `shop.alice`.
+    let out = b.cli(&["name", "register", "shop.alice"]);
+    assert!(
+        text(&out).contains("only the owner of `alice`"),
+        "{}",
+        text(&out)
+    );
+    let sub = json(&a.cli(&["--json", "name", "register", "shop.alice"]));
+    assert_eq!(sub["owner"], addr_a.as_str());
+    assert!(
+        wait_for(Duration::from_secs(15), || net
+            .dig_short(1, "shop.alice.meta")
+            == ip_a),
+        "shop.alice.meta does not resolve on B"
+    );
+
     // A registers `dave` and hands it to B; B now holds it, A cannot move it again.
     let (addr_b, _) = b.identity();
     json(&a.cli(&["--json", "name", "register", "dave"]));
