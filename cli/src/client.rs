@@ -82,7 +82,6 @@ impl Client {
     }
 
     /// Use `timeout` for each write and read instead of [`DEFAULT_TIMEOUT`].
-    #[cfg(test)]
     pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -182,6 +181,35 @@ impl Client {
         })? {
             Reply::Record(record) => Ok(record),
             other => Err(self.unexpected("resolve", &other)),
+        }
+    }
+
+    /// Send a command whose answer is one chain name (`NameShow`, `NameRegister`,
+    /// `NameTransfer`).
+    pub(crate) fn name(&self, command: Command) -> Result<control::NameInfo, Error> {
+        match self.request(command)? {
+            Reply::Name(info) => Ok(info),
+            other => Err(self.unexpected("a name", &other)),
+        }
+    }
+
+    /// Registered chain names.
+    pub(crate) fn names(&self, mine: bool) -> Result<Vec<control::NameInfo>, Error> {
+        match self.request(Command::NameList { mine })? {
+            Reply::Names { names } => Ok(names),
+            other => Err(self.unexpected("name_list", &other)),
+        }
+    }
+
+    /// Revoke an identity's key on the chain: (identity, address, block).
+    pub(crate) fn revoke(&self, name: Option<String>) -> Result<(String, String, u64), Error> {
+        match self.request(Command::IdRevoke { name })? {
+            Reply::Revoked {
+                identity,
+                address,
+                block,
+            } => Ok((identity, address, block)),
+            other => Err(self.unexpected("id_revoke", &other)),
         }
     }
 

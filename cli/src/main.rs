@@ -10,7 +10,8 @@
 //! | 2 | usage error or bad input (malformed address, name, secret, endpoint) |
 //! | 3 | metanetd is not running (no socket, or nobody listening on it) |
 //! | 4 | permission denied (control socket or state directory) |
-//! | 5 | not found (identity, peer) |
+//! | 5 | not found (identity, peer, name) |
+//! | 6 | refused by the chain registry (a revoked or rotated key) |
 //!
 //! The CLI talks to metanetd only through its control socket (`proto::control`); it
 //! never links the daemon. Identity commands fall back to the state directory when
@@ -66,6 +67,12 @@ enum Command {
     Ping(cmd::ping::Args),
     /// Look up a peer's verified record in the registry (DHT): endpoints, services, keys.
     Resolve(cmd::resolve::Args),
+    /// Names on the chain registry: register, transfer, show, list.
+    #[command(subcommand)]
+    Name(cmd::name::Command),
+    /// The chain registry itself: deploy the contract.
+    #[command(subcommand)]
+    Chain(cmd::chain::Command),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +99,8 @@ fn main() -> ExitCode {
         Command::Peers => cmd::peers::run(&ctx, &mut out),
         Command::Ping(a) => cmd::ping::run(&ctx, a, &mut out),
         Command::Resolve(a) => cmd::resolve::run(&ctx, a, &mut out),
+        Command::Name(c) => cmd::name::run(&ctx, c, &mut out),
+        Command::Chain(c) => cmd::chain::run(&ctx, c, &mut out),
     }
     .and_then(|()| Ok(out.flush()?));
     match result {
@@ -112,6 +121,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     const NOT_RUNNING: u8 = 3;
     const DENIED: u8 = 4;
     const NOT_FOUND: u8 = 5;
+    const REFUSED: u8 = 6;
     for cause in err.chain() {
         if cause.is::<BadInput>() {
             return USAGE;
@@ -123,6 +133,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 client::Error::Daemon(e) => match e.kind {
                     ErrorKind::BadRequest => USAGE,
                     ErrorKind::NotFound => NOT_FOUND,
+                    ErrorKind::Refused => REFUSED,
                     ErrorKind::AlreadyExists | ErrorKind::Internal => FAILURE,
                 },
                 client::Error::Timeout { .. }
@@ -247,6 +258,33 @@ mod tests {
         .is_err());
         assert!(parse(&["id", "import", "x", "--secret-file", "-"]).is_ok());
         assert!(parse(&["disconnect"]).is_err());
+        match parse(&["name", "list", "--mine"]).unwrap().command {
+            Command::Name(cmd::name::Command::List { mine }) => assert!(mine),
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "chain",
+            "deploy",
+            "--rpc",
+            "http://127.0.0.1:8545",
+            "--key",
+            "k",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Chain(cmd::chain::Command::Deploy {
+                min_reveal_delay, ..
+            }) => assert_eq!(min_reveal_delay, 3),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["chain", "deploy", "--rpc", "http://x"]).is_err());
+        match parse(&["id", "revoke", "--yes"]).unwrap().command {
+            Command::Id(cmd::id::Command::Revoke { name, yes }) => {
+                assert!(name.is_none() && yes)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -282,6 +320,7 @@ mod tests {
         assert_eq!(code(daemon(ErrorKind::NotFound).into()), 5);
         assert_eq!(code(daemon(ErrorKind::BadRequest).into()), 2);
         assert_eq!(code(daemon(ErrorKind::Internal).into()), 1);
+        assert_eq!(code(daemon(ErrorKind::Refused).into()), 6);
         assert_eq!(code(state::Error::BadName("..".into()).into()), 2);
         assert_eq!(
             code(

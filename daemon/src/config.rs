@@ -49,6 +49,15 @@ pub struct File {
     /// Where the `.meta` DNS view listens. Default: the first identity's overlay IPv6,
     /// port 53.
     pub dns_listen: Option<SocketAddr>,
+    /// JSON-RPC node of the chain registry (`http://HOST:PORT`). Default: none (no
+    /// names, no revocation checks). Needs `chain-contract`.
+    pub chain_rpc: Option<String>,
+    /// Address of the `MetanetRegistry` contract (`0x…`, from `metanet chain deploy`).
+    pub chain_contract: Option<String>,
+    /// File holding the funding key: 64 hex digits of an EVM account key (mode 0600)
+    /// that pays gas for name registrations, transfers and revocations. Default: none
+    /// (the daemon follows the chain but submits nothing).
+    pub chain_key: Option<PathBuf>,
     /// Peers to connect to at start.
     #[serde(default)]
     pub peer: Vec<StaticPeer>,
@@ -99,6 +108,37 @@ pub enum Error {
 }
 
 impl File {
+    /// The chain client's settings: flags (`rpc`, `contract`, `key`) over the file's.
+    /// RPC URL and contract go together; a key needs both.
+    pub fn chain(
+        &self,
+        rpc: Option<String>,
+        contract: Option<metanet_chain::EvmAddress>,
+        key: Option<PathBuf>,
+    ) -> Result<Option<crate::chain::Config>, String> {
+        let rpc = rpc.or_else(|| self.chain_rpc.clone());
+        let contract = match contract {
+            Some(c) => Some(c),
+            None => self
+                .chain_contract
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| format!("chain-contract: {e}"))?,
+        };
+        let key = key.or_else(|| self.chain_key.clone());
+        match (rpc, contract) {
+            (Some(rpc), Some(contract)) => Ok(Some(crate::chain::Config { rpc, contract, key })),
+            (None, None) if key.is_none() => Ok(None),
+            (None, None) => Err("--chain-key needs --chain-rpc URL and --chain-contract ADDR".into()),
+            (Some(_), None) => Err(
+                "--chain-rpc needs --chain-contract ADDR too (deploy one with `metanet chain deploy`)"
+                    .into(),
+            ),
+            (None, Some(_)) => Err("--chain-contract needs --chain-rpc URL too".into()),
+        }
+    }
+
     /// Check what serde cannot: multiaddrs, service names, duplicate identities.
     pub fn validate(&self, path: &Path) -> Result<(), Error> {
         let bad = |message: String| Error::Parse {
@@ -108,6 +148,10 @@ impl File {
         for b in &self.bootstrap {
             b.parse::<libp2p::Multiaddr>()
                 .map_err(|e| bad(format!("bootstrap `{b}` is not a multiaddr: {e}")))?;
+        }
+        if let Some(c) = &self.chain_contract {
+            c.parse::<metanet_chain::EvmAddress>()
+                .map_err(|e| bad(format!("chain-contract `{c}`: {e}")))?;
         }
         let mut seen = std::collections::HashSet::new();
         for id in &self.identity {
@@ -159,5 +203,48 @@ impl File {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const CONTRACT: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
+
+    #[test]
+    fn chain_settings_merge_flags_over_the_file_and_go_together() {
+        let file: File = toml::from_str(&format!(
+            "chain-rpc = \"http://127.0.0.1:8545\"\nchain-contract = \"{CONTRACT}\"\nchain-key = \"/k\"\n"
+        ))
+        .unwrap();
+        file.validate(Path::new("f")).unwrap();
+        let c = file.chain(None, None, None).unwrap().unwrap();
+        assert_eq!(c.rpc, "http://127.0.0.1:8545");
+        assert_eq!(c.contract.to_string(), CONTRACT);
+        assert_eq!(c.key, Some(PathBuf::from("/k")));
+        let c = file
+            .chain(Some("http://198.18.0.1:1".into()), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.rpc, "http://198.18.0.1:1");
+
+        let none = File::default();
+        assert_eq!(none.chain(None, None, None).unwrap(), None);
+        let e = none
+            .chain(Some("http://127.0.0.1:8545".into()), None, None)
+            .unwrap_err();
+        assert!(e.contains("--chain-contract"), "{e}");
+        let e = none.chain(None, None, Some("/k".into())).unwrap_err();
+        assert!(e.contains("--chain-rpc"), "{e}");
+    }
+
+    #[test]
+    fn bad_or_unknown_chain_keys_are_refused() {
+        let file: File = toml::from_str("chain-contract = \"0x1234\"\n").unwrap();
+        let e = file.validate(Path::new("f")).unwrap_err().to_string();
+        assert!(e.contains("chain-contract"), "{e}");
+        assert!(toml::from_str::<File>("chain-url = \"http://x\"\n").is_err());
     }
 }

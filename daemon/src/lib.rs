@@ -6,6 +6,7 @@
 //! `unsafe` lives only in [`sys`].
 
 mod batch;
+pub mod chain;
 pub mod config;
 pub mod control;
 pub mod dht;
@@ -47,6 +48,8 @@ pub struct Options {
     pub dns_listen: Option<SocketAddr>,
     /// The config file, and whether it was named explicitly (SIGHUP re-reads it).
     pub config: (PathBuf, bool),
+    /// The chain registry client, when configured.
+    pub chain: Option<chain::Config>,
 }
 
 /// Why the daemon stopped with an error; `exit_code` maps it for the binary.
@@ -67,6 +70,8 @@ pub enum Error {
     Peer(String, String),
     #[error(transparent)]
     Dht(#[from] dht::Error),
+    #[error(transparent)]
+    Chain(#[from] chain::Error),
     #[error("cannot serve DNS on {addr}: {source}")]
     Dns {
         addr: SocketAddr,
@@ -81,6 +86,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::State(_) | Error::Peer(..) => 2,
+            Error::Chain(chain::Error::Rpc(_) | chain::Error::Key(_)) => 2,
             Error::Control(control::Error::InUse(_)) => 3,
             Error::Udp { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => 3,
             Error::Dht(dht::Error::Listen { .. }) => 3,
@@ -113,6 +119,8 @@ struct Daemon {
     reg: registry::Registry,
     /// Packets to write to the TUN (ICMPv6 errors), sent after each loop turn.
     tun_out: Vec<Vec<u8>>,
+    /// The chain registry client (names, revocations), when configured.
+    chain: Option<chain::Handle>,
 }
 
 /// How long a `connect` request waits for its session before it is answered as still
@@ -134,6 +142,13 @@ struct Waiting {
 pub async fn run(opts: Options) -> Result<(), Error> {
     let state = state::StateDir::open(&opts.state_dir)?;
     let identities = state.load_identities()?;
+    // Before any device exists, so that a bad funding key or RPC URL changes nothing.
+    let chain_names: dns::Names = Default::default();
+    let chain = opts
+        .chain
+        .clone()
+        .map(|c| chain::Handle::spawn(c, &opts.state_dir, chain_names.clone()))
+        .transpose()?;
     let origin = std::time::Instant::now();
     let mut seed = [0u8; 32];
     seed.copy_from_slice(&state::random64()?[..32]);
@@ -194,7 +209,6 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     )?;
     tracing::info!(peer_id = %dht.status().peer_id, port = opts.dht_port, "DHT node started");
     let server = tokio::spawn(control::serve(listener, jobs_tx));
-    let chain_names: dns::Names = Default::default();
     let dns_task = start_dns(&opts, first_ip, chain_names.clone()).await?;
     let reg = registry::Registry::new(opts.identities.clone());
 
@@ -213,6 +227,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         dht: Some(dht),
         reg,
         tun_out: Vec::new(),
+        chain,
     };
     d.housekeeping();
     for p in std::mem::take(&mut d.opts.static_peers) {
@@ -580,6 +595,7 @@ impl Daemon {
                     peers: self.peer_infos(),
                     counters,
                     dht: self.dht.as_ref().map(dht::Handle::status),
+                    chain: self.chain_status(),
                 }))
             }
             api::Command::Peers => Ok(Reply::Peers {
@@ -647,7 +663,7 @@ impl Daemon {
                 endpoint,
                 identity,
             } => {
-                let address = parse_address(&address)?;
+                let address = self.target(&address)?;
                 let local = self.local_named(identity.as_deref())?;
                 let Some(endpoint) = endpoint else {
                     return Err(err(
@@ -671,8 +687,16 @@ impl Daemon {
                 ErrorKind::Internal,
                 "resolve is answered by the registry",
             )),
+            api::Command::NameRegister { .. }
+            | api::Command::NameTransfer { .. }
+            | api::Command::NameShow { .. }
+            | api::Command::NameList { .. }
+            | api::Command::IdRevoke { .. } => Err(err(
+                ErrorKind::Internal,
+                "chain commands are answered by the chain client",
+            )),
             api::Command::Disconnect { address, identity } => {
-                let address = parse_address(&address)?;
+                let (address, _) = self.target_unchecked(&address)?;
                 let local = self.local_named(identity.as_deref())?;
                 self.node
                     .handle_command(now, Command::RemovePeer { local, address })

@@ -32,13 +32,23 @@ struct Args {
     #[arg(long, value_name = "N")]
     dht_port: Option<u16>,
     /// A DHT node to join through (multiaddr, e.g. /ip4/198.18.0.1/tcp/51821, with an
-    /// optional /p2p/<peer id>). Repeatable; adds to the config file's `bootstrap`.
+    /// optional `/p2p/<peer id>`). Repeatable; adds to the config file's `bootstrap`.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<libp2p::Multiaddr>,
     /// Where the `.meta` DNS view listens (default: the first identity's overlay IPv6,
     /// port 53).
     #[arg(long, value_name = "ADDR:PORT")]
     dns_listen: Option<std::net::SocketAddr>,
+    /// JSON-RPC node of the chain registry (http://HOST:PORT): names and revocations.
+    #[arg(long, value_name = "URL")]
+    chain_rpc: Option<String>,
+    /// The registry contract's address (0x…, from `metanet chain deploy`).
+    #[arg(long, value_name = "ADDR")]
+    chain_contract: Option<metanet_chain::EvmAddress>,
+    /// Funding key file (64 hex digits of an EVM account key, mode 0600) that pays gas
+    /// for `metanet name register|transfer` and `metanet id revoke`.
+    #[arg(long, value_name = "FILE")]
+    chain_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +68,13 @@ fn main() -> ExitCode {
     };
     let file = match config::File::load(&path, explicit) {
         Ok(f) => f,
+        Err(e) => {
+            eprintln!("metanetd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let chain = match file.chain(args.chain_rpc, args.chain_contract, args.chain_key) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("metanetd: {e}");
             return ExitCode::from(2);
@@ -93,6 +110,7 @@ fn main() -> ExitCode {
         identities: file.identity,
         dns_listen: args.dns_listen.or(file.dns_listen),
         config: (path, explicit),
+        chain,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -139,7 +139,7 @@ impl Daemon {
     /// A control request: registry commands may answer later, the rest answer now.
     pub(crate) fn job(&mut self, cmd: api::Command, reply: ReplyTo) {
         match cmd {
-            api::Command::Resolve { target } => match parse_target(&target) {
+            api::Command::Resolve { target } => match self.lookup_target(&target) {
                 Ok((prefix, address)) => self.resolve(prefix, address, reply),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -150,7 +150,8 @@ impl Daemon {
                 endpoint: None,
                 identity,
             } => {
-                let target = crate::parse_address(&address)
+                let target = self
+                    .target(&address)
                     .and_then(|a| self.local_named(identity.as_deref()).map(|l| (a, l)));
                 match target {
                     Ok((address, local)) => {
@@ -166,6 +167,11 @@ impl Daemon {
                     }
                 }
             }
+            cmd @ (api::Command::NameRegister { .. }
+            | api::Command::NameTransfer { .. }
+            | api::Command::NameShow { .. }
+            | api::Command::NameList { .. }
+            | api::Command::IdRevoke { .. }) => self.chain_job(cmd, reply),
             other => {
                 let result = self.control(other);
                 self.answer(result, reply);
@@ -249,6 +255,7 @@ impl Daemon {
             } => {
                 let added = result
                     .ok()
+                    .filter(|(rec, _)| self.refused(&rec.address()).is_none())
                     .and_then(|(rec, _)| self.add_from_record(local, rec, true).ok());
                 if added.is_none() {
                     let _ = self
@@ -285,7 +292,10 @@ impl Daemon {
                         ErrorKind::NotFound,
                         "no record for that address in the registry (only one for another address with the same overlay IPv6)",
                     )),
-                    Ok((rec, source)) => Ok(Reply::Record(record_info(rec, source))),
+                    Ok((rec, source)) => match self.refused(&rec.address()) {
+                        Some(e) => Err(e),
+                        None => Ok(Reply::Record(record_info(rec, source))),
+                    },
                     Err(e) => Err(err(ErrorKind::NotFound, &format!("not resolved: {e}"))),
                 };
                 let _ = reply.send(answer);
@@ -397,6 +407,7 @@ impl Daemon {
         for name in names {
             self.publish(&name, changed);
         }
+        self.drop_revoked_peers();
         let now = std::time::Instant::now();
         let due: Vec<Check> = {
             let (due, keep) = std::mem::take(&mut self.reg.checks)
@@ -487,7 +498,7 @@ impl Daemon {
 }
 
 /// `mn1…` or an overlay IPv6 → the lookup prefix, and the full address when given.
-fn parse_target(text: &str) -> Result<(Ipv6Prefix, Option<Address>), api::Error> {
+pub(crate) fn parse_target(text: &str) -> Result<(Ipv6Prefix, Option<Address>), api::Error> {
     let text = text.trim();
     if let Ok(a) = text.parse::<Address>() {
         return Ok((a.ipv6_prefix(), Some(a)));

@@ -55,9 +55,23 @@ pub enum Command {
         address: String,
         identity: Option<String>,
     },
-    /// Look up the verified peer record of an address or overlay IPv6 (text) in the
-    /// registry.
+    /// Look up the verified peer record of an address, overlay IPv6 or chain name
+    /// (text) in the registry.
     Resolve { target: String },
+    /// Register a chain name to a local identity: commit, wait the reveal delay,
+    /// reveal (answered once the reveal is applied or refused).
+    NameRegister {
+        name: String,
+        identity: Option<String>,
+    },
+    /// Hand a name owned by a local identity over to another address (or name).
+    NameTransfer { name: String, to: String },
+    /// What a chain name resolves to.
+    NameShow { name: String },
+    /// Registered names; `mine`: only those of local identities.
+    NameList { mine: bool },
+    /// Revoke a local identity's key on the chain, for good.
+    IdRevoke { name: Option<String> },
 }
 
 /// The answer to one request: exactly one of `result` and `error` is set.
@@ -75,6 +89,8 @@ pub struct Response {
 }
 
 /// Successful results.
+// One reply per request, built once and serialized at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
@@ -92,6 +108,16 @@ pub enum Reply {
     Connected(PeerInfo),
     /// For `Resolve`.
     Record(RecordInfo),
+    /// For `NameRegister`, `NameTransfer`, `NameShow`.
+    Name(NameInfo),
+    /// For `NameList`.
+    Names { names: Vec<NameInfo> },
+    /// For `IdRevoke`.
+    Revoked {
+        identity: String,
+        address: String,
+        block: u64,
+    },
     /// For commands with nothing to report.
     Done,
 }
@@ -118,6 +144,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The daemon could not carry it out.
     Internal,
+    /// The registry forbids it: the key is revoked or rotated away.
+    Refused,
 }
 
 /// Daemon status.
@@ -138,6 +166,73 @@ pub struct Status {
     /// The DHT node, when it runs.
     #[serde(default)]
     pub dht: Option<DhtStatus>,
+    /// The chain client, when configured.
+    #[serde(default)]
+    pub chain: Option<ChainStatus>,
+}
+
+/// The daemon's chain client (docs/protocol.md §9.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStatus {
+    /// The JSON-RPC node.
+    pub rpc: String,
+    /// The registry contract (`0x…`).
+    pub contract: String,
+    /// EIP-155 chain id, once read from the node.
+    pub chain_id: Option<u64>,
+    /// Last block whose claims are all applied.
+    pub synced_block: Option<u64>,
+    /// Head block seen in the last successful round.
+    pub head_block: Option<u64>,
+    /// Claims applied.
+    pub claims: u64,
+    /// Registered names.
+    pub names: usize,
+    /// True when the last round failed or none succeeded: answers may be out of date.
+    pub stale: bool,
+    /// Why the last round failed.
+    pub error: Option<String>,
+    /// Unix seconds of the last successful round.
+    pub last_success: Option<u64>,
+    /// Unix seconds since which rounds fail.
+    pub stale_since: Option<u64>,
+    /// The EVM account that pays for claims, when a funding key is configured.
+    pub funding_account: Option<String>,
+}
+
+/// A chain name and what it resolves to (docs/protocol.md §9.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameInfo {
+    /// Canonical name.
+    pub name: String,
+    /// `registered`, or `revoked` when the owner's key is revoked (refused).
+    pub status: NameStatus,
+    /// Owner address.
+    pub owner: String,
+    /// The owner's overlay IPv6.
+    pub ipv6: Ipv6Addr,
+    /// The local identity that owns it, if any.
+    pub identity: Option<String>,
+    /// Transfer count.
+    pub seq: u64,
+    /// Block of the registration.
+    pub registered_block: u64,
+    /// Block of the last change of owner.
+    pub changed_block: u64,
+    /// Block of the owner's revocation, when revoked.
+    pub revoked_block: Option<u64>,
+    /// True when the chain client could not reach its node in its last round.
+    pub stale: bool,
+}
+
+/// What a registered name stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameStatus {
+    /// It resolves to its owner.
+    Registered,
+    /// Its owner's key is revoked: it must not be used.
+    Revoked,
 }
 
 /// The daemon's DHT node.

@@ -339,21 +339,35 @@ impl Daemon {
 
     /// Stop with SIGTERM and wait (bounded); returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        child.wait().ok().and_then(|s| s.code())
+        terminate(self.child.take()?, Duration::from_secs(5))
     }
+}
+
+/// Stop `child` with SIGTERM, wait up to `grace` for it to exit, then SIGKILL; returns
+/// its exit code.
+pub fn terminate(mut child: Child, grace: Duration) -> Option<i32> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok().and_then(|s| s.code())
+}
+
+/// Start `cmd` with no standard input and its output discarded.
+pub fn spawn_silent(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Daemon {

@@ -1,8 +1,10 @@
-//! `metanet connect <address> [--endpoint HOST:PORT] [--identity NAME]`: ask the daemon
-//! to open a session with a peer.
+//! `metanet connect <address|name> [--endpoint HOST:PORT] [--identity NAME]`: ask the
+//! daemon to open a session with a peer.
 //!
 //! The address is parsed here first, so a typo fails fast with exit code 2 and never
-//! reaches the daemon. An overlay IPv6 is accepted for a peer the daemon already knows.
+//! reaches the daemon. An overlay IPv6 is accepted for a peer the daemon already knows;
+//! a name registered on the chain is resolved by the daemon's registry, which refuses
+//! an owner whose key is revoked.
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -16,7 +18,7 @@ use crate::state;
 /// Arguments of `connect`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The peer's `mn1…` address (or the overlay IPv6 of a known peer).
+    /// The peer's `mn1…` address, a registered name, or the overlay IPv6 of a known peer.
     pub(crate) address: String,
     /// Where the peer listens, as IP:PORT or HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
@@ -34,9 +36,13 @@ pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> 
         state::validate_name(name)?;
     }
     let client = ctx.client();
-    let address = target.resolve(&client)?;
+    // The daemon resolves names itself, and refuses revoked keys.
+    let address = match &target {
+        Target::Name(name) => name.to_string(),
+        other => other.resolve(&client)?.to_string(),
+    };
     let peer = client.connect_peer(Command::Connect {
-        address: address.to_string(),
+        address,
         endpoint,
         identity: args.identity,
     })?;

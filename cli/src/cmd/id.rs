@@ -49,6 +49,15 @@ pub(crate) enum Command {
         /// Which identity (default: the default identity).
         name: Option<String>,
     },
+    /// Revoke an identity's key on the chain, for good: its names and its address are
+    /// refused by every metanet from then on. Needs a daemon with a chain configured.
+    Revoke {
+        /// Which identity (default: the default identity).
+        name: Option<String>,
+        /// Confirm: a revocation cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Create an identity from a wallet secret printed by `id export`.
     #[command(group(ArgGroup::new("secret").required(true).args(["secret_hex", "secret_file"])))]
     Import {
@@ -72,6 +81,7 @@ pub(crate) fn run(ctx: &Context, command: Command, out: &mut dyn Write) -> Resul
         Command::Show { name } => show(ctx, name.as_deref(), out),
         Command::Rm { name } => rm(ctx, &name, out),
         Command::Export { name } => export(ctx, name.as_deref(), out),
+        Command::Revoke { name, yes } => revoke(ctx, name, yes, out),
         Command::Import {
             name,
             secret_hex,
@@ -94,6 +104,34 @@ pub(crate) fn run(ctx: &Context, command: Command, out: &mut dyn Write) -> Resul
             import(ctx, &name, &secret, out)
         }
     }
+}
+
+fn revoke(ctx: &Context, name: Option<String>, yes: bool, out: &mut dyn Write) -> Result<()> {
+    if let Some(n) = &name {
+        state::validate_name(n)?;
+    }
+    let shown = name.as_deref().unwrap_or("the default identity");
+    if !yes {
+        return Err(BadInput(format!(
+            "revoking {shown} is permanent: its address and names will be refused everywhere; pass --yes to confirm"
+        ))
+        .into());
+    }
+    let (identity, address, block) = ctx
+        .client()
+        .with_timeout(super::name::WRITE_TIMEOUT)
+        .revoke(name)?;
+    if ctx.json {
+        return write_json(
+            out,
+            &serde_json::json!({ "identity": identity, "address": address, "block": block }),
+        );
+    }
+    writeln!(
+        out,
+        "revoked identity `{identity}` ({address}) in block {block}: create a new one with `metanet id new NAME`"
+    )?;
+    Ok(())
 }
 
 fn new(ctx: &Context, name: &str, out: &mut dyn Write) -> Result<()> {

@@ -6,9 +6,11 @@
 //! directly, so their output can be tested and a closed pipe is an ordinary error.
 //! Warnings and notes go to stderr.
 
+pub(crate) mod chain;
 pub(crate) mod connect;
 pub(crate) mod disconnect;
 pub(crate) mod id;
+pub(crate) mod name;
 pub(crate) mod peers;
 pub(crate) mod ping;
 pub(crate) mod resolve;
@@ -18,7 +20,9 @@ use std::io::Write;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
+use metanet_chain::Name;
 use metanet_proto::address::Ipv6Prefix;
+use metanet_proto::control::NameStatus;
 use metanet_proto::Address;
 use serde::Serialize;
 
@@ -53,17 +57,22 @@ impl Context {
 #[error("{0}")]
 pub(crate) struct BadInput(pub String);
 
-/// A peer named on the command line: by address, or by overlay IPv6 alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A peer named on the command line: by address, by overlay IPv6 alone, or by a name
+/// registered on the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     /// A full `mn1…` address.
     Address(Address),
     /// An overlay IPv6 in `fd00::/8`; it carries only the first 15 address bytes.
     Ipv6(Ipv6Addr),
+    /// A chain name (docs/protocol.md §9.4), resolved by the daemon's registry.
+    Name(Name),
 }
 
 impl Target {
-    /// Parse an address or an overlay IPv6 address, with an error that says what is wrong.
+    /// Parse an address, an overlay IPv6 address or a name, with an error that says
+    /// what is wrong. Text that starts with `mn1` is always read as an address, so a
+    /// typo in an address is reported as such.
     pub(crate) fn parse(text: &str) -> Result<Self, BadInput> {
         let text = text.trim();
         if text.contains(':') {
@@ -79,24 +88,44 @@ impl Target {
             }
             return Ok(Target::Ipv6(ip));
         }
-        text.parse::<Address>()
-            .map(Target::Address)
-            .map_err(|e| BadInput(format!("bad address `{text}`: {e}")))
+        let address = text.parse::<Address>();
+        if address.is_ok() || text.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("mn1")) {
+            return address
+                .map(Target::Address)
+                .map_err(|e| BadInput(format!("bad address `{text}`: {e}")));
+        }
+        Name::parse(text).map(Target::Name).map_err(|e| {
+            BadInput(format!(
+                "bad address `{text}`: neither an `mn1…` address, an overlay IPv6 nor a name ({e})"
+            ))
+        })
     }
 
-    /// The overlay IPv6 address.
-    pub(crate) fn ipv6(&self) -> Ipv6Addr {
+    /// The overlay IPv6 address, when known without asking the daemon.
+    pub(crate) fn ipv6(&self) -> Option<Ipv6Addr> {
         match self {
-            Target::Address(a) => a.ipv6(),
-            Target::Ipv6(ip) => *ip,
+            Target::Address(a) => Some(a.ipv6()),
+            Target::Ipv6(ip) => Some(*ip),
+            Target::Name(_) => None,
         }
     }
 
-    /// The full address: as given, or looked up among the daemon's peers by IPv6.
+    /// The text the daemon takes for this target (it resolves names itself).
+    pub(crate) fn text(&self) -> String {
+        match self {
+            Target::Address(a) => a.to_string(),
+            Target::Ipv6(ip) => ip.to_string(),
+            Target::Name(n) => n.to_string(),
+        }
+    }
+
+    /// The full address: as given, looked up among the daemon's peers by IPv6, or the
+    /// owner of a name in the daemon's chain registry (refused when revoked).
     pub(crate) fn resolve(&self, client: &Client) -> anyhow::Result<Address> {
         let ip = match self {
             Target::Address(a) => return Ok(*a),
             Target::Ipv6(ip) => *ip,
+            Target::Name(name) => return name_owner(client, name),
         };
         let peers = client.peers()?;
         let found = peers
@@ -119,6 +148,27 @@ impl Target {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The address a chain name stands for, through the daemon's registry.
+fn name_owner(client: &Client, name: &Name) -> anyhow::Result<Address> {
+    let info = client.name(metanet_proto::control::Command::NameShow {
+        name: name.to_string(),
+    })?;
+    if info.status == NameStatus::Revoked {
+        return Err(crate::client::Error::Daemon(metanet_proto::control::Error {
+            kind: metanet_proto::control::ErrorKind::Refused,
+            message: format!(
+                "`{name}` belongs to {}, whose key was revoked on chain in block {}: metanet refuses to use it",
+                info.owner,
+                info.revoked_block.unwrap_or_default()
+            ),
+        })
+        .into());
+    }
+    info.owner
+        .parse::<Address>()
+        .map_err(|e| anyhow::anyhow!("the daemon returned a bad address `{}`: {e}", info.owner))
 }
 
 /// Print `value` as pretty JSON followed by a newline.
@@ -224,6 +274,24 @@ mod tests {
         );
         assert!(Target::parse("::1").unwrap_err().0.contains("fd00::/8"));
         assert!(Target::parse("fd::zz").is_err());
+        assert_eq!(
+            Target::parse("Alice").unwrap(),
+            Target::Name(Name::parse("alice").unwrap())
+        );
+        assert_eq!(
+            Target::parse("sony.game").unwrap().text(),
+            "sony.game".to_owned()
+        );
+        assert!(Target::parse("alice").unwrap().ipv6().is_none());
+        assert!(Target::parse("al ice")
+            .unwrap_err()
+            .0
+            .contains("nor a name"));
+        // Something that starts like an address is reported as a bad address.
+        assert!(Target::parse("mn1bob")
+            .unwrap_err()
+            .0
+            .starts_with("bad address `mn1bob`: "));
     }
 
     #[test]

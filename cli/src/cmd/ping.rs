@@ -1,4 +1,4 @@
-//! `metanet ping <address|ipv6> [-c N] [-W SECS]`: ICMPv6 echo to a peer's overlay
+//! `metanet ping <address|name|ipv6> [-c N] [-W SECS]`: ICMPv6 echo to a peer's overlay
 //! address, through the metanet interface like any application's traffic.
 //!
 //! The target is parsed first (a typo is exit code 2). Echo requests go out on an
@@ -27,7 +27,7 @@ const ECHO_REPLY: u8 = 129;
 /// Arguments of `ping`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The peer's `mn1…` address or overlay IPv6.
+    /// The peer's `mn1…` address, registered name or overlay IPv6.
     pub(crate) target: String,
     /// Number of echo requests to send.
     #[arg(
@@ -86,7 +86,10 @@ pub(crate) enum NoReply {
 /// Run `ping`.
 pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> {
     let target = Target::parse(&args.target)?;
-    let ip = target.ipv6();
+    let ip = match target.ipv6() {
+        Some(ip) => ip,
+        None => target.resolve(&ctx.client())?.ipv6(),
+    };
     let wait = Duration::from_secs(args.wait);
     let summary = match Pinger::open(ip) {
         Ok(pinger) => {

@@ -1,5 +1,5 @@
-//! `metanet resolve <address|ipv6>`: the verified peer record the registry holds for a
-//! peer, and where it came from. Exits non-zero with a clear message when there is none.
+//! `metanet resolve <address|name|ipv6>`: the verified peer record the registry holds
+//! for a peer, and where it came from (a name is resolved on chain by the daemon first). Exits non-zero with a clear message when there is none.
 
 use std::io::Write;
 
@@ -12,18 +12,14 @@ use super::{unix_now, write_json, Context, Target};
 /// Arguments of `resolve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The peer's `mn1…` address or overlay IPv6.
+    /// The peer's `mn1…` address, registered name or overlay IPv6.
     pub(crate) target: String,
 }
 
 /// Run `resolve`.
 pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> {
     let target = Target::parse(&args.target)?;
-    let text = match target {
-        Target::Address(a) => a.to_string(),
-        Target::Ipv6(ip) => ip.to_string(),
-    };
-    let record = ctx.client().record(&text)?;
+    let record = ctx.client().record(&target.text())?;
     if ctx.json {
         return write_json(out, &record);
     }

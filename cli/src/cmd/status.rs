@@ -43,6 +43,38 @@ pub(crate) fn render(status: &Status, now: u64) -> String {
             s.push_str(&format!("  listening on {a}/p2p/{}\n", dht.peer_id));
         }
     }
+    if let Some(c) = &status.chain {
+        s.push_str(&format!(
+            "chain: {} via {}, chain id {}
+",
+            c.contract,
+            c.rpc,
+            c.chain_id.map_or("unknown".into(), |i| i.to_string())
+        ));
+        s.push_str(&format!(
+            "  synced to block {}, {} claims, {} names
+",
+            c.synced_block.map_or("none".into(), |b| b.to_string()),
+            c.claims,
+            c.names
+        ));
+        if c.stale {
+            s.push_str(&format!(
+                "  STALE: {} (answering from the last synced state{})
+",
+                c.error.as_deref().unwrap_or("not synced yet"),
+                c.stale_since
+                    .map(|t| format!(", failing since {}", super::ago(now.saturating_sub(t))))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(a) = &c.funding_account {
+            s.push_str(&format!(
+                "  funding account {a}
+"
+            ));
+        }
+    }
     let up = status.peers.iter().filter(|p| p.connected).count();
     s.push_str(&format!("peers: {} ({up} up)\n", status.peers.len()));
     if !status.peers.is_empty() {
@@ -95,6 +127,20 @@ mod tests {
                 peers: 4,
                 records: 2,
             }),
+            chain: Some(metanet_proto::control::ChainStatus {
+                rpc: "http://198.18.0.9:8545".into(),
+                contract: "0x5fbdb2315678afecb367f032d93f642f64180aa3".into(),
+                chain_id: Some(31337),
+                synced_block: Some(41),
+                head_block: Some(41),
+                claims: 6,
+                names: 2,
+                stale: true,
+                error: Some("RPC node unreachable".into()),
+                last_success: Some(0),
+                stale_since: Some(0),
+                funding_account: None,
+            }),
         };
         let text = render(&status, 0);
         assert!(text.contains("metanet0"));
@@ -105,5 +151,14 @@ mod tests {
         assert!(!text.contains("dropped"));
         assert!(text.contains("dht: peer id 12D3KooWtest, 4 peers, 2 records"));
         assert!(text.contains("/ip4/198.18.0.1/tcp/51821"));
+        assert!(
+            text.contains("chain: 0x5fbdb2315678afecb367f032d93f642f64180aa3 via http://198.18.0.9:8545, chain id 31337"),
+            "{text}"
+        );
+        assert!(
+            text.contains("synced to block 41, 6 claims, 2 names"),
+            "{text}"
+        );
+        assert!(text.contains("STALE"), "{text}");
     }
 }
