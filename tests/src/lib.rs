@@ -28,7 +28,7 @@ pub fn root_or_skip(test: &str) -> bool {
 pub fn bin(name: &str) -> PathBuf {
     let mut p = std::env::current_exe().unwrap();
     p.pop();
-    if p.ends_with("deps") {
+    if p.ends_with("deps") || p.ends_with("examples") {
         p.pop();
     }
     let path = p.join(name);
