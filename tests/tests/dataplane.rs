@@ -173,3 +173,81 @@ fn mixed_icmp_and_tcp_super_packets_stay_intact() {
     }
     transfer_intact(sender, receiver, &out, 16);
 }
+
+/// A UDP flood at line rate through the tunnel (iperf3 -u, B to A) must not starve
+/// the control plane: `metanet status` keeps answering on both sides, and a new
+/// handshake (A's second identity connecting to B) completes on the flooded socket.
+#[test]
+fn udp_flood_does_not_starve_status_or_handshakes() {
+    if !root_or_skip("udp_flood_does_not_starve_status_or_handshakes") {
+        return;
+    }
+    let (pair, tmp) = (Pair::new(), TempDir::new());
+    let (a, b, _) = connected(&pair, &tmp);
+    let (addr_b, _) = b.identity();
+    let (_, ip_a) = a.identity();
+    let out = a.cli(&["id", "new", "second"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut server = pair
+        .a
+        .cmd(Path::new("timeout"))
+        .args(["30", "iperf3", "-s", "-1", "-B", &ip_a])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut flood = pair
+        .b
+        .cmd(Path::new("timeout"))
+        .args([
+            "30", "iperf3", "-u", "-b", "0", "-l", "1372", "-t", "8", "-c", &ip_a,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = a.counter("udp_datagrams_in");
+    // During the flood: status answers promptly on both sides, every time.
+    for _ in 0..5 {
+        for d in [&a, &b] {
+            let start = std::time::Instant::now();
+            let reply = d.request(r#"{"id":7,"method":"status"}"#);
+            assert!(reply.is_some(), "status did not answer during the flood");
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "status took {:?} during the flood",
+                start.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A fresh handshake on the flooded socket.
+    let line = format!(
+        r#"{{"id":8,"method":"connect","params":{{"address":"{addr_b}","endpoint":"{}:{PORT}","identity":"second"}}}}"#,
+        pair.ip_b
+    );
+    let r = a.request(&line).unwrap();
+    assert!(r.get("error").is_none(), "second identity's connect: {r}");
+    let connected_as_second = || {
+        let v = a.request(r#"{"id":9,"method":"peers"}"#).unwrap();
+        v["result"]["peers"].as_array().unwrap().iter().any(|p| {
+            p["address"] == addr_b.as_str() && p["identity"] == "second" && p["connected"] == true
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), connected_as_second),
+        "no session for the second identity during the flood: {}",
+        a.request(r#"{"id":9,"method":"peers"}"#).unwrap()
+    );
+    let flooded = a.counter("udp_datagrams_in") - before;
+    let _ = flood.wait();
+    let _ = server.wait();
+    assert!(
+        flooded > 10_000,
+        "the flood did not arrive ({flooded} datagrams)"
+    );
+}
