@@ -205,13 +205,20 @@ impl Net {
             extra.extend(["--bootstrap", &boot]);
         }
         let dir = self.tmp.0.join(format!("h{i}"));
-        Daemon::start_with(
+        let d = Daemon::start_with(
             &self.lan.hosts[i],
             &dir,
             &format!("mnc{i}"),
             Path::new("/dev/null"),
             &extra,
-        )
+        );
+        // Until its first round (or its cache) the daemon rightly refuses name
+        // commands; on a loaded machine that round can take a few seconds. A node that
+        // is down leaves it unread: the test's own assertions then say so.
+        wait_for(Duration::from_secs(20), || {
+            chain_status(&d)["synced_block"].is_u64()
+        });
+        d
     }
 
     /// `metanet <args>` inside host `i`'s namespace, against daemon `i`.
