@@ -259,6 +259,14 @@ impl Registry {
         self.owned.get(owner).into_iter().flatten()
     }
 
+    /// Every revoked address, in order.
+    pub fn revoked(&self) -> impl Iterator<Item = &Address> {
+        self.keys
+            .iter()
+            .filter(|(_, s)| matches!(s, KeyStatus::Revoked { .. }))
+            .map(|(a, _)| a)
+    }
+
     /// What the log says about `address`.
     pub fn key_status(&self, address: &Address) -> KeyStatus {
         self.keys.get(address).copied().unwrap_or(KeyStatus::Active)

@@ -35,7 +35,7 @@ use metanet_chain::{contract, eth};
 use metanet_chain::{EvmAddress, KeyStatus, Name, Outcome, Registry, Resolution};
 use metanet_proto::address::Ipv6Prefix;
 use metanet_proto::control::{self as api, ChainStatus, ErrorKind, NameInfo, NameStatus, Reply};
-use metanet_proto::node::{Command, LocalId};
+use metanet_proto::node::Command;
 use metanet_proto::Address;
 
 use crate::{dns, err, Daemon, ReplyTo};
@@ -652,9 +652,10 @@ impl Daemon {
         refusal(&reg, address, &address.to_string())
     }
 
-    /// Peers whose key the chain revoked lose their sessions (§9.6); run from
-    /// housekeeping against the current view.
-    pub(crate) fn drop_revoked_peers(&mut self) {
+    /// Keys the chain revoked are refused by the node (§9.6): their sessions end and
+    /// their initiations are dropped from then on. Run from housekeeping against the
+    /// current view; each revoked address is handed to the node once.
+    pub(crate) fn deny_revoked(&mut self) {
         let Some(chain) = &self.chain else {
             return;
         };
@@ -662,18 +663,25 @@ impl Daemon {
             return;
         };
         let now = self.now();
-        let revoked: Vec<(LocalId, Address)> = self
-            .node
-            .peers(now)
-            .into_iter()
-            .filter(|p| matches!(reg.key_status(&p.address), KeyStatus::Revoked { .. }))
-            .map(|p| (p.local, p.address))
+        let new: Vec<Address> = reg
+            .revoked()
+            .filter(|a| !self.denied.contains(*a))
+            .copied()
             .collect();
-        for (local, address) in revoked {
-            tracing::warn!(peer = %address, "peer's key is revoked on chain: session dropped");
-            let _ = self
-                .node
-                .handle_command(now, Command::RemovePeer { local, address });
+        for address in new {
+            let connected = self.node.peers(now).iter().any(|p| p.address == address);
+            match self.node.handle_command(now, Command::Deny { address }) {
+                Ok(()) => {
+                    if connected {
+                        tracing::warn!(peer = %address, "peer's key is revoked on chain: session dropped, refused from now on");
+                    }
+                    self.denied.insert(address);
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %address, error = %e, "cannot refuse a revoked key");
+                    break;
+                }
+            }
         }
     }
 

@@ -121,6 +121,8 @@ struct Daemon {
     tun_out: Vec<Vec<u8>>,
     /// The chain registry client (names, revocations), when configured.
     chain: Option<chain::Handle>,
+    /// Revoked addresses already handed to the node as refused (`Command::Deny`).
+    denied: std::collections::BTreeSet<Address>,
 }
 
 /// How long a `connect` request waits for its session before it is answered as still
@@ -228,6 +230,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         reg,
         tun_out: Vec::new(),
         chain,
+        denied: Default::default(),
     };
     d.housekeeping();
     for p in std::mem::take(&mut d.opts.static_peers) {
@@ -574,6 +577,7 @@ impl Daemon {
                     ("tun_invalid", s.tun_invalid),
                     ("queue_dropped", s.queue_dropped),
                     ("bad_records", s.bad_records),
+                    ("denied", s.denied),
                     ("tun_reads", self.counters.tun_reads),
                     ("tun_packets_in", self.counters.tun_packets_in),
                     ("tun_packets_out", self.counters.tun_packets_out),

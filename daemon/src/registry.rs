@@ -407,7 +407,7 @@ impl Daemon {
         for name in names {
             self.publish(&name, changed);
         }
-        self.drop_revoked_peers();
+        self.deny_revoked();
         let now = std::time::Instant::now();
         let due: Vec<Check> = {
             let (due, keep) = std::mem::take(&mut self.reg.checks)

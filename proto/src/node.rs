@@ -20,7 +20,7 @@
 
 use core::ops::Range;
 use core::time::Duration;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::address::Address;
@@ -117,7 +117,16 @@ pub enum Command {
     RemovePeer { local: LocalId, address: Address },
     /// The registry has no usable record for this overlay address: drop what waits.
     LookupFailed { local: LocalId, ipv6: Ipv6Addr },
+    /// Refuse `address` on every local identity from now on, for the life of the node
+    /// (its key was revoked in the registry, docs/protocol.md §9.6): its sessions and
+    /// queued packets go at once, its initiations are dropped before any reply
+    /// (counted in [`Stats::denied`]), and adding or connecting to it fails with
+    /// [`CommandError::Denied`]. At most [`MAX_DENIED`] addresses.
+    Deny { address: Address },
 }
+
+/// Most addresses a node refuses ([`Command::Deny`]).
+pub const MAX_DENIED: usize = 1 << 16;
 
 /// Why a command was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +139,10 @@ pub enum CommandError {
     TooManyPeers,
     #[error("a peer cannot be one of this node's own identities")]
     SelfPeer,
+    #[error("the address is refused (revoked)")]
+    Denied,
+    #[error("the list of refused addresses is full")]
+    TooManyDenied,
 }
 
 /// What the node tells its driver.
@@ -205,6 +218,8 @@ pub struct Stats {
     pub queue_dropped: u64,
     /// Record responses that failed verification or answered no request.
     pub bad_records: u64,
+    /// Initiations from refused addresses ([`Command::Deny`]), dropped.
+    pub denied: u64,
 }
 
 /// Per-peer counters and state, for `metanet peers`.
@@ -245,6 +260,8 @@ pub struct Node {
     peers: Vec<Option<Peer>>,
     by_ip: BTreeMap<(LocalId, Ipv6Addr), usize>,
     by_index: BTreeMap<u32, usize>,
+    /// Addresses refused on every local identity ([`Command::Deny`]).
+    denied: BTreeSet<Address>,
     lookups: BTreeMap<(LocalId, Ipv6Addr), PendingLookup>,
     probes: BTreeMap<u32, Probe>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -350,6 +367,7 @@ impl Node {
             peers: Vec::new(),
             by_ip: BTreeMap::new(),
             by_index: BTreeMap::new(),
+            denied: BTreeSet::new(),
             lookups: BTreeMap::new(),
             probes: BTreeMap::new(),
             transmits: VecDeque::new(),
@@ -454,6 +472,9 @@ impl Node {
                 if self.local_for_ip(&address.ipv6()).is_some() {
                     return Err(CommandError::SelfPeer);
                 }
+                if self.denied.contains(&address) {
+                    return Err(CommandError::Denied);
+                }
                 if let Some(&id) = self.by_ip.get(&(local, address.ipv6())) {
                     if let Some(p) = self.peers[id].as_mut() {
                         p.endpoint = Some(endpoint);
@@ -488,6 +509,35 @@ impl Node {
             Command::LookupFailed { local, ipv6 } => {
                 if let Some(l) = self.lookups.remove(&(local, ipv6)) {
                     self.stats.queue_dropped += l.queue.len() as u64;
+                }
+                Ok(())
+            }
+            Command::Deny { address } => {
+                if !self.denied.contains(&address) && self.denied.len() >= MAX_DENIED {
+                    return Err(CommandError::TooManyDenied);
+                }
+                self.denied.insert(address);
+                let ipv6 = address.ipv6();
+                let ids: Vec<usize> = self
+                    .by_ip
+                    .iter()
+                    .filter(|((_, ip), _)| *ip == ipv6)
+                    .map(|(_, &id)| id)
+                    .collect();
+                for id in ids {
+                    self.drop_peer(id);
+                }
+                self.probes.retain(|_, p| p.address != address);
+                let waiting: Vec<(LocalId, Ipv6Addr)> = self
+                    .lookups
+                    .keys()
+                    .filter(|(_, ip)| *ip == ipv6)
+                    .copied()
+                    .collect();
+                for key in waiting {
+                    if let Some(l) = self.lookups.remove(&key) {
+                        self.stats.queue_dropped += l.queue.len() as u64;
+                    }
                 }
                 Ok(())
             }
@@ -719,6 +769,9 @@ impl Node {
         let ipv6 = address.ipv6();
         if self.local_for_ip(&ipv6).is_some() {
             return Err(CommandError::SelfPeer);
+        }
+        if self.denied.contains(&address) {
+            return Err(CommandError::Denied);
         }
         let mut start = connect;
         let id = match self.by_ip.get(&(local, ipv6)) {
@@ -1225,6 +1278,10 @@ impl Node {
         let address = remote.public_key.address();
         if self.local_for_ip(&address.ipv6()).is_some() {
             self.stats.handshake_failures += 1;
+            return;
+        }
+        if self.denied.contains(&address) {
+            self.stats.denied += 1;
             return;
         }
         let existing = self.by_ip.get(&(local_id, address.ipv6())).copied();

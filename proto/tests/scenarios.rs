@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use metanet_proto::handshake::{self, Remote};
 use metanet_proto::identity::{Binding, NoiseKey, WalletKey};
-use metanet_proto::node::{Command, Config, Event};
+use metanet_proto::node::{Command, CommandError, Config, Event};
 use metanet_proto::record::{self, Envelope, Lookup, PeerRecord};
 use metanet_proto::session::Keypair;
 use metanet_proto::wire::{self, ResponsePacket};
@@ -987,4 +987,61 @@ fn cookie_reply_is_stored_and_used_at_the_next_retry() {
         .events
         .iter()
         .any(|e| matches!(e, Event::PeerUp { address, .. } if *address == addr_a)));
+}
+
+/// A key revoked in the registry (docs/protocol.md §9.6): once the driver denies its
+/// address, the session ends at once, every new initiation from it is dropped before
+/// any reply, and the driver cannot add it back.
+#[test]
+fn revoked_peer_is_dropped_and_its_handshakes_refused() {
+    let mut sim = Sim::new(31, LinkConfig::default());
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    let (ip_a, ip_b) = (sim.ip(a), sim.ip(b));
+    sim.send(a, ip_b, b"before");
+    sim.run_for(Duration::from_secs(1));
+    sim.send(b, ip_a, b"reply");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.payloads(a), vec![b"reply".to_vec()]);
+
+    let addr_b = sim.address(b);
+    let now = sim.now;
+    sim.hosts[a]
+        .node
+        .handle_command(now, Command::Deny { address: addr_b })
+        .unwrap();
+    assert!(sim.hosts[a].node.peers(sim.now).is_empty());
+    // B keeps sending: A no longer knows its session, B hears nothing back and
+    // handshakes again, and A refuses each initiation.
+    for s in 0..40 {
+        sim.send(b, ip_a, &msg(b'R', s));
+        sim.run_for(Duration::from_secs(1));
+    }
+    assert_eq!(sim.payloads(a).len(), 1, "nothing from B after the deny");
+    assert!(
+        sim.hosts[a].node.stats().denied > 0,
+        "B's new initiations must be seen and refused"
+    );
+    assert!(sim.hosts[a].node.peers(sim.now).is_empty());
+    let remote = remote_of(&sim, b);
+    let local = sim.local(a);
+    let now = sim.now;
+    let add = Command::AddPeer {
+        local,
+        remote,
+        endpoint: Some(B.parse().unwrap()),
+        connect: true,
+    };
+    assert_eq!(
+        sim.hosts[a].node.handle_command(now, add),
+        Err(CommandError::Denied)
+    );
+    let connect = Command::Connect {
+        local,
+        address: addr_b,
+        endpoint: B.parse().unwrap(),
+    };
+    assert_eq!(
+        sim.hosts[a].node.handle_command(now, connect),
+        Err(CommandError::Denied)
+    );
 }

@@ -470,6 +470,20 @@ fn registered_name_reaches_its_owner_and_revoked_ids_are_refused() {
         "revoked carol still answers"
     );
     assert!(net.dig(1, "carol.meta").contains("NXDOMAIN"));
+    // Carol herself (still on A, which does not refuse its own identity) keeps
+    // sending to B: A's old session dies unanswered, carol handshakes again, and B
+    // drops each initiation from the revoked key before replying.
+    let (_, ip_b) = b.identity();
+    let carol_refused = wait_for(Duration::from_secs(30), || {
+        let _ = net.lan.hosts[0].sh(&format!("ping -6 -n -c 1 -W 1 -I {ip_c} {ip_b}"));
+        b.counter("denied") > 0
+    });
+    assert!(
+        carol_refused,
+        "B never refused carol's handshake: {}",
+        log(b)
+    );
+    assert!(!text(&b.cli(&["peers"])).contains(&addr_c));
     // A revoked name cannot move any more.
     let out = a.cli(&["name", "transfer", "carol", &addr_a]);
     assert!(!out.status.success(), "{}", text(&out));
