@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use metanet_tests::{
@@ -18,6 +19,16 @@ const PORT: u16 = 51820;
 const MTU: usize = 1420;
 /// Largest UDP payload in one IPv6 packet of `MTU` bytes.
 const MAX_UDP: usize = MTU - 40 - 8;
+
+/// These tests measure what arrives, and one of them floods at line rate: run them one
+/// at a time, so that none starves another of CPU (2-core CI machines).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A and B connected, A able to ping B; returns B's overlay IPv6 too.
 fn connected(pair: &Pair, tmp: &TempDir) -> (Daemon, Daemon, String) {
@@ -38,6 +49,7 @@ fn tcp_takes_the_offload_paths() {
     if !root_or_skip("tcp_takes_the_offload_paths") {
         return;
     }
+    let _serial = serial();
     let (pair, tmp) = (Pair::new(), TempDir::new());
     let (a, b, ip_b) = connected(&pair, &tmp);
     let (receiver, out) = tcp_receiver(&pair.b, &tmp, &ip_b);
@@ -81,6 +93,7 @@ fn every_packet_size_arrives_intact_and_in_order() {
     if !root_or_skip("every_packet_size_arrives_intact_and_in_order") {
         return;
     }
+    let _serial = serial();
     let (pair, tmp) = (Pair::new(), TempDir::new());
     let (_a, _b, ip_b) = connected(&pair, &tmp);
     let report = tmp.0.join("udp-report");
@@ -90,10 +103,11 @@ fn every_packet_size_arrives_intact_and_in_order() {
          s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n\
          s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,8<<20)\n\
          s.bind(('{ip_b}',5002))\ns.settimeout(5)\nopen('{ready}','w').close()\n\
-         sizes=[];bad=0\n\
-         try:\n  while len(sizes)<{MAX_UDP}:\n    d=s.recv(65536)\n    n=len(d)\n    \
-         sizes.append(n)\n    \
-         bad+=d!=bytes((n*7+i)%251 for i in range(n))\nexcept socket.timeout:\n  pass\n\
+         got=[]\n\
+         try:\n  while len(got)<{MAX_UDP}:\n    got.append(s.recv(65536))\n\
+         except socket.timeout:\n  pass\n\
+         sizes=[len(d) for d in got]\n\
+         bad=sum(d!=bytes((len(d)*7+i)%251 for i in range(len(d))) for d in got)\n\
          order=sum(1 for x,y in zip(sizes,sizes[1:]) if y<=x)\n\
          open('{report}','w').write('%d %d %d %d'%(len(sizes),len(set(sizes)),bad,order))\n",
         ready = ready.display(),
@@ -155,6 +169,7 @@ fn mixed_icmp_and_tcp_super_packets_stay_intact() {
     if !root_or_skip("mixed_icmp_and_tcp_super_packets_stay_intact") {
         return;
     }
+    let _serial = serial();
     let (pair, tmp) = (Pair::new(), TempDir::new());
     let (_a, _b, ip_b) = connected(&pair, &tmp);
     let (receiver, out) = tcp_receiver(&pair.b, &tmp, &ip_b);
@@ -182,6 +197,7 @@ fn udp_flood_does_not_starve_status_or_handshakes() {
     if !root_or_skip("udp_flood_does_not_starve_status_or_handshakes") {
         return;
     }
+    let _serial = serial();
     let (pair, tmp) = (Pair::new(), TempDir::new());
     let (a, b, _) = connected(&pair, &tmp);
     let (addr_b, _) = b.identity();
