@@ -215,7 +215,14 @@ fn udp_flood_does_not_starve_status_or_handshakes() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        wait_for(Duration::from_secs(10), || pair
+            .a
+            .sh("ss -Hltn 'sport = :5201' | grep -q .")
+            .status
+            .success()),
+        "iperf3 server did not listen"
+    );
     let mut flood = pair
         .b
         .cmd(Path::new("timeout"))
