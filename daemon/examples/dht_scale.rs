@@ -28,6 +28,10 @@
 //!   random earlier nodes and bootstraps at its first connection, as the daemon does.
 //!   After everyone joined, every node runs one more `bootstrap()` (what kad's periodic
 //!   5-minute refresh does in a long-running network).
+//! - **Publication**: each publisher puts its signed record (`Quorum::One`) and, as the
+//!   daemon does, retries a put that failed after 1 s, doubling up to 30 s, until one
+//!   is acknowledged or `--publish-deadline` passed. Every attempt's outcome (ok,
+//!   timeout, quorum failed), duration and request counts are tabulated.
 //! - **Churn**: `--churn` of the nodes die at once. A dead node is a black hole, as a
 //!   crashed host is: it stops reading and writing on its connections (no FIN, no
 //!   RST) and never answers new connections, so peers find out only by timeouts.
@@ -35,7 +39,8 @@
 //!
 //! **Lookups** run one at a time: a random live node looks up the key of a random live
 //! publisher with `get_record`, keeps the first copy that [`dht::verify`] accepts and
-//! stops the query there (the daemon waits up to 1 s more for a newer copy). Measured:
+//! stops the query there (the daemon waits up to 1 s more for a newer copy); like the
+//! daemon, it gives up after [`dht::LOOKUP_TIMEOUT`]. Measured:
 //! success, latency to the first valid copy, `QueryStats::num_requests` at that moment,
 //! whether that copy had the publisher's newest `seq`, and the hop count.
 //!
@@ -137,6 +142,10 @@ struct Args {
     /// then, opens a fresh connection for nearly every request of a lookup.
     #[arg(long, default_value_t = 10)]
     idle_timeout: u64,
+    /// A publication that fails is retried with the daemon's backoff (1 s doubling to
+    /// 30 s) until it is acknowledged or this many seconds passed; 0: publish once.
+    #[arg(long, default_value_t = 120)]
+    publish_deadline: u64,
     /// Seed of every random choice (keys, topology, delays, lookups); timing still
     /// varies from run to run.
     #[arg(long, default_value_t = 1)]
@@ -361,9 +370,37 @@ struct World {
     refused_not_newer: AtomicU64,
     store_full: AtomicU64,
     invalid_fetched: AtomicU64,
+    /// Publications acknowledged (at the first attempt or a retry) and given up.
     puts_ok: AtomicU64,
     puts_failed: AtomicU64,
+    /// Every `put_record` attempt's outcome.
+    attempts: Mutex<Vec<Attempt>>,
 }
+
+/// One `put_record` attempt, as kad reported it.
+#[derive(Debug)]
+struct Attempt {
+    outcome: &'static str,
+    /// Peers that acknowledged the PUT.
+    acks: usize,
+    ms: f64,
+    requests: u32,
+    failures: u32,
+    /// 1 for the first attempt of a publication.
+    nth: u32,
+}
+
+/// The record a node publishes, and its retry state (as `dht.rs` keeps its own).
+struct Own {
+    record: kad::Record,
+    first: Instant,
+    attempts: u32,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 enum Cmd {
@@ -406,6 +443,8 @@ struct Report {
 struct Pending {
     key: RecordKey,
     start: Instant,
+    /// The daemon ends a lookup [`dht::LOOKUP_TIMEOUT`] after it started.
+    deadline: Instant,
     initial: Vec<PeerId>,
     reply: oneshot::Sender<Outcome>,
 }
@@ -416,27 +455,83 @@ async fn node(
     mut rx: mpsc::UnboundedReceiver<Cmd>,
     world: Arc<World>,
     dead: Arc<AtomicBool>,
+    deadline: Duration,
 ) {
-    let mut bootstrapped = false;
-    let mut lookups: HashMap<QueryId, Pending> = HashMap::new();
+    let mut n = NodeState {
+        bootstrapped: false,
+        lookups: HashMap::new(),
+        own: None,
+        deadline,
+    };
     loop {
+        let retry_at = n.own.as_ref().and_then(|o| o.retry_at);
+        let give_up_at = n.lookups.values().map(|p| p.deadline).min();
         tokio::select! {
-            ev = swarm.select_next_some() => {
-                on_event(&mut swarm, ev, &world, &mut bootstrapped, &mut lookups);
-            }
+            ev = swarm.select_next_some() => on_event(&mut swarm, ev, &world, &mut n),
             cmd = rx.recv() => match cmd {
                 None | Some(Cmd::Kill) => {
                     dead.store(true, Relaxed);
                     lock(&world.graveyard).push(swarm);
                     return;
                 }
-                Some(cmd) => on_cmd(&mut swarm, cmd, &mut lookups),
+                Some(cmd) => on_cmd(&mut swarm, cmd, &mut n),
             },
+            () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                put_own(&mut swarm, &mut n);
+            }
+            () = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
+                give_up_lookups(&mut swarm, &mut n);
+            }
         }
     }
 }
 
-fn on_cmd(swarm: &mut libp2p::Swarm<Behaviour>, cmd: Cmd, lookups: &mut HashMap<QueryId, Pending>) {
+/// What one node's task keeps between events.
+struct NodeState {
+    bootstrapped: bool,
+    lookups: HashMap<QueryId, Pending>,
+    own: Option<Own>,
+    deadline: Duration,
+}
+
+/// End the lookups past their deadline, as not found (as the daemon does).
+fn give_up_lookups(swarm: &mut libp2p::Swarm<Behaviour>, n: &mut NodeState) {
+    let now = Instant::now();
+    let late: Vec<QueryId> = n
+        .lookups
+        .iter()
+        .filter(|(_, p)| p.deadline <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in late {
+        if let Some(mut q) = swarm.behaviour_mut().kad.query_mut(&id) {
+            q.finish();
+        }
+        if let Some(p) = n.lookups.remove(&id) {
+            let _ = p.reply.send(Outcome {
+                initial: p.initial,
+                found: None,
+                elapsed: p.start.elapsed(),
+            });
+        }
+    }
+}
+
+/// Put the node's own record (again).
+fn put_own(swarm: &mut libp2p::Swarm<Behaviour>, n: &mut NodeState) {
+    let Some(own) = n.own.as_mut() else {
+        return;
+    };
+    own.retry_at = None;
+    own.attempts += 1;
+    let _ = swarm
+        .behaviour_mut()
+        .kad
+        .put_record(own.record.clone(), Quorum::One);
+}
+
+fn on_cmd(swarm: &mut libp2p::Swarm<Behaviour>, cmd: Cmd, n: &mut NodeState) {
+    let lookups = &mut n.lookups;
     match cmd {
         Cmd::Join(peers) => {
             for (peer, addr) in peers {
@@ -448,7 +543,14 @@ fn on_cmd(swarm: &mut libp2p::Swarm<Behaviour>, cmd: Cmd, lookups: &mut HashMap<
             let _ = swarm.behaviour_mut().kad.bootstrap();
         }
         Cmd::Publish(record) => {
-            let _ = swarm.behaviour_mut().kad.put_record(record, Quorum::One);
+            n.own = Some(Own {
+                record,
+                first: Instant::now(),
+                attempts: 0,
+                backoff: RETRY_MIN,
+                retry_at: None,
+            });
+            put_own(swarm, n);
         }
         Cmd::Lookup { key, reply } => {
             let kad = &mut swarm.behaviour_mut().kad;
@@ -464,6 +566,7 @@ fn on_cmd(swarm: &mut libp2p::Swarm<Behaviour>, cmd: Cmd, lookups: &mut HashMap<
                 Pending {
                     key,
                     start,
+                    deadline: start + dht::LOOKUP_TIMEOUT,
                     initial,
                     reply,
                 },
@@ -488,19 +591,18 @@ fn on_event(
     swarm: &mut libp2p::Swarm<Behaviour>,
     ev: SwarmEvent<BehaviourEvent>,
     world: &World,
-    bootstrapped: &mut bool,
-    lookups: &mut HashMap<QueryId, Pending>,
+    n: &mut NodeState,
 ) {
     match ev {
-        SwarmEvent::ConnectionEstablished { .. } if !*bootstrapped => {
-            *bootstrapped = swarm.behaviour_mut().kad.bootstrap().is_ok();
+        SwarmEvent::ConnectionEstablished { .. } if !n.bootstrapped => {
+            n.bootstrapped = swarm.behaviour_mut().kad.bootstrap().is_ok();
         }
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
             peer_id,
             info,
             ..
         })) => swarm.behaviour_mut().learn(&peer_id, &info),
-        SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => on_kad(swarm, ev, world, lookups),
+        SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => on_kad(swarm, ev, world, n),
         _ => {}
     }
 }
@@ -509,8 +611,9 @@ fn on_kad(
     swarm: &mut libp2p::Swarm<Behaviour>,
     ev: kad::Event,
     world: &World,
-    lookups: &mut HashMap<QueryId, Pending>,
+    n: &mut NodeState,
 ) {
+    let lookups = &mut n.lookups;
     let kad = &mut swarm.behaviour_mut().kad;
     match ev {
         kad::Event::InboundRequest {
@@ -592,12 +695,36 @@ fn on_kad(
                 }
             }
             QueryResult::PutRecord(r) => {
-                let c = if r.is_ok() {
-                    &world.puts_ok
-                } else {
-                    &world.puts_failed
+                let Some(own) = n.own.as_mut() else {
+                    return;
                 };
-                c.fetch_add(1, Relaxed);
+                let (outcome, acks) = match &r {
+                    Ok(_) => ("ok", 1),
+                    Err(kad::PutRecordError::QuorumFailed { success, .. }) => {
+                        ("quorum failed", success.len())
+                    }
+                    Err(kad::PutRecordError::Timeout { success, .. }) => {
+                        ("timeout", success.len())
+                    }
+                };
+                lock(&world.attempts).push(Attempt {
+                    outcome,
+                    acks,
+                    ms: stats.duration().unwrap_or_default().as_secs_f64() * 1000.0,
+                    requests: stats.num_requests(),
+                    failures: stats.num_failures(),
+                    nth: own.attempts,
+                });
+                if r.is_ok() {
+                    world.puts_ok.fetch_add(1, Relaxed);
+                    n.own = None;
+                } else if own.first.elapsed() + own.backoff >= n.deadline {
+                    world.puts_failed.fetch_add(1, Relaxed);
+                    n.own = None;
+                } else {
+                    own.retry_at = Some(Instant::now() + own.backoff);
+                    own.backoff = (own.backoff * 2).min(RETRY_MAX);
+                }
             }
             _ => {}
         },
@@ -665,7 +792,8 @@ impl Sim {
         let addr: Multiaddr = format!("/memory/{}", PORT_BASE + i as u64).parse()?;
         swarm.listen_on(addr.clone())?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(node(swarm, rx, self.world.clone(), dead));
+        let deadline = Duration::from_secs(self.args.publish_deadline);
+        tokio::spawn(node(swarm, rx, self.world.clone(), dead, deadline));
         self.nodes.push(NodeHandle {
             peer,
             addr,
@@ -801,7 +929,7 @@ impl Sim {
             });
             let (tx, rx) = oneshot::channel();
             self.send(querier, Cmd::Lookup { key, reply: tx });
-            let outcome = tokio::time::timeout(dht::QUERY_TIMEOUT * 2, rx).await;
+            let outcome = tokio::time::timeout(dht::LOOKUP_TIMEOUT * 2, rx).await;
             *lock(&self.world.probe) = None;
             let hits: Vec<Hit> = std::mem::take(&mut *lock(&self.world.hits))
                 .into_iter()
@@ -942,6 +1070,55 @@ fn print_table(phases: &mut [Phase]) {
     }
 }
 
+/// Every `put_record` attempt by outcome, and how many attempts publications needed.
+fn print_attempts(world: &World) {
+    let attempts = lock(&world.attempts);
+    println!();
+    println!("| put_record attempts | count | duration ms p50 / p90 / max | requests p50 / max | failed requests p50 / max | peers that acked p50 / max |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for outcome in ["ok", "timeout", "quorum failed"] {
+        let these: Vec<&Attempt> = attempts.iter().filter(|a| a.outcome == outcome).collect();
+        if these.is_empty() {
+            continue;
+        }
+        let mut ms: Vec<f64> = these.iter().map(|a| a.ms).collect();
+        ms.sort_by(f64::total_cmp);
+        let mut req: Vec<u32> = these.iter().map(|a| a.requests).collect();
+        req.sort_unstable();
+        let mut fail: Vec<u32> = these.iter().map(|a| a.failures).collect();
+        fail.sort_unstable();
+        let mut acks: Vec<usize> = these.iter().map(|a| a.acks).collect();
+        acks.sort_unstable();
+        let f = |v: Option<f64>| show(v.map(|v| format!("{v:.0}")));
+        println!(
+            "| {outcome} | {} | {} / {} / {} | {} / {} | {} / {} | {} / {} |",
+            these.len(),
+            f(pct(&ms, 50.0)),
+            f(pct(&ms, 90.0)),
+            f(ms.last().copied()),
+            show(pct(&req, 50.0)),
+            show(req.last().copied()),
+            show(pct(&fail, 50.0)),
+            show(fail.last().copied()),
+            show(pct(&acks, 50.0)),
+            show(acks.last().copied()),
+        );
+    }
+    let mut by_nth: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+    for a in attempts.iter().filter(|a| a.outcome == "ok") {
+        *by_nth.entry(a.nth).or_default() += 1;
+    }
+    let line: Vec<String> = by_nth
+        .iter()
+        .map(|(nth, count)| format!("{count} at attempt {nth}"))
+        .collect();
+    note!(
+        "publications acknowledged: {}; given up: {}",
+        if line.is_empty() { "none".into() } else { line.join(", ") },
+        world.puts_failed.load(Relaxed)
+    );
+}
+
 /// CPU seconds of this process and its peak resident memory in MiB, from /proc.
 fn usage() -> (f64, f64) {
     let tck = std::process::Command::new("getconf")
@@ -1043,14 +1220,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sleep(Duration::from_millis(5)).await;
     }
     let mut expected = sim.publishers.len() as u64;
-    sim.puts_done(expected, Duration::from_secs(120)).await;
+    let wait = Duration::from_secs(sim.args.publish_deadline + 60);
+    sim.puts_done(expected, wait).await;
     let movers = ((sim.publishers.len() as f64) * sim.args.movers).round() as usize;
     for (p, id) in ids.iter().enumerate().take(movers) {
         sim.publish(p, id, base_seq + 1)?;
         sleep(Duration::from_millis(5)).await;
     }
     expected += movers as u64;
-    sim.puts_done(expected, Duration::from_secs(60)).await;
+    sim.puts_done(expected, wait).await;
     note!(
         "published {} records ({} again with a higher seq) in {:.0} s: {} publications ok, {} failed",
         sim.publishers.len(),
@@ -1059,6 +1237,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sim.world.puts_ok.load(Relaxed),
         sim.world.puts_failed.load(Relaxed)
     );
+    print_attempts(&sim.world);
     sleep(Duration::from_secs(2)).await;
     sim.describe("after publication").await;
 

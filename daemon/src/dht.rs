@@ -38,8 +38,14 @@ pub const IDENTIFY_PROTOCOL: &str = "/metanet/id/1.0.0";
 pub const KEY_PREFIX: &[u8] = b"/metanet/peer/";
 /// Most records one node stores (its own and those it holds for others).
 pub const MAX_RECORDS: usize = 16_384;
-/// How long one lookup may take.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one lookup may take (the daemon ends it then, found or not).
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kademlia's query timeout, which bounds a publication: the walk to the closest
+/// peers must converge (every one of the 20 closest answered) before the PUT goes out,
+/// and on a network of thousands, with a fresh connection per request, that walk
+/// alone takes about 8 s at the median (docs/benchmarks.md, "DHT at scale"). Lookups
+/// stop far earlier, at their first valid copy or at [`LOOKUP_TIMEOUT`].
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(40);
 /// After the first valid copy, how long a lookup still waits for a newer one before it
 /// stops early (a lookup that reaches its natural end answers at once).
 const GRACE: Duration = Duration::from_secs(1);
@@ -323,6 +329,8 @@ struct Own {
 #[derive(Debug)]
 struct Pending {
     prefix: Ipv6Prefix,
+    /// When the lookup gives up ([`LOOKUP_TIMEOUT`] after it started).
+    deadline: Instant,
     best: Option<Found>,
     /// Set at the first valid copy: when to stop waiting for a newer one.
     settle_at: Option<Instant>,
@@ -487,6 +495,7 @@ impl Node {
                     id,
                     Pending {
                         prefix,
+                        deadline: Instant::now() + LOOKUP_TIMEOUT,
                         best: None,
                         settle_at: None,
                     },
@@ -541,7 +550,7 @@ impl Node {
         let settled: Vec<QueryId> = self
             .lookups
             .iter()
-            .filter(|(_, p)| p.settle_at.is_some_and(|t| t <= now))
+            .filter(|(_, p)| p.settle_at.is_some_and(|t| t <= now) || p.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in settled {
