@@ -40,6 +40,10 @@ pub struct File {
     pub socket: Option<PathBuf>,
     /// UDP socket buffer size in bytes. Default 8 MiB.
     pub socket_buffer: Option<usize>,
+    /// Data cipher policy: `auto` (default: AES-256-GCM with peers that offer it when
+    /// this CPU has AES instructions, else ChaCha20-Poly1305), `aes-256-gcm` (offer and
+    /// accept it regardless) or `chacha20-poly1305` (never use AES).
+    pub cipher: Option<CipherPolicy>,
     /// DHT listen port (TCP, IPv4 and IPv6). Default 51821.
     pub dht_port: Option<u16>,
     /// DHT nodes to join through, as multiaddrs (`/ip4/198.18.0.1/tcp/51821`, with an
@@ -64,6 +68,55 @@ pub struct File {
     /// What the daemon publishes for its identities.
     #[serde(default)]
     pub identity: Vec<IdentityConfig>,
+}
+
+/// Which data cipher the daemon offers and accepts (docs/protocol.md §6.1).
+/// ChaCha20-Poly1305 is always available; AES-256-GCM is used for a session only when
+/// both ends allow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+pub enum CipherPolicy {
+    /// AES-256-GCM where the CPU has AES and carry-less multiply instructions.
+    #[default]
+    #[serde(rename = "auto")]
+    #[value(name = "auto")]
+    Auto,
+    /// Offer and accept AES-256-GCM.
+    #[serde(rename = "aes-256-gcm")]
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    /// ChaCha20-Poly1305 only.
+    #[serde(rename = "chacha20-poly1305")]
+    #[value(name = "chacha20-poly1305")]
+    ChaCha20Poly1305,
+}
+
+impl CipherPolicy {
+    /// Whether to offer and accept AES-256-GCM.
+    pub fn aes_256_gcm(self) -> bool {
+        match self {
+            CipherPolicy::Auto => aes_in_hardware(),
+            CipherPolicy::Aes256Gcm => true,
+            CipherPolicy::ChaCha20Poly1305 => false,
+        }
+    }
+}
+
+/// Whether this CPU runs AES-GCM in hardware (where ring then beats ChaCha20-Poly1305).
+fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
 }
 
 /// Publication settings of one local identity (by name).

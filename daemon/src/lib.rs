@@ -36,6 +36,8 @@ pub struct Options {
     /// Tunnel MTU; `None`: the underlay's MTU minus [`config::OVERHEAD`].
     pub mtu: Option<u16>,
     pub socket_buffer: usize,
+    /// Offer and accept AES-256-GCM for data (else ChaCha20-Poly1305 only).
+    pub aes_256_gcm: bool,
     pub static_peers: Vec<config::StaticPeer>,
     /// DHT listen port (TCP).
     pub dht_port: u16,
@@ -154,7 +156,16 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let origin = std::time::Instant::now();
     let mut seed = [0u8; 32];
     seed.copy_from_slice(&state::random64()?[..32]);
-    let mut node = Node::new(node::Config::default(), seed, Instant::ZERO, unix_now());
+    let node_config = node::Config {
+        aes_256_gcm: opts.aes_256_gcm,
+        ..node::Config::default()
+    };
+    tracing::info!(
+        aes_256_gcm = opts.aes_256_gcm,
+        "data ciphers: chacha20-poly1305{}",
+        if opts.aes_256_gcm { ", aes-256-gcm" } else { "" }
+    );
+    let mut node = Node::new(node_config, seed, Instant::ZERO, unix_now());
 
     let first_ip = identities[0].1.address().ipv6();
     let underlay = underlay_mtu(&opts.tun);
@@ -553,6 +564,7 @@ impl Daemon {
                 rtt_us: p
                     .rtt
                     .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                cipher: p.cipher.map(|c| c.name().to_owned()),
             })
             .collect()
     }
@@ -777,6 +789,7 @@ impl Daemon {
             rx_bytes: 0,
             tx_bytes: 0,
             rtt_us: None,
+            cipher: None,
         }
     }
 

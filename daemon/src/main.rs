@@ -28,6 +28,10 @@ struct Args {
     /// Tunnel MTU.
     #[arg(long, value_name = "BYTES")]
     mtu: Option<u16>,
+    /// Data cipher policy (default auto: AES-256-GCM with peers that offer it when the
+    /// CPU has AES instructions, else ChaCha20-Poly1305).
+    #[arg(long, value_enum, value_name = "CIPHER")]
+    cipher: Option<config::CipherPolicy>,
     /// DHT listen port (TCP, IPv4 and IPv6).
     #[arg(long, value_name = "N")]
     dht_port: Option<u16>,
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| config::DEFAULT_TUN.into()),
         mtu: args.mtu.or(file.mtu),
         socket_buffer: file.socket_buffer.unwrap_or(8 << 20),
+        aes_256_gcm: args.cipher.or(file.cipher).unwrap_or_default().aes_256_gcm(),
         static_peers: file.peer,
         dht_port: args
             .dht_port

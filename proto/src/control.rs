@@ -317,4 +317,7 @@ pub struct PeerInfo {
     pub tx_bytes: u64,
     /// Handshake round-trip time in microseconds, when measured.
     pub rtt_us: Option<u64>,
+    /// Data cipher of the session (`chacha20-poly1305` or `aes-256-gcm`), when up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
 }

@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 
 use crate::identity::{Binding, Identity, NoisePublicKey, PublicKey};
 use crate::rng::Rng;
+use crate::session::Cipher as DataCipher;
 use crate::time::{Instant, UnixTime};
 use crate::wire::{
     self, CookieReplyRepr, InitiationPacket, InitiationRepr, ResponsePacket, ResponseRepr, MAC_LEN,
@@ -73,6 +74,8 @@ pub enum Error {
     UnexpectedResponder,
     #[error("cookie reply does not decrypt")]
     BadCookie,
+    #[error("responder chose a data cipher we did not offer")]
+    UnofferedCipher,
 }
 
 /// What we know about the remote side of a handshake: its wallet key and Noise key.
@@ -98,6 +101,8 @@ pub struct Established {
     pub remote: Remote,
     /// Whether we initiated.
     pub initiator: bool,
+    /// The data cipher both sides agreed on (docs/protocol.md §6.1).
+    pub cipher: DataCipher,
 }
 
 impl fmt::Debug for Established {
@@ -107,12 +112,14 @@ impl fmt::Debug for Established {
             .field("remote_index", &self.remote_index)
             .field("remote", &self.remote)
             .field("initiator", &self.initiator)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
 }
 
-/// Start a handshake to `remote` (docs/protocol.md §5.2). Returns the state waiting for
-/// the response and the initiation, with mac1 set and mac2 from `cookie` if any.
+/// Start a handshake to `remote` (docs/protocol.md §5.2) that offers ChaCha20-Poly1305
+/// only. Returns the state waiting for the response and the initiation, with mac1 set
+/// and mac2 from `cookie` if any.
 pub fn initiate(
     local: &Identity,
     remote: Remote,
@@ -121,6 +128,21 @@ pub fn initiate(
     timestamp: UnixTime,
     cookie: Option<&Cookie>,
     seed: [u8; 32],
+) -> Result<(ExpectResponse, Vec<u8>), Error> {
+    initiate_offering(local, remote, psk, sender, timestamp, cookie, seed, false)
+}
+
+/// [`initiate`], also offering AES-256-GCM for data when `aes_256_gcm` is set.
+#[allow(clippy::too_many_arguments)]
+pub fn initiate_offering(
+    local: &Identity,
+    remote: Remote,
+    psk: &Psk,
+    sender: u32,
+    timestamp: UnixTime,
+    cookie: Option<&Cookie>,
+    seed: [u8; 32],
+    aes_256_gcm: bool,
 ) -> Result<(ExpectResponse, Vec<u8>), Error> {
     let mut hs = builder(seed)
         .local_private_key(local.noise().secret())
@@ -137,7 +159,13 @@ pub fn initiate(
         .write_message(&payload, &mut noise)
         .map_err(|_| Error::Noise)?;
     debug_assert_eq!(n, wire::INIT_NOISE_LEN);
+    let ciphers = if aes_256_gcm {
+        wire::cipher::OFFER_AES_256_GCM
+    } else {
+        0
+    };
     let repr = InitiationRepr {
+        ciphers,
         sender,
         noise,
         mac1: [0; MAC_LEN],
@@ -152,6 +180,7 @@ pub fn initiate(
             sender,
             remote,
             mac1,
+            offered_aes: aes_256_gcm,
         },
         msg,
     ))
@@ -163,6 +192,7 @@ pub struct ExpectResponse {
     sender: u32,
     remote: Remote,
     mac1: [u8; MAC_LEN],
+    offered_aes: bool,
 }
 
 impl fmt::Debug for ExpectResponse {
@@ -189,6 +219,12 @@ impl ExpectResponse {
     /// whose mac1 the caller has checked. Consumes the state: a failed response ends this
     /// attempt (the node's retry timer starts a new one).
     pub fn handle_response(mut self, p: &ResponsePacket<&[u8]>) -> Result<Established, Error> {
+        // Only a cipher we offered (ChaCha20-Poly1305 needs no offer).
+        let cipher = match DataCipher::from_choice(p.cipher()) {
+            Some(DataCipher::Aes256Gcm) if !self.offered_aes => return Err(Error::UnofferedCipher),
+            Some(c) => c,
+            None => return Err(Error::UnofferedCipher),
+        };
         let mut payload = [0u8; wire::RESPONSE_PAYLOAD_LEN + 16];
         let n = self
             .hs
@@ -213,6 +249,7 @@ impl ExpectResponse {
             remote_index: p.sender(),
             remote: self.remote,
             initiator: true,
+            cipher,
         })
     }
 
@@ -262,6 +299,7 @@ pub fn read_initiation(
         },
         initiator_index: p.sender(),
         timestamp,
+        offered_aes: p.ciphers() & wire::cipher::OFFER_AES_256_GCM != 0,
     })
 }
 
@@ -271,6 +309,7 @@ pub struct ExpectAccept {
     initiator: Remote,
     initiator_index: u32,
     timestamp: UnixTime,
+    offered_aes: bool,
 }
 
 impl fmt::Debug for ExpectAccept {
@@ -294,12 +333,29 @@ impl ExpectAccept {
         self.timestamp
     }
 
-    /// Answer: write the response and derive the transport keys.
-    pub fn accept(
+    /// Whether the initiator offered AES-256-GCM.
+    pub fn offered_aes(&self) -> bool {
+        self.offered_aes
+    }
+
+    /// Answer with ChaCha20-Poly1305: write the response and derive the transport keys.
+    pub fn accept(self, local: &Identity, sender: u32) -> Result<(Established, Vec<u8>), Error> {
+        self.accept_choosing(local, sender, false)
+    }
+
+    /// Answer, choosing AES-256-GCM when the initiator offered it and `aes_256_gcm` is
+    /// set, ChaCha20-Poly1305 otherwise.
+    pub fn accept_choosing(
         mut self,
         local: &Identity,
         sender: u32,
+        aes_256_gcm: bool,
     ) -> Result<(Established, Vec<u8>), Error> {
+        let cipher = if aes_256_gcm && self.offered_aes {
+            DataCipher::Aes256Gcm
+        } else {
+            DataCipher::ChaCha20Poly1305
+        };
         let mut payload = [0u8; wire::RESPONSE_PAYLOAD_LEN];
         payload[..32].copy_from_slice(&local.public_key().to_bytes());
         payload[32..96].copy_from_slice(&local.binding().0);
@@ -308,6 +364,7 @@ impl ExpectAccept {
             .write_message(&payload, &mut noise)
             .map_err(|_| Error::Noise)?;
         let repr = ResponseRepr {
+            cipher: cipher.choice(),
             sender,
             receiver: self.initiator_index,
             noise,
@@ -325,6 +382,7 @@ impl ExpectAccept {
             remote_index: self.initiator_index,
             remote: self.initiator,
             initiator: false,
+            cipher,
         };
         Ok((est, msg))
     }
@@ -627,6 +685,51 @@ mod tests {
         assert_eq!(*ea.recv_key, *eb.send_key);
         assert_eq!((ea.local_index, ea.remote_index), (11, 22));
         assert_eq!((eb.local_index, eb.remote_index), (22, 11));
+    }
+
+    /// One handshake with the given offer and responder policy; the agreed ciphers of
+    /// both sides, or the initiator's error (the response's choice byte replaced by
+    /// `tamper` first, with mac1 recomputed as an on-path attacker can).
+    fn negotiate(offer: bool, allow: bool, tamper: Option<u8>) -> Result<DataCipher, Error> {
+        let (a, b) = ids();
+        let psk = [0u8; 32];
+        let (expect, init) = initiate_offering(
+            &a,
+            remote(&b),
+            &psk,
+            11,
+            UnixTime::from_secs(5),
+            None,
+            [7; 32],
+            offer,
+        )?;
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &psk, &ip, [8; 32])?;
+        assert_eq!(acc.offered_aes(), offer);
+        let (eb, mut resp) = acc.accept_choosing(&b, 22, allow)?;
+        if let Some(choice) = tamper {
+            resp[1] = choice;
+            write_macs(&mut resp, &a.noise().public_key(), None);
+        }
+        let rp = ResponsePacket::new_checked(resp.as_slice()).map_err(|_| Error::BadPayload)?;
+        let ea = expect.handle_response(&rp)?;
+        assert_eq!(ea.cipher, eb.cipher);
+        Ok(ea.cipher)
+    }
+
+    #[test]
+    fn aes_is_used_only_when_offered_and_allowed() {
+        assert_eq!(negotiate(true, true, None), Ok(DataCipher::Aes256Gcm));
+        assert_eq!(negotiate(true, false, None), Ok(DataCipher::ChaCha20Poly1305));
+        assert_eq!(negotiate(false, true, None), Ok(DataCipher::ChaCha20Poly1305));
+        assert_eq!(negotiate(false, false, None), Ok(DataCipher::ChaCha20Poly1305));
+        // A response naming AES-256-GCM that was never offered fails the attempt; an
+        // undefined choice never even parses.
+        assert_eq!(
+            negotiate(false, false, Some(wire::cipher::AES_256_GCM)),
+            Err(Error::UnofferedCipher)
+        );
+        assert_eq!(negotiate(true, true, Some(9)), Err(Error::BadPayload));
     }
 
     #[test]

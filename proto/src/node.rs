@@ -76,6 +76,10 @@ pub struct Config {
     pub per_source_rate: u32,
     /// Send a keepalive at least this often to every peer with a session.
     pub persistent_keepalive: Option<Duration>,
+    /// Offer AES-256-GCM for data in our initiations and choose it when an initiator
+    /// offers it (docs/protocol.md §6.1); ChaCha20-Poly1305 otherwise. Set it where the
+    /// CPU has AES instructions.
+    pub aes_256_gcm: bool,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             load_threshold: 64,
             per_source_rate: 8,
             persistent_keepalive: None,
+            aes_256_gcm: false,
         }
     }
 }
@@ -247,6 +252,8 @@ pub struct PeerStatus {
     pub tx_packets: u64,
     /// Round-trip time of the last handshake we initiated.
     pub rtt: Option<Duration>,
+    /// The data cipher of the current session, when one is up.
+    pub cipher: Option<crate::session::Cipher>,
 }
 
 /// The endpoint state machine.
@@ -446,6 +453,11 @@ impl Node {
                 rx_packets: p.rx_packets,
                 tx_packets: p.tx_packets,
                 rtt: p.rtt,
+                cipher: p
+                    .current
+                    .as_ref()
+                    .filter(|k| k.is_usable(now))
+                    .map(|k| k.cipher),
             })
             .collect()
     }
@@ -1018,7 +1030,7 @@ impl Node {
             return;
         };
         let cookie = p.cookie.as_ref().filter(|c| c.is_fresh(now));
-        match handshake::initiate(
+        match handshake::initiate_offering(
             &local.identity,
             p.remote,
             &self.config.psk,
@@ -1026,6 +1038,7 @@ impl Node {
             ts,
             cookie,
             seed,
+            self.config.aes_256_gcm,
         ) {
             Ok((state, msg)) => {
                 p.last_sent_init_timestamp = Some(ts);
@@ -1311,7 +1324,9 @@ impl Node {
         let Some(local) = self.locals[li].as_ref() else {
             return;
         };
-        let Ok((est, response)) = accept.accept(&local.identity, index) else {
+        let Ok((est, response)) =
+            accept.accept_choosing(&local.identity, index, self.config.aes_256_gcm)
+        else {
             self.stats.handshake_failures += 1;
             return;
         };

@@ -3,11 +3,12 @@
 //! Two layers per message, after smoltcp: a checked zero-copy view (`*Packet<T>`) whose
 //! constructor validates type and length so no accessor can panic, and an owned
 //! representation (`*Repr`) with `parse`, `emit` and `buffer_len`. All integers are
-//! little-endian. Byte 0 is the message type; bytes 1..4 are reserved and must be zero.
+//! little-endian. Byte 0 is the message type; bytes 1..4 are reserved and must be zero,
+//! except byte 1 of the handshake messages, which negotiates the data cipher ([`cipher`]).
 //!
 //! ```text
-//! initiation  (240): type=1 | 0 0 0 | sender u32 | noise[200] | mac1[16] | mac2[16]
-//! response    (188): type=2 | 0 0 0 | sender u32 | receiver u32 | noise[144] | mac1[16] | mac2[16]
+//! initiation  (240): type=1 | offer 0 0 | sender u32 | noise[200] | mac1[16] | mac2[16]
+//! response    (188): type=2 | choice 0 0 | sender u32 | receiver u32 | noise[144] | mac1[16] | mac2[16]
 //! cookie reply (64): type=3 | 0 0 0 | receiver u32 | nonce[24] | sealed cookie[32]
 //! data      (32+n): type=4 | 0 0 0 | receiver u32 | counter u64 | AEAD(payload[n]) + tag[16]
 //! keepalive   (32): a data message with an empty payload
@@ -88,7 +89,31 @@ pub enum Error {
     Reserved,
 }
 
+/// The data cipher negotiation in byte 1 of the handshake messages (docs/protocol.md
+/// §6.1): an initiation's byte 1 is a set of offer bits (unknown bits are ignored), a
+/// response's byte 1 names the cipher chosen. Zero in both means ChaCha20-Poly1305.
+pub mod cipher {
+    /// Response choice: ChaCha20-Poly1305 (always supported, never needs an offer).
+    pub const CHACHA20_POLY1305: u8 = 0;
+    /// Response choice: AES-256-GCM.
+    pub const AES_256_GCM: u8 = 1;
+    /// Initiation offer bit: the initiator can use AES-256-GCM.
+    pub const OFFER_AES_256_GCM: u8 = 1 << 0;
+}
+
 fn check_header(buf: &[u8], kind: u8, exact: Option<usize>, min: usize) -> Result<(), Error> {
+    check_header_with(buf, kind, exact, min, 1)
+}
+
+/// Like [`check_header`], with the reserved bytes starting at `reserved_from`, and byte
+/// 1 of a response limited to the known cipher choices.
+fn check_header_with(
+    buf: &[u8],
+    kind: u8,
+    exact: Option<usize>,
+    min: usize,
+    reserved_from: usize,
+) -> Result<(), Error> {
     let len = buf.len();
     let first = *buf.first().ok_or(Error::Empty)?;
     if first != kind {
@@ -105,7 +130,10 @@ fn check_header(buf: &[u8], kind: u8, exact: Option<usize>, min: usize) -> Resul
             expected: exact.unwrap_or(min),
         });
     }
-    if buf[1..4] != [0, 0, 0] {
+    if buf[reserved_from..4].iter().any(|&b| b != 0) {
+        return Err(Error::Reserved);
+    }
+    if kind == self::kind::RESPONSE && buf[1] > cipher::AES_256_GCM {
         return Err(Error::Reserved);
     }
     Ok(())
@@ -158,8 +186,8 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
         other => return Err(Error::UnknownType(other)),
     };
     match k {
-        Kind::Initiation => check_header(buf, kind::INITIATION, Some(INIT_LEN), 0)?,
-        Kind::Response => check_header(buf, kind::RESPONSE, Some(RESPONSE_LEN), 0)?,
+        Kind::Initiation => check_header_with(buf, kind::INITIATION, Some(INIT_LEN), 0, 2)?,
+        Kind::Response => check_header_with(buf, kind::RESPONSE, Some(RESPONSE_LEN), 0, 2)?,
         Kind::CookieReply => check_header(buf, kind::COOKIE_REPLY, Some(COOKIE_REPLY_LEN), 0)?,
         Kind::Data => check_header(buf, kind::DATA, None, DATA_OVERHEAD)?,
         Kind::RecordRequest => {
@@ -179,8 +207,12 @@ pub struct InitiationPacket<T: AsRef<[u8]>>(T);
 impl<T: AsRef<[u8]>> InitiationPacket<T> {
     /// Wrap `buf` after checking type, length and reserved bytes.
     pub fn new_checked(buf: T) -> Result<Self, Error> {
-        check_header(buf.as_ref(), kind::INITIATION, Some(INIT_LEN), 0)?;
+        check_header_with(buf.as_ref(), kind::INITIATION, Some(INIT_LEN), 0, 2)?;
         Ok(InitiationPacket(buf))
+    }
+    /// The data ciphers the initiator offers ([`cipher`] offer bits).
+    pub fn ciphers(&self) -> u8 {
+        self.0.as_ref()[1]
     }
     /// The initiator's session index.
     pub fn sender(&self) -> u32 {
@@ -207,6 +239,8 @@ impl<T: AsRef<[u8]>> InitiationPacket<T> {
 /// Owned handshake initiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitiationRepr {
+    /// Offered data ciphers ([`cipher`] offer bits).
+    pub ciphers: u8,
     /// The initiator's session index.
     pub sender: u32,
     /// Noise message 1.
@@ -221,6 +255,7 @@ impl InitiationRepr {
     /// Parse a checked view.
     pub fn parse<T: AsRef<[u8]>>(p: &InitiationPacket<T>) -> Self {
         InitiationRepr {
+            ciphers: p.ciphers(),
             sender: p.sender(),
             noise: arr(p.as_bytes(), 8),
             mac1: p.mac1(),
@@ -234,6 +269,7 @@ impl InitiationRepr {
     /// Write into `buf[..INIT_LEN]`; `buf` must be at least that long.
     pub fn emit(&self, buf: &mut [u8]) {
         put_header(buf, kind::INITIATION);
+        buf[1] = self.ciphers;
         buf[4..8].copy_from_slice(&self.sender.to_le_bytes());
         buf[8..8 + INIT_NOISE_LEN].copy_from_slice(&self.noise);
         buf[INIT_LEN - 2 * MAC_LEN..INIT_LEN - MAC_LEN].copy_from_slice(&self.mac1);
@@ -250,8 +286,12 @@ pub struct ResponsePacket<T: AsRef<[u8]>>(T);
 impl<T: AsRef<[u8]>> ResponsePacket<T> {
     /// Wrap `buf` after checking type, length and reserved bytes.
     pub fn new_checked(buf: T) -> Result<Self, Error> {
-        check_header(buf.as_ref(), kind::RESPONSE, Some(RESPONSE_LEN), 0)?;
+        check_header_with(buf.as_ref(), kind::RESPONSE, Some(RESPONSE_LEN), 0, 2)?;
         Ok(ResponsePacket(buf))
+    }
+    /// The data cipher the responder chose ([`cipher`]: 0 or 1).
+    pub fn cipher(&self) -> u8 {
+        self.0.as_ref()[1]
     }
     /// The responder's session index.
     pub fn sender(&self) -> u32 {
@@ -282,6 +322,8 @@ impl<T: AsRef<[u8]>> ResponsePacket<T> {
 /// Owned handshake response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseRepr {
+    /// The data cipher chosen ([`cipher`]).
+    pub cipher: u8,
     /// The responder's session index.
     pub sender: u32,
     /// The initiator's session index.
@@ -298,6 +340,7 @@ impl ResponseRepr {
     /// Parse a checked view.
     pub fn parse<T: AsRef<[u8]>>(p: &ResponsePacket<T>) -> Self {
         ResponseRepr {
+            cipher: p.cipher(),
             sender: p.sender(),
             receiver: p.receiver(),
             noise: arr(p.as_bytes(), 12),
@@ -312,6 +355,7 @@ impl ResponseRepr {
     /// Write into `buf[..RESPONSE_LEN]`.
     pub fn emit(&self, buf: &mut [u8]) {
         put_header(buf, kind::RESPONSE);
+        buf[1] = self.cipher;
         buf[4..8].copy_from_slice(&self.sender.to_le_bytes());
         buf[8..12].copy_from_slice(&self.receiver.to_le_bytes());
         buf[12..12 + RESPONSE_NOISE_LEN].copy_from_slice(&self.noise);
@@ -591,5 +635,28 @@ mod tests {
         assert_eq!(classify(&d), Ok(Kind::Data));
         d[2] = 1;
         assert_eq!(classify(&d), Err(Error::Reserved));
+        d[2] = 0;
+        d[1] = 1;
+        assert_eq!(classify(&d), Err(Error::Reserved));
+    }
+
+    #[test]
+    fn handshake_byte_one_negotiates_the_cipher() {
+        let mut init = [0u8; INIT_LEN];
+        init[0] = kind::INITIATION;
+        // Any offer bits pass (unknown ones are ignored); bytes 2..4 stay reserved.
+        init[1] = 0xff;
+        assert_eq!(classify(&init), Ok(Kind::Initiation));
+        assert_eq!(InitiationPacket::new_checked(&init[..]).map(|p| p.ciphers()), Ok(0xff));
+        init[3] = 1;
+        assert_eq!(classify(&init), Err(Error::Reserved));
+        let mut resp = [0u8; RESPONSE_LEN];
+        resp[0] = kind::RESPONSE;
+        resp[1] = cipher::AES_256_GCM;
+        assert_eq!(ResponsePacket::new_checked(&resp[..]).map(|p| p.cipher()), Ok(1));
+        // A choice the protocol does not define is refused.
+        resp[1] = 2;
+        assert_eq!(classify(&resp), Err(Error::Reserved));
+        assert!(ResponsePacket::new_checked(&resp[..]).is_err());
     }
 }

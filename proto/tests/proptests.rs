@@ -36,19 +36,21 @@ fn bytes<const N: usize>() -> impl Strategy<Value = [u8; N]> {
 }
 
 fn initiation() -> impl Strategy<Value = InitiationRepr> {
-    (any::<u32>(), bytes(), bytes(), bytes()).prop_map(|(sender, noise, mac1, mac2)| {
-        InitiationRepr {
+    (any::<u8>(), any::<u32>(), bytes(), bytes(), bytes()).prop_map(
+        |(ciphers, sender, noise, mac1, mac2)| InitiationRepr {
+            ciphers,
             sender,
             noise,
             mac1,
             mac2,
-        }
-    })
+        },
+    )
 }
 
 fn response() -> impl Strategy<Value = ResponseRepr> {
-    (any::<u32>(), any::<u32>(), bytes(), bytes(), bytes()).prop_map(
-        |(sender, receiver, noise, mac1, mac2)| ResponseRepr {
+    (0..=1u8, any::<u32>(), any::<u32>(), bytes(), bytes(), bytes()).prop_map(
+        |(cipher, sender, receiver, noise, mac1, mac2)| ResponseRepr {
+            cipher,
             sender,
             receiver,
             noise,
@@ -313,9 +315,13 @@ proptest! {
         // Judged by type byte, length and reserved bytes only.
         let expected = match (buf.first(), buf.len()) {
             (None, _) => Err(wire::Error::Empty),
-            (Some(1), wire::INIT_LEN)
-            | (Some(2), wire::RESPONSE_LEN)
-            | (Some(3), wire::COOKIE_REPLY_LEN)
+            // Byte 1 of a handshake message negotiates the data cipher: any offer
+            // bits in an initiation, a choice of 0 or 1 in a response.
+            (Some(1), wire::INIT_LEN) if buf[2..4] != [0, 0] => Err(wire::Error::Reserved),
+            (Some(2), wire::RESPONSE_LEN) if buf[2..4] != [0, 0] || buf[1] > 1 => {
+                Err(wire::Error::Reserved)
+            }
+            (Some(3), wire::COOKIE_REPLY_LEN)
             | (Some(5), wire::RECORD_REQUEST_LEN) if buf[1..4] != [0, 0, 0] => {
                 Err(wire::Error::Reserved)
             }

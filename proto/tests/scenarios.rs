@@ -1045,3 +1045,48 @@ fn revoked_peer_is_dropped_and_its_handshakes_refused() {
         Err(CommandError::Denied)
     );
 }
+
+#[test]
+fn data_cipher_is_aes_only_where_both_ends_allow_it() {
+    use metanet_proto::session::Cipher;
+    let mut sim = Sim::new(23, LinkConfig::default());
+    let aes = Config {
+        aes_256_gcm: true,
+        ..Config::default()
+    };
+    let (id_a, id_b, id_c) = (sim.new_identity(), sim.new_identity(), sim.new_identity());
+    let a = sim.add_host_with(A, vec![id_a], aes.clone());
+    let b = sim.add_host_with(B, vec![id_b], aes);
+    let c = sim.add_host_with("198.18.0.3:51820", vec![id_c], Config::default());
+    let (ip_a, ip_b, ip_c) = (sim.ip(a), sim.ip(b), sim.ip(c));
+    // A (AES) to B (AES); then C (ChaCha only) to A, and A to C: every direction
+    // delivers, whichever cipher its session uses.
+    sim.send(a, ip_b, b"a to b");
+    sim.send(c, ip_a, b"c to a");
+    sim.run_for(Duration::from_secs(1));
+    sim.send(b, ip_a, b"b to a");
+    sim.send(a, ip_c, b"a to c");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.payloads(b), vec![b"a to b".to_vec()]);
+    assert_eq!(sim.payloads(c), vec![b"a to c".to_vec()]);
+    let mut at_a = sim.payloads(a);
+    at_a.sort();
+    assert_eq!(at_a, vec![b"b to a".to_vec(), b"c to a".to_vec()]);
+    let cipher = |h: usize, peer: usize| {
+        let address = sim.address(peer);
+        sim.hosts[h]
+            .node
+            .peers(sim.now)
+            .into_iter()
+            .find(|p| p.address == address)
+            .and_then(|p| p.cipher)
+    };
+    assert_eq!(cipher(a, b), Some(Cipher::Aes256Gcm));
+    assert_eq!(cipher(b, a), Some(Cipher::Aes256Gcm));
+    assert_eq!(cipher(a, c), Some(Cipher::ChaCha20Poly1305));
+    assert_eq!(cipher(c, a), Some(Cipher::ChaCha20Poly1305));
+    // Mixed policies cost no failed handshakes.
+    for h in [a, b, c] {
+        assert_eq!(sim.hosts[h].node.stats().handshake_failures, 0);
+    }
+}

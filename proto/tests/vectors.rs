@@ -268,6 +268,7 @@ fn wire_messages_match_vectors() {
                 bytes,
             } => {
                 let repr = InitiationRepr {
+                    ciphers: 0,
                     sender: *sender,
                     noise: unhex_array(noise),
                     mac1: unhex_array(mac1),
@@ -288,6 +289,7 @@ fn wire_messages_match_vectors() {
                 bytes,
             } => {
                 let repr = ResponseRepr {
+                    cipher: 0,
                     sender: *sender,
                     receiver: *receiver,
                     noise: unhex_array(noise),
@@ -520,12 +522,14 @@ fn record_vector(
 /// byte order shows.
 fn wire_file() -> WireFile {
     let initiation = InitiationRepr {
+        ciphers: 0,
         sender: 0x1122_3344,
         noise: pattern(0x10),
         mac1: pattern(0xa0),
         mac2: pattern(0xb0),
     };
     let response = ResponseRepr {
+        cipher: 0,
         sender: 0x5566_7788,
         receiver: 0x1122_3344,
         noise: pattern(0x20),

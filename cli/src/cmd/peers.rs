@@ -80,6 +80,7 @@ mod tests {
             rx_bytes: 2048,
             tx_bytes: 10,
             rtt_us: Some(1500),
+            cipher: None,
         }
     }
 
