@@ -2,9 +2,12 @@
 # bench/run.sh: tunnel throughput and latency of metanet against wireguard-go,
 # boringtun, Yggdrasil and a no-crypto TUN-to-TUN forwarder (tunfwd: the ceiling of
 # a TUN-based tunnel here), between two network namespaces on this machine, in one run.
+# metanet runs with its default cipher policy (AES-256-GCM where the CPU has AES
+# instructions); metanet-chacha is the same daemon held to ChaCha20-Poly1305.
 #
 #   bench/run.sh [--rounds N] [--duration S] [--parallel N] [--ping-count N]
-#                [--only metanet,wireguard-go,boringtun,yggdrasil,tunfwd] [--out FILE]
+#                [--only metanet,metanet-chacha,wireguard-go,boringtun,yggdrasil,tunfwd]
+#                [--out FILE]
 #                [--metanet-socket-buffer BYTES] [--no-install] [--no-build] [--keep]
 #
 # For every round and tunnel: fresh namespaces mnbench-<pid>-a/-b joined by a veth
@@ -20,7 +23,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 
 ROUNDS=1 DURATION=10 PARALLEL=4 PING_COUNT=100 PING_INTERVAL=0.02 UP_TIMEOUT=30
-TUNNELS="metanet wireguard-go boringtun yggdrasil tunfwd" OUT="" INSTALL=1 BUILD=1 KEEP=0 MN_BUFFER=""
+TUNNELS="metanet metanet-chacha wireguard-go boringtun yggdrasil tunfwd" MN_CIPHER="" OUT="" INSTALL=1 BUILD=1 KEEP=0 MN_BUFFER=""
 usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,8 +45,8 @@ for n in "$ROUNDS" "$DURATION" "$PARALLEL" "$PING_COUNT" ${MN_BUFFER:+"$MN_BUFFE
     case "$n" in '' | *[!0-9]* | 0) echo "run.sh: counts and durations are positive integers" >&2; exit 2 ;; esac
 done
 for t in $TUNNELS; do
-    case "$t" in metanet | wireguard-go | boringtun | yggdrasil | tunfwd) ;;
-        *) echo "run.sh: unknown tunnel '$t' (metanet, wireguard-go, boringtun, yggdrasil, tunfwd)" >&2; exit 2 ;; esac
+    case "$t" in metanet | metanet-chacha | wireguard-go | boringtun | yggdrasil | tunfwd) ;;
+        *) echo "run.sh: unknown tunnel '$t' (metanet, metanet-chacha, wireguard-go, boringtun, yggdrasil, tunfwd)" >&2; exit 2 ;; esac
 done
 [ "$(id -u)" = 0 ] || { echo "run.sh needs root (network namespaces): sudo $0" >&2; exit 1; }
 
@@ -217,13 +220,16 @@ mn() { # mn a|b ARGS...: the metanet CLI inside namespace A or B
     timeout 20 ip netns exec "$ns" "$BIN/metanet" --socket "$WORK/mn-$side.sock" "$@"
 }
 version_metanet() {
-    echo "$("$BIN/metanetd" --version 2>/dev/null | head -n1), socket-buffer ${MN_BUFFER:-default}"
+    echo "$("$BIN/metanetd" --version 2>/dev/null | head -n1), socket-buffer ${MN_BUFFER:-default}, cipher ${MN_CIPHER:-auto}"
 }
+version_metanet-chacha() { MN_CIPHER=chacha20-poly1305 version_metanet; }
+up_metanet-chacha() { MN_CIPHER=chacha20-poly1305 up_metanet; }
 up_metanet() {
     local side ns json addr_b
     # an explicit config, so that an installed /etc/metanet/metanetd.toml is not read
     : >"$WORK/metanetd.toml"
-    [ -n "$MN_BUFFER" ] && echo "socket-buffer = $MN_BUFFER" >"$WORK/metanetd.toml"
+    [ -n "$MN_BUFFER" ] && echo "socket-buffer = $MN_BUFFER" >>"$WORK/metanetd.toml"
+    [ -n "$MN_CIPHER" ] && echo "cipher = \"$MN_CIPHER\"" >>"$WORK/metanetd.toml"
     for side in b a; do
         ns=$NS_A
         [ "$side" = b ] && ns=$NS_B

@@ -28,6 +28,15 @@
 //!   random earlier nodes and bootstraps at its first connection, as the daemon does.
 //!   After everyone joined, every node runs one more `bootstrap()` (what kad's periodic
 //!   5-minute refresh does in a long-running network).
+//! - **No periodic jobs**: nodes are built with
+//!   [`metanet_daemon::dht::Behaviour::simulated`], the daemon's behaviour without
+//!   kad's 5-minute routing refresh, 5-minute replication and 10-minute
+//!   republication. In one process those timers, all started within the 20 s join,
+//!   would fire for all nodes in the same seconds and starve the process (they did, in
+//!   the first runs, exactly during publication). The measured window is shorter than
+//!   one period, the explicit refresh above stands in for the first routing refresh,
+//!   and stored records are not re-replicated after the churn: a pessimistic
+//!   assumption for the lookups after it.
 //! - **Publication**: each publisher puts its signed record (`Quorum::One`) and, as the
 //!   daemon does, retries a put that failed after 1 s, doubling up to 30 s, until one
 //!   is acknowledged or `--publish-deadline` passed. Every attempt's outcome (ok,
@@ -142,9 +151,16 @@ struct Args {
     /// then, opens a fresh connection for nearly every request of a lookup.
     #[arg(long, default_value_t = 10)]
     idle_timeout: u64,
+    /// Kademlia's query timeout in seconds (default: the daemon's). It bounds a
+    /// publication attempt; lookups end at the daemon's 10 s either way. Below the
+    /// daemon's value a run is pessimistic for publication and lighter on this
+    /// process: queries that starve under the join's load die sooner.
+    #[arg(long, default_value_t = dht::QUERY_TIMEOUT.as_secs())]
+    query_timeout: u64,
     /// A publication that fails is retried with the daemon's backoff (1 s doubling to
     /// 30 s) until it is acknowledged or this many seconds passed; 0: publish once.
-    #[arg(long, default_value_t = 120)]
+    /// (The daemon never gives up.)
+    #[arg(long, default_value_t = 300)]
     publish_deadline: u64,
     /// Seed of every random choice (keys, topology, delays, lookups); timing still
     /// varies from run to run.
@@ -289,6 +305,7 @@ fn build_swarm(
     rng: ChaCha8Rng,
     dead: Arc<AtomicBool>,
     idle: Duration,
+    query_timeout: Duration,
 ) -> anyhow::Result<libp2p::Swarm<Behaviour>> {
     let rng = Arc::new(Mutex::new(rng));
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -324,7 +341,7 @@ fn build_swarm(
                     .multiplex(yamux::Config::default()))
             },
         )?
-        .with_behaviour(Behaviour::new)?
+        .with_behaviour(|key| Behaviour::simulated(key, query_timeout))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
@@ -607,12 +624,7 @@ fn on_event(
     }
 }
 
-fn on_kad(
-    swarm: &mut libp2p::Swarm<Behaviour>,
-    ev: kad::Event,
-    world: &World,
-    n: &mut NodeState,
-) {
+fn on_kad(swarm: &mut libp2p::Swarm<Behaviour>, ev: kad::Event, world: &World, n: &mut NodeState) {
     let lookups = &mut n.lookups;
     let kad = &mut swarm.behaviour_mut().kad;
     match ev {
@@ -703,9 +715,7 @@ fn on_kad(
                     Err(kad::PutRecordError::QuorumFailed { success, .. }) => {
                         ("quorum failed", success.len())
                     }
-                    Err(kad::PutRecordError::Timeout { success, .. }) => {
-                        ("timeout", success.len())
-                    }
+                    Err(kad::PutRecordError::Timeout { success, .. }) => ("timeout", success.len()),
                 };
                 lock(&world.attempts).push(Attempt {
                     outcome,
@@ -788,6 +798,7 @@ impl Sim {
             link_rng,
             dead.clone(),
             Duration::from_secs(self.args.idle_timeout),
+            Duration::from_secs(self.args.query_timeout),
         )?;
         let addr: Multiaddr = format!("/memory/{}", PORT_BASE + i as u64).parse()?;
         swarm.listen_on(addr.clone())?;
@@ -1114,7 +1125,11 @@ fn print_attempts(world: &World) {
         .collect();
     note!(
         "publications acknowledged: {}; given up: {}",
-        if line.is_empty() { "none".into() } else { line.join(", ") },
+        if line.is_empty() {
+            "none".into()
+        } else {
+            line.join(", ")
+        },
         world.puts_failed.load(Relaxed)
     );
 }
@@ -1154,7 +1169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     START.get_or_init(std::time::Instant::now);
     note!(
-        "dht_scale: {} nodes, {} publishers ({:.0} % publish twice), {} lookups per phase, churn {:.0} %{}, {} bootstrap peers, one-way delay {}-{} ms, join rate {}/s, seed {}",
+        "dht_scale: {} nodes, {} publishers ({:.0} % publish twice), {} lookups per phase, churn {:.0} %{}, {} bootstrap peers, one-way delay {}-{} ms, join rate {}/s, kad query timeout {} s, publication deadline {} s, seed {}",
         args.nodes,
         args.publishers,
         args.movers * 100.0,
@@ -1165,6 +1180,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.delay_ms.0,
         args.delay_ms.1,
         args.join_rate,
+        args.query_timeout,
+        args.publish_deadline,
         args.seed
     );
     let mut sim = Sim {

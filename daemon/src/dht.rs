@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,11 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(40);
 /// After the first valid copy, how long a lookup still waits for a newer one before it
 /// stops early (a lookup that reaches its natural end answers at once).
 const GRACE: Duration = Duration::from_secs(1);
+/// Requests a query keeps in flight (Kademlia's α; kad's default is 3). A publication's
+/// walk must converge on the 20 closest peers, some 60–80 requests on a network of
+/// thousands (docs/benchmarks.md, "DHT at scale"): at α = 3 that is over 20 round
+/// trips, most over fresh connections. go-libp2p-kad-dht uses 10 as well.
+pub const PARALLELISM: usize = 10;
 /// Publication retry backoff bounds.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -235,14 +241,30 @@ impl std::fmt::Debug for Behaviour {
 impl Behaviour {
     /// Kademlia in server mode with record filtering, plus identify.
     pub fn new(key: &Keypair) -> Behaviour {
+        Self::build(key, true, QUERY_TIMEOUT)
+    }
+
+    /// [`Behaviour::new`] without Kademlia's periodic jobs (the 5-minute routing refresh,
+    /// the 5-minute replication of stored records, the 10-minute republication) and
+    /// with the given query timeout: for simulations of thousands of nodes in one
+    /// process, where those timers, all started within seconds, would fire for every
+    /// node at once.
+    pub fn simulated(key: &Keypair, query_timeout: Duration) -> Behaviour {
+        Self::build(key, false, query_timeout)
+    }
+
+    fn build(key: &Keypair, periodic: bool, query_timeout: Duration) -> Behaviour {
         let peer_id = key.public().to_peer_id();
+        let every = |secs| periodic.then(|| Duration::from_secs(secs));
         let mut cfg = kad::Config::new(StreamProtocol::new(PROTOCOL));
         cfg.set_record_filtering(kad::StoreInserts::FilterBoth)
-            .set_query_timeout(QUERY_TIMEOUT)
+            .set_query_timeout(query_timeout)
+            .set_parallelism(NonZeroUsize::new(PARALLELISM).unwrap_or(NonZeroUsize::MIN))
             .set_max_packet_size(16 * 1024)
             .set_record_ttl(Some(Duration::from_secs(record::MAX_LIFETIME_SECS)))
-            .set_publication_interval(Some(Duration::from_secs(600)))
-            .set_replication_interval(Some(Duration::from_secs(300)))
+            .set_publication_interval(every(600))
+            .set_replication_interval(every(300))
+            .set_periodic_bootstrap_interval(every(300))
             .set_provider_record_ttl(None)
             .set_provider_publication_interval(None);
         let store = MemoryStore::with_config(

@@ -163,7 +163,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     tracing::info!(
         aes_256_gcm = opts.aes_256_gcm,
         "data ciphers: chacha20-poly1305{}",
-        if opts.aes_256_gcm { ", aes-256-gcm" } else { "" }
+        if opts.aes_256_gcm {
+            ", aes-256-gcm"
+        } else {
+            ""
+        }
     );
     let mut node = Node::new(node_config, seed, Instant::ZERO, unix_now());
 

@@ -100,7 +100,11 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| config::DEFAULT_TUN.into()),
         mtu: args.mtu.or(file.mtu),
         socket_buffer: file.socket_buffer.unwrap_or(8 << 20),
-        aes_256_gcm: args.cipher.or(file.cipher).unwrap_or_default().aes_256_gcm(),
+        aes_256_gcm: args
+            .cipher
+            .or(file.cipher)
+            .unwrap_or_default()
+            .aes_256_gcm(),
         static_peers: file.peer,
         dht_port: args
             .dht_port

@@ -720,9 +720,18 @@ mod tests {
     #[test]
     fn aes_is_used_only_when_offered_and_allowed() {
         assert_eq!(negotiate(true, true, None), Ok(DataCipher::Aes256Gcm));
-        assert_eq!(negotiate(true, false, None), Ok(DataCipher::ChaCha20Poly1305));
-        assert_eq!(negotiate(false, true, None), Ok(DataCipher::ChaCha20Poly1305));
-        assert_eq!(negotiate(false, false, None), Ok(DataCipher::ChaCha20Poly1305));
+        assert_eq!(
+            negotiate(true, false, None),
+            Ok(DataCipher::ChaCha20Poly1305)
+        );
+        assert_eq!(
+            negotiate(false, true, None),
+            Ok(DataCipher::ChaCha20Poly1305)
+        );
+        assert_eq!(
+            negotiate(false, false, None),
+            Ok(DataCipher::ChaCha20Poly1305)
+        );
         // A response naming AES-256-GCM that was never offered fails the attempt; an
         // undefined choice never even parses.
         assert_eq!(

@@ -647,13 +647,19 @@ mod tests {
         // Any offer bits pass (unknown ones are ignored); bytes 2..4 stay reserved.
         init[1] = 0xff;
         assert_eq!(classify(&init), Ok(Kind::Initiation));
-        assert_eq!(InitiationPacket::new_checked(&init[..]).map(|p| p.ciphers()), Ok(0xff));
+        assert_eq!(
+            InitiationPacket::new_checked(&init[..]).map(|p| p.ciphers()),
+            Ok(0xff)
+        );
         init[3] = 1;
         assert_eq!(classify(&init), Err(Error::Reserved));
         let mut resp = [0u8; RESPONSE_LEN];
         resp[0] = kind::RESPONSE;
         resp[1] = cipher::AES_256_GCM;
-        assert_eq!(ResponsePacket::new_checked(&resp[..]).map(|p| p.cipher()), Ok(1));
+        assert_eq!(
+            ResponsePacket::new_checked(&resp[..]).map(|p| p.cipher()),
+            Ok(1)
+        );
         // A choice the protocol does not define is refused.
         resp[1] = 2;
         assert_eq!(classify(&resp), Err(Error::Reserved));

@@ -48,16 +48,24 @@ fn initiation() -> impl Strategy<Value = InitiationRepr> {
 }
 
 fn response() -> impl Strategy<Value = ResponseRepr> {
-    (0..=1u8, any::<u32>(), any::<u32>(), bytes(), bytes(), bytes()).prop_map(
-        |(cipher, sender, receiver, noise, mac1, mac2)| ResponseRepr {
-            cipher,
-            sender,
-            receiver,
-            noise,
-            mac1,
-            mac2,
-        },
+    (
+        0..=1u8,
+        any::<u32>(),
+        any::<u32>(),
+        bytes(),
+        bytes(),
+        bytes(),
     )
+        .prop_map(
+            |(cipher, sender, receiver, noise, mac1, mac2)| ResponseRepr {
+                cipher,
+                sender,
+                receiver,
+                noise,
+                mac1,
+                mac2,
+            },
+        )
 }
 
 fn cookie_reply() -> impl Strategy<Value = CookieReplyRepr> {

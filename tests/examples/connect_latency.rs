@@ -18,9 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use metanet_tests::{bin, root_or_skip, wait_for, Daemon, Lan, TempDir};
-
-const DHT_PORT: u16 = 51821;
+use metanet_tests::{bin, root_or_skip, Daemon, DhtNet, Lan};
 
 fn main() {
     if !root_or_skip("connect_latency") {
@@ -35,35 +33,16 @@ fn main() {
         "MODE is connect or ipv6"
     );
 
-    let lan = Lan::new(hosts);
-    let tmp = TempDir::new();
-    let boot = format!("/ip4/{}/tcp/{DHT_PORT}", lan.ips[0]);
-    let mut daemons = Vec::new();
-    for i in 0..hosts {
-        let dir = tmp.0.join(format!("h{i}"));
-        let extra: Vec<&str> = if i == 0 {
-            vec![]
-        } else {
-            vec!["--bootstrap", &boot]
-        };
-        daemons.push(Daemon::start_with(
-            &lan.hosts[i],
-            &dir,
-            &format!("mnl{i}"),
-            std::path::Path::new("/dev/null"),
-            &extra,
-        ));
+    let net = DhtNet::start(hosts, |_| String::new());
+    // Every host must have published before the clock starts: wait until the bootstrap
+    // host (never part of a sample) resolves each of them with its endpoint.
+    for j in 1..hosts {
+        assert!(
+            net.resolves(0, j, &net.lan.ips[j], Duration::from_secs(30)),
+            "host {j}'s record is not in the DHT"
+        );
     }
-    // Every host must have published and joined before the clock starts.
-    for (i, d) in daemons.iter().enumerate() {
-        let joined = wait_for(Duration::from_secs(30), || {
-            d.request(r#"{"id":1,"method":"status"}"#)
-                .and_then(|v| v["result"]["dht"]["peers"].as_u64())
-                .is_some_and(|n| n >= 1)
-        });
-        assert!(joined, "host {i} did not join the DHT");
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    let (lan, daemons) = (&net.lan, &net.daemons);
     let ids: Vec<(String, String)> = daemons.iter().map(Daemon::identity).collect();
 
     let mut samples = Vec::new();
@@ -81,9 +60,9 @@ fn main() {
                     .args(["connect", address])
                     .output()
                     .unwrap();
-                out.status.success() && first_pong(&lan, i, ipv6)
+                out.status.success() && first_pong(lan, i, ipv6)
             } else {
-                first_pong(&lan, i, ipv6)
+                first_pong(lan, i, ipv6)
             };
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             if ok {

@@ -481,3 +481,94 @@ pub fn transfer_intact(sender: Child, mut receiver: Child, out: &Path, mib: u32)
     assert_eq!(parts[2], sent_hash, "content hash");
     parts[0].to_owned()
 }
+
+/// UDP port of the daemons in the DHT setups.
+pub const DHT_UDP_PORT: u16 = 51820;
+/// DHT (TCP) port of the daemons in the DHT setups.
+pub const DHT_PORT: u16 = 51821;
+
+/// A segment of `n` hosts ([`Lan`]), each running metanetd; host 0 is the DHT bootstrap
+/// node of the rest.
+#[derive(Debug)]
+pub struct DhtNet {
+    pub daemons: Vec<Daemon>,
+    pub lan: Lan,
+    pub tmp: TempDir,
+}
+
+impl DhtNet {
+    /// Start the daemons (`config(i)` gives host `i`'s config file text) and wait until
+    /// every one has joined the DHT.
+    pub fn start(n: usize, config: impl Fn(usize) -> String) -> DhtNet {
+        let lan = Lan::new(n);
+        let tmp = TempDir::new();
+        let boot = format!("/ip4/{}/tcp/{DHT_PORT}", lan.ips[0]);
+        let mut daemons = Vec::new();
+        for i in 0..n {
+            let dir = tmp.0.join(format!("h{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = dir.join("metanetd.toml");
+            std::fs::write(&cfg, config(i)).unwrap();
+            let extra: Vec<&str> = if i == 0 {
+                vec![]
+            } else {
+                vec!["--bootstrap", &boot]
+            };
+            daemons.push(Daemon::start_with(
+                &lan.hosts[i],
+                &dir,
+                &format!("mnd{i}"),
+                &cfg,
+                &extra,
+            ));
+        }
+        let net = DhtNet { daemons, lan, tmp };
+        for (i, d) in net.daemons.iter().enumerate() {
+            assert!(
+                wait_for(Duration::from_secs(20), || dht_peers(d) >= 1),
+                "host {i} did not join the DHT: {}",
+                log(d)
+            );
+        }
+        net
+    }
+
+    /// Host `i`'s address and overlay IPv6.
+    pub fn addr(&self, i: usize) -> (String, String) {
+        self.daemons[i].identity()
+    }
+
+    /// Wait until host `from` resolves host `to` with an endpoint at `ip`.
+    pub fn resolves(&self, from: usize, to: usize, ip: &str, limit: Duration) -> bool {
+        let (addr, _) = self.addr(to);
+        let want = format!("{ip}:{DHT_UDP_PORT}");
+        wait_for(limit, || {
+            resolve(&self.daemons[from], &addr).is_some_and(|r| {
+                r["endpoints"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|x| x == want.as_str()))
+            })
+        })
+    }
+}
+
+/// How many DHT peers `d` has, per `status` (0 when it does not answer).
+pub fn dht_peers(d: &Daemon) -> u64 {
+    d.request(r#"{"id":7,"method":"status"}"#)
+        .and_then(|v| v["result"]["dht"]["peers"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Everything `d` logged so far.
+pub fn log(d: &Daemon) -> String {
+    std::fs::read_to_string(&d.log).unwrap_or_default()
+}
+
+/// `metanet resolve <target> --json` through `d`, or `None` when it fails.
+pub fn resolve(d: &Daemon, target: &str) -> Option<serde_json::Value> {
+    let out = d.cli(&["--json", "resolve", target]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}

@@ -32,8 +32,19 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// A and B connected, A able to ping B; returns B's overlay IPv6 too.
 fn connected(pair: &Pair, tmp: &TempDir) -> (Daemon, Daemon, String) {
-    let a = Daemon::start(&pair.a, &tmp.0.join("a"), "mnda");
-    let b = Daemon::start(&pair.b, &tmp.0.join("b"), "mndb");
+    connected_with(pair, tmp, &[], &[])
+}
+
+/// [`connected`], with extra metanetd flags for A and for B.
+fn connected_with(
+    pair: &Pair,
+    tmp: &TempDir,
+    flags_a: &[&str],
+    flags_b: &[&str],
+) -> (Daemon, Daemon, String) {
+    let none = Path::new("/dev/null");
+    let a = Daemon::start_with(&pair.a, &tmp.0.join("a"), "mnda", none, flags_a);
+    let b = Daemon::start_with(&pair.b, &tmp.0.join("b"), "mndb", none, flags_b);
     let (addr_b, ip_b) = b.identity();
     let r = a.connect(&addr_b, &format!("{}:{PORT}", pair.ip_b));
     assert!(r.get("error").is_none(), "connect failed: {r}");
@@ -273,4 +284,46 @@ fn udp_flood_does_not_starve_status_or_handshakes() {
         flooded > 10_000,
         "the flood did not arrive ({flooded} datagrams)"
     );
+}
+
+/// The data cipher the session of `d` with the peer at `address` uses, per `peers`.
+fn session_cipher(d: &Daemon, address: &str) -> Option<String> {
+    let v = d.request(r#"{"id":9,"method":"peers"}"#)?;
+    v["result"]["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["address"] == address && p["connected"] == true)?["cipher"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// AES-256-GCM where both daemons allow it, ChaCha20-Poly1305 where one does not, and a
+/// TCP stream through either arrives intact, through the offload paths.
+#[test]
+fn both_data_ciphers_carry_a_tcp_stream_intact() {
+    if !root_or_skip("both_data_ciphers_carry_a_tcp_stream_intact") {
+        return;
+    }
+    let _serial = serial();
+    for (cipher_b, expected) in [
+        ("aes-256-gcm", "aes-256-gcm"),
+        ("chacha20-poly1305", "chacha20-poly1305"),
+    ] {
+        let (pair, tmp) = (Pair::new(), TempDir::new());
+        let (a, b, ip_b) = connected_with(
+            &pair,
+            &tmp,
+            &["--cipher", "aes-256-gcm"],
+            &["--cipher", cipher_b],
+        );
+        let ((addr_a, _), (addr_b, _)) = (a.identity(), b.identity());
+        assert_eq!(session_cipher(&a, &addr_b).as_deref(), Some(expected));
+        assert_eq!(session_cipher(&b, &addr_a).as_deref(), Some(expected));
+        let (receiver, out) = tcp_receiver(&pair.b, &tmp, &ip_b);
+        let sender = tcp_sender(&pair.a, &ip_b, 16, 0.0, &tmp.0.join("progress"));
+        transfer_intact(sender, receiver, &out, 16);
+        for d in [&a, &b] {
+            assert_eq!(d.counter("decrypt_failures"), 0, "B: {cipher_b}");
+        }
+    }
 }

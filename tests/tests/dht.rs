@@ -8,92 +8,12 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use metanet_tests::{
-    bin, ping, root_or_skip, tcp_receiver, tcp_sender, transfer_intact, wait_for, Daemon, Lan,
-    TempDir,
+    bin, log, ping, resolve, root_or_skip, tcp_receiver, tcp_sender, transfer_intact, wait_for,
+    DhtNet as Net,
 };
 
 const PORT: u16 = 51820;
 const DHT_PORT: u16 = 51821;
-
-/// A segment of `n` hosts, each running metanetd; host 0 bootstraps the rest.
-struct Net {
-    daemons: Vec<Daemon>,
-    lan: Lan,
-    tmp: TempDir,
-}
-
-impl Net {
-    /// Start the daemons; `config(i)` gives host `i`'s config file text.
-    fn start(n: usize, config: impl Fn(usize) -> String) -> Net {
-        let lan = Lan::new(n);
-        let tmp = TempDir::new();
-        let boot = format!("/ip4/{}/tcp/{DHT_PORT}", lan.ips[0]);
-        let mut daemons = Vec::new();
-        for i in 0..n {
-            let dir = tmp.0.join(format!("h{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let cfg = dir.join("metanetd.toml");
-            std::fs::write(&cfg, config(i)).unwrap();
-            let extra: Vec<&str> = if i == 0 {
-                vec![]
-            } else {
-                vec!["--bootstrap", &boot]
-            };
-            daemons.push(Daemon::start_with(
-                &lan.hosts[i],
-                &dir,
-                &format!("mnd{i}"),
-                &cfg,
-                &extra,
-            ));
-        }
-        let net = Net { daemons, lan, tmp };
-        for (i, d) in net.daemons.iter().enumerate() {
-            assert!(
-                wait_for(Duration::from_secs(20), || dht_peers(d) >= 1),
-                "host {i} did not join the DHT: {}",
-                log(d)
-            );
-        }
-        net
-    }
-
-    fn addr(&self, i: usize) -> (String, String) {
-        self.daemons[i].identity()
-    }
-
-    /// Wait until host `from` resolves host `to` with an endpoint at `ip`.
-    fn resolves(&self, from: usize, to: usize, ip: &str, limit: Duration) -> bool {
-        let (addr, _) = self.addr(to);
-        let want = format!("{ip}:{PORT}");
-        wait_for(limit, || {
-            resolve(&self.daemons[from], &addr).is_some_and(|r| {
-                r["endpoints"]
-                    .as_array()
-                    .is_some_and(|e| e.iter().any(|x| x == want.as_str()))
-            })
-        })
-    }
-}
-
-fn dht_peers(d: &Daemon) -> u64 {
-    d.request(r#"{"id":7,"method":"status"}"#)
-        .and_then(|v| v["result"]["dht"]["peers"].as_u64())
-        .unwrap_or(0)
-}
-
-fn log(d: &Daemon) -> String {
-    std::fs::read_to_string(&d.log).unwrap_or_default()
-}
-
-/// `metanet resolve <target> --json`, or `None` when it fails.
-fn resolve(d: &Daemon, target: &str) -> Option<serde_json::Value> {
-    let out = d.cli(&["--json", "resolve", target]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
 
 #[test]
 fn address_alone_reaches_a_peer_through_the_dht() {

@@ -34,6 +34,7 @@ pub(crate) fn render(peers: &[PeerInfo], now: u64) -> String {
         "RX",
         "TX",
         "RTT",
+        "CIPHER",
     ];
     if many {
         headers.insert(0, "IDENTITY");
@@ -51,6 +52,7 @@ pub(crate) fn render(peers: &[PeerInfo], now: u64) -> String {
                 bytes(p.rx_bytes),
                 bytes(p.tx_bytes),
                 p.rtt_us.map_or_else(|| "-".into(), millis),
+                p.cipher.clone().unwrap_or_else(|| "-".into()),
             ];
             if many {
                 row.insert(0, p.identity.clone());
@@ -80,7 +82,7 @@ mod tests {
             rx_bytes: 2048,
             tx_bytes: 10,
             rtt_us: Some(1500),
-            cipher: None,
+            cipher: Some("aes-256-gcm".into()),
         }
     }
 
@@ -100,6 +102,7 @@ mod tests {
             "2.0 KiB",
             "10 B",
             "1.50 ms",
+            "aes-256-gcm",
         ] {
             assert!(row.contains(want), "{want} missing from {row}");
         }
