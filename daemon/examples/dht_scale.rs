@@ -142,6 +142,11 @@ struct Args {
     /// Nodes started per second.
     #[arg(long, default_value_t = 100)]
     join_rate: u32,
+    /// Publishers that start publishing per second. Real hosts publish at independent
+    /// times; hundreds of walks started in the same second would starve this one
+    /// process (and did: at 200/s most attempts timed out for want of CPU).
+    #[arg(long, default_value_t = 5.0)]
+    publish_rate: f64,
     /// Seconds to let the network settle after joining and after the refresh.
     #[arg(long, default_value_t = 15)]
     settle: u64,
@@ -1169,7 +1174,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     START.get_or_init(std::time::Instant::now);
     note!(
-        "dht_scale: {} nodes, {} publishers ({:.0} % publish twice), {} lookups per phase, churn {:.0} %{}, {} bootstrap peers, one-way delay {}-{} ms, join rate {}/s, kad query timeout {} s, publication deadline {} s, seed {}",
+        "dht_scale: {} nodes, {} publishers ({:.0} % publish twice), {} lookups per phase, churn {:.0} %{}, {} bootstrap peers, one-way delay {}-{} ms, join rate {}/s, publication rate {}/s, kad query timeout {} s, publication deadline {} s, seed {}",
         args.nodes,
         args.publishers,
         args.movers * 100.0,
@@ -1180,6 +1185,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.delay_ms.0,
         args.delay_ms.1,
         args.join_rate,
+        args.publish_rate,
         args.query_timeout,
         args.publish_deadline,
         args.seed
@@ -1231,10 +1237,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ids.push(id);
     }
     let base_seq = unix_now().as_nanos() / 1_000_000;
+    let pace = Duration::from_secs_f64(1.0 / sim.args.publish_rate.max(0.01));
     let t_pub = Instant::now();
     for (p, id) in ids.iter().enumerate() {
         sim.publish(p, id, base_seq)?;
-        sleep(Duration::from_millis(5)).await;
+        sleep(pace).await;
     }
     let mut expected = sim.publishers.len() as u64;
     let wait = Duration::from_secs(sim.args.publish_deadline + 60);
@@ -1242,7 +1249,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let movers = ((sim.publishers.len() as f64) * sim.args.movers).round() as usize;
     for (p, id) in ids.iter().enumerate().take(movers) {
         sim.publish(p, id, base_seq + 1)?;
-        sleep(Duration::from_millis(5)).await;
+        sleep(pace).await;
     }
     expected += movers as u64;
     sim.puts_done(expected, wait).await;
