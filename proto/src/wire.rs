@@ -101,19 +101,9 @@ pub mod cipher {
     pub const OFFER_AES_256_GCM: u8 = 1 << 0;
 }
 
+/// Type, length and reserved bytes. Byte 1 of the handshake messages is not reserved: it
+/// carries the cipher offer (any bits) or choice (a defined one, [`cipher`]).
 fn check_header(buf: &[u8], kind: u8, exact: Option<usize>, min: usize) -> Result<(), Error> {
-    check_header_with(buf, kind, exact, min, 1)
-}
-
-/// Like [`check_header`], with the reserved bytes starting at `reserved_from`, and byte
-/// 1 of a response limited to the known cipher choices.
-fn check_header_with(
-    buf: &[u8],
-    kind: u8,
-    exact: Option<usize>,
-    min: usize,
-    reserved_from: usize,
-) -> Result<(), Error> {
     let len = buf.len();
     let first = *buf.first().ok_or(Error::Empty)?;
     if first != kind {
@@ -130,10 +120,12 @@ fn check_header_with(
             expected: exact.unwrap_or(min),
         });
     }
-    if buf[reserved_from..4].iter().any(|&b| b != 0) {
-        return Err(Error::Reserved);
-    }
-    if kind == self::kind::RESPONSE && buf[1] > cipher::AES_256_GCM {
+    let (reserved, byte1_ok) = match kind {
+        self::kind::INITIATION => (&buf[2..4], true),
+        self::kind::RESPONSE => (&buf[2..4], buf[1] <= cipher::AES_256_GCM),
+        _ => (&buf[1..4], true),
+    };
+    if !byte1_ok || reserved.iter().any(|&b| b != 0) {
         return Err(Error::Reserved);
     }
     Ok(())
@@ -186,8 +178,8 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
         other => return Err(Error::UnknownType(other)),
     };
     match k {
-        Kind::Initiation => check_header_with(buf, kind::INITIATION, Some(INIT_LEN), 0, 2)?,
-        Kind::Response => check_header_with(buf, kind::RESPONSE, Some(RESPONSE_LEN), 0, 2)?,
+        Kind::Initiation => check_header(buf, kind::INITIATION, Some(INIT_LEN), 0)?,
+        Kind::Response => check_header(buf, kind::RESPONSE, Some(RESPONSE_LEN), 0)?,
         Kind::CookieReply => check_header(buf, kind::COOKIE_REPLY, Some(COOKIE_REPLY_LEN), 0)?,
         Kind::Data => check_header(buf, kind::DATA, None, DATA_OVERHEAD)?,
         Kind::RecordRequest => {
@@ -207,7 +199,7 @@ pub struct InitiationPacket<T: AsRef<[u8]>>(T);
 impl<T: AsRef<[u8]>> InitiationPacket<T> {
     /// Wrap `buf` after checking type, length and reserved bytes.
     pub fn new_checked(buf: T) -> Result<Self, Error> {
-        check_header_with(buf.as_ref(), kind::INITIATION, Some(INIT_LEN), 0, 2)?;
+        check_header(buf.as_ref(), kind::INITIATION, Some(INIT_LEN), 0)?;
         Ok(InitiationPacket(buf))
     }
     /// The data ciphers the initiator offers ([`cipher`] offer bits).
@@ -286,7 +278,7 @@ pub struct ResponsePacket<T: AsRef<[u8]>>(T);
 impl<T: AsRef<[u8]>> ResponsePacket<T> {
     /// Wrap `buf` after checking type, length and reserved bytes.
     pub fn new_checked(buf: T) -> Result<Self, Error> {
-        check_header_with(buf.as_ref(), kind::RESPONSE, Some(RESPONSE_LEN), 0, 2)?;
+        check_header(buf.as_ref(), kind::RESPONSE, Some(RESPONSE_LEN), 0)?;
         Ok(ResponsePacket(buf))
     }
     /// The data cipher the responder chose ([`cipher`]: 0 or 1).
