@@ -243,7 +243,13 @@ fn udp_flood_does_not_starve_status_or_handshakes() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // The flood is on once A sees its datagrams pour in.
+    let base = a.counter("udp_datagrams_in");
+    assert!(
+        wait_for(Duration::from_secs(10), || a.counter("udp_datagrams_in")
+            > base + 1000),
+        "the flood did not start"
+    );
     let before = a.counter("udp_datagrams_in");
     // During the flood: status answers promptly on both sides, every time.
     for _ in 0..5 {
