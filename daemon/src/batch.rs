@@ -4,25 +4,27 @@
 //! therefore read and written in batches:
 //!
 //! - **TUN** with offload (`IFF_VNET_HDR`, TSO/USO): one read returns a TCP or UDP
-//!   super-packet of up to 64 KiB that tun-rs splits into MTU-sized segments; writes go
-//!   through a GRO table that merges consecutive segments of a flow back into
-//!   super-packets, so the kernel's TCP stack sees few large packets.
+//!   super-packet of up to 64 KiB that [`crate::offload::Split`] cuts into MTU-sized
+//!   packets straight into the buffers they are sealed in; writes go through
+//!   [`crate::offload::Gro`], which merges consecutive segments of a flow back into
+//!   super-packets by reference to where they were decrypted, so the kernel's TCP
+//!   stack sees few large packets and no packet is copied in user space.
 //! - **UDP** through quinn-udp: `recvmmsg` with UDP GRO (one slot holds up to 64
 //!   datagrams of one sender), and `sendmsg` with UDP GSO (`UDP_SEGMENT`): the sealed
 //!   segments of one super-packet leave in one call.
 //!
 //! Buffers are allocated once and reused; nothing here allocates per packet.
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tun_rs::{AsyncDevice, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::AsyncDevice;
 
-/// Headroom before each packet in TUN buffers (the virtio header goes there).
-pub(crate) const TUN_OFFSET: usize = 2 * VIRTIO_NET_HDR_LEN;
+use crate::offload::{Gro, Pushed, Split, VnetHdr, VNET_HDR_LEN};
+
 /// Largest IP packet.
 const MAX_PACKET: usize = 65_535;
 /// UDP receive slots per `recvmmsg`.
@@ -31,6 +33,8 @@ const UDP_SLOTS: usize = 16;
 const UDP_SLOT_LEN: usize = 64 * 1024;
 /// Most bytes in one GSO send (a UDP datagram's payload limit, with margin).
 const MAX_GSO_BYTES: usize = 65_000;
+/// Datagrams staged before a send (a 64 KiB super-packet is about 46).
+const MAX_RUNS: usize = 128;
 /// Bytes of sealed datagrams staged before a send.
 const STAGE_LEN: usize = 512 * 1024;
 
@@ -51,115 +55,142 @@ pub(crate) struct Counters {
     pub udp_datagrams_out: u64,
     /// TUN packets answered with ICMPv6 Packet Too Big.
     pub too_big: u64,
+    /// TUN reads dropped because their offload header made no sense, and failed writes.
+    pub tun_bad_offload: u64,
+    pub tun_write_errors: u64,
 }
 
-/// The TUN device with its batch buffers.
+/// The TUN device: reads are split by [`Split`], writes merged by [`Gro`].
 pub(crate) struct Tun {
     pub dev: AsyncDevice,
-    orig: Vec<u8>,
-    rbufs: Vec<Vec<u8>>,
-    sizes: Vec<usize>,
-    /// Packets read by the last [`Tun::recv`].
-    pub count: usize,
-    wbufs: Vec<Vec<u8>>,
-    /// Lengths of the write buffers before the last GRO pass.
-    lens: Vec<usize>,
-    pending: usize,
-    gro: GROTable,
+    /// Whether reads and writes carry a virtio-net header (offload on).
+    vnet: bool,
+    /// The last read (after its virtio header), and how it divides.
+    rbuf: Vec<u8>,
+    rlen: usize,
+    split: Split,
+    gro: Gro,
 }
 
 impl std::fmt::Debug for Tun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tun")
-            .field("pending", &self.pending)
-            .finish()
+        f.debug_struct("Tun").field("vnet", &self.vnet).finish()
     }
 }
 
 impl Tun {
     pub(crate) fn new(dev: AsyncDevice) -> Self {
+        let vnet = dev.tcp_gso();
         Tun {
             dev,
-            orig: vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-            rbufs: (0..IDEAL_BATCH_SIZE)
-                .map(|_| vec![0; TUN_OFFSET + MAX_PACKET])
-                .collect(),
-            sizes: vec![0; IDEAL_BATCH_SIZE],
-            count: 0,
-            // GRO appends merged segments to the first buffer of a flow: each needs room
-            // for a whole super-packet, or tun-rs quietly writes one packet at a time.
-            wbufs: (0..IDEAL_BATCH_SIZE)
-                .map(|_| Vec::with_capacity(2 * TUN_OFFSET + MAX_PACKET))
-                .collect(),
-            lens: vec![0; IDEAL_BATCH_SIZE],
-            pending: 0,
-            gro: GROTable::default(),
+            vnet,
+            rbuf: vec![0; VNET_HDR_LEN + MAX_PACKET],
+            rlen: 0,
+            split: Split::default(),
+            gro: Gro::new(vnet),
         }
     }
 
-    /// Read one batch; afterwards packets `0..count` are at [`Tun::packet`].
-    pub(crate) async fn recv(&mut self) -> io::Result<()> {
-        self.count = 0;
-        let n = self
-            .dev
-            .recv_multiple(&mut self.orig, &mut self.rbufs, &mut self.sizes, TUN_OFFSET)
-            .await?;
-        self.count = n;
-        Ok(())
+    /// Whether packets need their checksums completed before [`Tun::push`] (no
+    /// offload: the kernel verifies them).
+    pub(crate) fn verifies_checksums(&self) -> bool {
+        !self.vnet
     }
 
-    /// Count the batch just read.
-    pub(crate) fn count_read(&self, c: &mut Counters) {
-        c.tun_reads += 1;
-        c.tun_packets_in += self.count as u64;
-    }
-
-    /// Packet `i` of the last batch read.
-    pub(crate) fn packet(&self, i: usize) -> &[u8] {
-        &self.rbufs[i][TUN_OFFSET..TUN_OFFSET + self.sizes[i]]
-    }
-
-    /// Whether the write batch is full (flush before pushing more).
-    pub(crate) fn full(&self) -> bool {
-        self.pending == self.wbufs.len()
-    }
-
-    /// Queue a packet for the TUN; the caller flushes when [`Tun::full`].
-    pub(crate) fn push(&mut self, packet: &[u8]) {
-        let Some(buf) = self.wbufs.get_mut(self.pending) else {
-            return;
-        };
-        buf.clear();
-        buf.resize(TUN_OFFSET, 0);
-        buf.extend_from_slice(packet);
-        self.pending += 1;
-    }
-
-    /// Write what is queued, merged by GRO where possible.
-    pub(crate) async fn flush(&mut self, c: &mut Counters) {
-        if self.pending == 0 {
-            return;
-        }
-        let n = self.pending;
-        self.pending = 0;
-        for (len, buf) in self.lens.iter_mut().zip(&self.wbufs[..n]) {
-            *len = buf.len();
-        }
-        c.tun_packets_out += n as u64;
-        match self
-            .dev
-            .send_multiple(&mut self.gro, &mut self.wbufs[..n], TUN_OFFSET)
-            .await
-        {
-            // A buffer that grew absorbed the segments after it: one super-packet.
-            Ok(_) => {
-                c.tun_merged_out += self.wbufs[..n]
-                    .iter()
-                    .zip(&self.lens)
-                    .filter(|(b, l)| b.len() > **l)
-                    .count() as u64;
+    /// Read one packet or super-packet; afterwards [`Tun::count`] packets are there.
+    /// A read the offload header makes no sense of is dropped and counted.
+    pub(crate) async fn recv(&mut self, c: &mut Counters) -> io::Result<()> {
+        loop {
+            let n = self.dev.recv(&mut self.rbuf).await?;
+            let (hdr, at) = if self.vnet {
+                match VnetHdr::parse(&self.rbuf[..n]) {
+                    Some(h) => (h, VNET_HDR_LEN),
+                    None => {
+                        c.tun_bad_offload += 1;
+                        continue;
+                    }
+                }
+            } else {
+                (VnetHdr::default(), 0)
+            };
+            match Split::new(&hdr, &mut self.rbuf[at..n]) {
+                Ok(split) => {
+                    self.rbuf.copy_within(at..n, 0);
+                    self.rlen = n - at;
+                    self.split = split;
+                    c.tun_reads += 1;
+                    c.tun_packets_in += split.count() as u64;
+                    return Ok(());
+                }
+                Err(e) => {
+                    c.tun_bad_offload += 1;
+                    tracing::debug!(error = %e, ?hdr, "TUN read dropped");
+                }
             }
-            Err(e) => tracing::debug!(error = %e, "tun write failed"),
+        }
+    }
+
+    /// Packets in the last read.
+    pub(crate) fn count(&self) -> usize {
+        self.split.count()
+    }
+
+    /// Length of packet `i` of the last read.
+    pub(crate) fn len(&self, i: usize) -> usize {
+        self.split.len(i)
+    }
+
+    /// Write packet `i` of the last read into `out`; returns its length.
+    pub(crate) fn write_packet(&self, i: usize, out: &mut [u8]) -> usize {
+        self.split.write(&self.rbuf[..self.rlen], i, out)
+    }
+
+    /// Packet `i` of the last read, copied (for the rare paths that keep it).
+    pub(crate) fn packet_vec(&self, i: usize) -> Vec<u8> {
+        let mut v = vec![0; self.len(i)];
+        self.write_packet(i, &mut v);
+        v
+    }
+
+    /// Queue the packet `bufs[buf][start..end]` for the TUN; it must stay there until
+    /// [`Tun::flush`]. Returns false when the batch is full: flush, then push again.
+    pub(crate) fn push(&mut self, bufs: &[Vec<u8>], buf: usize, start: usize, end: usize) -> bool {
+        match self.gro.push(bufs, buf, start, end) {
+            Pushed::Full => false,
+            Pushed::New | Pushed::Merged => true,
+        }
+    }
+
+    /// Write what is queued, merged where possible. `bufs` are those given to
+    /// [`Tun::push`].
+    pub(crate) fn flush(&mut self, bufs: &[Vec<u8>], c: &mut Counters) {
+        if self.gro.is_empty() {
+            return;
+        }
+        let dev = &self.dev;
+        self.gro.writes(bufs, |iov, packets| {
+            c.tun_packets_out += packets as u64;
+            if packets > 1 {
+                c.tun_merged_out += 1;
+            }
+            if let Err(e) = dev.try_send_vectored(iov) {
+                c.tun_write_errors += 1;
+                tracing::debug!(error = %e, "tun write failed");
+            }
+        });
+    }
+
+    /// Write one packet of our own (an ICMPv6 error), checksum complete.
+    pub(crate) fn write_own(&self, packet: &[u8], c: &mut Counters) {
+        let hdr = [0u8; VNET_HDR_LEN];
+        let head: &[u8] = if self.vnet { &hdr } else { &[] };
+        c.tun_packets_out += 1;
+        if let Err(e) = self
+            .dev
+            .try_send_vectored(&[IoSlice::new(head), IoSlice::new(packet)])
+        {
+            c.tun_write_errors += 1;
+            tracing::debug!(error = %e, "tun write failed");
         }
     }
 }
@@ -198,7 +229,7 @@ impl Udp {
             metas: vec![RecvMeta::default(); UDP_SLOTS],
             stage: vec![0; STAGE_LEN],
             staged: 0,
-            runs: Vec::with_capacity(IDEAL_BATCH_SIZE),
+            runs: Vec::with_capacity(MAX_RUNS),
         })
     }
 
@@ -223,6 +254,11 @@ impl Udp {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The receive buffers (slots), which [`Tun::push`] refers into.
+    pub(crate) fn bufs(&self) -> &[Vec<u8>] {
+        &self.rbufs
     }
 
     /// Count the `n` slots just received.

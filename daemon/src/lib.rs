@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod dht;
 pub mod dns;
+mod offload;
 mod registry;
 pub mod state;
 pub mod sys;
@@ -113,6 +114,8 @@ struct Daemon {
     obuf: Vec<u8>,
     /// Data-plane counters (offload paths taken).
     counters: batch::Counters,
+    /// Where the packets decrypted from the last UDP batch lie: (slot, start, end).
+    rx: Vec<(usize, usize, usize)>,
     /// `connect` requests answered when their session is up or has failed.
     waiting: Vec<Waiting>,
     /// The DHT node (registry).
@@ -240,6 +243,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         udp,
         obuf: vec![0u8; wire::MAX_DATAGRAM],
         counters: batch::Counters::default(),
+        rx: Vec::with_capacity(1024),
         waiting: Vec::new(),
         dht: Some(dht),
         reg,
@@ -284,7 +288,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 Ok(n) => d.on_udp(n).await,
                 Err(e) => tracing::debug!(error = %e, "udp receive failed"),
             },
-            r = d.tun.recv() => match r {
+            r = d.tun.recv(&mut d.counters) => match r {
                 Ok(()) => d.on_tun().await,
                 Err(e) => break Err(Error::Io(e)),
             },
@@ -311,49 +315,60 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 }
 
 impl Daemon {
-    /// A batch of UDP datagrams: decrypt each in place, queue the packets for the TUN.
+    /// A batch of UDP datagrams: decrypt each in place, then hand the packets to the
+    /// TUN where they lie (merged into super-packets by GRO).
     async fn on_udp(&mut self, slots: usize) {
         self.udp.count_recv(slots, &mut self.counters);
         let now = self.now();
+        let complete = self.tun.verifies_checksums();
+        self.rx.clear();
         for i in 0..slots {
             let (from, stride, bytes) = self.udp.slot(i);
             let from = normalize(from);
-            for datagram in bytes.chunks_mut(stride) {
+            for (j, datagram) in bytes.chunks_mut(stride).enumerate() {
                 if let Some(range) = self.node.handle_datagram(now, from, datagram) {
-                    if self.tun.full() {
-                        self.tun.flush(&mut self.counters).await;
+                    if complete {
+                        offload::complete_plain_checksum(&mut datagram[range.clone()]);
                     }
-                    self.tun.push(&datagram[range]);
+                    let at = j * stride;
+                    self.rx.push((i, at + range.start, at + range.end));
                 }
             }
         }
-        self.tun.flush(&mut self.counters).await;
+        let bufs = self.udp.bufs();
+        for &(slot, start, end) in &self.rx {
+            if !self.tun.push(bufs, slot, start, end) {
+                self.tun.flush(bufs, &mut self.counters);
+                self.tun.push(bufs, slot, start, end);
+            }
+        }
+        self.tun.flush(bufs, &mut self.counters);
     }
 
-    /// A batch of TUN packets: seal each into the UDP stage, then send the stage.
+    /// A TUN read: cut each packet of it into the UDP stage, seal it there, then send
+    /// the stage.
     async fn on_tun(&mut self) {
-        self.tun.count_read(&mut self.counters);
         let now = self.now();
-        for i in 0..self.tun.count {
-            let need = self.tun.packet(i).len() + wire::DATA_OVERHEAD;
-            if self.tun.packet(i).len() + usize::from(config::OVERHEAD) > usize::from(self.path_mtu)
-            {
+        for i in 0..self.tun.count() {
+            let len = self.tun.len(i);
+            if len + usize::from(config::OVERHEAD) > usize::from(self.path_mtu) {
                 self.too_big(i);
                 continue;
             }
+            let need = len + wire::DATA_OVERHEAD;
             if self.udp.stage_buf(need).is_none() {
                 self.udp.flush(&mut self.counters).await;
             }
-            let packet = self.tun.packet(i);
             let Some(out) = self.udp.stage_buf(need) else {
                 continue;
             };
-            if let Some(tx) = self.node.handle_tun_packet(now, packet, out) {
+            self.tun.write_packet(i, &mut out[wire::DATA_HEADER_LEN..]);
+            if let Some(tx) = self.node.handle_tun_packet_in_place(now, out, len) {
                 self.udp.commit(tx.destination, tx.len);
             }
             // Events here are on this packet's behalf (a lookup it waits for).
             if let Some(first) = self.node.poll_event() {
-                let packet = self.tun.packet(i).to_vec();
+                let packet = self.tun.packet_vec(i);
                 self.event(first, Some(&packet));
                 while let Some(ev) = self.node.poll_event() {
                     self.event(ev, Some(&packet));
@@ -366,12 +381,12 @@ impl Daemon {
     /// TUN packet `i` cannot cross the underlay once sealed: tell its sender the MTU
     /// that fits (path-MTU discovery), instead of letting it vanish.
     fn too_big(&mut self, i: usize) {
-        let packet = self.tun.packet(i);
-        let Ok(p) = ip::Ipv6Packet::new_checked(packet) else {
+        let packet = self.tun.packet_vec(i);
+        let Ok(p) = ip::Ipv6Packet::new_checked(&packet) else {
             return;
         };
         let fits = u32::from(self.path_mtu.saturating_sub(config::OVERHEAD));
-        if let Some(icmp) = ip::icmpv6_packet_too_big(packet, p.dst(), fits) {
+        if let Some(icmp) = ip::icmpv6_packet_too_big(&packet, p.dst(), fits) {
             self.counters.too_big += 1;
             self.tun_out.push(icmp);
         }
@@ -387,14 +402,8 @@ impl Daemon {
         }
         self.events(None);
         self.expire_waiting();
-        if !self.tun_out.is_empty() {
-            for packet in std::mem::take(&mut self.tun_out) {
-                if self.tun.full() {
-                    self.tun.flush(&mut self.counters).await;
-                }
-                self.tun.push(&packet);
-            }
-            self.tun.flush(&mut self.counters).await;
+        for packet in std::mem::take(&mut self.tun_out) {
+            self.tun.write_own(&packet, &mut self.counters);
         }
     }
 
@@ -603,6 +612,8 @@ impl Daemon {
                     ("udp_send_calls", self.counters.udp_send_calls),
                     ("udp_datagrams_out", self.counters.udp_datagrams_out),
                     ("too_big", self.counters.too_big),
+                    ("tun_bad_offload", self.counters.tun_bad_offload),
+                    ("tun_write_errors", self.counters.tun_write_errors),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))

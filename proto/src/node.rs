@@ -602,6 +602,39 @@ impl Node {
         packet: &[u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
+        let id = self.tun_target(now, packet)?;
+        let Some(buf) = out.get_mut(..packet.len() + wire::DATA_OVERHEAD) else {
+            self.stats.queue_dropped += 1;
+            return None;
+        };
+        buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
+        self.send_data(now, id, buf, packet.len())
+    }
+
+    /// [`Node::handle_tun_packet`] for a packet already in place: it is
+    /// `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]`, and `buf` has room for the tag
+    /// after it. Sealed where it lies, which saves the data path a copy.
+    pub fn handle_tun_packet_in_place(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<Transmit> {
+        let Some(packet) = buf.get(wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len) else {
+            self.stats.queue_dropped += 1;
+            return None;
+        };
+        let id = self.tun_target(now, packet)?;
+        let Some(buf) = buf.get_mut(..len + wire::DATA_OVERHEAD) else {
+            self.stats.queue_dropped += 1;
+            return None;
+        };
+        self.send_data(now, id, buf, len)
+    }
+
+    /// The peer a TUN packet goes to; `None` when it was refused (counted) or queued
+    /// for a lookup.
+    fn tun_target(&mut self, now: Instant, packet: &[u8]) -> Option<usize> {
         // A longer packet would make a data message no receiver accepts (§7.1 step 1).
         if packet.len() > wire::MAX_DATA_PAYLOAD {
             self.stats.tun_invalid += 1;
@@ -624,7 +657,7 @@ impl Node {
             self.queue_for_lookup(now, local, dst, packet);
             return None;
         };
-        self.send_data(now, id, packet, out)
+        Some(id)
     }
 
     /// Fire due timers: handshake retries and give-ups, keepalives, rekeys, expiry.
@@ -902,18 +935,21 @@ impl Node {
     }
 
     /// Seal `packet` for peer `id` into `out`, or queue it and make sure a handshake runs.
+    /// Seal the packet at `buf[DATA_HEADER_LEN..][..len]` for peer `id`, or queue it
+    /// and start a handshake when there is no usable session.
     fn send_data(
         &mut self,
         now: Instant,
         id: usize,
-        packet: &[u8],
-        out: &mut [u8],
+        buf: &mut [u8],
+        len: usize,
     ) -> Option<Transmit> {
-        match self.seal_current(now, id, packet, out) {
+        match self.seal_current(now, id, buf, len) {
             Sealed::Sent(t) => Some(t),
             Sealed::NoSession => {
+                let packet = buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len].to_vec();
                 let p = self.peers[id].as_mut()?;
-                p.enqueue(packet.to_vec(), self.config.queue_per_peer, &mut self.stats);
+                p.enqueue(packet, self.config.queue_per_peer, &mut self.stats);
                 self.start_handshake(now, id);
                 None
             }
@@ -928,7 +964,8 @@ impl Node {
     /// transmit queue. Returns false if there is no usable keypair.
     fn send_queued(&mut self, now: Instant, id: usize, packet: &[u8]) -> bool {
         let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
-        match self.seal_current(now, id, packet, &mut buf) {
+        buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
+        match self.seal_current(now, id, &mut buf, packet.len()) {
             Sealed::Sent(t) => {
                 buf.truncate(t.len);
                 self.transmits.push_back((t.destination, buf));
@@ -938,10 +975,10 @@ impl Node {
         }
     }
 
-    /// Seal `packet` (empty for a keepalive) on peer `id`'s current keypair into the
-    /// start of `out`. Every data message and keepalive goes through here, so each one
+    /// Seal the `len`-byte packet (0 for a keepalive) at `buf[DATA_HEADER_LEN..]` on
+    /// peer `id`'s current keypair, in place. Every data message and keepalive goes through here, so each one
     /// counts as sent and keeps the initiator's keys fresh (docs/protocol.md §6.3, §7.5).
-    fn seal_current(&mut self, now: Instant, id: usize, packet: &[u8], out: &mut [u8]) -> Sealed {
+    fn seal_current(&mut self, now: Instant, id: usize, buf: &mut [u8], len: usize) -> Sealed {
         let Some(p) = self.peers[id].as_mut() else {
             return Sealed::Failed;
         };
@@ -950,21 +987,17 @@ impl Node {
         else {
             return Sealed::NoSession;
         };
-        let Some(buf) = out.get_mut(..packet.len() + wire::DATA_OVERHEAD) else {
-            return Sealed::Failed;
-        };
-        buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
-        let Ok(len) = kp.seal(buf, packet.len(), now) else {
+        let Ok(sealed) = kp.seal(buf, len, now) else {
             return Sealed::Failed;
         };
         let rekey = kp.wants_rekey(now);
-        p.note_sent(now, packet.len(), !packet.is_empty());
+        p.note_sent(now, len, len != 0);
         if rekey && p.handshake.is_none() {
             self.start_handshake(now, id);
         }
         Sealed::Sent(Transmit {
             destination: endpoint,
-            len,
+            len: sealed,
         })
     }
 
