@@ -114,8 +114,8 @@ struct Daemon {
     obuf: Vec<u8>,
     /// Data-plane counters (offload paths taken).
     counters: batch::Counters,
-    /// Where the packets decrypted from the last UDP batch lie: (slot, start, end).
-    rx: Vec<(usize, usize, usize)>,
+    /// Where the packets decrypted from the current UDP slot lie: (start, end).
+    rx: Vec<(usize, usize)>,
     /// `connect` requests answered when their session is up or has failed.
     waiting: Vec<Waiting>,
     /// The DHT node (registry).
@@ -243,7 +243,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         udp,
         obuf: vec![0u8; wire::MAX_DATAGRAM],
         counters: batch::Counters::default(),
-        rx: Vec::with_capacity(1024),
+        rx: Vec::with_capacity(64),
         waiting: Vec::new(),
         dht: Some(dht),
         reg,
@@ -316,13 +316,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 
 impl Daemon {
     /// A batch of UDP datagrams: decrypt each in place, then hand the packets to the
-    /// TUN where they lie (merged into super-packets by GRO).
+    /// TUN where they lie (merged into super-packets by GRO). Slot by slot, so that
+    /// what is written was decrypted moments before and is still in the cache.
     async fn on_udp(&mut self, slots: usize) {
         self.udp.count_recv(slots, &mut self.counters);
         let now = self.now();
         let complete = self.tun.verifies_checksums();
-        self.rx.clear();
         for i in 0..slots {
+            self.rx.clear();
             let (from, stride, bytes) = self.udp.slot(i);
             let from = normalize(from);
             for (j, datagram) in bytes.chunks_mut(stride).enumerate() {
@@ -331,18 +332,18 @@ impl Daemon {
                         offload::complete_plain_checksum(&mut datagram[range.clone()]);
                     }
                     let at = j * stride;
-                    self.rx.push((i, at + range.start, at + range.end));
+                    self.rx.push((at + range.start, at + range.end));
                 }
             }
-        }
-        let bufs = self.udp.bufs();
-        for &(slot, start, end) in &self.rx {
-            if !self.tun.push(bufs, slot, start, end) {
-                self.tun.flush(bufs, &mut self.counters);
-                self.tun.push(bufs, slot, start, end);
+            let bufs = self.udp.bufs();
+            for &(start, end) in &self.rx {
+                if !self.tun.push(bufs, i, start, end) {
+                    self.tun.flush(bufs, &mut self.counters);
+                    self.tun.push(bufs, i, start, end);
+                }
             }
+            self.tun.flush(bufs, &mut self.counters);
         }
-        self.tun.flush(bufs, &mut self.counters);
     }
 
     /// A TUN read: cut each packet of it into the UDP stage, seal it there, then send

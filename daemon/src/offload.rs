@@ -12,7 +12,8 @@
 //! IPv6 extension headers): the AEAD authenticates every byte end to end, so the
 //! receiver hands each such packet to its kernel marked as needing its checksum
 //! (`VIRTIO_NET_HDR_F_NEEDS_CSUM`, pseudo-header sum in the field), as a NIC with
-//! checksum offload would, and the kernel does not verify it (docs/protocol.md §7.6).
+//! checksum offload would, and the kernel does not verify it (docs/protocol.md §7.2,
+//! "Inner checksums").
 
 use std::io::IoSlice;
 
