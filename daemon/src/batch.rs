@@ -19,9 +19,11 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-use tun_rs::AsyncDevice;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tun_rs::SyncDevice;
 
 use crate::offload::{Gro, Pushed, Split, VnetHdr, VNET_HDR_LEN};
 
@@ -58,16 +60,39 @@ pub(crate) struct Counters {
     /// TUN reads dropped because their offload header made no sense, and failed writes.
     pub tun_bad_offload: u64,
     pub tun_write_errors: u64,
+    /// UDP sends that failed (or found the socket buffer full for too long).
+    pub udp_send_errors: u64,
+}
+
+impl Counters {
+    /// Field by field sum (the data-plane thread's and the control task's).
+    pub(crate) fn add(&self, o: &Counters) -> Counters {
+        Counters {
+            tun_reads: self.tun_reads + o.tun_reads,
+            tun_packets_in: self.tun_packets_in + o.tun_packets_in,
+            tun_packets_out: self.tun_packets_out + o.tun_packets_out,
+            tun_merged_out: self.tun_merged_out + o.tun_merged_out,
+            udp_recv_calls: self.udp_recv_calls + o.udp_recv_calls,
+            udp_datagrams_in: self.udp_datagrams_in + o.udp_datagrams_in,
+            udp_send_calls: self.udp_send_calls + o.udp_send_calls,
+            udp_datagrams_out: self.udp_datagrams_out + o.udp_datagrams_out,
+            too_big: self.too_big + o.too_big,
+            tun_bad_offload: self.tun_bad_offload + o.tun_bad_offload,
+            tun_write_errors: self.tun_write_errors + o.tun_write_errors,
+            udp_send_errors: self.udp_send_errors + o.udp_send_errors,
+        }
+    }
 }
 
 /// The TUN device: reads are split by [`Split`], writes merged by [`Gro`].
 pub(crate) struct Tun {
-    pub dev: AsyncDevice,
+    pub dev: Arc<SyncDevice>,
     /// Whether reads and writes carry a virtio-net header (offload on).
     vnet: bool,
     /// The last read (after its virtio header), and how it divides.
     rbuf: Vec<u8>,
-    rlen: usize,
+    /// Where the last read's packet lies in `rbuf` (after the virtio header).
+    rpkt: std::ops::Range<usize>,
     split: Split,
     gro: Gro,
 }
@@ -79,13 +104,14 @@ impl std::fmt::Debug for Tun {
 }
 
 impl Tun {
-    pub(crate) fn new(dev: AsyncDevice) -> Self {
+    /// `dev` must be non-blocking.
+    pub(crate) fn new(dev: Arc<SyncDevice>) -> Self {
         let vnet = dev.tcp_gso();
         Tun {
             dev,
             vnet,
             rbuf: vec![0; VNET_HDR_LEN + MAX_PACKET],
-            rlen: 0,
+            rpkt: 0..0,
             split: Split::default(),
             gro: Gro::new(vnet),
         }
@@ -97,11 +123,17 @@ impl Tun {
         !self.vnet
     }
 
-    /// Read one packet or super-packet; afterwards [`Tun::count`] packets are there.
-    /// A read the offload header makes no sense of is dropped and counted.
-    pub(crate) async fn recv(&mut self, c: &mut Counters) -> io::Result<()> {
+    /// Read one packet or super-packet if there is one (`false`: none waiting);
+    /// afterwards [`Tun::count`] packets are there. A read the offload header makes
+    /// no sense of is dropped and counted.
+    pub(crate) fn recv(&mut self, c: &mut Counters) -> io::Result<bool> {
         loop {
-            let n = self.dev.recv(&mut self.rbuf).await?;
+            let n = match self.dev.recv(&mut self.rbuf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             let (hdr, at) = if self.vnet {
                 match VnetHdr::parse(&self.rbuf[..n]) {
                     Some(h) => (h, VNET_HDR_LEN),
@@ -115,12 +147,11 @@ impl Tun {
             };
             match Split::new(&hdr, &mut self.rbuf[at..n]) {
                 Ok(split) => {
-                    self.rbuf.copy_within(at..n, 0);
-                    self.rlen = n - at;
+                    self.rpkt = at..n;
                     self.split = split;
                     c.tun_reads += 1;
                     c.tun_packets_in += split.count() as u64;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(e) => {
                     c.tun_bad_offload += 1;
@@ -142,7 +173,7 @@ impl Tun {
 
     /// Write packet `i` of the last read into `out`; returns its length.
     pub(crate) fn write_packet(&self, i: usize, out: &mut [u8]) -> usize {
-        self.split.write(&self.rbuf[..self.rlen], i, out)
+        self.split.write(&self.rbuf[self.rpkt.clone()], i, out)
     }
 
     /// Packet `i` of the last read, copied (for the rare paths that keep it).
@@ -161,6 +192,11 @@ impl Tun {
         }
     }
 
+    /// Bytes queued by [`Tun::push`] since the last flush.
+    pub(crate) fn queued(&self) -> usize {
+        self.gro.bytes()
+    }
+
     /// Write what is queued, merged where possible. `bufs` are those given to
     /// [`Tun::push`].
     pub(crate) fn flush(&mut self, bufs: &[Vec<u8>], c: &mut Counters) {
@@ -173,7 +209,7 @@ impl Tun {
             if packets > 1 {
                 c.tun_merged_out += 1;
             }
-            if let Err(e) = dev.try_send_vectored(iov) {
+            if let Err(e) = dev.send_vectored(iov) {
                 c.tun_write_errors += 1;
                 tracing::debug!(error = %e, "tun write failed");
             }
@@ -182,23 +218,91 @@ impl Tun {
 
     /// Write one packet of our own (an ICMPv6 error), checksum complete.
     pub(crate) fn write_own(&self, packet: &[u8], c: &mut Counters) {
-        let hdr = [0u8; VNET_HDR_LEN];
-        let head: &[u8] = if self.vnet { &hdr } else { &[] };
-        c.tun_packets_out += 1;
-        if let Err(e) = self
-            .dev
-            .try_send_vectored(&[IoSlice::new(head), IoSlice::new(packet)])
-        {
-            c.tun_write_errors += 1;
-            tracing::debug!(error = %e, "tun write failed");
-        }
+        write_own(&self.dev, packet, c);
     }
 }
 
-/// The UDP socket with its batch buffers.
+/// Write one packet of our own (an ICMPv6 error, checksum complete) to `dev`.
+pub(crate) fn write_own(dev: &SyncDevice, packet: &[u8], c: &mut Counters) {
+    let hdr = [0u8; VNET_HDR_LEN];
+    let head: &[u8] = if dev.tcp_gso() { &hdr } else { &[] };
+    c.tun_packets_out += 1;
+    if let Err(e) = dev.send_vectored(&[IoSlice::new(head), IoSlice::new(packet)]) {
+        c.tun_write_errors += 1;
+        tracing::debug!(error = %e, "tun write failed");
+    }
+}
+
+/// The UDP socket, shared: the data-plane thread receives and sends data, the
+/// control task sends handshakes and keepalives through a [`Sender`].
+#[derive(Clone)]
+pub(crate) struct Sender {
+    pub sock: Arc<std::net::UdpSocket>,
+    state: Arc<UdpSocketState>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+/// How long a send waits for room in a full socket buffer before the datagram is
+/// dropped (the sender's congestion control or retry timer takes it from there).
+const SEND_WAIT: Duration = Duration::from_millis(20);
+
+impl Sender {
+    /// `sock` must be non-blocking.
+    pub(crate) fn new(sock: std::net::UdpSocket) -> io::Result<Self> {
+        let state = UdpSocketState::new(UdpSockRef::from(&sock))?;
+        tracing::info!(
+            gso_segments = state.max_gso_segments(),
+            gro_segments = state.gro_segments(),
+            "UDP offload"
+        );
+        Ok(Sender {
+            sock: Arc::new(sock),
+            state: Arc::new(state),
+        })
+    }
+
+    /// Send one datagram now (handshakes, keepalives, cookie replies).
+    pub(crate) fn send_one(&self, bytes: &[u8], to: SocketAddr, c: &mut Counters) {
+        self.send(bytes, to, None, c);
+    }
+
+    /// Send `contents`, as GSO segments of `segment` bytes if given.
+    fn send(&self, contents: &[u8], to: SocketAddr, segment: Option<usize>, c: &mut Counters) {
+        let t = Transmit {
+            destination: crate::mapped(to),
+            ecn: None,
+            contents,
+            segment_size: segment,
+            src_ip: None,
+        };
+        let mut waited = false;
+        loop {
+            match self.state.try_send(UdpSockRef::from(&*self.sock), &t) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !waited => {
+                    waited = true;
+                    crate::sys::wait_writable(self.sock.as_raw_fd(), SEND_WAIT);
+                }
+                Err(e) => {
+                    c.udp_send_errors += 1;
+                    tracing::debug!(error = %e, %to, "udp send failed");
+                    return;
+                }
+            }
+        }
+        c.udp_send_calls += 1;
+        c.udp_datagrams_out += segment.map_or(1, |s| contents.len().div_ceil(s)) as u64;
+    }
+}
+
+/// The data-plane side of the UDP socket, with its batch buffers.
 pub(crate) struct Udp {
-    pub sock: UdpSocket,
-    state: UdpSocketState,
+    pub tx: Sender,
     rbufs: Vec<Vec<u8>>,
     metas: Vec<RecvMeta>,
     /// Sealed datagrams staged for sending, back to back.
@@ -215,47 +319,41 @@ impl std::fmt::Debug for Udp {
 }
 
 impl Udp {
-    pub(crate) fn new(sock: UdpSocket) -> io::Result<Self> {
-        let state = UdpSocketState::new(UdpSockRef::from(&sock))?;
-        tracing::info!(
-            gso_segments = state.max_gso_segments(),
-            gro_segments = state.gro_segments(),
-            "UDP offload"
-        );
-        Ok(Udp {
-            sock,
-            state,
+    pub(crate) fn new(tx: Sender) -> Self {
+        Udp {
+            tx,
             rbufs: (0..UDP_SLOTS).map(|_| vec![0; UDP_SLOT_LEN]).collect(),
             metas: vec![RecvMeta::default(); UDP_SLOTS],
             stage: vec![0; STAGE_LEN],
             staged: 0,
             runs: Vec::with_capacity(MAX_RUNS),
-        })
-    }
-
-    /// Receive a batch; returns how many slots hold data (see [`Udp::slot`]).
-    pub(crate) async fn recv(&mut self) -> io::Result<usize> {
-        loop {
-            self.sock.readable().await?;
-            let mut slices: [IoSliceMut<'_>; UDP_SLOTS] = {
-                let mut it = self.rbufs.iter_mut();
-                std::array::from_fn(|_| {
-                    IoSliceMut::new(it.next().map_or(&mut [][..], |b| &mut b[..]))
-                })
-            };
-            let state = &self.state;
-            let metas = &mut self.metas;
-            let sock = &self.sock;
-            match sock.try_io(Interest::READABLE, || {
-                state.recv(UdpSockRef::from(sock), &mut slices, metas)
-            }) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
         }
     }
 
+    /// Receive a batch if one is waiting; returns how many slots hold data (0: none;
+    /// see [`Udp::slot`]).
+    pub(crate) fn recv(&mut self) -> io::Result<usize> {
+        let mut slices: [IoSliceMut<'_>; UDP_SLOTS] = {
+            let mut it = self.rbufs.iter_mut();
+            std::array::from_fn(|_| IoSliceMut::new(it.next().map_or(&mut [][..], |b| &mut b[..])))
+        };
+        match self.tx.state.recv(
+            UdpSockRef::from(&*self.tx.sock),
+            &mut slices,
+            &mut self.metas,
+        ) {
+            Ok(n) => Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
     /// The receive buffers (slots), which [`Tun::push`] refers into.
     pub(crate) fn bufs(&self) -> &[Vec<u8>] {
         &self.rbufs
@@ -293,15 +391,10 @@ impl Udp {
         self.runs.push((to, len));
     }
 
-    /// Send one datagram now (handshakes, keepalives, cookie replies).
-    pub(crate) async fn send_one(&self, bytes: &[u8], to: SocketAddr, c: &mut Counters) {
-        self.send(bytes, to, None, c).await;
-    }
-
     /// Send everything staged: runs of equal-sized datagrams to one destination (the
     /// last of a run may be shorter) go out as one GSO send.
-    pub(crate) async fn flush(&mut self, c: &mut Counters) {
-        let max_segments = self.state.max_gso_segments().max(1);
+    pub(crate) fn flush(&mut self, c: &mut Counters) {
+        let max_segments = self.tx.state.max_gso_segments().max(1);
         let runs = std::mem::take(&mut self.runs);
         let mut start = 0;
         let mut i = 0;
@@ -323,48 +416,13 @@ impl Udp {
                 }
             }
             let segment = (j - i > 1).then_some(size);
-            self.send(&self.stage[start..start + total], to, segment, c)
-                .await;
+            self.tx
+                .send(&self.stage[start..start + total], to, segment, c);
             start += total;
             i = j;
         }
         self.staged = 0;
         self.runs = runs;
         self.runs.clear();
-    }
-
-    async fn send(
-        &self,
-        contents: &[u8],
-        to: SocketAddr,
-        segment: Option<usize>,
-        c: &mut Counters,
-    ) {
-        let destination = crate::mapped(to);
-        let t = Transmit {
-            destination,
-            ecn: None,
-            contents,
-            segment_size: segment,
-            src_ip: None,
-        };
-        loop {
-            match self.sock.try_io(Interest::WRITABLE, || {
-                self.state.try_send(UdpSockRef::from(&self.sock), &t)
-            }) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.sock.writable().await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, %to, "udp send failed");
-                    return;
-                }
-            }
-        }
-        c.udp_send_calls += 1;
-        c.udp_datagrams_out += segment.map_or(1, |s| contents.len().div_ceil(s)) as u64;
     }
 }

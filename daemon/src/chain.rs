@@ -669,8 +669,17 @@ impl Daemon {
             .copied()
             .collect();
         for address in new {
-            let connected = self.node.peers(now).iter().any(|p| p.address == address);
-            match self.node.handle_command(now, Command::Deny { address }) {
+            let connected = self
+                .core()
+                .node
+                .peers(now)
+                .iter()
+                .any(|p| p.address == address);
+            let denied = self
+                .core()
+                .node
+                .handle_command(now, Command::Deny { address });
+            match denied {
                 Ok(()) => {
                     if connected {
                         tracing::warn!(peer = %address, "peer's key is revoked on chain: session dropped, refused from now on");
@@ -688,7 +697,7 @@ impl Daemon {
     fn locals(&self) -> Vec<(String, Address)> {
         self.names
             .iter()
-            .filter_map(|(n, l)| Some((n.clone(), self.node.identity(*l)?.address())))
+            .filter_map(|(n, l)| Some((n.clone(), self.core().node.identity(*l)?.address())))
             .collect()
     }
 
@@ -722,7 +731,8 @@ impl Daemon {
         let chain = self.chain()?;
         let (reg, _) = chain.registry()?;
         let local = self.local_named(identity)?;
-        let id = self
+        let core = crate::lock(&self.core);
+        let id = core
             .node
             .identity(local)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
@@ -787,7 +797,8 @@ impl Daemon {
         }
         let to = self.target(to)?;
         let Some(local) = self.names.iter().map(|(_, l)| *l).find(|l| {
-            self.node
+            self.core()
+                .node
                 .identity(*l)
                 .is_some_and(|i| i.address() == rec.owner)
         }) else {
@@ -805,7 +816,8 @@ impl Daemon {
                 &format!("`{name}` already belongs to {to}"),
             ));
         }
-        let id = self
+        let core = crate::lock(&self.core);
+        let id = core
             .node
             .identity(local)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
@@ -827,7 +839,8 @@ impl Daemon {
         let (reg, _) = self.chain()?.registry()?;
         let local = self.local_named(identity)?;
         let who = self.name_of(local);
-        let id = self
+        let core = crate::lock(&self.core);
+        let id = core
             .node
             .identity(local)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;

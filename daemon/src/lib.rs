@@ -1,7 +1,9 @@
-//! metanetd: a thin async shell around `metanet_proto::node::Node`.
+//! metanetd: a thin shell around `metanet_proto::node::Node`.
 //!
-//! One task owns the node and loops: read UDP, read the TUN, take control requests,
-//! fire the node's timer; after each input it drains the node's transmits and events.
+//! The node is shared, behind one lock, by the data-plane thread ([`dataplane`]: UDP
+//! and TUN batches, the node's timers) and the control task here (control requests,
+//! registry, chain, signals); after each of its inputs the control task drains the
+//! node's transmits and events and wakes the data plane.
 //! The protocol decisions are all in `proto`; this crate only moves bytes and files.
 //! `unsafe` lives only in [`sys`].
 
@@ -9,6 +11,7 @@ mod batch;
 pub mod chain;
 pub mod config;
 pub mod control;
+mod dataplane;
 pub mod dht;
 pub mod dns;
 mod offload;
@@ -24,7 +27,6 @@ use metanet_proto::control::{self as api, ErrorKind, IdentityInfo, PeerInfo, Rep
 use metanet_proto::identity::hex;
 use metanet_proto::node::{self, Command, Event, LocalId, Node};
 use metanet_proto::{ip, wire, Address, Identity, Instant, UnixTime};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// Everything the daemon needs to start, after flags and file are merged.
@@ -99,23 +101,37 @@ impl Error {
     }
 }
 
+/// What the data-plane thread and the control task share, behind one lock.
+pub(crate) struct Core {
+    pub node: Node,
+    /// The data-plane thread's counters, as it last published them.
+    pub data: batch::Counters,
+}
+
+/// Lock `core`; a panic elsewhere while it was held leaves the node usable.
+pub(crate) fn lock(core: &std::sync::Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    core.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The control task: commands, the registry, the chain client; the data plane runs
+/// in its own thread (`dataplane.rs`) and shares the node through `core`.
 struct Daemon {
-    node: Node,
+    core: std::sync::Arc<std::sync::Mutex<Core>>,
     names: Vec<(String, LocalId)>,
     state: state::StateDir,
     opts: Options,
     origin: std::time::Instant,
-    tun: batch::Tun,
-    /// Largest datagram the underlay carries; TUN packets that would not fit once
-    /// sealed get an ICMPv6 Packet Too Big.
-    path_mtu: u16,
-    udp: batch::Udp,
+    /// The TUN device (its addresses; ICMPv6 errors written from here).
+    tun: std::sync::Arc<tun_rs::SyncDevice>,
+    /// The UDP socket, for handshakes and keepalives the control task causes.
+    udp: batch::Sender,
+    /// Wakes the data-plane thread after the node changed (new timers, new peers).
+    wake: std::sync::Arc<sys::EventFd>,
     /// Buffer for control-path datagrams from `poll_transmit`.
     obuf: Vec<u8>,
-    /// Data-plane counters (offload paths taken).
+    /// The control task's own counters (its sends, its TUN writes).
     counters: batch::Counters,
-    /// Where the packets decrypted from the current UDP slot lie: (start, end).
-    rx: Vec<(usize, usize)>,
     /// `connect` requests answered when their session is up or has failed.
     waiting: Vec<Waiting>,
     /// The DHT node (registry).
@@ -187,7 +203,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             .ipv6(first_ip, 8u8)
             .mtu(mtu)
             .offload(offload)
-            .build_async()
+            .build_sync()
     };
     // Offload (TSO/GRO through the virtio header) where the kernel has it.
     let tun = build(true)
@@ -195,10 +211,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             tracing::warn!(error = %e, "TUN offload unavailable: one packet per read");
             build(false)
         })
+        .and_then(|t| t.set_nonblocking(true).map(|()| t))
         .map_err(|source| Error::Tun {
             name: opts.tun.clone(),
             source,
         })?;
+    let tun = std::sync::Arc::new(tun);
     let mut names = Vec::new();
     for (i, (name, id)) in identities.into_iter().enumerate() {
         if i > 0 {
@@ -211,11 +229,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tracing::info!(identity = %name, address = %id.address(), ipv6 = %id.address().ipv6(), "identity loaded");
         names.push((name, node.add_identity(id)));
     }
-    let udp =
-        batch::Udp::new(bind_udp(opts.port, opts.socket_buffer)?).map_err(|source| Error::Udp {
+    let udp = batch::Sender::new(bind_udp(opts.port, opts.socket_buffer)?).map_err(|source| {
+        Error::Udp {
             port: opts.port,
             source,
-        })?;
+        }
+    })?;
     let listener = control::bind(&opts.socket)?;
     let (jobs_tx, mut jobs) = mpsc::channel::<control::Job>(64);
     let (dht_tx, mut dht_rx) = mpsc::unbounded_channel();
@@ -232,18 +251,41 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let dns_task = start_dns(&opts, first_ip, chain_names.clone()).await?;
     let reg = registry::Registry::new(opts.identities.clone());
 
-    let mut d = Daemon {
+    let core = std::sync::Arc::new(std::sync::Mutex::new(Core {
         node,
+        data: batch::Counters::default(),
+    }));
+    let wake = std::sync::Arc::new(sys::EventFd::new()?);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    let plane = dataplane::DataPlane {
+        core: core.clone(),
+        udp: batch::Udp::new(udp.clone()),
+        tun: batch::Tun::new(tun.clone()),
+        origin,
+        path_mtu: underlay,
+        wake: wake.clone(),
+        notes: notes_tx,
+        stop: stop.clone(),
+        counters: batch::Counters::default(),
+        rx: Vec::with_capacity(64),
+        obuf: vec![0u8; wire::MAX_DATAGRAM],
+    };
+    let data_thread = std::thread::Builder::new()
+        .name("data".into())
+        .spawn(move || plane.run())?;
+
+    let mut d = Daemon {
+        core,
         names,
         state,
         opts,
         origin,
-        tun: batch::Tun::new(tun),
-        path_mtu: underlay,
+        tun,
         udp,
+        wake,
         obuf: vec![0u8; wire::MAX_DATAGRAM],
         counters: batch::Counters::default(),
-        rx: Vec::with_capacity(64),
         waiting: Vec::new(),
         dht: Some(dht),
         reg,
@@ -270,13 +312,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
-        let deadline = d
-            .node
-            .poll_timeout()
-            .map(|t| d.origin + Duration::from_nanos(t.as_nanos()))
-            .into_iter()
-            .chain(d.waiting.iter().map(|w| w.until))
-            .min();
+        let deadline = d.waiting.iter().map(|w| w.until).min();
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -284,27 +320,25 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             }
         };
         tokio::select! {
-            r = d.udp.recv() => match r {
-                Ok(n) => d.on_udp(n).await,
-                Err(e) => tracing::debug!(error = %e, "udp receive failed"),
-            },
-            r = d.tun.recv(&mut d.counters) => match r {
-                Ok(()) => d.on_tun().await,
-                Err(e) => break Err(Error::Io(e)),
+            Some(note) = notes.recv() => match note {
+                dataplane::Note::Event(ev, trigger) => d.event(ev, trigger.as_deref()),
+                dataplane::Note::TunFailed(e) => break Err(Error::Io(e)),
             },
             Some((cmd, reply)) = jobs.recv() => d.job(cmd, reply),
             Some(out) = dht_rx.recv() => d.on_dht(out),
             _ = housekeeping.tick() => d.housekeeping(),
-            () = sleep => {
-                let now = d.now();
-                d.node.handle_timeout(now);
-            }
+            () = sleep => {}
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
             _ = hup.recv() => d.reload(),
         }
-        d.after_input().await;
+        d.after_input();
     };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    d.wake.signal();
+    if data_thread.join().is_err() {
+        tracing::warn!("data-plane thread panicked");
+    }
     server.abort();
     if let Some(t) = dns_task {
         t.abort();
@@ -315,101 +349,25 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 }
 
 impl Daemon {
-    /// A batch of UDP datagrams: decrypt each in place, then hand the packets to the
-    /// TUN where they lie (merged into super-packets by GRO). Slot by slot, so that
-    /// what is written was decrypted moments before and is still in the cache.
-    async fn on_udp(&mut self, slots: usize) {
-        self.udp.count_recv(slots, &mut self.counters);
-        let now = self.now();
-        let complete = self.tun.verifies_checksums();
-        for i in 0..slots {
-            self.rx.clear();
-            let (from, stride, bytes) = self.udp.slot(i);
-            let from = normalize(from);
-            for (j, datagram) in bytes.chunks_mut(stride).enumerate() {
-                if let Some(range) = self.node.handle_datagram(now, from, datagram) {
-                    if complete {
-                        offload::complete_plain_checksum(&mut datagram[range.clone()]);
-                    }
-                    let at = j * stride;
-                    self.rx.push((at + range.start, at + range.end));
-                }
-            }
-            let bufs = self.udp.bufs();
-            for &(start, end) in &self.rx {
-                if !self.tun.push(bufs, i, start, end) {
-                    self.tun.flush(bufs, &mut self.counters);
-                    self.tun.push(bufs, i, start, end);
-                }
-            }
-            self.tun.flush(bufs, &mut self.counters);
-        }
-    }
-
-    /// A TUN read: cut each packet of it into the UDP stage, seal it there, then send
-    /// the stage.
-    async fn on_tun(&mut self) {
-        let now = self.now();
-        for i in 0..self.tun.count() {
-            let len = self.tun.len(i);
-            if len + usize::from(config::OVERHEAD) > usize::from(self.path_mtu) {
-                self.too_big(i);
-                continue;
-            }
-            let need = len + wire::DATA_OVERHEAD;
-            if self.udp.stage_buf(need).is_none() {
-                self.udp.flush(&mut self.counters).await;
-            }
-            let Some(out) = self.udp.stage_buf(need) else {
-                continue;
-            };
-            self.tun.write_packet(i, &mut out[wire::DATA_HEADER_LEN..]);
-            if let Some(tx) = self.node.handle_tun_packet_in_place(now, out, len) {
-                self.udp.commit(tx.destination, tx.len);
-            }
-            // Events here are on this packet's behalf (a lookup it waits for).
-            if let Some(first) = self.node.poll_event() {
-                let packet = self.tun.packet_vec(i);
-                self.event(first, Some(&packet));
-                while let Some(ev) = self.node.poll_event() {
-                    self.event(ev, Some(&packet));
-                }
-            }
-        }
-        self.udp.flush(&mut self.counters).await;
-    }
-
-    /// TUN packet `i` cannot cross the underlay once sealed: tell its sender the MTU
-    /// that fits (path-MTU discovery), instead of letting it vanish.
-    fn too_big(&mut self, i: usize) {
-        let packet = self.tun.packet_vec(i);
-        let Ok(p) = ip::Ipv6Packet::new_checked(&packet) else {
-            return;
-        };
-        let fits = u32::from(self.path_mtu.saturating_sub(config::OVERHEAD));
-        if let Some(icmp) = ip::icmpv6_packet_too_big(&packet, p.dst(), fits) {
-            self.counters.too_big += 1;
-            self.tun_out.push(icmp);
-        }
-    }
-
     /// After any input: send what the node queued, handle its events, answer waiting
-    /// requests, write ICMPv6 errors to the TUN.
-    async fn after_input(&mut self) {
-        while let Some(tx) = self.node.poll_transmit(&mut self.obuf) {
-            self.udp
-                .send_one(&self.obuf[..tx.len], tx.destination, &mut self.counters)
-                .await;
-        }
+    /// requests, write ICMPv6 errors to the TUN, and wake the data plane (the node's
+    /// timers may have moved).
+    fn after_input(&mut self) {
         self.events(None);
         self.expire_waiting();
         for packet in std::mem::take(&mut self.tun_out) {
-            self.tun.write_own(&packet, &mut self.counters);
+            batch::write_own(&self.tun, &packet, &mut self.counters);
         }
+        self.wake.signal();
+    }
+
+    /// The shared node and counters, locked.
+    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+        lock(&self.core)
     }
 
     fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        now(self.origin)
     }
 
     fn name_of(&self, local: LocalId) -> String {
@@ -445,7 +403,15 @@ impl Daemon {
     /// lookup the node asks for is on its behalf, and it answers an ICMPv6 error if the
     /// lookup fails.
     fn events(&mut self, trigger: Option<&[u8]>) {
-        while let Some(ev) = self.node.poll_event() {
+        let events = {
+            let mut core = lock(&self.core);
+            while let Some(tx) = core.node.poll_transmit(&mut self.obuf) {
+                self.udp
+                    .send_one(&self.obuf[..tx.len], tx.destination, &mut self.counters);
+            }
+            std::iter::from_fn(|| core.node.poll_event()).collect::<Vec<_>>()
+        };
+        for ev in events {
             self.event(ev, trigger);
         }
     }
@@ -547,7 +513,8 @@ impl Daemon {
     }
 
     fn identity_info(&self, name: &str, local: LocalId) -> Option<IdentityInfo> {
-        let id = self.node.identity(local)?;
+        let core = crate::lock(&self.core);
+        let id = core.node.identity(local)?;
         let mut i = info(
             name,
             id,
@@ -563,8 +530,8 @@ impl Daemon {
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
-        self.node
-            .peers(self.now())
+        let peers = self.core().node.peers(self.now());
+        peers
             .into_iter()
             .map(|p| PeerInfo {
                 identity: self.name_of(p.local),
@@ -587,7 +554,10 @@ impl Daemon {
         let now = self.now();
         match cmd {
             api::Command::Status => {
-                let s = self.node.stats();
+                let (s, c) = {
+                    let core = crate::lock(&self.core);
+                    (core.node.stats().clone(), core.data.add(&self.counters))
+                };
                 let counters = [
                     ("malformed", s.malformed),
                     ("bad_mac1", s.bad_mac1),
@@ -604,17 +574,17 @@ impl Daemon {
                     ("queue_dropped", s.queue_dropped),
                     ("bad_records", s.bad_records),
                     ("denied", s.denied),
-                    ("tun_reads", self.counters.tun_reads),
-                    ("tun_packets_in", self.counters.tun_packets_in),
-                    ("tun_packets_out", self.counters.tun_packets_out),
-                    ("tun_merged_out", self.counters.tun_merged_out),
-                    ("udp_recv_calls", self.counters.udp_recv_calls),
-                    ("udp_datagrams_in", self.counters.udp_datagrams_in),
-                    ("udp_send_calls", self.counters.udp_send_calls),
-                    ("udp_datagrams_out", self.counters.udp_datagrams_out),
-                    ("too_big", self.counters.too_big),
-                    ("tun_bad_offload", self.counters.tun_bad_offload),
-                    ("tun_write_errors", self.counters.tun_write_errors),
+                    ("tun_reads", c.tun_reads),
+                    ("tun_packets_in", c.tun_packets_in),
+                    ("tun_packets_out", c.tun_packets_out),
+                    ("tun_merged_out", c.tun_merged_out),
+                    ("udp_recv_calls", c.udp_recv_calls),
+                    ("udp_datagrams_in", c.udp_datagrams_in),
+                    ("udp_send_calls", c.udp_send_calls),
+                    ("udp_datagrams_out", c.udp_datagrams_out),
+                    ("too_big", c.too_big),
+                    ("tun_bad_offload", c.tun_bad_offload),
+                    ("tun_write_errors", c.tun_write_errors),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
@@ -663,7 +633,8 @@ impl Daemon {
             }
             api::Command::IdExport { name } => {
                 let local = self.local_named(Some(&name))?;
-                let id = self
+                let core = crate::lock(&self.core);
+                let id = core
                     .node
                     .identity(local)
                     .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
@@ -683,8 +654,9 @@ impl Daemon {
                 self.state
                     .remove(&name)
                     .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
-                if let Some(id) = self.node.remove_identity(local) {
-                    let _ = self.tun.dev.remove_address_v6(id.address().ipv6(), 128);
+                let removed = self.core().node.remove_identity(local);
+                if let Some(id) = removed {
+                    let _ = self.tun.remove_address_v6(id.address().ipv6(), 128);
                     self.withdraw(&name, id.address());
                 }
                 self.names.retain(|(n, _)| *n != name);
@@ -703,7 +675,8 @@ impl Daemon {
                         "no endpoint given: use --endpoint HOST:PORT",
                     ));
                 };
-                self.node
+                self.core()
+                    .node
                     .handle_command(
                         now,
                         Command::Connect {
@@ -730,7 +703,8 @@ impl Daemon {
             api::Command::Disconnect { address, identity } => {
                 let (address, _) = self.target_unchecked(&address)?;
                 let local = self.local_named(identity.as_deref())?;
-                self.node
+                self.core()
+                    .node
                     .handle_command(now, Command::RemovePeer { local, address })
                     .map_err(|e| err(ErrorKind::NotFound, &e.to_string()))?;
                 Ok(Reply::Done)
@@ -764,6 +738,7 @@ impl Daemon {
         }
         let now = self.now();
         let known: Vec<(LocalId, Address)> = self
+            .core()
             .node
             .peers(now)
             .into_iter()
@@ -830,10 +805,9 @@ impl Daemon {
         })?;
         let ipv6 = id.address().ipv6();
         self.tun
-            .dev
             .add_address_v6(ipv6, 128u8)
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
-        let local = self.node.add_identity(id);
+        let local = self.core().node.add_identity(id);
         self.names.push((name.clone(), local));
         self.publish(&name, true);
         self.identity_info(&name, local)
@@ -903,6 +877,11 @@ fn log_event(ev: &Event) {
     }
 }
 
+/// Node time: since the daemon started.
+pub(crate) fn now(origin: std::time::Instant) -> Instant {
+    Instant::from_nanos(u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
 pub(crate) fn unix_now() -> UnixTime {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -912,7 +891,7 @@ pub(crate) fn unix_now() -> UnixTime {
 
 /// IPv4-mapped IPv6 (from the dual-stack socket) back to IPv4, so endpoints compare
 /// and print the way users wrote them.
-fn normalize(a: SocketAddr) -> SocketAddr {
+pub(crate) fn normalize(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
@@ -990,7 +969,7 @@ pub(crate) fn mapped(to: SocketAddr) -> SocketAddr {
     }
 }
 
-fn bind_udp(port: u16, buffer: usize) -> Result<UdpSocket, Error> {
+fn bind_udp(port: u16, buffer: usize) -> Result<std::net::UdpSocket, Error> {
     use socket2::{Domain, Protocol, Socket, Type};
     let e = |source| Error::Udp { port, source };
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).map_err(e)?;
@@ -1001,7 +980,7 @@ fn bind_udp(port: u16, buffer: usize) -> Result<UdpSocket, Error> {
     s.set_nonblocking(true).map_err(e)?;
     s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())
         .map_err(e)?;
-    UdpSocket::from_std(s.into()).map_err(e)
+    Ok(s.into())
 }
 
 /// Tell systemd we are ready (Type=notify), when started by it.

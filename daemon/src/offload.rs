@@ -353,6 +353,8 @@ pub(crate) struct Gro {
     items: Vec<Item>,
     used: usize,
     flows: Vec<Flow>,
+    /// Bytes of packets held.
+    bytes: usize,
     /// Whether the TUN takes virtio headers; without them every packet is written
     /// on its own, as it is (its checksum completed by [`complete_plain_checksum`]).
     vnet: bool,
@@ -378,6 +380,7 @@ impl Gro {
             items: Vec::new(),
             used: 0,
             flows: Vec::new(),
+            bytes: 0,
             vnet,
         }
     }
@@ -385,6 +388,11 @@ impl Gro {
     /// Nothing held.
     pub(crate) fn is_empty(&self) -> bool {
         self.used == 0
+    }
+
+    /// Bytes of the packets held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Take the packet `bufs[buf][start..end]`: merge it into its flow's write or
@@ -397,6 +405,7 @@ impl Gro {
         end: usize,
     ) -> Pushed {
         let p = &bufs[buf][start..end];
+        self.bytes += p.len();
         let piece = |from: usize| Piece {
             buf: buf as u32,
             start: (start + from) as u32,
@@ -425,6 +434,7 @@ impl Gro {
             }
         }
         if self.used == MAX_ITEMS {
+            self.bytes -= p.len();
             return Pushed::Full;
         }
         if self.used == self.items.len() {
@@ -492,6 +502,7 @@ impl Gro {
             f(&iov[..=item.pieces.len()], item.segments());
         }
         self.used = 0;
+        self.bytes = 0;
         self.flows.clear();
     }
 }

@@ -182,8 +182,8 @@ impl Daemon {
     fn resolve(&mut self, prefix: Ipv6Prefix, address: Option<Address>, reply: ReplyTo) {
         // Our own identities answer from what we publish.
         let own = self.names.iter().find_map(|(name, local)| {
-            let id = self.node.identity(*local)?;
-            (id.address().ipv6_prefix() == prefix).then(|| name.clone())
+            let address = self.core().node.identity(*local)?.address();
+            (address.ipv6_prefix() == prefix).then(|| name.clone())
         });
         if let Some(record) = own.and_then(|n| self.reg.published(&n).cloned()) {
             let _ = reply.send(Ok(Reply::Record(record_info(&record, "local"))));
@@ -259,6 +259,7 @@ impl Daemon {
                     .and_then(|(rec, _)| self.add_from_record(local, rec, true).ok());
                 if added.is_none() {
                     let _ = self
+                        .core()
                         .node
                         .handle_command(now, Command::LookupFailed { local, ipv6 });
                     self.unreachable(local, &packet);
@@ -303,6 +304,7 @@ impl Daemon {
             Waiter::Refresh { local, address } => {
                 if let Ok((rec, _)) = result {
                     let known = self
+                        .core()
                         .node
                         .peers(now)
                         .into_iter()
@@ -335,7 +337,8 @@ impl Daemon {
             ));
         };
         let now = self.now();
-        self.node
+        self.core()
+            .node
             .handle_command(
                 now,
                 Command::AddPeer {
@@ -361,6 +364,7 @@ impl Daemon {
     /// An ICMPv6 "address unreachable" for `packet`, sent back into the TUN.
     pub(crate) fn unreachable(&mut self, local: LocalId, packet: &[u8]) {
         let from = self
+            .core()
             .node
             .identity(local)
             .map(|i| i.address().ipv6())
@@ -419,7 +423,7 @@ impl Daemon {
         if due.is_empty() {
             return;
         }
-        let peers = self.node.peers(self.now());
+        let peers = self.core().node.peers(self.now());
         for c in due {
             let up = peers
                 .iter()
@@ -467,7 +471,8 @@ impl Daemon {
             return;
         }
         let seq = self.reg.next_seq();
-        let (Some(id), Some(dht)) = (self.node.identity(local), &self.dht) else {
+        let core = crate::lock(&self.core);
+        let (Some(id), Some(dht)) = (core.node.identity(local), &self.dht) else {
             return;
         };
         let record = PeerRecord::new(id, endpoints, cfg.service, seq, now + RECORD_LIFETIME);

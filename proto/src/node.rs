@@ -700,6 +700,11 @@ impl Node {
         self.events.pop_front()
     }
 
+    /// Whether [`Node::poll_event`] has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// When `handle_timeout` must next be called: the earliest of every timer it acts
     /// on (handshake retry and give-up, passive and persistent keepalives, the reply
     /// timeout, keypair expiry, lookup expiry, record requests). It may be in the past,

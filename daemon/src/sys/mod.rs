@@ -38,3 +38,90 @@ fn setsockopt_int(fd: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Re
         Err(io::Error::last_os_error())
     }
 }
+
+/// Wait until one of `fds` is readable or `timeout` passes (`None`: no limit);
+/// returns a bit per fd, set if it is readable (or in error: the read will say).
+pub fn wait_readable(fds: &[std::os::fd::RawFd], timeout: Option<std::time::Duration>) -> u32 {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 4];
+    for (slot, fd) in p.iter_mut().zip(fds) {
+        slot.fd = *fd;
+    }
+    let n = fds.len().min(p.len());
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos()),
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `p` is a live array of at least `n` initialised pollfd structs, `ts_ptr`
+    // is null or points to a live timespec, and a null signal mask is allowed.
+    let rc = unsafe { libc::ppoll(p.as_mut_ptr(), n as libc::nfds_t, ts_ptr, std::ptr::null()) };
+    if rc <= 0 {
+        return 0;
+    }
+    p[..n]
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.revents != 0)
+        .fold(0, |m, (i, _)| m | 1 << i)
+}
+
+/// Wait up to `timeout` until `fd` has room to write.
+pub fn wait_writable(fd: std::os::fd::RawFd, timeout: std::time::Duration) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `p` is one live pollfd; poll only writes its `revents`.
+    unsafe {
+        libc::poll(&mut p, 1, ms);
+    }
+}
+
+/// A non-blocking eventfd: one thread wakes another that waits on its fd.
+#[derive(Debug)]
+pub struct EventFd(std::os::fd::OwnedFd);
+
+impl EventFd {
+    pub fn new() -> std::io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        Ok(EventFd(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
+    }
+
+    pub fn raw(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
+    /// Wake the waiter.
+    pub fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd; a full counter
+        // (EAGAIN) means a wake-up is pending anyway.
+        unsafe {
+            libc::write(self.raw(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    /// Reset after a wake-up.
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our own non-blocking eventfd.
+        unsafe {
+            libc::read(self.raw(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+}
