@@ -585,6 +585,7 @@ impl Daemon {
                     ("too_big", c.too_big),
                     ("tun_bad_offload", c.tun_bad_offload),
                     ("tun_write_errors", c.tun_write_errors),
+                    ("udp_send_errors", c.udp_send_errors),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
