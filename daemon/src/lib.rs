@@ -1,6 +1,6 @@
 //! metanetd: a thin shell around `metanet_proto::node::Node`.
 //!
-//! The node is shared, behind one lock, by the data-plane thread ([`dataplane`]: UDP
+//! The node is shared, behind one lock, by the data-plane thread (`dataplane.rs`: UDP
 //! and TUN batches, the node's timers) and the control task here (control requests,
 //! registry, chain, signals); after each of its inputs the control task drains the
 //! node's transmits and events and wakes the data plane.
