@@ -6,24 +6,28 @@
 # Prints, over all daemon threads, the time from returning from the wait (ppoll,
 # epoll_wait) to the first read, and from a read to the next send or write: the
 # user-space part of each of the four hops of a round trip.
-# Needs root and tracefs.  Results: docs/benchmarks.md ("Latency").
+# TRACE=0: no tracing, only the ping summary (to compare tunnels side by side).
+# Needs root (and tracefs unless TRACE=0).  Results: docs/benchmarks.md ("Latency").
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-$(dirname "$HERE")/target/release}
 TUNNEL=${TUNNEL:-metanet} COUNT=${COUNT:-100}
 T=/sys/kernel/tracing
 [ "$(id -u)" = 0 ] || { echo "latency-trace.sh needs root" >&2; exit 1; }
-[ -w "$T/trace" ] || { echo "latency-trace.sh needs tracefs at $T" >&2; exit 1; }
+TRACE=${TRACE:-1}
+[ "$TRACE" = 0 ] || [ -w "$T/trace" ] || { echo "latency-trace.sh needs tracefs at $T" >&2; exit 1; }
 export PATH="${METANET_BENCH_CACHE:-$HOME/.cache/metanet-bench}/bin:$PATH"
 W=$(mktemp -d /tmp/mnlt.XXXX)
 A=mnlt$$a B=mnlt$$b
 cleanup() {
-    echo 0 >"$T/tracing_on"
-    for e in raw_syscalls/sys_enter raw_syscalls/sys_exit sched/sched_wakeup sched/sched_switch; do
-        echo 0 >"$T/events/$e/enable"
-    done
-    echo 0 >"$T/events/raw_syscalls/sys_enter/filter"
-    echo 0 >"$T/events/raw_syscalls/sys_exit/filter"
+    if [ "$TRACE" != 0 ]; then
+        echo 0 >"$T/tracing_on"
+        for e in raw_syscalls/sys_enter raw_syscalls/sys_exit sched/sched_wakeup sched/sched_switch; do
+            echo 0 >"$T/events/$e/enable"
+        done
+        echo 0 >"$T/events/raw_syscalls/sys_enter/filter"
+        echo 0 >"$T/events/raw_syscalls/sys_exit/filter"
+    fi
     [ -n "${PIDS:-}" ] && kill $PIDS 2>/dev/null
     sleep 0.5
     ip netns del "$A" 2>/dev/null
@@ -75,6 +79,10 @@ case "$TUNNEL" in
 metanet) PIDS=$(pgrep -f "$W/") ;;
 boringtun) PIDS=$(pgrep -f "boringtun-cli.*lt[ab]$$") ;;
 esac
+if [ "$TRACE" = 0 ]; then
+    echo "$TUNNEL: $(timeout 120 ip netns exec "$A" ping -n -q -c "$COUNT" -i 0.02 "$IP" | tail -1)"
+    exit 0
+fi
 TIDS=$(for p in $PIDS; do ls "/proc/$p/task"; done)
 F=""
 for t in $TIDS; do F="$F${F:+ || }common_pid == $t"; done
