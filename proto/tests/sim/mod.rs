@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use metanet_proto::address::Ipv6Prefix;
 use metanet_proto::handshake::Remote;
-use metanet_proto::ip;
 use metanet_proto::node::{Command, Config, Event, LocalId, Node};
 use metanet_proto::record::{Lookup, PeerRecord};
+use metanet_proto::{ip, wire};
 use metanet_proto::{Identity, Instant, UnixTime};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -273,6 +273,23 @@ impl Sim {
         if let Some(tx) = self.hosts[h].node.handle_tun_packet(now, pkt, &mut out) {
             let from = self.hosts[h].addr;
             self.transmit(from, tx.destination, out[..tx.len].to_vec());
+        }
+        self.drain(h);
+    }
+
+    /// Like [`Sim::send`], through `handle_tun_packet_in_place`: the packet is built
+    /// where it is sealed, as the daemon's data plane does.
+    pub fn send_in_place(&mut self, h: usize, dst: Ipv6Addr, payload: &[u8]) {
+        let pkt = ip::build_ipv6(self.ip(h), dst, payload);
+        let mut buf = vec![0u8; pkt.len() + wire::DATA_OVERHEAD];
+        buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + pkt.len()].copy_from_slice(&pkt);
+        let now = self.now;
+        if let Some(tx) = self.hosts[h]
+            .node
+            .handle_tun_packet_in_place(now, &mut buf, pkt.len())
+        {
+            let from = self.hosts[h].addr;
+            self.transmit(from, tx.destination, buf[..tx.len].to_vec());
         }
         self.drain(h);
     }
