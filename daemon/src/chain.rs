@@ -63,6 +63,8 @@ pub struct Config {
     /// The funding key file (an EVM account key that pays gas); without it the
     /// daemon follows the chain but submits nothing.
     pub key: Option<PathBuf>,
+    /// Blocks behind the head the follower waits for (`--chain-confirmations`).
+    pub confirmations: u64,
 }
 
 /// Why the chain client could not start.
@@ -144,8 +146,11 @@ impl Handle {
         let client = Client::with_timeout(&config.rpc, RPC_TIMEOUT)?;
         let key = config.key.as_deref().map(FundingKey::read).transpose()?;
         let cache = state_dir.join(CACHE_FILE);
-        let (follower, used) =
-            Follower::with_cache(client, config.contract, follower::Config::default(), &cache);
+        let settings = follower::Config {
+            confirmations: config.confirmations,
+            ..follower::Config::default()
+        };
+        let (follower, used) = Follower::with_cache(client, config.contract, settings, &cache);
         if used {
             tracing::info!(cache = %cache.display(), synced_block = ?follower.status().synced_block, "chain cache loaded");
         }

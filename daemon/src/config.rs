@@ -62,6 +62,10 @@ pub struct File {
     /// that pays gas for name registrations, transfers and revocations. Default: none
     /// (the daemon follows the chain but submits nothing).
     pub chain_key: Option<PathBuf>,
+    /// Blocks behind the chain head that the follower waits for before it applies
+    /// them (reorg safety on a public chain). Default 0: a local dev node that mines
+    /// only on transactions would otherwise never confirm a registration.
+    pub chain_confirmations: Option<u64>,
     /// Peers to connect to at start.
     #[serde(default)]
     pub peer: Vec<StaticPeer>,
@@ -180,9 +184,18 @@ impl File {
                 .map_err(|e| format!("chain-contract: {e}"))?,
         };
         let key = key.or_else(|| self.chain_key.clone());
+        let confirmations = self.chain_confirmations;
         match (rpc, contract) {
-            (Some(rpc), Some(contract)) => Ok(Some(crate::chain::Config { rpc, contract, key })),
-            (None, None) if key.is_none() => Ok(None),
+            (Some(rpc), Some(contract)) => Ok(Some(crate::chain::Config {
+                rpc,
+                contract,
+                key,
+                confirmations: confirmations.unwrap_or(0),
+            })),
+            (None, None) if key.is_none() && confirmations.is_none() => Ok(None),
+            (None, None) if key.is_none() => {
+                Err("chain-confirmations needs --chain-rpc URL and --chain-contract ADDR".into())
+            }
             (None, None) => Err("--chain-key needs --chain-rpc URL and --chain-contract ADDR".into()),
             (Some(_), None) => Err(
                 "--chain-rpc needs --chain-contract ADDR too (deploy one with `metanet chain deploy`)"
@@ -265,6 +278,23 @@ mod tests {
     use super::*;
 
     const CONTRACT: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
+
+    #[test]
+    fn chain_confirmations_reach_the_follower_and_need_a_chain() {
+        let file: File = toml::from_str(&format!(
+            "chain-rpc = \"http://127.0.0.1:8545\"\nchain-contract = \"{CONTRACT}\"\nchain-confirmations = 12\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            file.chain(None, None, None).unwrap().unwrap().confirmations,
+            12
+        );
+        let alone: File = toml::from_str("chain-confirmations = 3\n").unwrap();
+        let e = alone.chain(None, None, None).unwrap_err();
+        assert!(e.contains("--chain-rpc"), "{e}");
+        let bad = toml::from_str::<File>("chain-confirmations = -1\n");
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn chain_settings_merge_flags_over_the_file_and_go_together() {

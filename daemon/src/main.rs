@@ -53,6 +53,10 @@ struct Args {
     /// for `metanet name register|transfer` and `metanet id revoke`.
     #[arg(long, value_name = "FILE")]
     chain_key: Option<PathBuf>,
+    /// Blocks behind the chain head to wait for before applying them (default 0; use
+    /// a few on a public chain, where the head can be reorganised).
+    #[arg(long, value_name = "N")]
+    chain_confirmations: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -70,13 +74,16 @@ fn main() -> ExitCode {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(config::DEFAULT_CONFIG), false),
     };
-    let file = match config::File::load(&path, explicit) {
+    let mut file = match config::File::load(&path, explicit) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("metanetd: {e}");
             return ExitCode::from(2);
         }
     };
+    if args.chain_confirmations.is_some() {
+        file.chain_confirmations = args.chain_confirmations;
+    }
     let chain = match file.chain(args.chain_rpc, args.chain_contract, args.chain_key) {
         Ok(c) => c,
         Err(e) => {

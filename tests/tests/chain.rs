@@ -559,11 +559,12 @@ fn names_without_a_chain_say_how_to_configure_one() {
     let loose = tmp.0.join("loose.key");
     std::fs::write(&loose, DEV_KEY).unwrap();
     let contract = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &["--chain-rpc", "http://198.18.0.9:8545"],
             "--chain-contract",
         ),
+        (&["--chain-confirmations", "6"], "--chain-rpc"),
         (
             &[
                 "--chain-rpc",
