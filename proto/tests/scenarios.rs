@@ -34,6 +34,15 @@ fn parse_msg(p: &[u8]) -> Option<(u8, u32)> {
     ))
 }
 
+/// The sequence numbers of the `msg` payloads in `payloads`, in delivery order.
+fn seqs(payloads: &[Vec<u8>]) -> Vec<u32> {
+    payloads
+        .iter()
+        .filter_map(|p| parse_msg(p))
+        .map(|(_, s)| s)
+        .collect()
+}
+
 #[test]
 fn handshake_and_data_flow_both_ways() {
     let mut sim = Sim::new(1, LinkConfig::default());
@@ -160,12 +169,7 @@ fn duplicated_and_replayed_data_is_rejected() {
         sim.run_for(Duration::from_millis(1));
     }
     sim.run_for(Duration::from_secs(1));
-    let got: Vec<u32> = sim
-        .payloads(b)
-        .iter()
-        .filter_map(|p| parse_msg(p))
-        .map(|(_, s)| s)
-        .collect();
+    let got = seqs(&sim.payloads(b));
     assert_eq!(got.len(), 200, "each message exactly once");
     assert_eq!(got.iter().copied().collect::<BTreeSet<_>>().len(), 200);
     assert!(sim.link_stats.duplicated > 20);
@@ -213,12 +217,7 @@ fn in_place_sealing_carries_the_same_stream_as_the_copying_path() {
         sim.run_for(Duration::from_millis(if s < 3 { 0 } else { 5 }));
     }
     sim.run_for(Duration::from_secs(1));
-    let got: Vec<u32> = sim
-        .payloads(b)
-        .iter()
-        .filter_map(|p| parse_msg(p))
-        .map(|(_, s)| s)
-        .collect();
+    let got = seqs(&sim.payloads(b));
     assert_eq!(
         got,
         (0..100).collect::<Vec<_>>(),
@@ -251,12 +250,7 @@ fn rekey_across_24h_of_virtual_time_loses_no_packet() {
     sim.run_for(Duration::from_secs(5));
     let want: Vec<u32> = (0..seconds).collect();
     for h in [a, b] {
-        let got: Vec<u32> = sim
-            .payloads(h)
-            .iter()
-            .filter_map(|p| parse_msg(p))
-            .map(|(_, s)| s)
-            .collect();
+        let got = seqs(&sim.payloads(h));
         assert_eq!(got, want, "host {h} lost or reordered packets");
         let st = sim.hosts[h].node.stats();
         assert_eq!(st.queue_dropped, 0, "host {h}: {st:?}");
@@ -320,11 +314,7 @@ fn peer_restart_new_session_replaces_the_old() {
         sim.send(a, ip_b, &msg(b'D', s));
         sim.run_for(Duration::from_secs(1));
     }
-    let got: Vec<u32> = sim.payloads(b)[1..]
-        .iter()
-        .filter_map(|p| parse_msg(p))
-        .map(|(_, s)| s)
-        .collect();
+    let got = seqs(&sim.payloads(b)[1..]);
     assert!(
         sim.hosts[b].node.stats().unknown_index > 0,
         "old-session packets must be refused"
@@ -604,12 +594,7 @@ fn unknown_destination_queues_bounded_until_the_lookup_answers() {
     sim.add_peer(a, b, false);
     sim.run_for(Duration::from_secs(1));
     let cap = Config::default().queue_per_peer as u32;
-    let got: Vec<u32> = sim
-        .payloads(b)
-        .iter()
-        .filter_map(|p| parse_msg(p))
-        .map(|(_, s)| s)
-        .collect();
+    let got = seqs(&sim.payloads(b));
     // The newest `cap` packets survive, in order; the rest were dropped and counted.
     assert_eq!(got, (200 - cap..200).collect::<Vec<_>>());
     assert_eq!(
