@@ -6,12 +6,14 @@
 # Prints, over all daemon threads, the time from returning from the wait (ppoll,
 # epoll_wait) to the first read, and from a read to the next send or write: the
 # user-space part of each of the four hops of a round trip.
-# TRACE=0: no tracing, only the ping summary (to compare tunnels side by side).
+# TRACE=0: no tracing, only ping summaries, one per interval in INTERVALS (seconds,
+# default 0.02), to compare tunnels side by side; PIN=CPU pins the daemons and ping to
+# one CPU (no cross-CPU wake-ups); CIPHER=... sets metanetd's --cipher.
 # Needs root (and tracefs unless TRACE=0).  Results: docs/benchmarks.md ("Latency").
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-$(dirname "$HERE")/target/release}
-TUNNEL=${TUNNEL:-metanet} COUNT=${COUNT:-100}
+TUNNEL=${TUNNEL:-metanet} COUNT=${COUNT:-100} INTERVALS=${INTERVALS:-0.02} PIN=${PIN:-}
 T=/sys/kernel/tracing
 [ "$(id -u)" = 0 ] || { echo "latency-trace.sh needs root" >&2; exit 1; }
 TRACE=${TRACE:-1}
@@ -46,8 +48,9 @@ metanet)
     for s in a b; do
         ns=$A
         [ "$s" = b ] && ns=$B
-        ip netns exec "$ns" env METANET_LOG=warn "$BIN/metanetd" --config "$W/c.toml" \
-            --state-dir "$W/$s" --socket "$W/$s.sock" --tun mnlt0 --mtu 1420 >"$W/$s.log" 2>&1 &
+        ip netns exec "$ns" env METANET_LOG=warn ${PIN:+taskset -c "$PIN"} "$BIN/metanetd" \
+            --config "$W/c.toml" --state-dir "$W/$s" --socket "$W/$s.sock" --tun mnlt0 --mtu 1420 \
+            ${CIPHER:+--cipher "$CIPHER"} >"$W/$s.log" 2>&1 &
     done
     for _ in $(seq 50); do [ -S "$W/a.sock" ] && [ -S "$W/b.sock" ] && break; sleep 0.1; done
     J=$(timeout 10 "$BIN/metanet" --socket "$W/b.sock" id show --json) || exit 1
@@ -60,8 +63,8 @@ boringtun)
     for s in a b; do
         (umask 077 && wg genkey >"$W/$s.key") && wg pubkey <"$W/$s.key" >"$W/$s.pub" || exit 1
     done
-    ip netns exec "$A" boringtun-cli --foreground --disable-drop-privileges --verbosity error "lta$$" >/dev/null 2>&1 &
-    ip netns exec "$B" boringtun-cli --foreground --disable-drop-privileges --verbosity error "ltb$$" >/dev/null 2>&1 &
+    ip netns exec "$A" ${PIN:+taskset -c "$PIN"} boringtun-cli --foreground --disable-drop-privileges --verbosity error "lta$$" >/dev/null 2>&1 &
+    ip netns exec "$B" ${PIN:+taskset -c "$PIN"} boringtun-cli --foreground --disable-drop-privileges --verbosity error "ltb$$" >/dev/null 2>&1 &
     for _ in $(seq 50); do ip -n "$B" link show "ltb$$" >/dev/null 2>&1 && ip -n "$A" link show "lta$$" >/dev/null 2>&1 && break; sleep 0.1; done
     sleep 0.5
     ip netns exec "$A" wg set "lta$$" private-key "$W/a.key" listen-port 51823 peer "$(cat "$W/b.pub")" \
@@ -80,7 +83,10 @@ metanet) PIDS=$(pgrep -f "$W/") ;;
 boringtun) PIDS=$(pgrep -f "boringtun-cli.*lt[ab]$$") ;;
 esac
 if [ "$TRACE" = 0 ]; then
-    echo "$TUNNEL: $(timeout 120 ip netns exec "$A" ping -n -q -c "$COUNT" -i 0.02 "$IP" | tail -1)"
+    for iv in $INTERVALS; do
+        echo "$TUNNEL, pings $iv s apart: $(timeout 300 ip netns exec "$A" ${PIN:+taskset -c "$PIN"} \
+            ping -n -q -c "$COUNT" -i "$iv" "$IP" | tail -1)"
+    done
     exit 0
 fi
 TIDS=$(for p in $PIDS; do ls "/proc/$p/task"; done)
