@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tun_rs::SyncDevice;
 
-use crate::offload::{Gro, Pushed, Split, VnetHdr, VNET_HDR_LEN};
+use crate::offload::{Gro, Split, VnetHdr, VNET_HDR_LEN};
 
 /// Largest IP packet.
 const MAX_PACKET: usize = 65_535;
@@ -186,10 +186,7 @@ impl Tun {
     /// Queue the packet `bufs[buf][start..end]` for the TUN; it must stay there until
     /// [`Tun::flush`]. Returns false when the batch is full: flush, then push again.
     pub(crate) fn push(&mut self, bufs: &[Vec<u8>], buf: usize, start: usize, end: usize) -> bool {
-        match self.gro.push(bufs, buf, start, end) {
-            Pushed::Full => false,
-            Pushed::New | Pushed::Merged => true,
-        }
+        self.gro.push(bufs, buf, start, end)
     }
 
     /// Bytes queued by [`Tun::push`] since the last flush.

@@ -32,6 +32,11 @@ pub(crate) enum Note {
 /// super-packets, so GRO has whole flights to merge and the data is still cached.
 const FLUSH_BYTES: usize = 192 * 1024;
 
+/// Bits of [`sys::wait_readable`]'s answer, in the order of the fds given to it.
+const UDP_READY: u32 = 1;
+const TUN_READY: u32 = 2;
+const WAKE_READY: u32 = 4;
+
 /// Batches served before timers are looked at again.
 const ROUNDS: usize = 64;
 
@@ -62,12 +67,12 @@ impl DataPlane {
         while !self.stop.load(Ordering::Relaxed) {
             let timeout = self.timers();
             let ready = sys::wait_readable(&fds, timeout);
-            if ready & 0b100 != 0 {
+            if ready & WAKE_READY != 0 {
                 self.wake.drain();
             }
             // Read what is ready until it runs dry. A datagram written to the TUN is
             // often answered at once (a ping, a TCP ACK), so the TUN is tried after.
-            let (mut udp, mut tun) = (ready & 0b001 != 0, ready & 0b010 != 0);
+            let (mut udp, mut tun) = (ready & UDP_READY != 0, ready & TUN_READY != 0);
             for _ in 0..ROUNDS {
                 if udp {
                     match self.udp.recv() {

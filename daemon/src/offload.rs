@@ -360,17 +360,6 @@ pub(crate) struct Gro {
     vnet: bool,
 }
 
-/// What [`Gro::push`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pushed {
-    /// Appended to an earlier packet's write.
-    Merged,
-    /// Took a write of its own.
-    New,
-    /// No room: write what is held, then push again.
-    Full,
-}
-
 /// Writes per batch before [`Gro`] asks to be flushed.
 const MAX_ITEMS: usize = 128;
 
@@ -397,13 +386,8 @@ impl Gro {
 
     /// Take the packet `bufs[buf][start..end]`: merge it into its flow's write or
     /// start a write of its own. It must stay where it is until [`Gro::writes`].
-    pub(crate) fn push(
-        &mut self,
-        bufs: &[Vec<u8>],
-        buf: usize,
-        start: usize,
-        end: usize,
-    ) -> Pushed {
+    /// Returns false, taking nothing, when full: write what is held, then push again.
+    pub(crate) fn push(&mut self, bufs: &[Vec<u8>], buf: usize, start: usize, end: usize) -> bool {
         let p = &bufs[buf][start..end];
         self.bytes += p.len();
         let piece = |from: usize| Piece {
@@ -427,7 +411,7 @@ impl Gro {
                     if flags & PSH != 0 || payload < item.gso_size {
                         self.flows.swap_remove(f);
                     }
-                    return Pushed::Merged;
+                    return true;
                 }
                 // Whatever comes next in this flow goes after this packet.
                 self.flows.swap_remove(f);
@@ -435,7 +419,7 @@ impl Gro {
         }
         if self.used == MAX_ITEMS {
             self.bytes -= p.len();
-            return Pushed::Full;
+            return false;
         }
         if self.used == self.items.len() {
             self.items.push(Item::new());
@@ -480,7 +464,7 @@ impl Gro {
             item.head_len = VNET_HDR_LEN + header;
         }
         item.pieces.push(piece(header));
-        Pushed::New
+        true
     }
 
     /// The writes held, in order, each with how many packets it carries; leaves the
@@ -679,7 +663,10 @@ mod tests {
     fn gro(packets: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>, usize)> {
         let mut g = Gro::new(true);
         for i in 0..packets.len() {
-            assert_ne!(g.push(packets, i, 0, packets[i].len()), Pushed::Full);
+            assert!(
+                g.push(packets, i, 0, packets[i].len()),
+                "room for every packet"
+            );
         }
         let mut writes = Vec::new();
         g.writes(packets, |iov, n| {
