@@ -674,14 +674,12 @@ impl Daemon {
             .copied()
             .collect();
         for address in new {
-            let connected = self
-                .core()
+            let connected = crate::lock(&self.core)
                 .node
                 .peers(now)
                 .iter()
                 .any(|p| p.address == address);
-            let denied = self
-                .core()
+            let denied = crate::lock(&self.core)
                 .node
                 .handle_command(now, Command::Deny { address });
             match denied {
@@ -702,7 +700,12 @@ impl Daemon {
     fn locals(&self) -> Vec<(String, Address)> {
         self.names
             .iter()
-            .filter_map(|(n, l)| Some((n.clone(), self.core().node.identity(*l)?.address())))
+            .filter_map(|(n, l)| {
+                Some((
+                    n.clone(),
+                    crate::lock(&self.core).node.identity(*l)?.address(),
+                ))
+            })
             .collect()
     }
 
@@ -802,7 +805,7 @@ impl Daemon {
         }
         let to = self.target(to)?;
         let Some(local) = self.names.iter().map(|(_, l)| *l).find(|l| {
-            self.core()
+            crate::lock(&self.core)
                 .node
                 .identity(*l)
                 .is_some_and(|i| i.address() == rec.owner)

@@ -361,11 +361,6 @@ impl Daemon {
         self.wake.signal();
     }
 
-    /// The shared node and counters, locked.
-    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
-        lock(&self.core)
-    }
-
     fn now(&self) -> Instant {
         now(self.origin)
     }
@@ -513,7 +508,7 @@ impl Daemon {
     }
 
     fn identity_info(&self, name: &str, local: LocalId) -> Option<IdentityInfo> {
-        let core = crate::lock(&self.core);
+        let core = lock(&self.core);
         let id = core.node.identity(local)?;
         let mut i = info(
             name,
@@ -530,7 +525,7 @@ impl Daemon {
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
-        let peers = self.core().node.peers(self.now());
+        let peers = lock(&self.core).node.peers(self.now());
         peers
             .into_iter()
             .map(|p| PeerInfo {
@@ -555,7 +550,7 @@ impl Daemon {
         match cmd {
             api::Command::Status => {
                 let (s, c) = {
-                    let core = crate::lock(&self.core);
+                    let core = lock(&self.core);
                     (core.node.stats().clone(), core.data.add(&self.counters))
                 };
                 let counters = [
@@ -634,7 +629,7 @@ impl Daemon {
             }
             api::Command::IdExport { name } => {
                 let local = self.local_named(Some(&name))?;
-                let core = crate::lock(&self.core);
+                let core = lock(&self.core);
                 let id = core
                     .node
                     .identity(local)
@@ -655,7 +650,7 @@ impl Daemon {
                 self.state
                     .remove(&name)
                     .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
-                let removed = self.core().node.remove_identity(local);
+                let removed = lock(&self.core).node.remove_identity(local);
                 if let Some(id) = removed {
                     let _ = self.tun.remove_address_v6(id.address().ipv6(), 128);
                     self.withdraw(&name, id.address());
@@ -676,7 +671,7 @@ impl Daemon {
                         "no endpoint given: use --endpoint HOST:PORT",
                     ));
                 };
-                self.core()
+                lock(&self.core)
                     .node
                     .handle_command(
                         now,
@@ -704,7 +699,7 @@ impl Daemon {
             api::Command::Disconnect { address, identity } => {
                 let (address, _) = self.target_unchecked(&address)?;
                 let local = self.local_named(identity.as_deref())?;
-                self.core()
+                lock(&self.core)
                     .node
                     .handle_command(now, Command::RemovePeer { local, address })
                     .map_err(|e| err(ErrorKind::NotFound, &e.to_string()))?;
@@ -738,8 +733,7 @@ impl Daemon {
             self.publish(&name, true);
         }
         let now = self.now();
-        let known: Vec<(LocalId, Address)> = self
-            .core()
+        let known: Vec<(LocalId, Address)> = crate::lock(&self.core)
             .node
             .peers(now)
             .into_iter()
@@ -808,7 +802,7 @@ impl Daemon {
         self.tun
             .add_address_v6(ipv6, 128u8)
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
-        let local = self.core().node.add_identity(id);
+        let local = lock(&self.core).node.add_identity(id);
         self.names.push((name.clone(), local));
         self.publish(&name, true);
         self.identity_info(&name, local)

@@ -182,7 +182,7 @@ impl Daemon {
     fn resolve(&mut self, prefix: Ipv6Prefix, address: Option<Address>, reply: ReplyTo) {
         // Our own identities answer from what we publish.
         let own = self.names.iter().find_map(|(name, local)| {
-            let address = self.core().node.identity(*local)?.address();
+            let address = crate::lock(&self.core).node.identity(*local)?.address();
             (address.ipv6_prefix() == prefix).then(|| name.clone())
         });
         if let Some(record) = own.and_then(|n| self.reg.published(&n).cloned()) {
@@ -258,8 +258,7 @@ impl Daemon {
                     .filter(|(rec, _)| self.refused(&rec.address()).is_none())
                     .and_then(|(rec, _)| self.add_from_record(local, rec, true).ok());
                 if added.is_none() {
-                    let _ = self
-                        .core()
+                    let _ = crate::lock(&self.core)
                         .node
                         .handle_command(now, Command::LookupFailed { local, ipv6 });
                     self.unreachable(local, &packet);
@@ -303,8 +302,7 @@ impl Daemon {
             }
             Waiter::Refresh { local, address } => {
                 if let Ok((rec, _)) = result {
-                    let known = self
-                        .core()
+                    let known = crate::lock(&self.core)
                         .node
                         .peers(now)
                         .into_iter()
@@ -337,7 +335,7 @@ impl Daemon {
             ));
         };
         let now = self.now();
-        self.core()
+        crate::lock(&self.core)
             .node
             .handle_command(
                 now,
@@ -363,8 +361,7 @@ impl Daemon {
 
     /// An ICMPv6 "address unreachable" for `packet`, sent back into the TUN.
     pub(crate) fn unreachable(&mut self, local: LocalId, packet: &[u8]) {
-        let from = self
-            .core()
+        let from = crate::lock(&self.core)
             .node
             .identity(local)
             .map(|i| i.address().ipv6())
@@ -423,7 +420,7 @@ impl Daemon {
         if due.is_empty() {
             return;
         }
-        let peers = self.core().node.peers(self.now());
+        let peers = crate::lock(&self.core).node.peers(self.now());
         for c in due {
             let up = peers
                 .iter()
