@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use metanet_proto::control::{self, Command, IdentityInfo, PeerInfo, Reply, Request, Response};
 
-/// Where metanetd listens unless told otherwise (DESIGN.md §5).
+/// Where metanetd listens unless told otherwise.
 pub(crate) const DEFAULT_SOCKET: &str = "/run/metanet/metanetd.sock";
 
 /// How long to wait for the daemon's reply. `connect` may wait for a handshake.

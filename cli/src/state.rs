@@ -23,7 +23,7 @@ use metanet_proto::control::IdentityInfo;
 use metanet_proto::{identity, keyfile, Identity};
 use zeroize::Zeroizing;
 
-/// Where metanetd keeps its state unless told otherwise (DESIGN.md §5).
+/// Where metanetd keeps its state unless told otherwise.
 pub(crate) const DEFAULT_DIR: &str = "/var/lib/metanet";
 /// Name of the default identity when `default-identity` does not say otherwise.
 pub(crate) const DEFAULT_NAME: &str = "default";

@@ -1,4 +1,4 @@
-//! The daemon's chain client (DESIGN.md §4, docs/protocol.md §9): follows the
+//! The daemon's chain client (docs/protocol.md §9): follows the
 //! `MetanetRegistry` contract through a JSON-RPC node, and submits the claims of local
 //! identities (name registrations and transfers, key revocations).
 //!

@@ -1,4 +1,4 @@
-//! The daemon's use of the DHT registry (DESIGN.md §4, docs/protocol.md §4.5):
+//! The daemon's use of the DHT registry (docs/protocol.md §4.5):
 //! publishing a signed record per local identity, and resolving addresses and overlay
 //! IPv6 destinations to verified records that become node peers.
 //!

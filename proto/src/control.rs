@@ -1,4 +1,4 @@
-//! The control API between `metanet` and `metanetd` (DESIGN.md §5).
+//! The control API between `metanet` and `metanetd`.
 //!
 //! A Unix stream socket carrying newline-delimited JSON: one [`Request`] per line, one
 //! [`Response`] per line echoing the request's `id`. These types are the whole contract;

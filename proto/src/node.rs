@@ -1,7 +1,7 @@
 //! The endpoint state machine the daemon drives (docs/protocol.md §7).
 //!
 //! A [`Node`] holds any number of local identities and the peers each talks to. It is
-//! driven by the verbs of STYLE.md: `handle_datagram`, `handle_tun_packet`,
+//! driven by the verbs every metanet state machine uses: `handle_datagram`, `handle_tun_packet`,
 //! `handle_timeout`, `handle_command` in; `poll_transmit`, `poll_event`,
 //! `poll_timeout` out. It never does IO and never reads the clock: every call takes
 //! `now`, and the Unix time is derived from the one given at construction.

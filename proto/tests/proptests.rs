@@ -1,4 +1,4 @@
-//! Property tests for every parser and encoder in `metanet-proto` (STYLE.md §15).
+//! Property tests for every parser and encoder in `metanet-proto`.
 //!
 //! - wire: `Repr::parse(Packet::new_checked(emit(x))) == x` for every message type, the
 //!   encoding is claimed by exactly one view, `classify` follows the layout table of

@@ -1,4 +1,4 @@
-//! Golden vectors (STYLE.md §16): frozen outputs of address derivation, record signing,
+//! Golden vectors: frozen outputs of address derivation, record signing,
 //! every wire message and a full handshake transcript, stored under `tests/vectors/`.
 //!
 //! The normal tests load the JSON files and check that the current code reproduces
