@@ -134,6 +134,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                     ErrorKind::BadRequest => USAGE,
                     ErrorKind::NotFound => NOT_FOUND,
                     ErrorKind::Refused => REFUSED,
+                    ErrorKind::Forbidden => DENIED,
                     ErrorKind::AlreadyExists | ErrorKind::Internal => FAILURE,
                 },
                 client::Error::Timeout { .. }
@@ -321,6 +322,7 @@ mod tests {
         assert_eq!(code(daemon(ErrorKind::BadRequest).into()), 2);
         assert_eq!(code(daemon(ErrorKind::Internal).into()), 1);
         assert_eq!(code(daemon(ErrorKind::Refused).into()), 6);
+        assert_eq!(code(daemon(ErrorKind::Forbidden).into()), 4);
         assert_eq!(code(state::Error::BadName("..".into()).into()), 2);
         assert_eq!(
             code(

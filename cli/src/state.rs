@@ -263,6 +263,7 @@ pub(crate) fn identity_info(name: &str, identity: &Identity, default: bool) -> I
         services: Vec::new(),
         endpoints: Vec::new(),
         hidden: false,
+        noise_key: Some(identity::hex(&identity.noise().public_key().0)),
     }
 }
 

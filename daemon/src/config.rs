@@ -20,6 +20,12 @@ pub const DEFAULT_TUN: &str = "metanet0";
 pub const DEFAULT_DHT_PORT: u16 = 51821;
 /// Tunnel MTU when no underlay interface tells: 1500 - [`OVERHEAD`].
 pub const DEFAULT_MTU: u16 = 1420;
+/// Default `socket-buffer`: 8 MiB.
+pub const DEFAULT_SOCKET_BUFFER: usize = 8 << 20;
+/// Smallest accepted `socket-buffer`: 64 KiB.
+pub const MIN_SOCKET_BUFFER: usize = 64 << 10;
+/// Largest accepted `socket-buffer`: 256 MiB.
+pub const MAX_SOCKET_BUFFER: usize = 256 << 20;
 /// Bytes the tunnel adds to a packet on the worst-case underlay: 40 IPv6 + 8 UDP + 32
 /// metanet data header and tag.
 pub const OVERHEAD: u16 = 80;
@@ -38,7 +44,7 @@ pub struct File {
     pub state_dir: Option<PathBuf>,
     /// Control socket path. Default `/run/metanet/metanetd.sock`.
     pub socket: Option<PathBuf>,
-    /// UDP socket buffer size in bytes. Default 8 MiB.
+    /// UDP socket buffer size in bytes, 64 KiB to 256 MiB. Default 8 MiB.
     pub socket_buffer: Option<usize>,
     /// Data cipher policy: `auto` (default: AES-256-GCM with peers that offer it when
     /// this CPU has AES instructions, else ChaCha20-Poly1305), `aes-256-gcm` (offer and
@@ -66,6 +72,14 @@ pub struct File {
     /// them (reorg safety on a public chain). Default 0: a local dev node that mines
     /// only on transactions would otherwise never confirm a registration.
     pub chain_confirmations: Option<u64>,
+    /// Users (uids) besides root allowed to read and change keys, spend gas and change
+    /// what is published over the control socket (`id new|rm|export|import|rotate|revoke`,
+    /// `name register|transfer`). Default: none.
+    #[serde(default)]
+    pub operator_uids: Vec<u32>,
+    /// Groups (names or gids) whose members hold the same operator rights. Default: none.
+    #[serde(default)]
+    pub operator_groups: Vec<String>,
     /// Peers to connect to at start.
     #[serde(default)]
     pub peer: Vec<StaticPeer>,
@@ -205,12 +219,45 @@ impl File {
         }
     }
 
-    /// Check what serde cannot: multiaddrs, service names, duplicate identities.
+    /// The operator rights on the control socket: `operator-uids` and the gids of
+    /// `operator-groups` (an unknown group is an error).
+    pub fn access(&self) -> Result<crate::control::Access, String> {
+        let operator_gids = self
+            .operator_groups
+            .iter()
+            .map(|g| {
+                crate::control::gid_of(g)
+                    .ok_or_else(|| format!("operator-groups: no group `{g}` in /etc/group"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(crate::control::Access {
+            operator_uids: self.operator_uids.clone(),
+            operator_gids,
+        })
+    }
+
+    /// Check what serde cannot: multiaddrs, service names, duplicate identities,
+    /// buffer sizes, operator groups.
     pub fn validate(&self, path: &Path) -> Result<(), Error> {
         let bad = |message: String| Error::Parse {
             path: path.into(),
             message,
         };
+        if let Some(b) = self.socket_buffer {
+            if !(MIN_SOCKET_BUFFER..=MAX_SOCKET_BUFFER).contains(&b) {
+                return Err(bad(format!(
+                    "socket-buffer {b} is out of range: use {MIN_SOCKET_BUFFER} to {MAX_SOCKET_BUFFER} bytes"
+                )));
+            }
+        }
+        self.access().map_err(bad)?;
+        for p in &self.peer {
+            p.address
+                .parse::<metanet_proto::Address>()
+                .map_err(|e| bad(format!("peer `{}`: {e}", p.address)))?;
+            crate::check_endpoint(p.endpoint)
+                .map_err(|e| bad(format!("peer `{}` endpoint {}: {e}", p.address, p.endpoint)))?;
+        }
         for b in &self.bootstrap {
             b.parse::<libp2p::Multiaddr>()
                 .map_err(|e| bad(format!("bootstrap `{b}` is not a multiaddr: {e}")))?;

@@ -1,8 +1,14 @@
 //! The control socket server: newline-delimited JSON (`proto::control`), each request
 //! forwarded to the main loop and answered in order. Lines are bounded; a bad line gets
-//! an error response, never a crash.
+//! an error response, never a crash. Clients are capped ([`Limits`]) and an idle client
+//! is closed, so connections that say nothing cannot lock the socket out.
+//!
+//! Every request is checked against the caller's credentials (`SO_PEERCRED`,
+//! `SO_PEERGROUPS`) before it reaches the daemon: see [`Right`].
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use metanet_proto::control::{self, Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -48,63 +54,249 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
-/// Accept clients forever, forwarding requests to `jobs`.
-pub async fn serve(listener: UnixListener, jobs: mpsc::Sender<Job>) {
+/// What a control client may do. Opening the socket (mode 0660, group `metanet`) is
+/// what [`Right::ReadState`] and [`Right::ManageSessions`] take; the others need uid 0
+/// or an operator ([`Access`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Right {
+    /// Status, peers, identities' public parts, names, resolving, ping.
+    ReadState,
+    /// Connect and disconnect peers.
+    ManageSessions,
+    /// Read or change keys, or change what the daemon publishes.
+    ManageKeys,
+    /// Submit chain transactions paid by the funding account.
+    SpendGas,
+}
+
+impl Right {
+    /// The right `cmd` needs.
+    pub fn of(cmd: &control::Command) -> Right {
+        use control::Command as C;
+        match cmd {
+            C::Status
+            | C::Peers
+            | C::IdList
+            | C::IdShow { .. }
+            | C::Resolve { .. }
+            | C::NameShow { .. }
+            | C::NameList { .. } => Right::ReadState,
+            C::Connect { .. } | C::Disconnect { .. } => Right::ManageSessions,
+            C::IdNew { .. }
+            | C::IdRemove { .. }
+            | C::IdImport { .. }
+            | C::IdExport { .. }
+            | C::IdRotate { .. }
+            | C::IdRevoke { .. } => Right::ManageKeys,
+            C::NameRegister { .. } | C::NameTransfer { .. } => Right::SpendGas,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Right::ReadState => "read state",
+            Right::ManageSessions => "manage sessions",
+            Right::ManageKeys => "manage keys",
+            Right::SpendGas => "spend gas",
+        }
+    }
+}
+
+/// Who holds the operator rights ([`Right::ManageKeys`], [`Right::SpendGas`]) besides
+/// uid 0: config `operator-uids` and `operator-groups` (resolved to gids at start and
+/// at every reload).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    pub operator_uids: Vec<u32>,
+    pub operator_gids: Vec<u32>,
+}
+
+/// The credentials of a connected client, read once when it connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Access {
+    /// Whether `caller` holds `right`; the refusal names the missing right and the fix.
+    pub fn check(&self, caller: &Caller, right: Right) -> Result<(), control::Error> {
+        let operator = caller.uid == 0
+            || self.operator_uids.contains(&caller.uid)
+            || std::iter::once(&caller.gid)
+                .chain(&caller.groups)
+                .any(|g| self.operator_gids.contains(g));
+        match right {
+            Right::ReadState | Right::ManageSessions => Ok(()),
+            Right::ManageKeys | Right::SpendGas if operator => Ok(()),
+            Right::ManageKeys | Right::SpendGas => Err(control::Error {
+                kind: control::ErrorKind::Forbidden,
+                message: format!(
+                    "permission denied: \"{}\" needs root or an operator (uid {} is neither): \
+                     run it with sudo, or add the user to `operator-uids` or one of its groups \
+                     to `operator-groups` in metanetd.toml",
+                    right.describe(),
+                    caller.uid
+                ),
+            }),
+        }
+    }
+}
+
+/// The gid of group `name` in `/etc/group`, or `name` itself when it is a number.
+pub fn gid_of(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse() {
+        return Some(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+    })
+}
+
+/// Bounds on control clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Clients connected at once; one more is answered with an error and closed.
+    pub max_clients: usize,
+    /// A client that sends no complete request for this long is closed.
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: 128,
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accept clients forever, forwarding requests they may make to `jobs`.
+pub async fn serve(
+    listener: UnixListener,
+    jobs: mpsc::Sender<Job>,
+    access: Arc<RwLock<Access>>,
+    limits: Limits,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_clients));
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tokio::spawn(refuse(stream));
+                    continue;
+                };
+                let caller = match credentials(&stream) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "control client without credentials");
+                        continue;
+                    }
+                };
                 let jobs = jobs.clone();
+                let access = access.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = client(stream, jobs).await {
+                    if let Err(e) = client(stream, jobs, caller, access, limits.idle).await {
                         tracing::debug!(error = %e, "control client ended");
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {
-                tracing::warn!(error = %e, "control accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // EMFILE and friends repeat as fast as we retry: one warning a minute.
+                let now = tokio::time::Instant::now();
+                if last_warning.is_none_or(|t| now - t > Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, "control accept failed");
+                    last_warning = Some(now);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-async fn client(stream: UnixStream, jobs: mpsc::Sender<Job>) -> std::io::Result<()> {
+fn credentials(stream: &UnixStream) -> std::io::Result<Caller> {
+    let cred = stream.peer_cred()?;
+    Ok(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        groups: crate::sys::peer_groups(stream)?,
+    })
+}
+
+/// Answer a client over the cap with one error line, then close it.
+async fn refuse(mut stream: UnixStream) {
+    let mut out = serde_json::to_vec(&bad_kind(
+        0,
+        control::ErrorKind::Internal,
+        "too many control clients: try again shortly",
+    ))
+    .unwrap_or_default();
+    out.push(b'\n');
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+}
+
+async fn client(
+    stream: UnixStream,
+    jobs: mpsc::Sender<Job>,
+    caller: Caller,
+    access: Arc<RwLock<Access>>,
+    idle: Duration,
+) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut rd)
-            .take(control::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
-        if n == 0 {
+        let mut limited = (&mut rd).take(control::MAX_LINE as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        let Ok(n) = tokio::time::timeout(idle, read).await else {
+            return Ok(()); // idle: close
+        };
+        if n? == 0 {
             return Ok(());
         }
         let response = if line.len() > control::MAX_LINE {
             bad(0, "request line too long")
         } else {
+            let allowed = |req: &Request| {
+                let access = access
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                access.check(&caller, Right::of(&req.command))
+            };
             match serde_json::from_slice::<Request>(&line) {
                 Err(e) => bad(id_of(&line), &format!("malformed request: {e}")),
-                Ok(req) => {
-                    let (tx, rx) = oneshot::channel();
-                    if jobs.send((req.command, tx)).await.is_err() {
-                        return Ok(());
+                Ok(req) => match allowed(&req) {
+                    Err(error) => Response {
+                        id: req.id,
+                        result: None,
+                        error: Some(error),
+                    },
+                    Ok(()) => {
+                        let (tx, rx) = oneshot::channel();
+                        if jobs.send((req.command, tx)).await.is_err() {
+                            return Ok(());
+                        }
+                        match rx.await {
+                            Ok(Ok(result)) => Response {
+                                id: req.id,
+                                result: Some(result),
+                                error: None,
+                            },
+                            Ok(Err(error)) => Response {
+                                id: req.id,
+                                result: None,
+                                error: Some(error),
+                            },
+                            Err(_) => return Ok(()),
+                        }
                     }
-                    match rx.await {
-                        Ok(Ok(result)) => Response {
-                            id: req.id,
-                            result: Some(result),
-                            error: None,
-                        },
-                        Ok(Err(error)) => Response {
-                            id: req.id,
-                            result: None,
-                            error: Some(error),
-                        },
-                        Err(_) => return Ok(()),
-                    }
-                }
+                },
             }
         };
         let mut out = serde_json::to_vec(&response).unwrap_or_default();
@@ -117,11 +309,15 @@ async fn client(stream: UnixStream, jobs: mpsc::Sender<Job>) -> std::io::Result<
 }
 
 fn bad(id: u64, message: &str) -> Response {
+    bad_kind(id, control::ErrorKind::BadRequest, message)
+}
+
+fn bad_kind(id: u64, kind: control::ErrorKind, message: &str) -> Response {
     Response {
         id,
         result: None,
         error: Some(control::Error {
-            kind: control::ErrorKind::BadRequest,
+            kind,
             message: message.into(),
         }),
     }

@@ -55,6 +55,10 @@ pub struct Options {
     pub config: (PathBuf, bool),
     /// The chain registry client, when configured.
     pub chain: Option<chain::Config>,
+    /// Who holds the operator rights on the control socket besides root.
+    pub access: control::Access,
+    /// Bounds on control clients.
+    pub control_limits: control::Limits,
 }
 
 /// Why the daemon stopped with an error; `exit_code` maps it for the binary.
@@ -144,6 +148,8 @@ struct Daemon {
     chain: Option<chain::Handle>,
     /// Revoked addresses already handed to the node as refused (`Command::Deny`).
     denied: std::collections::BTreeSet<Address>,
+    /// The control server's operator rights (replaced on reload).
+    access: std::sync::Arc<std::sync::RwLock<control::Access>>,
 }
 
 /// How long a `connect` request waits for its session before it is answered as still
@@ -247,7 +253,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         dht_tx,
     )?;
     tracing::info!(peer_id = %dht.status().peer_id, port = opts.dht_port, "DHT node started");
-    let server = tokio::spawn(control::serve(listener, jobs_tx));
+    let access = std::sync::Arc::new(std::sync::RwLock::new(opts.access.clone()));
+    let server = tokio::spawn(control::serve(
+        listener,
+        jobs_tx,
+        access.clone(),
+        opts.control_limits,
+    ));
     let dns_task = start_dns(&opts, first_ip, chain_names.clone()).await?;
     let reg = registry::Registry::new(opts.identities.clone());
 
@@ -292,9 +304,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tun_out: Vec::new(),
         chain,
         denied: Default::default(),
+        access,
     };
     d.housekeeping();
-    for p in std::mem::take(&mut d.opts.static_peers) {
+    for p in d.opts.static_peers.clone() {
         let cmd = api::Command::Connect {
             address: p.address.clone(),
             endpoint: Some(p.endpoint),
@@ -639,6 +652,7 @@ impl Daemon {
                     secret_hex: hex(&id.wallet().seed()[..]),
                 })
             }
+            api::Command::IdRotate { name } => self.rotate(name.as_deref()),
             api::Command::IdRemove { name } => {
                 let local = self.local_named(Some(&name))?;
                 if self.names.len() == 1 {
@@ -671,6 +685,18 @@ impl Daemon {
                         "no endpoint given: use --endpoint HOST:PORT",
                     ));
                 };
+                check_endpoint(endpoint).map_err(|why| {
+                    err(
+                        ErrorKind::BadRequest,
+                        &format!("endpoint {endpoint}: {why}"),
+                    )
+                })?;
+                if self.is_own_endpoint(endpoint) {
+                    return Err(err(
+                        ErrorKind::BadRequest,
+                        &format!("endpoint {endpoint} is this metanetd itself, not a peer"),
+                    ));
+                }
                 lock(&self.core)
                     .node
                     .handle_command(
@@ -721,11 +747,43 @@ impl Daemon {
                 return;
             }
         };
-        if file.port.is_some_and(|p| p != self.opts.port)
-            || file.dht_port.is_some_and(|p| p != self.opts.dht_port)
-            || file.tun.as_ref().is_some_and(|t| *t != self.opts.tun)
-        {
-            tracing::warn!("port, dht-port and tun changes take effect at the next restart");
+        let restart = self.needs_restart(&file);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "reload: changed keys take effect at the next restart"
+            );
+        }
+        match file.access() {
+            Ok(a) => {
+                *self
+                    .access
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = a
+            }
+            Err(e) => tracing::warn!(error = %e, "reload: operator rights unchanged"),
+        }
+        // Static peers that left the file are disconnected.
+        let now = self.now();
+        for old in std::mem::replace(&mut self.opts.static_peers, file.peer.clone()) {
+            let kept = file
+                .peer
+                .iter()
+                .any(|p| p.address == old.address && p.identity == old.identity);
+            let (Ok(address), Ok(local)) = (
+                old.address.parse::<Address>(),
+                self.local_named(old.identity.as_deref()),
+            ) else {
+                continue;
+            };
+            if !kept {
+                let gone = lock(&self.core)
+                    .node
+                    .handle_command(now, Command::RemovePeer { local, address });
+                if gone.is_ok() {
+                    tracing::info!(peer = %address, "reload: static peer removed from the config: disconnected");
+                }
+            }
         }
         self.reg.set_configs(file.identity);
         let names: Vec<String> = self.names.iter().map(|(n, _)| n.clone()).collect();
@@ -761,6 +819,133 @@ impl Daemon {
             }
         }
         tracing::info!(config = %path.display(), "configuration reloaded");
+    }
+
+    /// `metanet id rotate`: a fresh Noise static key under the same wallet key (so the
+    /// same address), saved atomically, the record republished with its new binding,
+    /// and every peer of the identity handshaken again with it.
+    fn rotate(&mut self, name: Option<&str>) -> Result<Reply, api::Error> {
+        let local = self.local_named(name)?;
+        let name = self.name_of(local);
+        let now = self.now();
+        let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, &e.to_string());
+        let (seed, peers) = {
+            let core = lock(&self.core);
+            let id = core
+                .node
+                .identity(local)
+                .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
+            let peers: Vec<(Address, SocketAddr)> = core
+                .node
+                .peers(now)
+                .into_iter()
+                .filter(|p| p.local == local)
+                .filter_map(|p| Some((p.address, p.endpoint?)))
+                .collect();
+            (id.wallet().seed(), peers)
+        };
+        let mut noise = [0u8; 32];
+        noise.copy_from_slice(&state::random64().map_err(|e| internal(&e))?[..32]);
+        let id = Identity::new(
+            metanet_proto::WalletKey::from_seed(&seed),
+            metanet_proto::identity::NoiseKey::from_bytes(&noise),
+        );
+        self.state
+            .write(&name, &id, true)
+            .map_err(|e| internal(&e))?;
+        let fresh = {
+            let mut core = lock(&self.core);
+            core.node.remove_identity(local);
+            let fresh = core.node.add_identity(id);
+            for (address, endpoint) in peers {
+                let _ = core.node.handle_command(
+                    now,
+                    Command::Connect {
+                        local: fresh,
+                        address,
+                        endpoint,
+                    },
+                );
+            }
+            fresh
+        };
+        for entry in self.names.iter_mut().filter(|(n, _)| *n == name) {
+            entry.1 = fresh;
+        }
+        self.publish(&name, true);
+        tracing::info!(identity = %name, "noise key rotated");
+        self.identity_info(&name, fresh)
+            .map(Reply::Identity)
+            .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))
+    }
+
+    /// The keys of `file` that differ from the running settings and apply only at a
+    /// restart (everything a reload does not apply).
+    fn needs_restart(&self, file: &config::File) -> Vec<&'static str> {
+        let o = &self.opts;
+        // Only keys the file sets: flags override the file, so a key the file leaves
+        // out keeps its running value.
+        let changed = |differs: bool, key: &'static str| differs.then_some(key);
+        let bootstrap: Vec<libp2p::Multiaddr> = file
+            .bootstrap
+            .iter()
+            .filter_map(|b| b.parse().ok())
+            .collect();
+        let chain = file.chain(None, None, None).ok().flatten();
+        [
+            changed(file.port.is_some_and(|p| p != o.port), "port"),
+            changed(file.dht_port.is_some_and(|p| p != o.dht_port), "dht-port"),
+            changed(file.tun.as_ref().is_some_and(|t| *t != o.tun), "tun"),
+            changed(file.mtu.is_some_and(|m| Some(m) != o.mtu), "mtu"),
+            changed(
+                file.socket.as_ref().is_some_and(|p| *p != o.socket),
+                "socket",
+            ),
+            changed(
+                file.state_dir.as_ref().is_some_and(|p| *p != o.state_dir),
+                "state-dir",
+            ),
+            changed(
+                file.socket_buffer.is_some_and(|b| b != o.socket_buffer),
+                "socket-buffer",
+            ),
+            changed(
+                file.cipher
+                    .is_some_and(|c| c.aes_256_gcm() != o.aes_256_gcm),
+                "cipher",
+            ),
+            changed(
+                bootstrap.iter().any(|b| !o.bootstrap.contains(b)),
+                "bootstrap",
+            ),
+            changed(
+                file.dns_listen.is_some_and(|a| Some(a) != o.dns_listen),
+                "dns-listen",
+            ),
+            changed(
+                chain.as_ref().is_some_and(|c| {
+                    o.chain.as_ref().is_none_or(|r| {
+                        (&c.rpc, c.contract, &c.key, c.confirmations)
+                            != (&r.rpc, r.contract, &r.key, r.confirmations)
+                    })
+                }),
+                "chain",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Whether `endpoint` is this daemon's own UDP socket: our port on a loopback
+    /// address or on an address of one of our interfaces.
+    fn is_own_endpoint(&self, endpoint: SocketAddr) -> bool {
+        let ip = normalize(endpoint).ip();
+        endpoint.port() == self.opts.port
+            && (ip.is_loopback()
+                || if_addrs::get_if_addrs()
+                    .map(|all| all.iter().any(|i| i.ip() == ip))
+                    .unwrap_or(false))
     }
 
     /// A peer just asked to connect to, before its session is up.
@@ -821,6 +1006,7 @@ fn info(name: &str, id: &Identity, default: bool) -> IdentityInfo {
         services: Vec::new(),
         endpoints: Vec::new(),
         hidden: false,
+        noise_key: Some(hex(&id.noise().public_key().0)),
     }
 }
 
@@ -886,6 +1072,27 @@ pub(crate) fn unix_now() -> UnixTime {
 
 /// IPv4-mapped IPv6 (from the dual-stack socket) back to IPv4, so endpoints compare
 /// and print the way users wrote them.
+/// Why `endpoint` cannot be where a peer listens, if it cannot: the unspecified
+/// address, port 0, multicast, broadcast (v4 and v4-mapped alike).
+pub fn check_endpoint(endpoint: SocketAddr) -> Result<(), &'static str> {
+    let ip = normalize(endpoint).ip();
+    if endpoint.port() == 0 {
+        return Err("port 0 is not a listening port");
+    }
+    if ip.is_unspecified() {
+        return Err("the unspecified address cannot be a peer's");
+    }
+    if ip.is_multicast() {
+        return Err("a multicast address cannot be a peer's");
+    }
+    if let IpAddr::V4(v4) = ip {
+        if v4.is_broadcast() {
+            return Err("the broadcast address cannot be a peer's");
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn normalize(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {

@@ -8,39 +8,51 @@ use metanet_daemon::{config, run, Options};
 
 /// metanet overlay VPN daemon.
 #[derive(Debug, Parser)]
-#[command(name = "metanetd", version, about)]
+#[command(
+    name = "metanetd",
+    version,
+    about,
+    after_help = "Flags override the config file; a flag's default applies when neither sets it.\n\n\
+Environment:\n  METANET_LOG  log filter (default: info), e.g. debug or metanet_daemon=debug,libp2p=warn\n  \
+NO_COLOR     no colours in the log\n\n\
+Signals: SIGHUP reloads the config file (check it first with --check-config); SIGTERM stops."
+)]
 struct Args {
-    /// Config file (TOML, strict).
+    /// Config file (TOML, strict) [default: /etc/metanet/metanetd.toml; a missing default file means defaults].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// State directory (identity keys).
+    /// Check the config file (FILE, else --config, else the default) and exit: 0 and
+    /// `ok` when metanetd would start with it, 2 and the reason otherwise.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
+    /// State directory (identity keys) [default: /var/lib/metanet].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Control socket path.
+    /// Control socket path [default: /run/metanet/metanetd.sock].
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// UDP listen port (IPv4 and IPv6).
+    /// UDP listen port, IPv4 and IPv6 [default: 51820].
     #[arg(long, value_name = "N")]
     port: Option<u16>,
-    /// TUN interface name.
+    /// TUN interface name [default: metanet0].
     #[arg(long, value_name = "NAME")]
     tun: Option<String>,
-    /// Tunnel MTU.
+    /// Tunnel MTU [default: the smallest underlay MTU minus 80, e.g. 1420].
     #[arg(long, value_name = "BYTES")]
     mtu: Option<u16>,
-    /// Data cipher policy (default auto: AES-256-GCM with peers that offer it when the
+    /// Data cipher policy [default: auto: AES-256-GCM with peers that offer it when the
     /// CPU has AES instructions, else ChaCha20-Poly1305).
     #[arg(long, value_enum, value_name = "CIPHER")]
     cipher: Option<config::CipherPolicy>,
-    /// DHT listen port (TCP, IPv4 and IPv6).
+    /// DHT listen port, TCP, IPv4 and IPv6 [default: 51821].
     #[arg(long, value_name = "N")]
     dht_port: Option<u16>,
     /// A DHT node to join through (multiaddr, e.g. /ip4/198.18.0.1/tcp/51821, with an
     /// optional `/p2p/<peer id>`). Repeatable; adds to the config file's `bootstrap`.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<libp2p::Multiaddr>,
-    /// Where the `.meta` DNS view listens (default: the first identity's overlay IPv6,
-    /// port 53).
+    /// Where the `.meta` DNS view listens [default: the first identity's overlay IPv6,
+    /// port 53].
     #[arg(long, value_name = "ADDR:PORT")]
     dns_listen: Option<std::net::SocketAddr>,
     /// JSON-RPC node of the chain registry (http://HOST:PORT): names and revocations.
@@ -53,10 +65,35 @@ struct Args {
     /// for `metanet name register|transfer` and `metanet id revoke`.
     #[arg(long, value_name = "FILE")]
     chain_key: Option<PathBuf>,
-    /// Blocks behind the chain head to wait for before applying them (default 0; use
-    /// a few on a public chain, where the head can be reorganised).
+    /// Blocks behind the chain head to wait for before applying them [default: 0]; use
+    /// a few on a public chain, where the head can be reorganised.
     #[arg(long, value_name = "N")]
     chain_confirmations: Option<u64>,
+}
+
+/// `--check-config`: everything start-up checks about the configuration without
+/// touching a device, a socket or the state directory.
+fn check_config(path: &std::path::Path, explicit: bool, args: Args) -> ExitCode {
+    let result = config::File::load(path, explicit)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            file.chain(args.chain_rpc, args.chain_contract, args.chain_key)?;
+            file.access()?;
+            Ok(())
+        });
+    match result {
+        Ok(()) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("ok: {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("metanetd: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -70,10 +107,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let (path, explicit) = match &args.config {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(config::DEFAULT_CONFIG), false),
+    let (path, explicit) = match (&args.check_config, &args.config) {
+        (Some(Some(p)), _) | (_, Some(p)) => (p.clone(), true),
+        _ => (PathBuf::from(config::DEFAULT_CONFIG), false),
     };
+    if args.check_config.is_some() {
+        return check_config(&path, explicit, args);
+    }
     let mut file = match config::File::load(&path, explicit) {
         Ok(f) => f,
         Err(e) => {
@@ -91,7 +131,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let access = match file.access() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("metanetd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = Options {
+        access,
+        control_limits: Default::default(),
         state_dir: args
             .state_dir
             .or(file.state_dir)
@@ -106,7 +155,7 @@ fn main() -> ExitCode {
             .or(file.tun)
             .unwrap_or_else(|| config::DEFAULT_TUN.into()),
         mtu: args.mtu.or(file.mtu),
-        socket_buffer: file.socket_buffer.unwrap_or(8 << 20),
+        socket_buffer: file.socket_buffer.unwrap_or(config::DEFAULT_SOCKET_BUFFER),
         aes_256_gcm: args
             .cipher
             .or(file.cipher)

@@ -325,7 +325,13 @@ impl Daemon {
         rec: &PeerRecord,
         connect: bool,
     ) -> Result<SocketAddr, api::Error> {
-        let Some(&endpoint) = rec.endpoints.first() else {
+        // The first endpoint that can be a peer's (a record may list ones that cannot).
+        let usable = rec
+            .endpoints
+            .iter()
+            .copied()
+            .find(|e| crate::check_endpoint(*e).is_ok() && !self.is_own_endpoint(*e));
+        let Some(endpoint) = usable else {
             return Err(err(
                 ErrorKind::NotFound,
                 &format!(

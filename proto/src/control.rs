@@ -72,6 +72,8 @@ pub enum Command {
     NameList { mine: bool },
     /// Revoke a local identity's key on the chain, for good.
     IdRevoke { name: Option<String> },
+    /// Give a local identity a new Noise static key (same wallet key, same address).
+    IdRotate { name: Option<String> },
 }
 
 /// The answer to one request: exactly one of `result` and `error` is set.
@@ -146,6 +148,8 @@ pub enum ErrorKind {
     Internal,
     /// The registry forbids it: the key is revoked or rotated away.
     Refused,
+    /// The caller lacks the right the request needs (the message names it).
+    Forbidden,
 }
 
 /// Daemon status.
@@ -294,6 +298,9 @@ pub struct IdentityInfo {
     /// Whether it publishes no endpoints (reachable only through relays).
     #[serde(default)]
     pub hidden: bool,
+    /// Noise static public key, 64 lowercase hex (changes with `id rotate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_key: Option<String>,
 }
 
 /// One peer.

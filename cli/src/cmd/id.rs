@@ -58,6 +58,12 @@ pub(crate) enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Give an identity a new Noise static key: same wallet key, same address. Its
+    /// record is republished and its peers handshake again. Needs the daemon.
+    Rotate {
+        /// Which identity (default: the default identity).
+        name: Option<String>,
+    },
     /// Create an identity from a wallet secret printed by `id export`.
     #[command(group(ArgGroup::new("secret").required(true).args(["secret_hex", "secret_file"])))]
     Import {
@@ -82,6 +88,7 @@ pub(crate) fn run(ctx: &Context, command: Command, out: &mut dyn Write) -> Resul
         Command::Rm { name } => rm(ctx, &name, out),
         Command::Export { name } => export(ctx, name.as_deref(), out),
         Command::Revoke { name, yes } => revoke(ctx, name, yes, out),
+        Command::Rotate { name } => rotate(ctx, name, out),
         Command::Import {
             name,
             secret_hex,
@@ -130,6 +137,27 @@ fn revoke(ctx: &Context, name: Option<String>, yes: bool, out: &mut dyn Write) -
     writeln!(
         out,
         "revoked identity `{identity}` ({address}) in block {block}: create a new one with `metanet id new NAME`"
+    )?;
+    Ok(())
+}
+
+fn rotate(ctx: &Context, name: Option<String>, out: &mut dyn Write) -> Result<()> {
+    if let Some(n) = &name {
+        state::validate_name(n)?;
+    }
+    let info = ctx
+        .client()
+        .identity(Ctl::IdRotate { name })
+        .context("id rotate needs a running metanetd (it republishes the record)")?;
+    if ctx.json {
+        return write_json(out, &info);
+    }
+    writeln!(
+        out,
+        "rotated the noise key of `{}` ({}): new noise key {}",
+        info.name,
+        info.address,
+        info.noise_key.as_deref().unwrap_or("?")
     )?;
     Ok(())
 }

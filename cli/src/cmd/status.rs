@@ -118,6 +118,7 @@ mod tests {
                 services: vec![],
                 endpoints: vec![],
                 hidden: false,
+                noise_key: None,
             }],
             peers: vec![],
             counters: vec![("rx_packets".into(), 3), ("dropped".into(), 0)],

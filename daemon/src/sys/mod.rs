@@ -125,3 +125,37 @@ impl EventFd {
         }
     }
 }
+
+/// The supplementary groups of the process at the other end of a Unix stream socket,
+/// as the kernel recorded them when it connected (`SO_PEERGROUPS`, Linux 4.13+).
+pub fn peer_groups(sock: &impl AsRawFd) -> io::Result<Vec<u32>> {
+    // A process has at most NGROUPS_MAX (65536) groups; start small, grow once on ERANGE.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    for _ in 0..2 {
+        let mut len = libc::socklen_t::try_from(groups.len() * core::mem::size_of::<libc::gid_t>())
+            .unwrap_or(libc::socklen_t::MAX);
+        // SAFETY: the fd is an open socket borrowed for the call; the buffer is live,
+        // writable and `len` bytes long; the kernel writes at most `len` bytes and sets
+        // `len` to what it wrote (or, with ERANGE, to what it needs).
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / core::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || n <= groups.len() || n > 65536 {
+            return Err(e);
+        }
+        groups.resize(n, 0);
+    }
+    Err(io::Error::from_raw_os_error(libc::ERANGE))
+}
