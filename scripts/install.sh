@@ -2,7 +2,7 @@
 # Install metanet on this machine, as root:
 #   $PREFIX/bin/metanetd, $PREFIX/bin/metanet     (PREFIX=/usr/local by default)
 #   /etc/systemd/system/metanetd.service          (ExecStart points at $PREFIX/bin)
-#   /usr/lib/sysusers.d/metanet.conf              (group metanet, created now)
+#   /usr/lib/sysusers.d/metanet.conf              (user and group metanet, created now)
 #   /etc/metanet/metanetd.toml.example            (and metanetd.toml if there is none)
 #   $PREFIX/share/doc/metanet/                    (README.md, docs/*.md)
 #
@@ -64,14 +64,16 @@ install -m 0644 README.md docs/*.md "$D$PREFIX/share/doc/metanet/"
 
 [ -n "$DESTDIR" ] && { say "staged under $DESTDIR"; exit 0; }
 
-if getent group metanet >/dev/null; then
+if getent passwd metanet >/dev/null && getent group metanet >/dev/null; then
     :
 elif command -v systemd-sysusers >/dev/null; then
     systemd-sysusers /usr/lib/sysusers.d/metanet.conf
 else
-    groupadd --system metanet
+    getent group metanet >/dev/null || groupadd --system metanet
+    getent passwd metanet >/dev/null || useradd --system --gid metanet --no-create-home \
+        --home-dir /var/lib/metanet --shell /usr/sbin/nologin metanet
 fi
-say "group metanet: add users with 'usermod -aG metanet USER' to use metanet without sudo"
+say "user and group metanet: add users with 'usermod -aG metanet USER' to use metanet without sudo"
 
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
