@@ -329,3 +329,109 @@ fn id_of(line: &[u8]) -> u64 {
         .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    fn caller(uid: u32, gid: u32, groups: Vec<u32>) -> Caller {
+        Caller { uid, gid, groups }
+    }
+
+    #[test]
+    fn rights_follow_the_command_and_the_caller() {
+        let access = Access {
+            operator_uids: vec![1000],
+            operator_gids: vec![4242],
+        };
+        let member = caller(2000, 2000, vec![999]);
+        let status = control::Command::Status;
+        let export = control::Command::IdExport { name: "x".into() };
+        let register = control::Command::NameRegister {
+            name: "n".into(),
+            identity: None,
+        };
+        assert!(access.check(&member, Right::of(&status)).is_ok());
+        let connect = control::Command::Connect {
+            address: "mn1x".into(),
+            endpoint: None,
+            identity: None,
+        };
+        assert!(access.check(&member, Right::of(&connect)).is_ok());
+        let e = access.check(&member, Right::of(&export)).unwrap_err();
+        assert_eq!(e.kind, control::ErrorKind::Forbidden);
+        assert!(e.message.contains("manage keys"), "{}", e.message);
+        let e = access.check(&member, Right::of(&register)).unwrap_err();
+        assert!(e.message.contains("spend gas"), "{}", e.message);
+        for ok in [
+            caller(0, 0, vec![]),
+            caller(1000, 1000, vec![]),
+            caller(3000, 4242, vec![]),
+            caller(3000, 3000, vec![7, 4242]),
+        ] {
+            assert!(access.check(&ok, Right::of(&export)).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn idle_clients_are_closed_and_extra_clients_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!("metanet-ctl-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let path = dir.join("s.sock");
+            let listener = bind(&path).unwrap();
+            let (tx, mut rx) = mpsc::channel::<Job>(4);
+            let limits = Limits {
+                max_clients: 2,
+                idle: Duration::from_millis(300),
+            };
+            tokio::spawn(serve(listener, tx, Default::default(), limits));
+            tokio::spawn(async move {
+                while let Some((_, reply)) = rx.recv().await {
+                    let _ = reply.send(Ok(control::Reply::Done));
+                }
+            });
+            let a = UnixStream::connect(&path).await.unwrap();
+            let _b = UnixStream::connect(&path).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A third client over the cap gets one error line, then EOF.
+            let c = UnixStream::connect(&path).await.unwrap();
+            let mut lines = BufReader::new(c).lines();
+            let line = tokio::time::timeout(Duration::from_secs(2), lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert!(line.contains("too many control clients"), "{line}");
+            // An idle client is closed after the idle time.
+            let mut a = BufReader::new(a);
+            let mut buf = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(2), a.read_until(b'\n', &mut buf))
+                .await
+                .expect("idle client was not closed")
+                .unwrap();
+            assert_eq!(n, 0);
+            // Its slot is free again: a new client is served.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let d = UnixStream::connect(&path).await.unwrap();
+            let (rd, mut wr) = d.into_split();
+            wr.write_all(b"{\"id\":7,\"method\":\"status\"}\n")
+                .await
+                .unwrap();
+            let mut lines = BufReader::new(rd).lines();
+            let line = tokio::time::timeout(Duration::from_secs(2), lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert!(line.contains("\"id\":7") && line.contains("done"), "{line}");
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+}

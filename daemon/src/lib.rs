@@ -150,6 +150,51 @@ struct Daemon {
     denied: std::collections::BTreeSet<Address>,
     /// The control server's operator rights (replaced on reload).
     access: std::sync::Arc<std::sync::RwLock<control::Access>>,
+    /// Bounds the log lines that remote input causes (peer events).
+    log_budget: LogBudget,
+}
+
+/// A budget of log lines per second for events that remote input causes (a stranger's
+/// handshake is a "session up"): beyond it lines are counted, not written, and the
+/// count is logged once the next second begins. An attacker cannot flood the journal.
+#[derive(Debug)]
+struct LogBudget {
+    window: std::time::Instant,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// Lines per second.
+    const PER_SECOND: u32 = 10;
+
+    fn new(now: std::time::Instant) -> Self {
+        LogBudget {
+            window: now,
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether a line may be written now.
+    fn admit(&mut self, now: std::time::Instant) -> bool {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            if self.suppressed > 0 {
+                tracing::info!(
+                    suppressed = self.suppressed,
+                    "peer event lines suppressed in the last second (rate limit)"
+                );
+            }
+            *self = LogBudget::new(now);
+        }
+        if self.used < Self::PER_SECOND {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
 }
 
 /// How long a `connect` request waits for its session before it is answered as still
@@ -305,6 +350,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         chain,
         denied: Default::default(),
         access,
+        log_budget: LogBudget::new(std::time::Instant::now()),
     };
     d.housekeeping();
     for p in d.opts.static_peers.clone() {
@@ -433,7 +479,9 @@ impl Daemon {
             _ => {}
         }
         self.settle(&ev);
-        log_event(&ev);
+        if self.log_budget.admit(std::time::Instant::now()) {
+            log_event(&ev);
+        }
     }
 
     /// Send the answer to a control request. A `connect` whose session is not up yet is
@@ -1203,5 +1251,43 @@ fn notify_ready() {
     };
     if let Err(e) = sent {
         tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_budget_admits_ten_lines_a_second_then_counts() {
+        let t0 = std::time::Instant::now();
+        let mut b = LogBudget::new(t0);
+        let admitted = (0..1000).filter(|_| b.admit(t0)).count();
+        assert_eq!(admitted, LogBudget::PER_SECOND as usize);
+        assert_eq!(b.suppressed, 1000 - u64::from(LogBudget::PER_SECOND));
+        assert!(b.admit(t0 + Duration::from_secs(1)));
+        assert_eq!(b.suppressed, 0);
+    }
+
+    #[test]
+    fn endpoints_that_cannot_be_a_peer_are_refused() {
+        for bad in [
+            "0.0.0.0:51820",
+            "[::]:51820",
+            "[::1]:0",
+            "198.18.0.1:0",
+            "255.255.255.255:51820",
+            "224.0.0.1:51820",
+            "[ff02::1]:51820",
+            "[::ffff:0.0.0.0]:51820",
+            "[::ffff:255.255.255.255]:51820",
+        ] {
+            let e: SocketAddr = bad.parse().unwrap_or_else(|_| panic!("{bad}"));
+            assert!(check_endpoint(e).is_err(), "{bad} accepted");
+        }
+        for good in ["198.18.0.1:51820", "[2001:db8::1]:51820", "[::1]:51820"] {
+            let e: SocketAddr = good.parse().unwrap_or_else(|_| panic!("{good}"));
+            assert!(check_endpoint(e).is_ok(), "{good} refused");
+        }
     }
 }

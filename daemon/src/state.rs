@@ -29,6 +29,16 @@ pub enum Error {
         path: PathBuf,
         source: keyfile::Error,
     },
+    #[error("key file {0} is a symbolic link: metanetd reads only regular files it owns; replace the link with the file")]
+    Symlink(PathBuf),
+    #[error("key file {0} is not a regular file (a FIFO, device or directory): move it out of the state directory")]
+    NotRegular(PathBuf),
+    #[error("key file {0} is larger than a key file can be")]
+    TooLarge(PathBuf),
+    #[error(
+        "key files {0} and {1} hold the same wallet key (the same address): remove one of them"
+    )]
+    SameWallet(PathBuf, PathBuf),
     #[error("identity name `{0}` is invalid: use 1-64 of a-z, 0-9, '-', '_'")]
     BadName(String),
     #[error("identity `{0}` already exists")]
@@ -79,9 +89,16 @@ impl StateDir {
             }
         }
         names.sort();
-        let mut out = Vec::new();
+        self.remove_stale_temporaries();
+        let mut out: Vec<(String, Identity)> = Vec::new();
         for name in names {
             let id = self.read(&name)?;
+            if let Some((other, _)) = out.iter().find(|(_, o)| o.address() == id.address()) {
+                return Err(Error::SameWallet(
+                    self.key_path(other)?,
+                    self.key_path(&name)?,
+                ));
+            }
             out.push((name, id));
         }
         if out.is_empty() {
@@ -92,23 +109,39 @@ impl StateDir {
         Ok(out)
     }
 
+    /// Remove the temporary files a crash in [`write_private`] can leave (they may hold
+    /// a secret): `.<file>.<pid>.<n>.tmp` in the state and identities directories.
+    fn remove_stale_temporaries(&self) {
+        for dir in [self.root.clone(), self.root.join("identities")] {
+            let Ok(rd) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let path = entry.path();
+                    match fs::remove_file(&path) {
+                        Ok(()) => {
+                            tracing::info!(path = %path.display(), "removed a temporary key file left by a crash")
+                        }
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale temporary key file")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Read one identity, refusing key files others can read.
     pub fn read(&self, name: &str) -> Result<Identity, Error> {
         let path = self.key_path(name)?;
-        let meta = fs::metadata(&path).map_err(|source| Error::Io {
+        let bytes = read_private(&path)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| Error::Key {
             path: path.clone(),
-            source,
+            source: keyfile::Error::Syntax { line: 1 },
         })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::Permissions { path, mode });
-        }
-        let text =
-            zeroize::Zeroizing::new(fs::read_to_string(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?);
-        keyfile::decode(&text).map_err(|source| Error::Key { path, source })
+        keyfile::decode(text).map_err(|source| Error::Key { path, source })
     }
 
     /// Write an identity atomically with mode 0600 (temp file, fsync, rename, fsync dir).
@@ -128,27 +161,13 @@ impl StateDir {
             path: path.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
         };
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let mode = fs::metadata(&path)
-                    .map_err(|source| Error::Io {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .permissions()
-                    .mode()
-                    & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(Error::Permissions { path, mode });
-                }
-                let bytes = zeroize::Zeroizing::new(bytes);
-                libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-                    bad(format!(
-                        "not a libp2p key ({e}): delete it to make a new one"
-                    ))
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match read_private(&path) {
+            Ok(bytes) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+                bad(format!(
+                    "not a libp2p key ({e}): delete it to make a new one"
+                ))
+            }),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 let seed = random64()?;
                 let mut secret = [0u8; 32];
                 secret.copy_from_slice(&seed[..32]);
@@ -160,7 +179,7 @@ impl StateDir {
                 write_private(&path, &bytes)?;
                 Ok(key)
             }
-            Err(source) => Err(Error::Io { path, source }),
+            Err(e) => Err(e),
         }
     }
 
@@ -181,6 +200,50 @@ impl StateDir {
         }
         Ok(self.root.join("identities").join(format!("{name}.key")))
     }
+}
+
+/// Longest key file read, in bytes (a key file is about 200).
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// Read a secret file: never through a symbolic link (`O_NOFOLLOW`), never blocking on a
+/// FIFO (`O_NONBLOCK`, then only a regular file is read), never one that group or others
+/// can read, and never more than [`MAX_KEY_FILE`] bytes.
+pub fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        path: path.into(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::Symlink(path.into()),
+            _ => io(e),
+        })?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(Error::NotRegular(path.into()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Permissions {
+            path: path.into(),
+            mode,
+        });
+    }
+    if meta.len() > MAX_KEY_FILE {
+        return Err(Error::TooLarge(path.into()));
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(Error::TooLarge(path.into()));
+    }
+    Ok(bytes)
 }
 
 /// Write `bytes` to `path` atomically with mode 0600: a uniquely named temp file in the
@@ -266,6 +329,69 @@ mod tests {
             s.read(DEFAULT_NAME),
             Err(Error::Permissions { .. })
         ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn symlinked_fifo_and_oversized_key_files_are_refused_without_echo() {
+        let root = tmpdir("kinds");
+        let s = StateDir::open(&root).unwrap();
+        s.load_identities().unwrap();
+        let ids = root.join("identities");
+        // A symlink to a secret elsewhere: refused, and its target's text is not shown.
+        let secret = root.join("secret.txt");
+        fs::write(&secret, "password = \"hunter2\"\n").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&secret, ids.join("link.key")).unwrap();
+        let e = s.read("link").unwrap_err();
+        assert!(matches!(e, Error::Symlink(_)), "{e}");
+        assert!(!e.to_string().contains("hunter2") && !e.to_string().contains("password"));
+        fs::remove_file(ids.join("link.key")).unwrap();
+        // A key file with a foreign key: the key's text is not echoed either.
+        fs::write(ids.join("odd.key"), "password = \"hunter2\"\n").unwrap();
+        fs::set_permissions(ids.join("odd.key"), fs::Permissions::from_mode(0o600)).unwrap();
+        let e = s.read("odd").unwrap_err().to_string();
+        assert!(!e.contains("hunter2") && !e.contains("password"), "{e}");
+        fs::remove_file(ids.join("odd.key")).unwrap();
+        // A FIFO: refused at once instead of blocking start-up.
+        let fifo = ids.join("fifo.key");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        std::thread::spawn(move || tx.send(s2.load_identities().map(|_| ())).unwrap());
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("loading identities blocked on a FIFO");
+        assert!(matches!(got, Err(Error::NotRegular(_))), "{got:?}");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_duplicate_wallets_named() {
+        let root = tmpdir("stale");
+        let s = StateDir::open(&root).unwrap();
+        let first = s.load_identities().unwrap();
+        let tmp = root.join("identities/.default.key.999.0.tmp");
+        fs::write(&tmp, "secret").unwrap();
+        s.load_identities().unwrap();
+        assert!(
+            !tmp.exists(),
+            "a stale temporary key file survived start-up"
+        );
+        // Same wallet under two names.
+        s.write("copy", &first[0].1, false).unwrap();
+        let e = s.load_identities().unwrap_err();
+        assert!(matches!(e, Error::SameWallet(..)), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("default.key") && text.contains("copy.key"),
+            "{text}"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -18,14 +18,15 @@ use crate::identity::{Identity, NoiseKey, WalletKey};
 pub enum Error {
     #[error("line {line}: expected `key = \"value\"`")]
     Syntax { line: usize },
-    #[error("line {line}: unknown key `{key}`")]
-    UnknownKey { line: usize, key: String },
+    /// The key's text is not echoed: a key file's contents are secret.
+    #[error("line {line}: unknown key (expected version, wallet or noise)")]
+    UnknownKey { line: usize },
     #[error("key `{0}` appears twice")]
     Duplicate(&'static str),
     #[error("missing key `{0}`")]
     Missing(&'static str),
-    #[error("unsupported key file version `{0}`")]
-    Version(String),
+    #[error("unsupported key file version (this metanet reads version 1)")]
+    Version,
     #[error("`{0}` must be 64 hex digits")]
     BadHex(&'static str),
 }
@@ -56,12 +57,7 @@ pub fn decode(text: &str) -> Result<Identity, Error> {
             "version" => (&mut version, "version"),
             "wallet" => (&mut wallet, "wallet"),
             "noise" => (&mut noise, "noise"),
-            other => {
-                return Err(Error::UnknownKey {
-                    line: i + 1,
-                    key: other.into(),
-                })
-            }
+            _ => return Err(Error::UnknownKey { line: i + 1 }),
         };
         if slot.is_some() {
             return Err(Error::Duplicate(name));
@@ -77,7 +73,7 @@ pub fn decode(text: &str) -> Result<Identity, Error> {
     }
     match version.as_deref() {
         Some("1") => {}
-        Some(other) => return Err(Error::Version(other.into())),
+        Some(_) => return Err(Error::Version),
         None => return Err(Error::Missing("version")),
     }
     let wallet = Zeroizing::new(parse_hex32(
