@@ -129,7 +129,7 @@ mod tests {
         ));
         assert_eq!(
             decode(&text.replace("version = 1", "version = 2")).err(),
-            Some(Error::Version("2".into()))
+            Some(Error::Version)
         );
         assert_eq!(
             decode("version = 1\n").err(),
