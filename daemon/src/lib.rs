@@ -271,11 +271,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut names = Vec::new();
     for (i, (name, id)) in identities.into_iter().enumerate() {
         if i > 0 {
-            tun.add_address_v6(id.address().ipv6(), 128u8)
-                .map_err(|source| Error::Tun {
+            // Deprecated, so the default identity stays the source the kernel picks.
+            sys::add_deprecated_address(&opts.tun, id.address().ipv6()).map_err(|source| {
+                Error::Tun {
                     name: opts.tun.clone(),
                     source,
-                })?;
+                }
+            })?;
         }
         tracing::info!(identity = %name, address = %id.address(), ipv6 = %id.address().ipv6(), "identity loaded");
         names.push((name, node.add_identity(id)));
@@ -1032,8 +1034,7 @@ impl Daemon {
             other => err(ErrorKind::Internal, &other.to_string()),
         })?;
         let ipv6 = id.address().ipv6();
-        self.tun
-            .add_address_v6(ipv6, 128u8)
+        sys::add_deprecated_address(&self.opts.tun, ipv6)
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         let local = lock(&self.core).node.add_identity(id);
         self.names.push((name.clone(), local));

@@ -247,12 +247,33 @@ impl Daemon {
 
     /// Like [`Daemon::start_with_config`], with extra flags (e.g. `--bootstrap`).
     pub fn start_with(ns: &Netns, dir: &Path, tun: &str, config: &Path, extra: &[&str]) -> Self {
+        Self::start_as(ns, dir, tun, config, extra, &[], &bin("metanetd"))
+    }
+
+    /// Like [`Daemon::start_with`], with `metanetd` (the binary `daemon`) run through
+    /// the command `wrap` (e.g. `setpriv` with its flags) inside the namespace.
+    pub fn start_as(
+        ns: &Netns,
+        dir: &Path,
+        tun: &str,
+        config: &Path,
+        extra: &[&str],
+        wrap: &[String],
+        daemon: &Path,
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join("metanetd.sock");
         let state_dir = dir.join("state");
         let log = dir.join("metanetd.log");
-        let child = ns
-            .cmd(&bin("metanetd"))
+        let mut cmd = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = ns.cmd(Path::new(program));
+                c.args(args).arg(daemon);
+                c
+            }
+            None => ns.cmd(daemon),
+        };
+        let child = cmd
             .arg("--config")
             .arg(config)
             .args(["--tun", tun])

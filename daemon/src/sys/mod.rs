@@ -159,3 +159,162 @@ pub fn peer_groups(sock: &impl AsRawFd) -> io::Result<Vec<u32>> {
     }
     Err(io::Error::from_raw_os_error(libc::ERANGE))
 }
+
+/// Give interface `ifname` the address `ip/128` as a *deprecated* address
+/// (preferred lifetime 0, valid forever, no duplicate detection). The kernel still
+/// accepts traffic to it and applications may bind it, but never picks it as the source
+/// of a connection that did not ask for it: a second identity's address does not leak
+/// into the default identity's traffic (RFC 6724 rule 3). Replaces the address if it
+/// is there already.
+pub fn add_deprecated_address(ifname: &str, ip: std::net::Ipv6Addr) -> io::Result<()> {
+    let name = std::ffi::CString::new(ifname)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    netlink_request(&new_address_message(index, ip))
+}
+
+/// An RTM_NEWADDR request (create or replace, acknowledged) for `ip/128` on interface
+/// `index`, preferred lifetime 0 and valid lifetime forever.
+fn new_address_message(index: u32, ip: std::net::Ipv6Addr) -> Vec<u8> {
+    const NLMSG_HDR: usize = 16;
+    const IFA_F_NODAD: u8 = 0x02;
+    fn attr(msg: &mut Vec<u8>, kind: u16, data: &[u8]) {
+        let len = 4 + data.len();
+        msg.extend_from_slice(&(len as u16).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(data);
+        msg.resize(msg.len().next_multiple_of(4), 0);
+    }
+    let mut msg = vec![0u8; NLMSG_HDR];
+    // struct ifaddrmsg: family, prefixlen, flags, scope, index.
+    msg.extend_from_slice(&[libc::AF_INET6 as u8, 128, IFA_F_NODAD, 0]);
+    msg.extend_from_slice(&index.to_ne_bytes());
+    attr(&mut msg, libc::IFA_LOCAL, &ip.octets());
+    attr(&mut msg, libc::IFA_ADDRESS, &ip.octets());
+    // struct ifa_cacheinfo: preferred, valid, cstamp, tstamp.
+    let mut cache = Vec::with_capacity(16);
+    for v in [0u32, u32::MAX, 0, 0] {
+        cache.extend_from_slice(&v.to_ne_bytes());
+    }
+    attr(&mut msg, libc::IFA_CACHEINFO, &cache);
+    let len = msg.len() as u32;
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    msg
+}
+
+/// Send one rtnetlink request and wait (bounded) for its acknowledgement.
+fn netlink_request(msg: &[u8]) -> io::Result<()> {
+    // SAFETY: plain socket(2); the descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` outlives the call and the length is its size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            core::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    // SAFETY: zeroed sockaddr_nl is valid; pid 0 addresses the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { core::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `msg` and `kernel` are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            core::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 1024];
+    // SAFETY: `buf` is valid for its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    ack_result(&buf[..n as usize])
+}
+
+/// The outcome an rtnetlink acknowledgement (NLMSG_ERROR) carries.
+fn ack_result(reply: &[u8]) -> io::Result<()> {
+    let field = |at: usize| -> Option<[u8; 4]> { reply.get(at..at + 4)?.try_into().ok() };
+    let kind = reply
+        .get(4..6)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    match (kind, field(16)) {
+        (k, Some(code)) if k == libc::NLMSG_ERROR as u16 => match i32::from_ne_bytes(code) {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(-e)),
+        },
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no acknowledgement from rtnetlink",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_address_message_is_well_formed() {
+        let ip: std::net::Ipv6Addr = "fd12::1".parse().unwrap();
+        let m = new_address_message(7, ip);
+        assert_eq!(
+            u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
+            m.len()
+        );
+        assert_eq!(m.len() % 4, 0);
+        assert_eq!(m[16], libc::AF_INET6 as u8);
+        assert_eq!(m[17], 128);
+        assert_eq!(u32::from_ne_bytes(m[20..24].try_into().unwrap()), 7);
+        // IFA_LOCAL first, carrying the address.
+        assert_eq!(&m[28..44], &ip.octets());
+    }
+
+    #[test]
+    fn acknowledgements_decode() {
+        let mut ack = vec![0u8; 36];
+        ack[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        assert!(ack_result(&ack).is_ok());
+        ack[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(
+            ack_result(&ack).unwrap_err().raw_os_error(),
+            Some(libc::EPERM)
+        );
+        assert!(ack_result(&[1, 2]).is_err());
+    }
+}

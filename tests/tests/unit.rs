@@ -1,0 +1,267 @@
+//! The systemd unit as shipped: metanetd runs with exactly the capability bounding set,
+//! ambient capabilities and (non-root) user of `packaging/metanetd.service`, read from
+//! that file, and still serves the `.meta` DNS view on port 53, connects and carries a
+//! ping. The same daemon checks rights on its control socket: a member of its group
+//! reads state and manages sessions, but key commands need root or an operator (exit 4).
+//! Real daemons in namespaces, through `setpriv`; skipped when not root.
+
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use metanet_tests::{
+    bin, ping, root_or_skip, tcp_receiver, tcp_sender, transfer_intact, wait_for, Daemon, Pair,
+    TempDir,
+};
+
+/// Numeric ids for the test: no user needs to exist for `setpriv`.
+const DAEMON_UID: u32 = 64_901;
+const GROUP_GID: u32 = 64_902;
+const MEMBER_UID: u32 = 64_903;
+const OPERATOR_UID: u32 = 64_904;
+
+/// The values of `key=` lines in the unit (space-separated words, all lines joined).
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(&format!("{key}=")))
+        .flat_map(|v| v.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+/// `CAP_NET_ADMIN` -> `net_admin`, as setpriv spells it.
+fn setpriv_caps(caps: &[String]) -> String {
+    let mut s = String::from("-all");
+    for c in caps {
+        s.push_str(",+");
+        s.push_str(&c.trim_start_matches("CAP_").to_lowercase());
+    }
+    s
+}
+
+/// The kernel's capability number of `CAP_NAME` (the few the unit may name).
+fn cap_bit(name: &str) -> u32 {
+    match name {
+        "CAP_NET_BIND_SERVICE" => 10,
+        "CAP_NET_BROADCAST" => 11,
+        "CAP_NET_ADMIN" => 12,
+        "CAP_NET_RAW" => 13,
+        other => panic!("capability {other} in the unit: add it to this test"),
+    }
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// `metanet` as `uid` with supplementary group [`GROUP_GID`].
+fn cli_as(uid: u32, metanet: &Path, socket: &Path, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["60", "setpriv"])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg(format!("--groups={GROUP_GID}"))
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(metanet)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Debian's udev makes `/dev/net/tun` mode 0666 (the kernel checks CAP_NET_ADMIN on
+/// TUNSETIFF); some container hosts leave it 0600, where no non-root daemon can open it.
+/// Gives it the distribution's mode for the test and puts the old one back on drop.
+struct TunMode(Option<u32>);
+
+impl TunMode {
+    fn debian_default() -> Self {
+        let tun = Path::new("/dev/net/tun");
+        let mode = std::fs::metadata(tun).unwrap().permissions().mode() & 0o777;
+        if mode == 0o666 {
+            return TunMode(None);
+        }
+        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).unwrap();
+        TunMode(Some(mode))
+    }
+}
+
+impl Drop for TunMode {
+    fn drop(&mut self) {
+        if let Some(mode) = self.0 {
+            let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
+#[test]
+fn daemon_under_the_units_privileges_serves_dns_connect_ping_and_checks_rights() {
+    if !root_or_skip("daemon_under_the_units_privileges_serves_dns_connect_ping_and_checks_rights")
+    {
+        return;
+    }
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/metanetd.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let bounding = unit_values(&unit, "CapabilityBoundingSet");
+    let ambient = unit_values(&unit, "AmbientCapabilities");
+    assert!(!bounding.is_empty(), "the unit keeps no capability?");
+    assert!(
+        !unit_values(&unit, "User").is_empty(),
+        "the unit runs metanetd as root: this test expects a User="
+    );
+
+    let _tun = TunMode::debian_default();
+    let (pair, tmp) = (Pair::new(), TempDir::new());
+    // The daemon's binaries and files where an unprivileged uid can reach them.
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bindir = tmp.0.join("bin");
+    std::fs::create_dir_all(&bindir).unwrap();
+    let (metanetd, metanet) = (bindir.join("metanetd"), bindir.join("metanet"));
+    std::fs::copy(bin("metanetd"), &metanetd).unwrap();
+    std::fs::copy(bin("metanet"), &metanet).unwrap();
+    let dir_a: PathBuf = tmp.0.join("a");
+    std::fs::create_dir_all(&dir_a).unwrap();
+    let config = tmp.0.join("a.toml");
+    std::fs::write(&config, format!("operator-uids = [{OPERATOR_UID}]\n")).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let chown = Command::new("chown")
+        .arg(format!("{DAEMON_UID}:{GROUP_GID}"))
+        .arg(&dir_a)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    std::fs::set_permissions(&dir_a, std::fs::Permissions::from_mode(0o750)).unwrap();
+
+    let wrap: Vec<String> = [
+        "setpriv".to_owned(),
+        format!("--reuid={DAEMON_UID}"),
+        format!("--regid={GROUP_GID}"),
+        "--clear-groups".to_owned(),
+        format!("--bounding-set={}", setpriv_caps(&bounding)),
+        format!("--inh-caps={}", setpriv_caps(&ambient)),
+        format!("--ambient-caps={}", setpriv_caps(&ambient)),
+    ]
+    .into();
+    let mut a = Daemon::start_as(&pair.a, &dir_a, "mnua", &config, &[], &wrap, &metanetd);
+    let b = Daemon::start(&pair.b, &tmp.0.join("b"), "mnub");
+
+    // It runs as the unit says: not root, exactly the unit's bounding set.
+    let pid = a.child.as_ref().unwrap().id();
+    let uids = status_field(pid, "Uid");
+    assert!(uids.starts_with(&DAEMON_UID.to_string()), "Uid: {uids}");
+    let want: u64 = bounding.iter().map(|c| 1u64 << cap_bit(c)).sum();
+    let bnd = u64::from_str_radix(&status_field(pid, "CapBnd"), 16).unwrap();
+    assert_eq!(bnd, want, "CapBnd {bnd:x}, the unit says {want:x}");
+
+    let (addr_a, ip_a) = a.identity();
+    let (addr_b, ip_b) = b.identity();
+    // Rights: a group member reads state and manages sessions...
+    let ep_b = format!("{}:51820", pair.ip_b);
+    let member = |args: &[&str]| cli_as(MEMBER_UID, &metanet, &a.socket, args);
+    let o = member(&["status"]);
+    assert!(o.status.success(), "member status: {}", text(&o));
+    let o = member(&["connect", &addr_b, "--endpoint", &ep_b]);
+    assert!(o.status.success(), "member connect: {}", text(&o));
+    assert!(
+        wait_for(Duration::from_secs(15), || ping(&pair.a, &ip_b)),
+        "no ping A -> B under the unit's privileges: A {:?}\nB {:?}\n{}\n{}",
+        a.request(r#"{"id":9,"method":"status"}"#)
+            .map(|v| v["result"]["counters"].clone()),
+        b.request(r#"{"id":9,"method":"status"}"#)
+            .map(|v| v["result"]["counters"].clone()),
+        String::from_utf8_lossy(
+            &pair
+                .a
+                .sh(&format!(
+                    "ip -6 addr; ip -6 route; ping -6 -c1 -W1 {ip_b} 2>&1; ls -l $(which ping); id"
+                ))
+                .stdout
+        ),
+        std::fs::read_to_string(&a.log).unwrap_or_default(),
+    );
+    assert!(ping(&pair.b, &ip_a), "no ping B -> A");
+    // DNS: the view binds port 53 on the overlay address (needs CAP_NET_BIND_SERVICE).
+    let dig = format!("dig +short +time=2 +tries=1 AAAA {addr_b}.meta @{ip_a}");
+    let answered = wait_for(Duration::from_secs(10), || {
+        String::from_utf8_lossy(&pair.a.sh(&dig).stdout).trim() == ip_b
+    });
+    assert!(
+        answered,
+        "the DNS view did not answer under the unit's privileges: {}\nlog: {}",
+        String::from_utf8_lossy(&pair.a.sh(&dig).stdout),
+        std::fs::read_to_string(&a.log).unwrap_or_default()
+    );
+
+    // ...but cannot take or make keys: exit 4, naming the right.
+    for args in [
+        &["id", "export", "default"][..],
+        &["id", "new", "stolen"][..],
+    ] {
+        let o = member(args);
+        assert_eq!(o.status.code(), Some(4), "member {args:?}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("manage keys"),
+            "member {args:?}: {}",
+            text(&o)
+        );
+    }
+    let o = member(&["id", "list"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("stolen"));
+    // The configured operator and root may.
+    let o = cli_as(OPERATOR_UID, &metanet, &a.socket, &["id", "new", "ops"]);
+    assert!(o.status.success(), "operator id new: {}", text(&o));
+    // A second identity's address is deprecated on the TUN: the kernel keeps the
+    // default identity as the source, and B sees A's default address on a TCP stream.
+    let route = pair.a.sh(&format!("ip -6 route get {ip_b}"));
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    assert!(
+        route.contains(&format!("src {ip_a}")),
+        "source choice: {route}"
+    );
+    let (receiver, out) = tcp_receiver(&pair.b, &tmp, &ip_b);
+    let sender = tcp_sender(&pair.a, &ip_b, 1, 0.0, &tmp.0.join("progress"));
+    assert_eq!(
+        transfer_intact(sender, receiver, &out, 1),
+        ip_a,
+        "B saw another source"
+    );
+    let o = a.cli(&["id", "export", "default"]);
+    assert!(o.status.success(), "root id export: {}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim().len(), 64);
+    // Rotation keeps the address and the session comes back with the new key.
+    let before = a.cli(&["--json", "id", "show"]);
+    let o = a.cli(&["--json", "id", "rotate"]);
+    assert!(o.status.success(), "id rotate: {}", text(&o));
+    let old: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap();
+    let new: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(old["address"], new["address"]);
+    assert_ne!(old["noise_key"], new["noise_key"]);
+    assert_eq!(new["address"].as_str().unwrap(), addr_a);
+    assert!(
+        wait_for(Duration::from_secs(15), || ping(&pair.a, &ip_b)),
+        "no ping after the noise key rotation: {}\nB: {}\n{:?}\n{:?}",
+        std::fs::read_to_string(&a.log).unwrap_or_default(),
+        std::fs::read_to_string(&b.log).unwrap_or_default(),
+        a.request(r#"{"id":9,"method":"status"}"#),
+        b.request(r#"{"id":9,"method":"status"}"#),
+    );
+    assert_eq!(a.stop(), Some(0), "metanetd did not stop cleanly");
+}
