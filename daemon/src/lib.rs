@@ -525,8 +525,10 @@ impl Daemon {
                 local,
                 address,
                 Some(format!(
-                    "no valid record for {address} from {endpoint}: nothing there holds \
-                     this address; check the address, the endpoint, and that metanetd runs there"
+                    "no valid record for {address} from {endpoint} after {} requests: \
+                     no answer for this address came from there; check the address, the \
+                     endpoint (and that UDP reaches it), and that metanetd runs there",
+                    node::PROBE_ATTEMPTS
                 )),
             ),
             Event::HandshakeFailed { local, address } => (
@@ -632,6 +634,7 @@ impl Daemon {
                     ("queue_dropped", s.queue_dropped),
                     ("bad_records", s.bad_records),
                     ("denied", s.denied),
+                    ("record_cookies_sent", s.record_cookies_sent),
                     ("tun_reads", c.tun_reads),
                     ("tun_packets_in", c.tun_packets_in),
                     ("tun_packets_out", c.tun_packets_out),

@@ -7,8 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 use metanet_proto::wire::{
     self, CookieReplyPacket, CookieReplyRepr, DataPacket, DataRepr, InitiationPacket,
-    InitiationRepr, Kind, RecordRequestPacket, RecordRequestRepr, RecordResponsePacket,
-    RecordResponseRepr, ResponsePacket, ResponseRepr,
+    InitiationRepr, Kind, RecordCookiePacket, RecordCookieRepr, RecordRequestPacket,
+    RecordRequestRepr, RecordResponsePacket, RecordResponseRepr, ResponsePacket, ResponseRepr,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -62,6 +62,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(emit(r.buffer_len(), |b| r.emit(b)), data);
     }
 
+    let record_cookie = RecordCookiePacket::new_checked(data);
+    assert_eq!(record_cookie.is_ok(), kind == Ok(Kind::RecordCookie));
+    if let Ok(p) = record_cookie {
+        let r = RecordCookieRepr::parse(&p);
+        assert_eq!(emit(r.buffer_len(), |b| r.emit(b)), data);
+    }
+
     // Exhaustive on purpose: a new message kind does not build here until it has a
     // view checked above.
     match kind {
@@ -71,7 +78,8 @@ fuzz_target!(|data: &[u8]| {
             | Kind::CookieReply
             | Kind::Data
             | Kind::RecordRequest
-            | Kind::RecordResponse,
+            | Kind::RecordResponse
+            | Kind::RecordCookie,
         )
         | Err(_) => {}
     }

@@ -447,15 +447,74 @@ fn check_mac1_with(msg: &[u8], key: &[u8; 32]) -> bool {
     constant_time_eq(&expected, &msg[len - 2 * MAC_LEN..len - MAC_LEN])
 }
 
+/// Cookies for source addresses (docs/protocol.md §5.4): a keyed hash of the source
+/// under a random secret that is replaced when it is first needed and whenever it is
+/// [`COOKIE_SECRET_LIFETIME`] old. Used for initiations (inside [`CookieChecker`]) and,
+/// with a secret of its own, for record requests (§7.7).
+#[derive(Clone)]
+pub struct SourceCookies {
+    secret: [u8; 32],
+    born: Option<Instant>,
+    rng: Rng,
+}
+
+impl fmt::Debug for SourceCookies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceCookies").finish_non_exhaustive()
+    }
+}
+
+impl SourceCookies {
+    /// Cookies whose secrets come from a generator seeded with `seed`.
+    pub fn new(seed: [u8; 32]) -> Self {
+        SourceCookies {
+            secret: [0; 32],
+            born: None,
+            rng: Rng::from_seed(seed),
+        }
+    }
+
+    /// The cookie `source` gets now.
+    pub fn cookie_for(&mut self, source: SocketAddr, now: Instant) -> [u8; MAC_LEN] {
+        let stale = self
+            .born
+            .is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_LIFETIME);
+        if stale {
+            self.secret = self.rng.bytes();
+            self.born = Some(now);
+        }
+        source_cookie(&self.secret, source)
+    }
+
+    /// Whether `cookie` is the one `source` gets now (constant-time).
+    pub fn check(&mut self, source: SocketAddr, cookie: &[u8; MAC_LEN], now: Instant) -> bool {
+        constant_time_eq(&self.cookie_for(source, now), cookie)
+    }
+
+    fn random<const N: usize>(&mut self) -> [u8; N] {
+        self.rng.bytes()
+    }
+}
+
+/// `trunc16(BLAKE3-keyed(secret, ip[16] ‖ port u16be))`, an IPv4 address followed by
+/// 12 zero bytes (docs/protocol.md §5.4).
+pub fn source_cookie(secret: &[u8; 32], source: SocketAddr) -> [u8; MAC_LEN] {
+    let mut src = [0u8; 18];
+    match source.ip() {
+        std::net::IpAddr::V4(ip) => src[..4].copy_from_slice(&ip.octets()),
+        std::net::IpAddr::V6(ip) => src[..16].copy_from_slice(&ip.octets()),
+    }
+    src[16..].copy_from_slice(&source.port().to_be_bytes());
+    mac(secret, &src)
+}
+
 /// The responder's side of cookies: checks macs and mints cookie replies. One per local
 /// identity.
 #[derive(Clone)]
 pub struct CookieChecker {
     mac1_key: [u8; 32],
     cookie_key: [u8; 32],
-    secret: [u8; 32],
-    secret_born: Option<Instant>,
-    rng: Rng,
+    cookies: SourceCookies,
 }
 
 impl fmt::Debug for CookieChecker {
@@ -470,9 +529,7 @@ impl CookieChecker {
         CookieChecker {
             mac1_key: mac1_key(local_noise),
             cookie_key: blake3::derive_key(COOKIE_KEY_CONTEXT, &local_noise.0),
-            secret: [0; 32],
-            secret_born: None,
-            rng: Rng::from_seed(seed),
+            cookies: SourceCookies::new(seed),
         }
     }
 
@@ -487,7 +544,7 @@ impl CookieChecker {
         if len < 2 * MAC_LEN {
             return false;
         }
-        let cookie = self.cookie_for(source, now);
+        let cookie = self.cookies.cookie_for(source, now);
         let expected = mac(
             &blake3::derive_key(MAC2_CONTEXT, &cookie),
             &msg[..len - MAC_LEN],
@@ -502,8 +559,8 @@ impl CookieChecker {
         source: SocketAddr,
         now: Instant,
     ) -> CookieReplyRepr {
-        let cookie = self.cookie_for(source, now);
-        let nonce: [u8; wire::COOKIE_NONCE_LEN] = self.rng.bytes();
+        let cookie = self.cookies.cookie_for(source, now);
+        let nonce: [u8; wire::COOKIE_NONCE_LEN] = self.cookies.random();
         let aead = XChaCha20Poly1305::new((&self.cookie_key).into());
         let mac1 = msg.mac1();
         let sealed = aead
@@ -524,23 +581,6 @@ impl CookieChecker {
             nonce,
             sealed_cookie,
         }
-    }
-
-    fn cookie_for(&mut self, source: SocketAddr, now: Instant) -> [u8; 16] {
-        let stale = self
-            .secret_born
-            .is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_LIFETIME);
-        if stale {
-            self.secret = self.rng.bytes();
-            self.secret_born = Some(now);
-        }
-        let mut src = [0u8; 18];
-        match source.ip() {
-            std::net::IpAddr::V4(ip) => src[..4].copy_from_slice(&ip.octets()),
-            std::net::IpAddr::V6(ip) => src[..16].copy_from_slice(&ip.octets()),
-        }
-        src[16..].copy_from_slice(&source.port().to_be_bytes());
-        mac(&self.secret, &src)
     }
 }
 

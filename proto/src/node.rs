@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::address::Address;
-use crate::handshake::{self, Cookie, CookieChecker, ExpectResponse, Psk, Remote};
+use crate::handshake::{
+    self, Cookie, CookieChecker, ExpectResponse, Psk, Remote, SourceCookies, COOKIE_SECRET_LIFETIME,
+};
 use crate::identity::Identity;
 use crate::ip::Ipv6Packet;
 use crate::rng::Rng;
@@ -44,6 +46,8 @@ pub const PROBE_ATTEMPTS: u32 = 10;
 pub const ANSWER_RECORD_TTL: Duration = Duration::from_secs(3600);
 /// Width of the window over which handshake load is counted.
 const LOAD_WINDOW: Duration = Duration::from_secs(1);
+/// Most source addresses one load window tracks; sources beyond it wait for the next.
+const MAX_SOURCES_PER_WINDOW: usize = 4096;
 /// An inbound-created peer quiet for this long may be evicted to make room for a new
 /// peer when the table is full (docs/protocol.md §7.6): a peer in a live exchange is
 /// heard from sooner (a keepalive answers data within `KEEPALIVE_TIMEOUT`, and a side
@@ -74,6 +78,10 @@ pub struct Config {
     pub load_threshold: u32,
     /// Initiations per second accepted from one source IP while under load.
     pub per_source_rate: u32,
+    /// Record requests per second (all sources) above which record cookies are
+    /// demanded (docs/protocol.md §5.5). Counted apart from initiations, so that a
+    /// flood of either cannot stop the other.
+    pub record_load_threshold: u32,
     /// Send a keepalive at least this often to every peer with a session.
     pub persistent_keepalive: Option<Duration>,
     /// Offer AES-256-GCM for data in our initiations and choose it when an initiator
@@ -91,6 +99,7 @@ impl Default for Config {
             max_pending_lookups: 256,
             load_threshold: 64,
             per_source_rate: 8,
+            record_load_threshold: 64,
             persistent_keepalive: None,
             aes_256_gcm: false,
         }
@@ -200,7 +209,7 @@ pub struct Stats {
     pub bad_mac1: u64,
     /// Cookie replies sent instead of doing DH work.
     pub cookies_sent: u64,
-    /// Initiations dropped by the per-source rate limit.
+    /// Initiations and record requests dropped by the per-source rate limit.
     pub rate_limited: u64,
     /// Initiations that reached DH work.
     pub handshakes_processed: u64,
@@ -225,6 +234,8 @@ pub struct Stats {
     pub bad_records: u64,
     /// Initiations from refused addresses ([`Command::Deny`]), dropped.
     pub denied: u64,
+    /// Record cookies sent instead of signing a record (record requests under load).
+    pub record_cookies_sent: u64,
 }
 
 /// Per-peer counters and state, for `metanet peers`.
@@ -274,6 +285,9 @@ pub struct Node {
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     load: LoadCounter,
+    /// Record requests counted apart from initiations (§5.5).
+    record_load: LoadCounter,
+    record_cookies: SourceCookies,
     stats: Stats,
 }
 
@@ -291,6 +305,8 @@ struct Probe {
     endpoint: SocketAddr,
     sent: u32,
     next_at: Instant,
+    /// The record cookie the endpoint gave us, and when it arrived.
+    cookie: Option<([u8; wire::MAC_LEN], Instant)>,
 }
 
 #[derive(Debug)]
@@ -383,6 +399,16 @@ impl Node {
                 window_start: now,
                 ..LoadCounter::default()
             },
+            record_load: LoadCounter {
+                window_start: now,
+                ..LoadCounter::default()
+            },
+            // Its own generator, so the node's sequence (indices, ephemerals) stays as
+            // it was without record cookies.
+            record_cookies: SourceCookies::new(blake3::derive_key(
+                "metanet v1 record cookie secret",
+                &seed,
+            )),
             stats: Stats::default(),
         }
     }
@@ -505,6 +531,7 @@ impl Node {
                         endpoint,
                         sent: 0,
                         next_at: now,
+                        cookie: None,
                     },
                 );
                 self.probe_timers(now);
@@ -584,6 +611,10 @@ impl Node {
             Ok(wire::Kind::Data) => self.on_data(now, from, datagram),
             Ok(wire::Kind::RecordRequest) => {
                 self.on_record_request(now, from, datagram);
+                None
+            }
+            Ok(wire::Kind::RecordCookie) => {
+                self.on_record_cookie(now, from, datagram);
                 None
             }
             Ok(wire::Kind::RecordResponse) => {
@@ -1205,14 +1236,23 @@ impl Node {
                 target: *p.address.as_bytes(),
             };
             let mut buf = vec![0u8; wire::RECORD_REQUEST_LEN];
-            repr.emit(&mut buf);
+            match p.cookie {
+                Some((cookie, at))
+                    if now.saturating_duration_since(at) < COOKIE_SECRET_LIFETIME =>
+                {
+                    repr.emit_with_cookie(&mut buf, &cookie)
+                }
+                _ => repr.emit(&mut buf),
+            }
             self.transmits.push_back((p.endpoint, buf));
         }
     }
 
     /// Answer a record request for one of our identities with a freshly signed record
-    /// (no endpoints: the asker already knows where it reached us). Counted as
-    /// handshake load, and dropped under load: signing is cheap but not free.
+    /// (no endpoints: the asker already knows where it reached us). Record requests
+    /// have a load window of their own (§5.5): under load, a request without a valid
+    /// cookie for its source gets a record cookie and nothing else, and one with a
+    /// valid cookie is limited per source IP. Signing is cheap, but not free.
     fn on_record_request(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
         let Ok(packet) = wire::RecordRequestPacket::new_checked(msg) else {
             self.stats.malformed += 1;
@@ -1222,12 +1262,40 @@ impl Node {
         let Some(li) = self.local_for_ip(&target.ipv6()) else {
             return;
         };
-        if self.load.record(now, self.config.load_threshold) {
-            self.stats.rate_limited += 1;
+        if self
+            .local(li)
+            .is_none_or(|l| l.identity.address() != target)
+        {
             return;
         }
+        if self
+            .record_load
+            .record(now, self.config.record_load_threshold)
+        {
+            let valid = packet
+                .cookie()
+                .is_some_and(|c| self.record_cookies.check(from, &c, now));
+            if !valid {
+                let reply = wire::RecordCookieRepr {
+                    nonce: packet.nonce(),
+                    cookie: self.record_cookies.cookie_for(from, now),
+                };
+                let mut buf = vec![0u8; wire::RECORD_COOKIE_LEN];
+                reply.emit(&mut buf);
+                self.transmits.push_back((from, buf));
+                self.stats.record_cookies_sent += 1;
+                return;
+            }
+            if !self
+                .record_load
+                .allow_source(from.ip(), self.config.per_source_rate)
+            {
+                self.stats.rate_limited += 1;
+                return;
+            }
+        }
         let unix = self.unix(now);
-        let Some(local) = self.local(li).filter(|l| l.identity.address() == target) else {
+        let Some(local) = self.local(li) else {
             return;
         };
         let rec = crate::record::PeerRecord::new(
@@ -1247,6 +1315,24 @@ impl Node {
         let mut buf = vec![0u8; repr.buffer_len()];
         repr.emit(&mut buf);
         self.transmits.push_back((from, buf));
+    }
+
+    /// A record cookie for one of our probes: kept for its next request, which goes out
+    /// at the regular interval. Nothing is sent in answer: anyone who saw the request
+    /// can forge a cookie message, and it must not make us send.
+    fn on_record_cookie(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
+        let Ok(packet) = wire::RecordCookiePacket::new_checked(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        match self
+            .probes
+            .get_mut(&packet.nonce())
+            .filter(|p| p.endpoint == from)
+        {
+            Some(probe) => probe.cookie = Some((packet.cookie(), now)),
+            None => self.stats.bad_records += 1,
+        }
     }
 
     fn on_record_response(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
@@ -1782,6 +1868,9 @@ impl LoadCounter {
     /// Per-source fixed-window limit; the map is cleared every window, and bounded by
     /// the number of initiations that passed mac2 (one per source address).
     fn allow_source(&mut self, ip: IpAddr, rate: u32) -> bool {
+        if self.per_source.len() >= MAX_SOURCES_PER_WINDOW && !self.per_source.contains_key(&ip) {
+            return false;
+        }
         let n = self.per_source.entry(ip).or_insert(0);
         *n = n.saturating_add(1);
         *n <= rate

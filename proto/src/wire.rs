@@ -14,7 +14,11 @@
 //! keepalive   (32): a data message with an empty payload
 //! record request (1200): type=5 | 0 0 0 | nonce u32 | target address[20] | zero padding
 //! record response (9..=1032): type=6 | 0 0 0 | nonce u32 | signed peer record
+//! record cookie (24): type=7 | 0 0 0 | nonce u32 | cookie[16]
 //! ```
+//!
+//! A record request may carry a cookie from a record cookie message in the first 16
+//! bytes of its padding (zeros: none).
 //!
 //! The record request is padded so that its answer is never larger than it: the
 //! exchange cannot be used to amplify traffic towards a spoofed source.
@@ -33,10 +37,16 @@ pub mod kind {
     pub const RECORD_REQUEST: u8 = 5;
     /// The signed record asked for.
     pub const RECORD_RESPONSE: u8 = 6;
+    /// A cookie demanded of a record request under load.
+    pub const RECORD_COOKIE: u8 = 7;
 }
 
 /// Record request length (padded: see the module docs).
 pub const RECORD_REQUEST_LEN: usize = 1200;
+/// Record cookie length.
+pub const RECORD_COOKIE_LEN: usize = 24;
+/// Where a record request carries its cookie (the start of the padding).
+pub const RECORD_REQUEST_COOKIE_AT: usize = 28;
 /// Largest record response.
 pub const RECORD_RESPONSE_MAX: usize = 8 + crate::record::MAX_RECORD_LEN;
 
@@ -163,6 +173,8 @@ pub enum Kind {
     RecordRequest,
     /// [`RecordResponsePacket`].
     RecordResponse,
+    /// [`RecordCookiePacket`].
+    RecordCookie,
 }
 
 /// Classify a datagram, checking its length for the claimed type.
@@ -175,6 +187,7 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
         kind::DATA => Kind::Data,
         kind::RECORD_REQUEST => Kind::RecordRequest,
         kind::RECORD_RESPONSE => Kind::RecordResponse,
+        kind::RECORD_COOKIE => Kind::RecordCookie,
         other => return Err(Error::UnknownType(other)),
     };
     match k {
@@ -186,6 +199,7 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
             check_header(buf, kind::RECORD_REQUEST, Some(RECORD_REQUEST_LEN), 0)?
         }
         Kind::RecordResponse => check_record_response(buf)?,
+        Kind::RecordCookie => check_header(buf, kind::RECORD_COOKIE, Some(RECORD_COOKIE_LEN), 0)?,
     }
     Ok(k)
 }
@@ -517,6 +531,12 @@ impl<T: AsRef<[u8]>> RecordRequestPacket<T> {
     pub fn target(&self) -> [u8; 20] {
         arr(self.0.as_ref(), 8)
     }
+    /// The cookie the request carries (from a [`RecordCookieRepr`]); `None` when the
+    /// field is all zeros.
+    pub fn cookie(&self) -> Option<[u8; MAC_LEN]> {
+        let c: [u8; MAC_LEN] = arr(self.0.as_ref(), RECORD_REQUEST_COOKIE_AT);
+        (c != [0; MAC_LEN]).then_some(c)
+    }
 }
 
 /// Owned record request.
@@ -546,6 +566,68 @@ impl RecordRequestRepr {
         buf[4..8].copy_from_slice(&self.nonce.to_le_bytes());
         buf[8..28].copy_from_slice(&self.target);
         buf[28..RECORD_REQUEST_LEN].fill(0);
+    }
+    /// [`RecordRequestRepr::emit`], then `cookie` in the first bytes of the padding.
+    pub fn emit_with_cookie(&self, buf: &mut [u8], cookie: &[u8; MAC_LEN]) {
+        self.emit(buf);
+        buf[RECORD_REQUEST_COOKIE_AT..RECORD_REQUEST_COOKIE_AT + MAC_LEN].copy_from_slice(cookie);
+    }
+}
+
+// ---------------------------------------------------------------- record cookie
+
+/// Checked view of a record cookie: the answer to a record request that came while the
+/// node is under record load without a valid cookie (docs/protocol.md §3.7).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordCookiePacket<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> RecordCookiePacket<T> {
+    /// Wrap `buf` after checking type, length and reserved bytes.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        check_header(
+            buf.as_ref(),
+            kind::RECORD_COOKIE,
+            Some(RECORD_COOKIE_LEN),
+            0,
+        )?;
+        Ok(RecordCookiePacket(buf))
+    }
+    /// The nonce of the request this answers.
+    pub fn nonce(&self) -> u32 {
+        u32_at(self.0.as_ref(), 4)
+    }
+    /// The cookie to put into the next request.
+    pub fn cookie(&self) -> [u8; MAC_LEN] {
+        arr(self.0.as_ref(), 8)
+    }
+}
+
+/// Owned record cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordCookieRepr {
+    /// The nonce of the request this answers.
+    pub nonce: u32,
+    /// The cookie for the request's source address.
+    pub cookie: [u8; MAC_LEN],
+}
+
+impl RecordCookieRepr {
+    /// Parse a checked view.
+    pub fn parse<T: AsRef<[u8]>>(p: &RecordCookiePacket<T>) -> Self {
+        RecordCookieRepr {
+            nonce: p.nonce(),
+            cookie: p.cookie(),
+        }
+    }
+    /// Encoded length.
+    pub const fn buffer_len(&self) -> usize {
+        RECORD_COOKIE_LEN
+    }
+    /// Write into `buf[..RECORD_COOKIE_LEN]`.
+    pub fn emit(&self, buf: &mut [u8]) {
+        put_header(buf, kind::RECORD_COOKIE);
+        buf[4..8].copy_from_slice(&self.nonce.to_le_bytes());
+        buf[8..RECORD_COOKIE_LEN].copy_from_slice(&self.cookie);
     }
 }
 

@@ -126,6 +126,9 @@ fn accepted_by(buf: &[u8]) -> Vec<Kind> {
     if RecordResponsePacket::new_checked(buf).is_ok() {
         out.push(Kind::RecordResponse);
     }
+    if wire::RecordCookiePacket::new_checked(buf).is_ok() {
+        out.push(Kind::RecordCookie);
+    }
     out
 }
 
@@ -161,6 +164,10 @@ fn parse_everything(buf: &[u8]) -> Result<Kind, wire::Error> {
         assert_eq!(p.record(), &r.record[..]);
         assert_eq!(r.buffer_len(), buf.len());
     }
+    if let Ok(p) = wire::RecordCookiePacket::new_checked(buf) {
+        let r = wire::RecordCookieRepr::parse(&p);
+        assert_eq!(r.buffer_len(), buf.len());
+    }
     match kind {
         Ok(k) => assert_eq!(accepted_by(buf), vec![k]),
         Err(_) => assert_eq!(accepted_by(buf), Vec::<Kind>::new()),
@@ -178,6 +185,7 @@ fn near_message() -> impl Strategy<Value = Vec<u8>> {
         Just(wire::DATA_OVERHEAD),
         Just(wire::RECORD_REQUEST_LEN),
         Just(wire::RECORD_RESPONSE_MAX),
+        Just(wire::RECORD_COOKIE_LEN),
         wire::DATA_OVERHEAD..2048usize,
         0usize..300,
     ];
@@ -330,13 +338,15 @@ proptest! {
                 Err(wire::Error::Reserved)
             }
             (Some(3), wire::COOKIE_REPLY_LEN)
-            | (Some(5), wire::RECORD_REQUEST_LEN) if buf[1..4] != [0, 0, 0] => {
+            | (Some(5), wire::RECORD_REQUEST_LEN)
+            | (Some(7), wire::RECORD_COOKIE_LEN) if buf[1..4] != [0, 0, 0] => {
                 Err(wire::Error::Reserved)
             }
             (Some(1), wire::INIT_LEN) => Ok(Kind::Initiation),
             (Some(2), wire::RESPONSE_LEN) => Ok(Kind::Response),
             (Some(3), wire::COOKIE_REPLY_LEN) => Ok(Kind::CookieReply),
             (Some(5), wire::RECORD_REQUEST_LEN) => Ok(Kind::RecordRequest),
+            (Some(7), wire::RECORD_COOKIE_LEN) => Ok(Kind::RecordCookie),
             (Some(4), n) if n >= wire::DATA_OVERHEAD && buf[1..4] != [0, 0, 0] => {
                 Err(wire::Error::Reserved)
             }
@@ -350,6 +360,11 @@ proptest! {
                 kind: 6,
                 len: n,
                 expected: if n < 9 { 9 } else { wire::RECORD_RESPONSE_MAX },
+            }),
+            (Some(7), n) => Err(wire::Error::BadLength {
+                kind: 7,
+                len: n,
+                expected: wire::RECORD_COOKIE_LEN,
             }),
             (Some(t @ 1..=5), n) => Err(wire::Error::BadLength {
                 kind: *t,

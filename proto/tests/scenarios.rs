@@ -1115,3 +1115,142 @@ fn data_cipher_is_aes_only_where_both_ends_allow_it() {
         assert_eq!(sim.hosts[h].node.stats().handshake_failures, 0);
     }
 }
+
+#[test]
+fn record_request_and_initiation_floods_do_not_stop_a_fresh_connect_by_endpoint() {
+    let mut sim = Sim::new(
+        21,
+        LinkConfig {
+            latency: Duration::from_millis(2),
+            ..LinkConfig::default()
+        },
+    );
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    sim.directory.clear(); // A knows only B's address and endpoint
+    let (addr_b, ip_b) = (sim.address(b), sim.ip(b));
+    let b_addr: SocketAddr = B.parse().unwrap();
+    let target = remote_of(&sim, b);
+    // Valid-mac1 initiations at 200/s (B's handshake load) and record requests for B's
+    // address at 2000/s, from many spoofed sources.
+    let attacker = sim.new_identity();
+    let inits: Vec<Vec<u8>> = (0..16)
+        .map(|i| {
+            let ts = sim.unix() + Duration::from_millis(i);
+            let seed = sim.random_bytes();
+            handshake::initiate(&attacker, target, &[0; 32], i as u32, ts, None, seed)
+                .unwrap()
+                .1
+        })
+        .collect();
+    let mut request = vec![0u8; wire::RECORD_REQUEST_LEN];
+    let (mut requests, mut sent) = (0u64, false);
+    // 10 s: the record arrives at A's second request (the first drew a cookie), A's
+    // first initiation draws a handshake cookie, and its retry REKEY_TIMEOUT later,
+    // with mac2, lands while B is still under both loads.
+    for round in 0..1000u32 {
+        for k in 0..20u32 {
+            let src: SocketAddr = format!("198.18.{}.{}:{}", 100 + k, 1 + round % 250, 2000 + k)
+                .parse()
+                .unwrap();
+            wire::RecordRequestRepr {
+                nonce: round * 20 + k,
+                target: *addr_b.as_bytes(),
+            }
+            .emit(&mut request);
+            sim.inject(src, b_addr, request.clone());
+            requests += 1;
+            if k < 2 {
+                sim.inject(src, b_addr, inits[(round % 16) as usize].clone());
+            }
+        }
+        if round == 50 {
+            let (now, local) = (sim.now, sim.local(a));
+            sim.hosts[a]
+                .node
+                .handle_command(
+                    now,
+                    Command::Connect {
+                        local,
+                        address: addr_b,
+                        endpoint: b_addr,
+                    },
+                )
+                .unwrap();
+            sim.drain(a);
+        }
+        let up = sim.hosts[a]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerUp { address, .. } if *address == addr_b));
+        if up && !sent {
+            sim.send(a, ip_b, b"through the flood");
+            sent = true;
+        }
+        sim.run_for(Duration::from_millis(10));
+    }
+    let flood_end = sim.now;
+    let st = sim.hosts[b].node.stats().clone();
+    assert_eq!(requests, 20000);
+    // Almost every request drew a 24-byte cookie instead of a signature.
+    assert!(st.record_cookies_sent > 19000, "{st:?}");
+    assert!(
+        sim.hosts[a]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerUp { address, .. } if *address == addr_b)),
+        "A {:?}\nB {st:?}\n{:?}",
+        sim.hosts[a].node.stats(),
+        sim.hosts[a].events
+    );
+    assert_eq!(sim.payloads(b), vec![b"through the flood".to_vec()]);
+    assert!(
+        sim.hosts[b].delivered[0].0 < flood_end,
+        "connected under load"
+    );
+    assert!(!sim.hosts[a]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ConnectFailed { .. })));
+}
+
+#[test]
+fn record_cookie_from_a_stranger_or_another_endpoint_is_ignored() {
+    let mut sim = Sim::new(22, LinkConfig::default());
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    sim.directory.clear();
+    let addr_b = sim.address(b);
+    let (now, local) = (sim.now, sim.local(a));
+    sim.hosts[a]
+        .node
+        .handle_command(
+            now,
+            Command::Connect {
+                local,
+                address: addr_b,
+                endpoint: B.parse().unwrap(),
+            },
+        )
+        .unwrap();
+    // A cookie for a nonce no probe has, and one from the wrong endpoint: counted,
+    // never answered.
+    let mut cookie = vec![0u8; wire::RECORD_COOKIE_LEN];
+    wire::RecordCookieRepr {
+        nonce: 7,
+        cookie: [9; 16],
+    }
+    .emit(&mut cookie);
+    let before = sim.hosts[a].node.stats().bad_records;
+    let now = sim.now;
+    let from: SocketAddr = "198.18.0.9:1".parse().unwrap();
+    assert!(sim.hosts[a]
+        .node
+        .handle_datagram(now, from, &mut cookie)
+        .is_none());
+    assert_eq!(sim.hosts[a].node.stats().bad_records, before + 1);
+    sim.drain(a);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.hosts[a]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerUp { address, .. } if *address == addr_b)));
+}
