@@ -1135,7 +1135,11 @@ fn per_peer_counters_count_packets_and_the_drops_of_that_peer() {
     sim.run_for(Duration::from_secs(1));
     let cap = Config::default().queue_per_peer as u64;
     let peer = |sim: &Sim| sim.hosts[a].node.peers(sim.now)[0].clone();
-    assert_eq!(peer(&sim).dropped, 200 - cap, "queue overflow is the peer's");
+    assert_eq!(
+        peer(&sim).dropped,
+        200 - cap,
+        "queue overflow is the peer's"
+    );
     assert_eq!(peer(&sim).tx_packets, 0);
     // The handshake gives up: what was still queued is dropped too.
     sim.run_for(metanet_proto::session::REKEY_ATTEMPT_TIME + Duration::from_secs(10));
