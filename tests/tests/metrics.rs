@@ -196,6 +196,26 @@ fn metrics_endpoint_shows_peer_traffic_and_passes_promtool() {
     );
     // The daemon still answers after all that.
     assert!(a.request(r#"{"id":6,"method":"status"}"#).is_some());
+
+    // A reload that moves the endpoint names it as needing a restart and keeps serving
+    // where it was.
+    std::fs::write(&cfg_b, "metrics-listen = \"[::1]:9476\"\n").unwrap();
+    let pid = b.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let log = metanet_tests::log(&b);
+            log.contains("configuration reloaded") && log.contains("metrics-listen")
+        }),
+        "reload did not name metrics-listen: {}",
+        metanet_tests::log(&b)
+    );
+    let (head, _) = scrape(&pair.b, metrics_b);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
 }
 
 #[test]
