@@ -59,6 +59,10 @@ pub struct File {
     /// Where the `.meta` DNS view listens. Default: the first identity's overlay IPv6,
     /// port 53.
     pub dns_listen: Option<SocketAddr>,
+    /// Where the metrics endpoint (`GET /metrics`, Prometheus text) listens, as
+    /// `"ADDR:PORT"`. Default: off. It has no authentication: use loopback or an
+    /// overlay address.
+    pub metrics_listen: Option<String>,
     /// JSON-RPC node of the chain registry (`http://HOST:PORT`). Default: none (no
     /// names, no revocation checks). Needs `chain-contract`.
     pub chain_rpc: Option<String>,
@@ -178,7 +182,29 @@ pub enum Error {
     Parse { path: PathBuf, message: String },
 }
 
+/// Parse a `metrics-listen` / `--metrics-listen` value: `ADDR:PORT` (IPv6 in
+/// brackets), port not 0.
+pub fn parse_metrics_listen(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text.trim().parse().map_err(|_| {
+        format!("metrics-listen `{text}` is not ADDR:PORT (e.g. 127.0.0.1:9474 or [fd00::1]:9474)")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "metrics-listen `{text}`: port 0 is not a listening port"
+        ));
+    }
+    Ok(addr)
+}
+
 impl File {
+    /// The `metrics-listen` address, if the file sets one.
+    pub fn metrics_listen(&self) -> Result<Option<SocketAddr>, String> {
+        self.metrics_listen
+            .as_deref()
+            .map(parse_metrics_listen)
+            .transpose()
+    }
+
     /// The chain client's settings: flags (`rpc`, `contract`, `key`) over the file's.
     /// RPC URL and contract go together; a key needs both.
     pub fn chain(
@@ -251,6 +277,7 @@ impl File {
             }
         }
         self.access().map_err(bad)?;
+        self.metrics_listen().map_err(bad)?;
         for p in &self.peer {
             p.address
                 .parse::<metanet_proto::Address>()
@@ -368,6 +395,23 @@ mod tests {
         assert!(e.contains("--chain-contract"), "{e}");
         let e = none.chain(None, None, Some("/k".into())).unwrap_err();
         assert!(e.contains("--chain-rpc"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_and_port() {
+        let file: File = toml::from_str("metrics-listen = \"[::1]:9474\"\n").unwrap();
+        file.validate(Path::new("f")).unwrap();
+        assert_eq!(
+            file.metrics_listen().unwrap(),
+            Some("[::1]:9474".parse().unwrap())
+        );
+        assert_eq!(File::default().metrics_listen().unwrap(), None);
+        for bad in ["localhost:9474", "127.0.0.1", "::1:9474", "127.0.0.1:0", ""] {
+            let file: File = toml::from_str(&format!("metrics-listen = \"{bad}\"\n")).unwrap();
+            let e = file.validate(Path::new("f")).unwrap_err().to_string();
+            assert!(e.contains("metrics-listen"), "{bad}: {e}");
+        }
+        assert!(toml::from_str::<File>("metrics-listen = 9474\n").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod control;
 mod dataplane;
 pub mod dht;
 pub mod dns;
+pub mod metrics;
 mod offload;
 mod registry;
 pub mod state;
@@ -51,6 +52,8 @@ pub struct Options {
     /// Where the `.meta` DNS view listens; `None`: the first identity's overlay IPv6,
     /// port 53.
     pub dns_listen: Option<SocketAddr>,
+    /// Where the metrics endpoint listens; `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
     /// The config file, and whether it was named explicitly (SIGHUP re-reads it).
     pub config: (PathBuf, bool),
     /// The chain registry client, when configured.
@@ -86,6 +89,11 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -100,6 +108,11 @@ impl Error {
             Error::Udp { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => 3,
             Error::Dht(dht::Error::Listen { .. }) => 3,
             Error::Dns { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => 3,
+            Error::Metrics { source, .. } => match source.kind() {
+                std::io::ErrorKind::AddrInUse => 3,
+                std::io::ErrorKind::AddrNotAvailable => 2,
+                _ => 1,
+            },
             _ => 1,
         }
     }
@@ -308,6 +321,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         opts.control_limits,
     ));
     let dns_task = start_dns(&opts, first_ip, chain_names.clone()).await?;
+    // Kept for the whole run, so the loop's scrape branch never sees a closed channel.
+    let (metrics_tx, mut scrapes) = mpsc::channel::<metrics::Request>(4);
+    let metrics_task = start_metrics(opts.metrics_listen, metrics_tx.clone()).await?;
     let reg = registry::Registry::new(opts.identities.clone());
 
     let core = std::sync::Arc::new(std::sync::Mutex::new(Core {
@@ -386,6 +402,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 dataplane::Note::TunFailed(e) => break Err(Error::Io(e)),
             },
             Some((cmd, reply)) = jobs.recv() => d.job(cmd, reply),
+            Some(reply) = scrapes.recv() => {
+                let _ = reply.send(d.metrics_snapshot());
+                continue;
+            }
             Some(out) = dht_rx.recv() => d.on_dht(out),
             _ = housekeeping.tick() => d.housekeeping(),
             () = sleep => {}
@@ -404,6 +424,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     if let Some(t) = dns_task {
         t.abort();
     }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    drop(metrics_tx);
     let _ = std::fs::remove_file(&d.opts.socket);
     tracing::info!("metanetd stopped");
     result
@@ -610,47 +634,107 @@ impl Daemon {
             .collect()
     }
 
+    /// The global counters `metanet status` shows (node and data plane), by name; the
+    /// metrics endpoint shows the same.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let (s, c) = {
+            let core = lock(&self.core);
+            (core.node.stats().clone(), core.data.add(&self.counters))
+        };
+        [
+            ("malformed", s.malformed),
+            ("bad_mac1", s.bad_mac1),
+            ("cookies_sent", s.cookies_sent),
+            ("rate_limited", s.rate_limited),
+            ("handshakes_processed", s.handshakes_processed),
+            ("handshake_failures", s.handshake_failures),
+            ("replayed_initiations", s.replayed_initiations),
+            ("unknown_index", s.unknown_index),
+            ("replayed_data", s.replayed_data),
+            ("decrypt_failures", s.decrypt_failures),
+            ("spoofed", s.spoofed),
+            ("tun_invalid", s.tun_invalid),
+            ("queue_dropped", s.queue_dropped),
+            ("bad_records", s.bad_records),
+            ("denied", s.denied),
+            ("record_cookies_sent", s.record_cookies_sent),
+            ("tun_reads", c.tun_reads),
+            ("tun_packets_in", c.tun_packets_in),
+            ("tun_packets_out", c.tun_packets_out),
+            ("tun_merged_out", c.tun_merged_out),
+            ("udp_recv_calls", c.udp_recv_calls),
+            ("udp_datagrams_in", c.udp_datagrams_in),
+            ("udp_send_calls", c.udp_send_calls),
+            ("udp_datagrams_out", c.udp_datagrams_out),
+            ("too_big", c.too_big),
+            ("tun_bad_offload", c.tun_bad_offload),
+            ("tun_write_errors", c.tun_write_errors),
+            ("udp_send_errors", c.udp_send_errors),
+        ]
+        .into()
+    }
+
+    /// What a metrics scrape shows, copied under brief locks (formatted elsewhere).
+    fn metrics_snapshot(&self) -> metrics::Snapshot {
+        let counters = self
+            .counters()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let (identities, peers) = {
+            let core = lock(&self.core);
+            let identities: Vec<metrics::IdentitySample> = self
+                .names
+                .iter()
+                .filter_map(|(name, local)| {
+                    Some(metrics::IdentitySample {
+                        name: name.clone(),
+                        address: core.node.identity(*local)?.address().to_string(),
+                    })
+                })
+                .collect();
+            (identities, core.node.peers(self.now()))
+        };
+        let peers = peers
+            .into_iter()
+            .map(|p| metrics::PeerSample {
+                identity: self.name_of(p.local),
+                address: p.address.to_string(),
+                connected: p.connected,
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+                rx_packets: p.rx_packets,
+                tx_packets: p.tx_packets,
+                dropped: p.dropped,
+                last_handshake: p.last_handshake.map(|t| t.as_nanos() as f64 / 1e9),
+                rtt: p.rtt,
+                cipher: p.cipher.map(|c| c.name().to_owned()),
+            })
+            .collect();
+        metrics::Snapshot {
+            version: env!("CARGO_PKG_VERSION").into(),
+            counters,
+            identities,
+            peers,
+            dht: self.dht.as_ref().map(|h| {
+                let st = h.status();
+                metrics::DhtSample {
+                    peers: st.peers,
+                    records: st.records,
+                }
+            }),
+        }
+    }
+
     fn control(&mut self, cmd: api::Command) -> Result<Reply, api::Error> {
         let now = self.now();
         match cmd {
             api::Command::Status => {
-                let (s, c) = {
-                    let core = lock(&self.core);
-                    (core.node.stats().clone(), core.data.add(&self.counters))
-                };
-                let counters = [
-                    ("malformed", s.malformed),
-                    ("bad_mac1", s.bad_mac1),
-                    ("cookies_sent", s.cookies_sent),
-                    ("rate_limited", s.rate_limited),
-                    ("handshakes_processed", s.handshakes_processed),
-                    ("handshake_failures", s.handshake_failures),
-                    ("replayed_initiations", s.replayed_initiations),
-                    ("unknown_index", s.unknown_index),
-                    ("replayed_data", s.replayed_data),
-                    ("decrypt_failures", s.decrypt_failures),
-                    ("spoofed", s.spoofed),
-                    ("tun_invalid", s.tun_invalid),
-                    ("queue_dropped", s.queue_dropped),
-                    ("bad_records", s.bad_records),
-                    ("denied", s.denied),
-                    ("record_cookies_sent", s.record_cookies_sent),
-                    ("tun_reads", c.tun_reads),
-                    ("tun_packets_in", c.tun_packets_in),
-                    ("tun_packets_out", c.tun_packets_out),
-                    ("tun_merged_out", c.tun_merged_out),
-                    ("udp_recv_calls", c.udp_recv_calls),
-                    ("udp_datagrams_in", c.udp_datagrams_in),
-                    ("udp_send_calls", c.udp_send_calls),
-                    ("udp_datagrams_out", c.udp_datagrams_out),
-                    ("too_big", c.too_big),
-                    ("tun_bad_offload", c.tun_bad_offload),
-                    ("tun_write_errors", c.tun_write_errors),
-                    ("udp_send_errors", c.udp_send_errors),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
+                let counters = self
+                    .counters()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
                 Ok(Reply::Status(api::Status {
                     version: env!("CARGO_PKG_VERSION").into(),
                     interface: self.opts.tun.clone(),
@@ -976,6 +1060,13 @@ impl Daemon {
                 "dns-listen",
             ),
             changed(
+                file.metrics_listen()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| Some(a) != o.metrics_listen),
+                "metrics-listen",
+            ),
+            changed(
                 chain.as_ref().is_some_and(|c| {
                     o.chain.as_ref().is_none_or(|r| {
                         (&c.rpc, c.contract, &c.key, c.confirmations)
@@ -1194,6 +1285,36 @@ async fn start_dns(
         }
     });
     Ok(Some(tokio::spawn(dns::serve(sock, names))))
+}
+
+/// Bind the metrics endpoint when configured and serve it. A bind that fails is an
+/// error (it was asked for explicitly).
+async fn start_metrics(
+    addr: Option<SocketAddr>,
+    snapshots: mpsc::Sender<metrics::Request>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Metrics { addr, source })?;
+    let ip = normalize(addr).ip();
+    let overlay = matches!(ip, IpAddr::V6(v6) if v6.octets()[0] == 0xfd);
+    if ip.is_loopback() || overlay {
+        tracing::info!(%addr, "metrics at http://{addr}/metrics (no authentication)");
+    } else {
+        tracing::warn!(
+            %addr,
+            "metrics at http://{addr}/metrics have no authentication and name every peer: \
+             bind metrics-listen to loopback or an overlay address"
+        );
+    }
+    Ok(Some(tokio::spawn(metrics::serve(
+        listener,
+        snapshots,
+        metrics::Limits::default(),
+    ))))
 }
 
 /// The smallest MTU among the interfaces with a usable address (not loopback, not

@@ -55,6 +55,10 @@ struct Args {
     /// port 53].
     #[arg(long, value_name = "ADDR:PORT")]
     dns_listen: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics [default: off]. No
+    /// authentication: bind to loopback or an overlay address.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = config::parse_metrics_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// JSON-RPC node of the chain registry (http://HOST:PORT): names and revocations.
     #[arg(long, value_name = "URL")]
     chain_rpc: Option<String>,
@@ -79,6 +83,7 @@ fn check_config(path: &std::path::Path, explicit: bool, args: Args) -> ExitCode 
         .and_then(|file| {
             file.chain(args.chain_rpc, args.chain_contract, args.chain_key)?;
             file.access()?;
+            file.metrics_listen()?;
             Ok(())
         });
     match result {
@@ -138,7 +143,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let metrics_listen = match file.metrics_listen() {
+        Ok(file_value) => args.metrics_listen.or(file_value),
+        Err(e) => {
+            eprintln!("metanetd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = Options {
+        metrics_listen,
         access,
         control_limits: Default::default(),
         state_dir: args

@@ -261,6 +261,9 @@ pub struct PeerStatus {
     pub rx_packets: u64,
     /// Data packets sent.
     pub tx_packets: u64,
+    /// Packets to this peer dropped (its queue full, its handshake gave up, a seal
+    /// failed); also counted in [`Stats::queue_dropped`].
+    pub dropped: u64,
     /// Round-trip time of the last handshake we initiated.
     pub rtt: Option<Duration>,
     /// The data cipher of the current session, when one is up.
@@ -346,6 +349,7 @@ struct Peer {
     tx_bytes: u64,
     rx_packets: u64,
     tx_packets: u64,
+    dropped: u64,
     rtt: Option<Duration>,
 }
 
@@ -478,6 +482,7 @@ impl Node {
                 tx_bytes: p.tx_bytes,
                 rx_packets: p.rx_packets,
                 tx_packets: p.tx_packets,
+                dropped: p.dropped,
                 rtt: p.rtt,
                 cipher: p
                     .current
@@ -991,6 +996,9 @@ impl Node {
             }
             Sealed::Failed => {
                 self.stats.queue_dropped += 1;
+                if let Some(p) = self.peers[id].as_mut() {
+                    p.dropped += 1;
+                }
                 None
             }
         }
@@ -1045,6 +1053,9 @@ impl Node {
         for pkt in &queued {
             if !self.send_queued(now, id, pkt) {
                 self.stats.queue_dropped += 1;
+                if let Some(p) = self.peers[id].as_mut() {
+                    p.dropped += 1;
+                }
             }
         }
     }
@@ -1167,6 +1178,7 @@ impl Node {
                     let sender = a.sender;
                     p.handshake = None;
                     self.stats.queue_dropped += p.queue.len() as u64;
+                    p.dropped += p.queue.len() as u64;
                     p.queue.clear();
                     p.reply_due = None;
                     free_index(&mut self.by_index, sender, id);
@@ -1772,6 +1784,7 @@ impl Peer {
             tx_bytes: 0,
             rx_packets: 0,
             tx_packets: 0,
+            dropped: 0,
             rtt: None,
         }
     }
@@ -1780,6 +1793,7 @@ impl Peer {
         if self.queue.len() >= cap {
             self.queue.pop_front();
             stats.queue_dropped += 1;
+            self.dropped += 1;
         }
         self.queue.push_back(packet);
     }

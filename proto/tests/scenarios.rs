@@ -1254,3 +1254,52 @@ fn record_cookie_from_a_stranger_or_another_endpoint_is_ignored() {
         .iter()
         .any(|e| matches!(e, Event::PeerUp { address, .. } if *address == addr_b)));
 }
+
+#[test]
+fn per_peer_counters_count_packets_and_the_drops_of_that_peer() {
+    // A link that loses everything: the handshake never completes.
+    let mut sim = Sim::new(
+        41,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    sim.add_peer(a, b, false);
+    let ip_b = sim.ip(b);
+    for s in 0..200u32 {
+        sim.send(a, ip_b, &msg(b'D', s));
+    }
+    sim.run_for(Duration::from_secs(1));
+    let cap = Config::default().queue_per_peer as u64;
+    let peer = |sim: &Sim| sim.hosts[a].node.peers(sim.now)[0].clone();
+    assert_eq!(
+        peer(&sim).dropped,
+        200 - cap,
+        "queue overflow is the peer's"
+    );
+    assert_eq!(peer(&sim).tx_packets, 0);
+    // The handshake gives up: what was still queued is dropped too.
+    sim.run_for(metanet_proto::session::REKEY_ATTEMPT_TIME + Duration::from_secs(10));
+    assert_eq!(peer(&sim).dropped, 200);
+    assert_eq!(sim.hosts[a].node.stats().queue_dropped, 200);
+
+    // On a working link packets and bytes are counted, and nothing is dropped.
+    let mut sim = Sim::new(42, LinkConfig::default());
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    sim.add_peer(a, b, true);
+    sim.add_peer(b, a, false);
+    sim.run_for(Duration::from_secs(1));
+    let ip_b = sim.ip(b);
+    for s in 0..10u32 {
+        sim.send(a, ip_b, &msg(b'D', s));
+    }
+    sim.run_for(Duration::from_secs(1));
+    let pa = &sim.hosts[a].node.peers(sim.now)[0];
+    let pb = &sim.hosts[b].node.peers(sim.now)[0];
+    assert_eq!(pa.tx_packets, 10);
+    assert_eq!(pb.rx_packets, 10);
+    assert_eq!(pa.tx_bytes, pb.rx_bytes);
+    assert_eq!((pa.dropped, pb.dropped), (0, 0));
+}
