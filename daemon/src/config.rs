@@ -63,6 +63,9 @@ pub struct File {
     /// `"ADDR:PORT"`. Default: off. It has no authentication: use loopback or an
     /// overlay address.
     pub metrics_listen: Option<String>,
+    /// Drop packets to or from this node's overlay addresses that do not come through
+    /// its TUN (an nftables table; needs `nft`). Default: true.
+    pub overlay_filter: Option<bool>,
     /// JSON-RPC node of the chain registry (`http://HOST:PORT`). Default: none (no
     /// names, no revocation checks). Needs `chain-contract`.
     pub chain_rpc: Option<String>,

@@ -14,6 +14,7 @@ pub mod control;
 mod dataplane;
 pub mod dht;
 pub mod dns;
+pub mod filter;
 pub mod metrics;
 mod offload;
 mod registry;
@@ -62,6 +63,8 @@ pub struct Options {
     pub access: control::Access,
     /// Bounds on control clients.
     pub control_limits: control::Limits,
+    /// Install the nftables overlay filter ([`filter`]).
+    pub overlay_filter: bool,
 }
 
 /// Why the daemon stopped with an error; `exit_code` maps it for the binary.
@@ -78,6 +81,8 @@ pub enum Error {
     },
     #[error("cannot listen on UDP port {port}: {source}")]
     Udp { port: u16, source: std::io::Error },
+    #[error("overlay filter: {0}")]
+    Filter(#[from] filter::Error),
     #[error("static peer {0}: {1}")]
     Peer(String, String),
     #[error(transparent)]
@@ -165,6 +170,8 @@ struct Daemon {
     access: std::sync::Arc<std::sync::RwLock<control::Access>>,
     /// Bounds the log lines that remote input causes (peer events).
     log_budget: LogBudget,
+    /// The nftables overlay filter (removed when the daemon stops).
+    filter: Option<filter::OverlayFilter>,
 }
 
 /// A budget of log lines per second for events that remote input causes (a stranger's
@@ -295,6 +302,21 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tracing::info!(identity = %name, address = %id.address(), ipv6 = %id.address().ipv6(), "identity loaded");
         names.push((name, node.add_identity(id)));
     }
+    let filter = if opts.overlay_filter {
+        let guarded: Vec<Ipv6Addr> = node
+            .identities()
+            .map(|(_, id)| id.address().ipv6())
+            .collect();
+        let f = filter::OverlayFilter::install(&opts.tun, &guarded)?;
+        tracing::info!(
+            table = f.table(),
+            "overlay filter: overlay addresses only through the TUN"
+        );
+        Some(f)
+    } else {
+        tracing::warn!("overlay filter off: neighbours can send packets with overlay addresses to this host's other interfaces");
+        None
+    };
     let udp = batch::Sender::new(bind_udp(opts.port, opts.socket_buffer)?).map_err(|source| {
         Error::Udp {
             port: opts.port,
@@ -369,6 +391,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         denied: Default::default(),
         access,
         log_budget: LogBudget::new(std::time::Instant::now()),
+        filter,
     };
     d.housekeeping();
     for p in d.opts.static_peers.clone() {
@@ -434,6 +457,19 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 }
 
 impl Daemon {
+    /// Point the overlay filter at the current identities' addresses.
+    fn refilter(&self) {
+        let Some(f) = &self.filter else { return };
+        let guarded: Vec<Ipv6Addr> = lock(&self.core)
+            .node
+            .identities()
+            .map(|(_, id)| id.address().ipv6())
+            .collect();
+        if let Err(e) = f.update(&guarded) {
+            tracing::error!(error = %e, "cannot update the overlay filter");
+        }
+    }
+
     /// After any input: send what the node queued, handle its events, answer waiting
     /// requests, write ICMPv6 errors to the TUN, and wake the data plane (the node's
     /// timers may have moved).
@@ -807,6 +843,7 @@ impl Daemon {
                     self.withdraw(&name, id.address());
                 }
                 self.names.retain(|(n, _)| *n != name);
+                self.refilter();
                 Ok(Reply::Done)
             }
             api::Command::Connect {
@@ -1067,6 +1104,10 @@ impl Daemon {
                 "metrics-listen",
             ),
             changed(
+                file.overlay_filter.is_some_and(|f| f != o.overlay_filter),
+                "overlay-filter",
+            ),
+            changed(
                 chain.as_ref().is_some_and(|c| {
                     o.chain.as_ref().is_none_or(|r| {
                         (&c.rpc, c.contract, &c.key, c.confirmations)
@@ -1132,6 +1173,7 @@ impl Daemon {
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         let local = lock(&self.core).node.add_identity(id);
         self.names.push((name.clone(), local));
+        self.refilter();
         self.publish(&name, true);
         self.identity_info(&name, local)
             .map(Reply::Identity)

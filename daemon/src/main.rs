@@ -152,6 +152,7 @@ fn main() -> ExitCode {
     };
     let opts = Options {
         metrics_listen,
+        overlay_filter: file.overlay_filter.unwrap_or(true),
         access,
         control_limits: Default::default(),
         state_dir: args
