@@ -193,7 +193,12 @@ impl HostDns {
         for call in resolved_calls(self.ctx.ifindex, self.ctx.listen) {
             if let Err(e) = run_tool("busctl", &call, None) {
                 let _ = self.resolved_revert();
-                return Err(format!("systemd-resolved: {e}"));
+                let hint = if e.contains("authentication") || e.contains("Access denied") {
+                    " (a user other than root needs the polkit rule in docs/operations.md)"
+                } else {
+                    ""
+                };
+                return Err(format!("systemd-resolved: {e}{hint}"));
             }
         }
         Ok(())
