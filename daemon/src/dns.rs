@@ -562,14 +562,21 @@ mod tests {
             assert_eq!(opt.name_len, 1, "owned by the root");
             let class = u16::from_be_bytes([r[opt.rdata - 8], r[opt.rdata - 7]]);
             assert_eq!(class, EDNS_PAYLOAD);
-            assert_eq!(opt.ttl.to_be_bytes()[..2], [0, 0], "extended rcode 0, version 0");
+            assert_eq!(
+                opt.ttl.to_be_bytes()[..2],
+                [0, 0],
+                "extended rcode 0, version 0"
+            );
             assert_eq!(opt.ttl & 0x8000 != 0, dnssec_ok, "DO copied");
             assert_eq!(opt.rdata, opt.end, "no options");
         }
         // Negative answers keep the SOA before the OPT.
         let q = with_opt(query("nobody.meta", TYPE_AAAA), 0, false, &[]);
         let r = answer(&q, &names).unwrap();
-        assert_eq!((rcode(&r), count(&r, 2), count(&r, 3)), (RCODE_NXDOMAIN, 1, 1));
+        assert_eq!(
+            (rcode(&r), count(&r, 2), count(&r, 3)),
+            (RCODE_NXDOMAIN, 1, 1)
+        );
         let rrs = records(&r);
         assert_eq!((rrs[0].rtype, rrs[1].rtype), (TYPE_SOA, TYPE_OPT));
     }
@@ -607,7 +614,12 @@ mod tests {
         q[12] = 0xc0;
         formerr(&q);
         // Two OPT records.
-        formerr(&with_opt(with_opt(good.clone(), 0, false, &[]), 0, false, &[]));
+        formerr(&with_opt(
+            with_opt(good.clone(), 0, false, &[]),
+            0,
+            false,
+            &[],
+        ));
         // An option longer than the record.
         formerr(&with_opt(good.clone(), 0, false, &[0, 10, 0, 9, 1]));
         // An OPT not owned by the root.
@@ -647,7 +659,12 @@ mod tests {
         // without EDNS): an answer, when there is one, is a well-formed message.
         let bases = [
             query("sony.game.meta", TYPE_AAAA),
-            with_opt(query("nobody.meta", TYPE_ANY), 0, true, &[0, 10, 0, 2, 1, 2]),
+            with_opt(
+                query("nobody.meta", TYPE_ANY),
+                0,
+                true,
+                &[0, 10, 0, 2, 1, 2],
+            ),
             with_opt(query("meta", TYPE_SOA), 3, false, &[]),
         ];
         for base in bases {

@@ -106,13 +106,18 @@ impl HostDns {
         };
         match &h.state {
             Ok(()) if system != DnsSystem::Off => {
-                tracing::info!(system = system.name(), "host resolver: .meta names for applications")
+                tracing::info!(
+                    system = system.name(),
+                    "host resolver: .meta names for applications"
+                )
             }
             Ok(()) => tracing::info!(
                 requested = requested.name(),
                 "host resolver left alone: query the DNS view directly"
             ),
-            Err(e) => tracing::warn!(system = system.name(), error = %e, "host resolver integration failed"),
+            Err(e) => {
+                tracing::warn!(system = system.name(), error = %e, "host resolver integration failed")
+            }
         }
         h
     }
@@ -306,7 +311,12 @@ pub fn resolved_calls(ifindex: u32, listen: SocketAddr) -> Vec<Vec<String>> {
         IpAddr::V4(v4) => ("2", v4.octets().to_vec()),
         IpAddr::V6(v6) => ("10", v6.octets().to_vec()),
     };
-    let mut server = vec![link.clone(), "1".into(), family.into(), bytes.len().to_string()];
+    let mut server = vec![
+        link.clone(),
+        "1".into(),
+        family.into(),
+        bytes.len().to_string(),
+    ];
     server.extend(bytes.iter().map(u8::to_string));
     let dns = if listen.port() == 53 {
         resolve1_call("SetLinkDNS", "ia(iay)", server)
@@ -319,7 +329,12 @@ pub fn resolved_calls(ifindex: u32, listen: SocketAddr) -> Vec<Vec<String>> {
         resolve1_call(
             "SetLinkDomains",
             "ia(sb)",
-            vec![link.clone(), "1".into(), crate::dns::DOMAIN.into(), "true".into()],
+            vec![
+                link.clone(),
+                "1".into(),
+                crate::dns::DOMAIN.into(),
+                "true".into(),
+            ],
         ),
         resolve1_call("SetLinkDefaultRoute", "ib", vec![link, "false".into()]),
     ]
@@ -402,7 +417,10 @@ fn run_tool(tool: &str, args: &[String], stdin: Option<&[u8]>) -> Result<(), Str
     }
     let said = said.trim();
     Err(if said.is_empty() {
-        format!("{tool} {} failed ({status})", args.first().map_or("", |s| s))
+        format!(
+            "{tool} {} failed ({status})",
+            args.first().map_or("", |s| s)
+        )
     } else {
         format!("{tool}: {said}")
     })
@@ -438,7 +456,9 @@ fn find_block(file: &[u8]) -> Result<Option<(usize, usize)>, String> {
             .iter()
             .position(|&b| b == b'\n')
             .map_or(file.len(), |i| pos + i + 1);
-        let line = file[pos..end].strip_suffix(b"\n").unwrap_or(&file[pos..end]);
+        let line = file[pos..end]
+            .strip_suffix(b"\n")
+            .unwrap_or(&file[pos..end]);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         match start {
             None if line == BEGIN.as_bytes() => start = Some(pos),
@@ -448,9 +468,7 @@ fn find_block(file: &[u8]) -> Result<Option<(usize, usize)>, String> {
         pos = end;
     }
     match start {
-        Some(_) => Err(format!(
-            "`{BEGIN}` without `{END}`: fix the file by hand"
-        )),
+        Some(_) => Err(format!("`{BEGIN}` without `{END}`: fix the file by hand")),
         None => Ok(None),
     }
 }
@@ -526,7 +544,9 @@ pub fn edit_hosts(
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        let mode = meta.as_ref().map_or(0o644, |m| m.permissions().mode() & 0o7777);
+        let mode = meta
+            .as_ref()
+            .map_or(0o644, |m| m.permissions().mode() & 0o7777);
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         if let Some(m) = &meta {
             // Keep the owner where we may (root may; others keep theirs).
@@ -554,7 +574,8 @@ mod tests {
             .collect()
     }
 
-    const FOREIGN: &[u8] = b"127.0.0.1\tlocalhost\n# a comment \xff (not UTF-8)\n::1 localhost ip6-localhost\n";
+    const FOREIGN: &[u8] =
+        b"127.0.0.1\tlocalhost\n# a comment \xff (not UTF-8)\n::1 localhost ip6-localhost\n";
 
     #[test]
     fn the_block_is_inserted_replaced_and_removed_leaving_the_rest_untouched() {
@@ -569,7 +590,10 @@ mod tests {
         assert!(with.ends_with(&one));
         // Replaced in place, also in the middle of foreign lines.
         let middle = [&with[..], b"10.0.0.1 later\n"].concat();
-        let two = hosts_block(&entries(&[("alice.meta", "fd00::2"), ("mn1a.meta", "fd00::1")]));
+        let two = hosts_block(&entries(&[
+            ("alice.meta", "fd00::2"),
+            ("mn1a.meta", "fd00::1"),
+        ]));
         let (replaced, _) = splice_block(&middle, &two).unwrap();
         assert_eq!(replaced, [FOREIGN, &two[..], b"10.0.0.1 later\n"].concat());
         // Idempotent.
@@ -597,7 +621,9 @@ mod tests {
     fn an_unterminated_block_is_left_alone_and_odd_names_are_left_out() {
         let broken = format!("127.0.0.1 localhost\n{BEGIN}\nfd00::1 x.meta\n");
         let block = hosts_block(&BTreeSet::new());
-        assert!(splice_block(broken.as_bytes(), &block).unwrap_err().contains(END));
+        assert!(splice_block(broken.as_bytes(), &block)
+            .unwrap_err()
+            .contains(END));
         assert!(remove_block(broken.as_bytes(), false).is_err());
         let odd = hosts_block(&entries(&[("a b.meta", "fd00::1"), ("x#.meta", "fd00::2")]));
         assert_eq!(odd, format!("{BEGIN}\n{END}\n").into_bytes());
@@ -621,8 +647,15 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_ne!(meta.ino(), ino, "renamed into place, not written over");
         assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
-        assert_eq!(std::fs::read(&path).unwrap(), [FOREIGN, &block[..]].concat());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary left");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            [FOREIGN, &block[..]].concat()
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary left"
+        );
         edit_hosts(&path, |old| Ok(remove_block(old, false)?.unwrap())).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), FOREIGN);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -661,13 +694,29 @@ mod tests {
         server.extend(["0"; 14]);
         server.push("1");
         assert_eq!(calls[0][6..], server);
-        assert_eq!(calls[1][5..], ["SetLinkDomains", "ia(sb)", "7", "1", "meta", "true"]);
+        assert_eq!(
+            calls[1][5..],
+            ["SetLinkDomains", "ia(sb)", "7", "1", "meta", "true"]
+        );
         assert_eq!(calls[2][5..], ["SetLinkDefaultRoute", "ib", "7", "false"]);
         // Another port needs SetLinkDNSEx (port and server name after the address).
         let ex = resolved_calls(3, "198.18.0.1:5353".parse().unwrap());
         assert_eq!(
             ex[0][5..],
-            ["SetLinkDNSEx", "ia(iayqs)", "3", "1", "2", "4", "198", "18", "0", "1", "5353", ""]
+            [
+                "SetLinkDNSEx",
+                "ia(iayqs)",
+                "3",
+                "1",
+                "2",
+                "4",
+                "198",
+                "18",
+                "0",
+                "1",
+                "5353",
+                ""
+            ]
         );
         assert_eq!(resolved_revert_call(7)[5..], ["RevertLink", "i", "7"]);
     }

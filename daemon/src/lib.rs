@@ -1263,7 +1263,11 @@ struct DnsView {
 
 /// Bind the `.meta` DNS view and serve it. A default address that cannot be bound is
 /// a warning (and `failed: …` in `status`); an explicitly configured one is an error.
-async fn start_dns(opts: &Options, first_ip: Ipv6Addr, names: dns::Names) -> Result<DnsView, Error> {
+async fn start_dns(
+    opts: &Options,
+    first_ip: Ipv6Addr,
+    names: dns::Names,
+) -> Result<DnsView, Error> {
     let listen = opts
         .dns_listen
         .unwrap_or(SocketAddr::new(IpAddr::V6(first_ip), 53));

@@ -55,8 +55,14 @@ fn meta_names_resolve_to_overlay_addresses() {
     assert!(dig("AAAA example.com").contains("REFUSED"));
     // Negative answers carry the SOA of meta.; EDNS is answered, unknown versions refused.
     let nx = dig(&format!("+edns=0 AAAA nobody-{}.meta", std::process::id()));
-    assert!(nx.contains("AUTHORITY SECTION") && nx.contains("SOA"), "{nx}");
-    assert!(nx.contains("OPT PSEUDOSECTION") && nx.contains("udp: 1232"), "{nx}");
+    assert!(
+        nx.contains("AUTHORITY SECTION") && nx.contains("SOA"),
+        "{nx}"
+    );
+    assert!(
+        nx.contains("OPT PSEUDOSECTION") && nx.contains("udp: 1232"),
+        "{nx}"
+    );
     let badvers = dig(&format!("+edns=1 +noednsnegotiation AAAA {addr_b}.meta"));
     assert!(badvers.contains("BADVERS"), "{badvers}");
 
@@ -77,7 +83,11 @@ fn meta_names_resolve_to_overlay_addresses() {
 /// `metanet status --json` through `d`.
 fn status(d: &Daemon) -> serde_json::Value {
     let out = d.cli(&["--json", "status"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -136,8 +146,9 @@ fn hosts_file_lists_peers_and_is_restored_on_stop() {
     assert!(text.ends_with("# END metanet\n"), "{text}");
     // One `<ipv6> <address>.meta` line per name, as the resolver's files module reads.
     assert!(
-        text.lines()
-            .any(|l| l.split_whitespace().eq([ip_b.as_str(), &format!("{addr_b}.meta")])),
+        text.lines().any(|l| l
+            .split_whitespace()
+            .eq([ip_b.as_str(), &format!("{addr_b}.meta")])),
         "{text}"
     );
 

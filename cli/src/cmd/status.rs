@@ -174,7 +174,9 @@ mod tests {
         );
         assert!(text.contains("STALE"), "{text}");
         assert!(
-            text.contains("dns: .meta view on [fd00::1]:53: serving; host integration hosts: active"),
+            text.contains(
+                "dns: .meta view on [fd00::1]:53: serving; host integration hosts: active"
+            ),
             "{text}"
         );
     }
