@@ -66,6 +66,11 @@ pub struct File {
     /// Drop packets to or from this node's overlay addresses that do not come through
     /// its TUN (an nftables table; needs `nft`). Default: true.
     pub overlay_filter: Option<bool>,
+    /// How the host's resolver is pointed at the DNS view: `auto` (default),
+    /// `resolved`, `hosts`, `resolvconf` or `off` (docs/operations.md).
+    pub dns_system: Option<DnsSystem>,
+    /// The hosts file `dns-system = "hosts"` manages. Default `/etc/hosts`.
+    pub hosts_file: Option<PathBuf>,
     /// JSON-RPC node of the chain registry (`http://HOST:PORT`). Default: none (no
     /// names, no revocation checks). Needs `chain-contract`.
     pub chain_rpc: Option<String>,
@@ -141,6 +146,41 @@ fn aes_in_hardware() -> bool {
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         false
+    }
+}
+
+/// Default `hosts-file`.
+pub const DEFAULT_HOSTS_FILE: &str = "/etc/hosts";
+
+/// How `.meta` names reach the host's applications (`dns-system`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsSystem {
+    /// systemd-resolved when it runs and D-Bus is reachable, else resolvconf when it is
+    /// installed, else the hosts file; nothing when metanetd runs in a network
+    /// namespace other than the host's.
+    #[default]
+    Auto,
+    /// A `~meta` routing domain on the TUN link in systemd-resolved, over D-Bus.
+    Resolved,
+    /// A managed block in the hosts file.
+    Hosts,
+    /// A `resolvconf` entry for the TUN.
+    Resolvconf,
+    /// Leave the host's resolver alone.
+    Off,
+}
+
+impl DnsSystem {
+    /// The name used in the config file, on the command line and in `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsSystem::Auto => "auto",
+            DnsSystem::Resolved => "resolved",
+            DnsSystem::Hosts => "hosts",
+            DnsSystem::Resolvconf => "resolvconf",
+            DnsSystem::Off => "off",
+        }
     }
 }
 
@@ -415,6 +455,19 @@ mod tests {
             assert!(e.contains("metrics-listen"), "{bad}: {e}");
         }
         assert!(toml::from_str::<File>("metrics-listen = 9474\n").is_err());
+    }
+
+    #[test]
+    fn dns_system_and_hosts_file_parse() {
+        let file: File =
+            toml::from_str("dns-system = \"hosts\"\nhosts-file = \"/tmp/h\"\n").unwrap();
+        assert_eq!(file.dns_system, Some(DnsSystem::Hosts));
+        assert_eq!(file.hosts_file, Some(PathBuf::from("/tmp/h")));
+        for m in ["auto", "resolved", "hosts", "resolvconf", "off"] {
+            let f: File = toml::from_str(&format!("dns-system = \"{m}\"\n")).unwrap();
+            assert_eq!(f.dns_system.unwrap().name(), m);
+        }
+        assert!(toml::from_str::<File>("dns-system = \"dnsmasq\"\n").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod dht;
 pub mod dns;
 pub mod filter;
 pub mod metrics;
+pub mod hostdns;
 mod offload;
 mod registry;
 pub mod state;
@@ -55,6 +56,12 @@ pub struct Options {
     pub dns_listen: Option<SocketAddr>,
     /// Where the metrics endpoint listens; `None`: off.
     pub metrics_listen: Option<SocketAddr>,
+    /// How the host's resolver is pointed at the DNS view.
+    pub dns_system: config::DnsSystem,
+    /// Whether `dns_system` came from the `--dns-system` flag (a reload keeps it then).
+    pub dns_system_flag: bool,
+    /// The hosts file `dns-system = "hosts"` manages.
+    pub hosts_file: PathBuf,
     /// The config file, and whether it was named explicitly (SIGHUP re-reads it).
     pub config: (PathBuf, bool),
     /// The chain registry client, when configured.
@@ -172,6 +179,12 @@ struct Daemon {
     log_budget: LogBudget,
     /// The nftables overlay filter (removed when the daemon stops).
     filter: Option<filter::OverlayFilter>,
+    /// Where the DNS view listens and its state (`serving`, `failed: …`).
+    dns_view: (SocketAddr, String),
+    /// The chain's names, as the DNS view serves them.
+    dns_names: dns::Names,
+    /// The host resolver integration (`dns-system`).
+    hostdns: hostdns::HostDns,
 }
 
 /// A budget of log lines per second for events that remote input causes (a stranger's
@@ -342,7 +355,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         access.clone(),
         opts.control_limits,
     ));
-    let dns_task = start_dns(&opts, first_ip, chain_names.clone()).await?;
+    let dns_view = start_dns(&opts, first_ip, chain_names.clone()).await?;
     // Kept for the whole run, so the loop's scrape branch never sees a closed channel.
     let (metrics_tx, mut scrapes) = mpsc::channel::<metrics::Request>(4);
     let metrics_task = start_metrics(opts.metrics_listen, metrics_tx.clone()).await?;
@@ -392,6 +405,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         access,
         log_budget: LogBudget::new(std::time::Instant::now()),
         filter,
+        dns_view: (dns_view.listen, dns_view.state.clone()),
+        dns_names: chain_names,
+        hostdns: hostdns::HostDns::off(),
     };
     d.housekeeping();
     for p in d.opts.static_peers.clone() {
@@ -403,6 +419,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         d.control(cmd)
             .map_err(|e| Error::Peer(p.address, e.message))?;
     }
+    d.start_hostdns();
     notify_ready();
     tracing::info!(tun = %d.opts.tun, port = d.opts.port, socket = %d.opts.socket.display(), "metanetd ready");
 
@@ -430,7 +447,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 continue;
             }
             Some(out) = dht_rx.recv() => d.on_dht(out),
-            _ = housekeeping.tick() => d.housekeeping(),
+            _ = housekeeping.tick() => {
+                d.housekeeping();
+                d.refresh_hosts();
+            }
             () = sleep => {}
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
@@ -444,13 +464,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tracing::warn!("data-plane thread panicked");
     }
     server.abort();
-    if let Some(t) = dns_task {
+    if let Some(t) = dns_view.task {
         t.abort();
     }
     if let Some(t) = metrics_task {
         t.abort();
     }
     drop(metrics_tx);
+    d.hostdns.stop();
     let _ = std::fs::remove_file(&d.opts.socket);
     tracing::info!("metanetd stopped");
     result
@@ -780,6 +801,12 @@ impl Daemon {
                     counters,
                     dht: self.dht.as_ref().map(dht::Handle::status),
                     chain: self.chain_status(),
+                    dns: Some(api::DnsStatus {
+                        listen: self.dns_view.0.to_string(),
+                        state: self.dns_view.1.clone(),
+                        system: self.hostdns.system().into(),
+                        system_state: self.hostdns.state(),
+                    }),
                 }))
             }
             api::Command::Peers => Ok(Reply::Peers {
@@ -959,7 +986,7 @@ impl Daemon {
                 }
             }
         }
-        self.reg.set_configs(file.identity);
+        self.reg.set_configs(file.identity.clone());
         let names: Vec<String> = self.names.iter().map(|(n, _)| n.clone()).collect();
         for name in names {
             self.publish(&name, true);
@@ -971,7 +998,7 @@ impl Daemon {
             .into_iter()
             .map(|p| (p.local, p.address))
             .collect();
-        for p in file.peer {
+        for p in file.peer.clone() {
             let Ok(address) = p.address.parse::<Address>() else {
                 tracing::warn!(peer = %p.address, "reload: bad static peer address");
                 continue;
@@ -992,6 +1019,7 @@ impl Daemon {
                 tracing::warn!(peer = %p.address, error = %e, "reload: static peer refused");
             }
         }
+        self.reload_hostdns(&file);
         tracing::info!(config = %path.display(), "configuration reloaded");
     }
 
@@ -1051,6 +1079,81 @@ impl Daemon {
         self.identity_info(&name, fresh)
             .map(Reply::Identity)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))
+    }
+
+    /// The host resolver integration's view of this daemon.
+    fn hostdns_context(&self) -> hostdns::Context {
+        hostdns::Context {
+            tun: self.opts.tun.clone(),
+            ifindex: self.tun.if_index().unwrap_or(0),
+            listen: self.dns_view.0,
+            serving: self.dns_view.1 == "serving",
+            hosts_file: self.opts.hosts_file.clone(),
+        }
+    }
+
+    /// Point the host's resolver at the DNS view (`dns-system`). Bounded: the tools it
+    /// runs time out after a few seconds.
+    fn start_hostdns(&mut self) {
+        self.hostdns = hostdns::HostDns::start(self.opts.dns_system, self.hostdns_context());
+        self.refresh_hosts();
+    }
+
+    /// With `dns-system = "hosts"`: bring the managed block up to date with the local
+    /// identities, the peers and the chain's names (called every housekeeping tick,
+    /// which debounces changes; the file is only written when its block changes).
+    fn refresh_hosts(&mut self) {
+        if self.hostdns.system() != config::DnsSystem::Hosts.name() {
+            return;
+        }
+        let meta = |a: &Address| (format!("{a}.{}", dns::DOMAIN), a.ipv6());
+        let mut entries = std::collections::BTreeSet::new();
+        {
+            let core = lock(&self.core);
+            for (_, local) in &self.names {
+                if let Some(id) = core.node.identity(*local) {
+                    entries.insert(meta(&id.address()));
+                }
+            }
+            for p in core.node.peers(self.now()) {
+                entries.insert(meta(&p.address));
+            }
+        }
+        let names = self
+            .dns_names
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, a) in names.iter() {
+            entries.insert((format!("{name}.{}", dns::DOMAIN), a.ipv6()));
+        }
+        drop(names);
+        self.hostdns.update_hosts(entries);
+    }
+
+    /// SIGHUP: a changed `dns-system` (unless the flag set it) or `hosts-file` undoes
+    /// the running integration and applies the new one.
+    fn reload_hostdns(&mut self, file: &config::File) {
+        let system = match file.dns_system {
+            Some(m) if !self.opts.dns_system_flag => m,
+            _ if self.opts.dns_system_flag => self.opts.dns_system,
+            _ => config::DnsSystem::default(),
+        };
+        let hosts_file = file
+            .hosts_file
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_HOSTS_FILE.into());
+        if system == self.opts.dns_system && hosts_file == self.opts.hosts_file {
+            return;
+        }
+        tracing::info!(
+            from = self.opts.dns_system.name(),
+            to = system.name(),
+            "reload: host resolver integration changed"
+        );
+        self.hostdns.stop();
+        self.opts.dns_system = system;
+        self.opts.hosts_file = hosts_file;
+        self.start_hostdns();
     }
 
     /// The keys of `file` that differ from the running settings and apply only at a
@@ -1288,45 +1391,46 @@ pub(crate) fn normalize(a: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Bind the `.meta` DNS view and serve it; register it with systemd-resolved for the
-/// `meta` domain when `resolvectl` is there. A default address that cannot be bound is
-/// a warning; an explicitly configured one is an error.
+/// The `.meta` DNS view: where it listens, its state for `status`, its task.
+struct DnsView {
+    listen: SocketAddr,
+    state: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Bind the `.meta` DNS view and serve it. A default address that cannot be bound is
+/// a warning (and `failed: …` in `status`); an explicitly configured one is an error.
 async fn start_dns(
     opts: &Options,
     first_ip: Ipv6Addr,
     names: dns::Names,
-) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
-    let addr = opts
+) -> Result<DnsView, Error> {
+    let listen = opts
         .dns_listen
         .unwrap_or(SocketAddr::new(IpAddr::V6(first_ip), 53));
-    let sock = match tokio::net::UdpSocket::bind(addr).await {
+    let sock = match tokio::net::UdpSocket::bind(listen).await {
         Ok(s) => s,
-        Err(source) if opts.dns_listen.is_some() => return Err(Error::Dns { addr, source }),
+        Err(source) if opts.dns_listen.is_some() => {
+            return Err(Error::Dns {
+                addr: listen,
+                source,
+            })
+        }
         Err(e) => {
-            tracing::warn!(%addr, error = %e, "no .meta DNS view");
-            return Ok(None);
+            tracing::warn!(%listen, error = %e, "no .meta DNS view");
+            return Ok(DnsView {
+                listen,
+                state: format!("failed: cannot bind {listen}: {e}"),
+                task: None,
+            });
         }
     };
-    tracing::info!(%addr, "DNS for .meta");
-    let tun = opts.tun.clone();
-    std::thread::spawn(move || {
-        let ok = std::process::Command::new("resolvectl")
-            .args(["dns", &tun, &addr.ip().to_string()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-            && std::process::Command::new("resolvectl")
-                .args(["domain", &tun, "~meta"])
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-        if ok {
-            tracing::info!("registered .meta with systemd-resolved");
-        } else {
-            tracing::debug!("systemd-resolved not available: query the DNS view directly");
-        }
-    });
-    Ok(Some(tokio::spawn(dns::serve(sock, names))))
+    tracing::info!(%listen, "DNS for .meta");
+    Ok(DnsView {
+        listen,
+        state: "serving".into(),
+        task: Some(tokio::spawn(dns::serve(sock, names))),
+    })
 }
 
 /// Bind the metrics endpoint when configured and serve it. A bind that fails is an

@@ -59,6 +59,11 @@ struct Args {
     /// authentication: bind to loopback or an overlay address.
     #[arg(long, value_name = "ADDR:PORT", value_parser = config::parse_metrics_listen)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// How the host's resolver is pointed at the `.meta` view [default: auto:
+    /// systemd-resolved, else resolvconf, else the hosts file; off in a network
+    /// namespace other than the host's].
+    #[arg(long, value_enum, value_name = "SYSTEM")]
+    dns_system: Option<config::DnsSystem>,
     /// JSON-RPC node of the chain registry (http://HOST:PORT): names and revocations.
     #[arg(long, value_name = "URL")]
     chain_rpc: Option<String>,
@@ -188,6 +193,12 @@ fn main() -> ExitCode {
             .collect(),
         identities: file.identity,
         dns_listen: args.dns_listen.or(file.dns_listen),
+        dns_system_flag: args.dns_system.is_some(),
+        dns_system: args.dns_system.or(file.dns_system).unwrap_or_default(),
+        hosts_file: file
+            .hosts_file
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_HOSTS_FILE.into()),
         config: (path, explicit),
         chain,
     };

@@ -173,6 +173,24 @@ pub struct Status {
     /// The chain client, when configured.
     #[serde(default)]
     pub chain: Option<ChainStatus>,
+    /// The `.meta` DNS view and its host integration (absent from older daemons).
+    #[serde(default)]
+    pub dns: Option<DnsStatus>,
+}
+
+/// The `.meta` DNS view and how the host's resolver is pointed at it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// Where the view listens (`[fd…]:53`).
+    pub listen: String,
+    /// `serving`, `failed: <error>` (it could not bind) or `off`.
+    pub state: String,
+    /// The host integration in effect: `resolved`, `hosts`, `resolvconf` or `off`
+    /// (what `dns-system = "auto"` chose, when it is set to that).
+    pub system: String,
+    /// The integration's state: `active`, `failed: <error>` or `off`.
+    #[serde(default)]
+    pub system_state: String,
 }
 
 /// The daemon's chain client (docs/protocol.md §9.6).

@@ -75,6 +75,12 @@ pub(crate) fn render(status: &Status, now: u64) -> String {
             ));
         }
     }
+    if let Some(d) = &status.dns {
+        s.push_str(&format!(
+            "dns: .meta view on {}: {}; host integration {}: {}\n",
+            d.listen, d.state, d.system, d.system_state
+        ));
+    }
     let up = status.peers.iter().filter(|p| p.connected).count();
     s.push_str(&format!("peers: {} ({up} up)\n", status.peers.len()));
     if !status.peers.is_empty() {
@@ -142,6 +148,12 @@ mod tests {
                 stale_since: Some(0),
                 funding_account: None,
             }),
+            dns: Some(metanet_proto::control::DnsStatus {
+                listen: "[fd00::1]:53".into(),
+                state: "serving".into(),
+                system: "hosts".into(),
+                system_state: "active".into(),
+            }),
         };
         let text = render(&status, 0);
         assert!(text.contains("metanet0"));
@@ -161,5 +173,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("STALE"), "{text}");
+        assert!(
+            text.contains(
+                "dns: .meta view on [fd00::1]:53: serving; host integration hosts: active"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_from_a_daemon_without_dns_still_parses() {
+        let json = r#"{"version":"0.1.0","interface":"metanet0","port":51820,
+            "identities":[],"peers":[],"counters":[]}"#;
+        let status: Status = serde_json::from_str(json).unwrap();
+        assert_eq!(status.dns, None);
+        assert!(!render(&status, 0).contains("dns:"));
     }
 }
