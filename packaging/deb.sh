@@ -76,7 +76,7 @@ done
 # The unit: one source, the /usr/local paths of the source install rewritten.
 sed -e 's|/usr/local/bin/|/usr/bin/|g' -e 's|/usr/local/share/doc/metanet|/usr/share/doc/metanet|g' \
     packaging/metanetd.service >"$root/usr/lib/systemd/system/metanetd.service"
-if grep -n /usr/local "$root/usr/lib/systemd/system/metanetd.service" >&2; then
+if grep -n "^[^#]*/usr/local" "$root/usr/lib/systemd/system/metanetd.service" >&2; then
     die "the packaged unit still names /usr/local (above)"
 fi
 install -m 0644 packaging/sysusers.d/metanet.conf "$root/usr/lib/sysusers.d/metanet.conf"
