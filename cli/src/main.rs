@@ -20,6 +20,7 @@
 
 mod client;
 mod cmd;
+mod docgen;
 mod state;
 #[cfg(test)]
 mod testutil;
@@ -34,6 +35,11 @@ use metanet_proto::control::ErrorKind;
 use crate::cmd::{BadInput, Context};
 
 /// Manage metanet identities and sessions through metanetd.
+///
+/// metanet talks to a running metanetd over its control socket. Identity commands also
+/// work without a daemon, on the state directory. Members of group metanet may read
+/// state and manage sessions; commands that read or change keys or spend gas need root
+/// or an operator configured in metanetd.toml.
 #[derive(Debug, Parser)]
 #[command(name = "metanet", version, propagate_version = true)]
 struct Cli {
@@ -73,6 +79,23 @@ enum Command {
     /// The chain registry itself: deploy the contract.
     #[command(subcommand)]
     Chain(cmd::chain::Command),
+    /// Print the shell completion script for SHELL on stdout.
+    ///
+    /// For example `metanet completion bash > /etc/bash_completion.d/metanet`, or
+    /// `source <(metanet completion bash)` for this shell only. The Debian package
+    /// installs the bash, zsh and fish scripts.
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (metanet.1 and one per subcommand) into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateMan {
+        /// Directory to write into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +124,13 @@ fn main() -> ExitCode {
         Command::Resolve(a) => cmd::resolve::run(&ctx, a, &mut out),
         Command::Name(c) => cmd::name::run(&ctx, c, &mut out),
         Command::Chain(c) => cmd::chain::run(&ctx, c, &mut out),
+        Command::Completion { shell } => docgen::completion(shell, &mut out),
+        Command::GenerateMan { dir } => docgen::generate_man(&dir).and_then(|pages| {
+            for page in pages {
+                writeln!(out, "{}", page.display())?;
+            }
+            Ok(())
+        }),
     }
     .and_then(|()| Ok(out.flush()?));
     match result {
@@ -284,6 +314,24 @@ mod tests {
             Command::Id(cmd::id::Command::Revoke { name, yes }) => {
                 assert!(name.is_none() && yes)
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn completion_and_generate_man() {
+        match parse(&["completion", "zsh"]).unwrap().command {
+            Command::Completion { shell } => assert_eq!(shell, clap_complete::Shell::Zsh),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(&["completion", "tcsh"]).unwrap_err().exit_code(),
+            2,
+            "an unknown shell is a usage error"
+        );
+        assert!(parse(&["completion"]).is_err());
+        match parse(&["generate-man", "/tmp/m"]).unwrap().command {
+            Command::GenerateMan { dir } => assert_eq!(dir, PathBuf::from("/tmp/m")),
             other => panic!("{other:?}"),
         }
     }

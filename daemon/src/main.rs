@@ -6,7 +6,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use metanet_daemon::{config, run, Options};
 
+mod man;
+
 /// metanet overlay VPN daemon.
+///
+/// metanetd holds this host's metanet identities, brings up the TUN interface with their
+/// overlay IPv6 addresses and carries traffic to peers through end-to-end Noise tunnels
+/// over UDP. It runs in the foreground and logs to stderr; metanet(1) controls it through
+/// its control socket.
 #[derive(Debug, Parser)]
 #[command(
     name = "metanetd",
@@ -78,6 +85,9 @@ struct Args {
     /// a few on a public chain, where the head can be reorganised.
     #[arg(long, value_name = "N")]
     chain_confirmations: Option<u64>,
+    /// Write the man page metanetd.8 into DIR and exit (for packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
 }
 
 /// `--check-config`: everything start-up checks about the configuration without
@@ -106,6 +116,24 @@ fn check_config(path: &std::path::Path, explicit: bool, args: Args) -> ExitCode 
     }
 }
 
+/// `--generate-man DIR`: writes metanetd.8 and prints its path.
+fn generate_man(dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    match man::generate(Args::command(), dir) {
+        Ok(path) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("metanetd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -117,6 +145,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(dir) = &args.generate_man {
+        return generate_man(dir);
+    }
     let (path, explicit) = match (&args.check_config, &args.config) {
         (Some(Some(p)), _) | (_, Some(p)) => (p.clone(), true),
         _ => (PathBuf::from(config::DEFAULT_CONFIG), false),
