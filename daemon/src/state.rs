@@ -207,7 +207,7 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// Read a secret file: never through a symbolic link (`O_NOFOLLOW`), never blocking on a
 /// FIFO (`O_NONBLOCK`, then only a regular file is read), never one that group or others
-/// can read, and never more than [`MAX_KEY_FILE`] bytes.
+/// can read, and never more than `MAX_KEY_FILE` (64 KiB) bytes.
 pub fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
     use std::io::Read;
     let io = |source| Error::Io {
