@@ -15,8 +15,9 @@ mod dataplane;
 pub mod dht;
 pub mod dns;
 pub mod filter;
-pub mod metrics;
 pub mod hostdns;
+pub mod journal;
+pub mod metrics;
 mod offload;
 mod registry;
 pub mod state;
@@ -420,12 +421,19 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             .map_err(|e| Error::Peer(p.address, e.message))?;
     }
     d.start_hostdns();
-    notify_ready();
+    notify_ready(d.names.len());
     tracing::info!(tun = %d.opts.tun, port = d.opts.port, socket = %d.opts.socket.display(), "metanetd ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // The watchdog is fed from this loop (twice per interval): a wedged control task
+    // gets the daemon restarted. Without one, STATUS= still follows the peers.
+    let watchdog = journal::watchdog_interval();
+    let mut notify_tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(30), |w| {
+        (w / 2).max(Duration::from_millis(100))
+    }));
+    notify_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
@@ -452,12 +460,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 d.refresh_hosts();
             }
             () = sleep => {}
+            _ = notify_tick.tick() => {
+                let dog = if watchdog.is_some() { "WATCHDOG=1\n" } else { "" };
+                journal::notify(&format!("{dog}STATUS={}", d.summary()));
+            }
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
             _ = hup.recv() => d.reload(),
         }
         d.after_input();
     };
+    journal::notify("STOPPING=1\nSTATUS=stopping");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     d.wake.signal();
     if data_thread.join().is_err() {
@@ -940,6 +953,28 @@ impl Daemon {
     /// Settings that need a restart (ports, paths, TUN, bootstrap) are kept, with a
     /// warning if they changed. A broken file changes nothing.
     fn reload(&mut self) {
+        journal::notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the configuration",
+            journal::monotonic_usec()
+        ));
+        self.reload_config();
+        journal::notify(&format!("READY=1\nSTATUS={}", self.summary()));
+    }
+
+    /// One line for `systemctl status`: identities and peers.
+    fn summary(&self) -> String {
+        let now = self.now();
+        let peers = lock(&self.core).node.peers(now);
+        let up = peers.iter().filter(|p| p.last_handshake.is_some()).count();
+        format!(
+            "serving {} identities; {up} of {} peers with a session",
+            self.names.len(),
+            peers.len()
+        )
+    }
+
+    /// [`Daemon::reload`]'s work: re-read the config file and apply what can change.
+    fn reload_config(&mut self) {
         let (path, explicit) = self.opts.config.clone();
         let file = match config::File::load(&path, explicit) {
             Ok(f) => f,
@@ -1505,24 +1540,10 @@ fn bind_udp(port: u16, buffer: usize) -> Result<std::net::UdpSocket, Error> {
 }
 
 /// Tell systemd we are ready (Type=notify), when started by it.
-fn notify_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
-    } else {
-        sock.send_to(b"READY=1", PathBuf::from(&path))
-    };
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "sd_notify failed");
-    }
+fn notify_ready(identities: usize) {
+    journal::notify(&format!(
+        "READY=1\nSTATUS=serving {identities} identities; no peers yet"
+    ));
 }
 
 #[cfg(test)]

@@ -136,14 +136,23 @@ fn generate_man(dir: &std::path::Path) -> ExitCode {
 
 fn main() -> ExitCode {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("METANET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("METANET_LOG").unwrap_or_else(|_| "info".into())
+    };
+    if metanet_daemon::journal::stderr_is_journal() {
+        // Under systemd: `<priority>` prefixes, the journal adds the time.
+        tracing_subscriber::fmt()
+            .event_format(metanet_daemon::journal::JournalFormat::new())
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = Args::parse();
     if let Some(dir) = &args.generate_man {
         return generate_man(dir);

@@ -265,3 +265,88 @@ fn daemon_under_the_units_privileges_serves_dns_connect_ping_and_checks_rights()
     );
     assert_eq!(a.stop(), Some(0), "metanetd did not stop cleanly");
 }
+
+#[test]
+fn daemon_notifies_the_service_manager_and_logs_journal_priorities() {
+    if !root_or_skip("daemon_notifies_the_service_manager_and_logs_journal_priorities") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let (pair, tmp) = (Pair::new(), TempDir::new());
+    let dir = tmp.0.join("a");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The log file is the daemon's stderr; JOURNAL_STREAM names it as systemd would.
+    let log = dir.join("metanetd.log");
+    std::fs::write(&log, "").unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    let notify = tmp.0.join("notify");
+    let server = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let wrap: Vec<String> = vec![
+        "env".into(),
+        format!("NOTIFY_SOCKET={}", notify.display()),
+        "WATCHDOG_USEC=1000000".into(),
+        format!("JOURNAL_STREAM={}:{}", meta.dev(), meta.ino()),
+    ];
+    let mut a = Daemon::start_as(
+        &pair.a,
+        &dir,
+        "mnja",
+        Path::new("/dev/null"),
+        &[],
+        &wrap,
+        &bin("metanetd"),
+    );
+    let mut seen = Vec::new();
+    let mut recv = |seen: &mut Vec<String>| {
+        let mut buf = [0u8; 512];
+        if let Ok(n) = server.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
+    let want = |seen: &Vec<String>, what: &str| seen.iter().any(|m| m.contains(what));
+    for _ in 0..10 {
+        recv(&mut seen);
+        if want(&seen, "READY=1") && want(&seen, "WATCHDOG=1") {
+            break;
+        }
+    }
+    assert!(want(&seen, "READY=1"), "{seen:?}");
+    assert!(want(&seen, "STATUS=serving 1 identities"), "{seen:?}");
+    assert!(want(&seen, "WATCHDOG=1"), "no watchdog pings: {seen:?}");
+    // A reload says so and comes back ready.
+    let pid = a.child.as_ref().unwrap().id();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    for _ in 0..10 {
+        recv(&mut seen);
+        if want(&seen, "RELOADING=1") {
+            break;
+        }
+    }
+    assert!(want(&seen, "RELOADING=1\nMONOTONIC_USEC="), "{seen:?}");
+    assert_eq!(a.stop(), Some(0));
+    for _ in 0..10 {
+        recv(&mut seen);
+        if want(&seen, "STOPPING=1") {
+            break;
+        }
+    }
+    assert!(want(&seen, "STOPPING=1"), "{seen:?}");
+    // Journal lines: a priority prefix, no timestamp of our own.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("metanetd ready")),
+        "{text}"
+    );
+    assert!(
+        text.lines().all(|l| l.starts_with('<')),
+        "a line without priority: {text}"
+    );
+}
