@@ -300,7 +300,7 @@ fn daemon_notifies_the_service_manager_and_logs_journal_priorities() {
         &bin("metanetd"),
     );
     let mut seen = Vec::new();
-    let mut recv = |seen: &mut Vec<String>| {
+    let recv = |seen: &mut Vec<String>| {
         let mut buf = [0u8; 512];
         if let Ok(n) = server.recv(&mut buf) {
             seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
