@@ -98,14 +98,14 @@ if command -v man >/dev/null; then
     say "man -w finds metanet(1), metanet-connect(1), metanetd(8)"
 fi
 for page in /usr/share/man/man1/metanet*.1.gz /usr/share/man/man8/metanetd.8.gz; do
-    zcat "$page" | grep -q '^\.TH ' || fail "$page has no .TH header"
+    zgrep -q '^\.TH ' "$page" || fail "$page has no .TH header"
     if command -v groff >/dev/null; then
         warn=$(zcat "$page" | LC_ALL=C groff -man -Tutf8 -ww -z 2>&1) || fail "groff cannot render $page"
         [ -z "$warn" ] || fail "groff warns about $page: $warn"
     fi
 done
 say "man pages have .TH headers$(command -v groff >/dev/null && echo ' and render without warnings')"
-/usr/bin/metanet completion bash | grep -q connect || fail "metanet completion bash does not mention connect"
+completion=$(/usr/bin/metanet completion bash) && grep -q connect <<<"$completion" || fail "metanet completion bash does not mention connect"
 bash -n /usr/share/bash-completion/completions/metanet || fail "the bash completion does not parse"
 if command -v zsh >/dev/null; then zsh -n /usr/share/zsh/vendor-completions/_metanet || fail "zsh completion"; fi
 if command -v fish >/dev/null; then fish -n /usr/share/fish/vendor_completions.d/metanet.fish || fail "fish completion"; fi

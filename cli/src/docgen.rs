@@ -20,11 +20,15 @@ const BIN: &str = "metanet";
 /// Writes the completion script for `shell` to `out`.
 pub(crate) fn completion(shell: Shell, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut cmd = crate::Cli::command();
-    // clap_complete writes straight into `out`; it panics on no IO error, it returns
-    // nothing, so flush afterwards to surface a closed pipe as an error.
-    clap_complete::generate(shell, &mut cmd, BIN, out);
-    out.flush().context("cannot write the completion script")?;
-    Ok(())
+    // clap_complete panics when its writer fails (a closed pipe: `| grep -q`), so it
+    // writes into memory, and the script goes out in one write whose error is ours.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, BIN, &mut script);
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        // The reader has what it wanted and went away: not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write the completion script"),
+    }
 }
 
 /// Writes `metanet.1` and one `metanet-SUB[-SUB].1` per (visible) subcommand into
@@ -185,6 +189,23 @@ mod tests {
         let mut out = Vec::new();
         completion(shell, &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// A reader that went away (`metanet completion bash | grep -q connect`).
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_is_not_a_panic_or_an_error() {
+        completion(Shell::Bash, &mut ClosedPipe).unwrap();
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum ParseError {
     InvalidChar { position: usize },
     #[error("address is missing the '1' separator after the `mn` prefix")]
     NoSeparator,
+    #[error("address is too short: {chars} characters, an address has 41 (`mn1` and 38 more)")]
+    TooShort { chars: usize },
     #[error("address has prefix `{found}`, expected `mn`")]
     WrongPrefix { found: String },
     #[error("address checksum does not match: check for a typo")]
@@ -133,6 +135,7 @@ impl FromStr for Address {
             bech32::Error::TooLong => ParseError::TooLong,
             bech32::Error::MixedCase => ParseError::MixedCase,
             bech32::Error::NoSeparator => ParseError::NoSeparator,
+            bech32::Error::TooShort { chars } => ParseError::TooShort { chars },
             bech32::Error::InvalidChar { position } => ParseError::InvalidChar { position },
             bech32::Error::BadChecksum => match s.to_ascii_lowercase().rsplit_once('1') {
                 // Report a wrong prefix before a checksum failure: it is the likelier cause.
@@ -205,6 +208,13 @@ mod tests {
         assert_eq!(mixed.parse::<Address>(), Err(ParseError::MixedCase));
         assert_eq!("".parse::<Address>(), Err(ParseError::Empty));
         assert_eq!("mnqqqqqq".parse::<Address>(), Err(ParseError::NoSeparator));
+        assert_eq!(
+            "mn1abc".parse::<Address>(),
+            Err(ParseError::TooShort { chars: 6 })
+        );
+        assert!(ParseError::TooShort { chars: 6 }
+            .to_string()
+            .contains("too short"));
     }
 
     #[test]

@@ -19,7 +19,13 @@ pub(crate) enum Error {
     TooLong,
     MixedCase,
     NoSeparator,
-    InvalidChar { position: usize },
+    /// Separator present, but fewer characters after it than the checksum alone.
+    TooShort {
+        chars: usize,
+    },
+    InvalidChar {
+        position: usize,
+    },
     BadChecksum,
     NonZeroPadding,
 }
@@ -56,8 +62,11 @@ pub(crate) fn decode(text: &str) -> Result<Decoded, Error> {
     }
     let lower = text.to_ascii_lowercase();
     let sep = lower.rfind('1').ok_or(Error::NoSeparator)?;
-    if sep == 0 || lower.len() - sep - 1 < CHECKSUM_LEN {
+    if sep == 0 {
         return Err(Error::NoSeparator);
+    }
+    if lower.len() - sep - 1 < CHECKSUM_LEN {
+        return Err(Error::TooShort { chars: lower.len() });
     }
     let hrp = &lower[..sep];
     let mut values = Vec::with_capacity(lower.len() - sep - 1);
