@@ -59,7 +59,10 @@ pub(crate) enum Error {
         path = .path.display()
     )]
     Insecure { path: PathBuf, mode: u32 },
-    #[error("key file {path} is not a regular file", path = .path.display())]
+    #[error(
+        "key file {path} is not a regular file (a symbolic link, FIFO or device is never read)",
+        path = .path.display()
+    )]
     NotAFile { path: PathBuf },
     #[error("key file {path} is malformed: {source}", path = .path.display())]
     Malformed {
@@ -274,7 +277,18 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, Error> 
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(|e| io_err("open", e))?;
+    // Never through a symbolic link, and never blocking on a FIFO (only a regular
+    // file is read below).
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => Error::NotAFile {
+                path: path.to_owned(),
+            },
+            _ => io_err("open", e),
+        })?;
     let meta = file.metadata().map_err(|e| io_err("stat", e))?;
     if !meta.is_file() {
         return Err(Error::NotAFile {
@@ -427,6 +441,27 @@ mod tests {
         }
         fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
         assert!(store.read("a").is_ok(), "owner-only read is fine");
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_refused_without_blocking() {
+        let tmp = TempDir::new();
+        let store = Store::new(tmp.path());
+        let target = store.create("real", &identity(1)).unwrap();
+        let link = store.key_path("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = store.read("link").unwrap_err();
+        assert!(matches!(err, Error::NotAFile { .. }), "{err:?}");
+        assert!(!err.to_string().contains("wallet"), "{err}");
+        let fifo = store.key_path("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = store.read("fifo").unwrap_err();
+        assert!(matches!(err, Error::NotAFile { .. }), "{err:?}");
     }
 
     #[test]
