@@ -1055,7 +1055,40 @@ impl Daemon {
             }
         }
         self.reload_hostdns(&file);
+        self.reload_chain(&file);
         tracing::info!(config = %path.display(), "configuration reloaded");
+    }
+
+    /// Chain settings the file changed: a new client (follower, writer, funding key)
+    /// replaces the running one, which stops; names keep being served from the shared
+    /// view meanwhile. A bad setting (unreadable key, bad URL) keeps the running client.
+    /// Chain settings given as flags stay unless the file sets chain keys.
+    fn reload_chain(&mut self, file: &config::File) {
+        let new = match file.chain(None, None, None) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reload: chain settings refused, keeping the running ones");
+                return;
+            }
+        };
+        let same = self.opts.chain.as_ref().is_some_and(|r| {
+            (&new.rpc, new.contract, &new.key, new.confirmations)
+                == (&r.rpc, r.contract, &r.key, r.confirmations)
+        });
+        if same {
+            return;
+        }
+        match chain::Handle::spawn(new.clone(), &self.opts.state_dir, self.dns_names.clone()) {
+            Ok(h) => {
+                self.chain = Some(h);
+                tracing::info!(rpc = %new.rpc, "reload: chain settings applied");
+                self.opts.chain = Some(new);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reload: chain settings refused, keeping the running ones");
+            }
+        }
     }
 
     /// `metanet id rotate`: a fresh Noise static key under the same wallet key (so the
@@ -1203,7 +1236,6 @@ impl Daemon {
             .iter()
             .filter_map(|b| b.parse().ok())
             .collect();
-        let chain = file.chain(None, None, None).ok().flatten();
         [
             changed(file.port.is_some_and(|p| p != o.port), "port"),
             changed(file.dht_port.is_some_and(|p| p != o.dht_port), "dht-port"),
@@ -1244,15 +1276,6 @@ impl Daemon {
             changed(
                 file.overlay_filter.is_some_and(|f| f != o.overlay_filter),
                 "overlay-filter",
-            ),
-            changed(
-                chain.as_ref().is_some_and(|c| {
-                    o.chain.as_ref().is_none_or(|r| {
-                        (&c.rpc, c.contract, &c.key, c.confirmations)
-                            != (&r.rpc, r.contract, &r.key, r.confirmations)
-                    })
-                }),
-                "chain",
             ),
         ]
         .into_iter()

@@ -623,3 +623,56 @@ fn names_without_a_chain_say_how_to_configure_one() {
     }
     assert!(chain_status(&d).is_null());
 }
+
+#[test]
+fn sighup_applies_changed_chain_settings() {
+    let Some(anvil) = prerequisites("sighup_applies_changed_chain_settings") else {
+        return;
+    };
+    let net = Net::start(anvil, 1);
+    // First pointed at a port where no node listens (on the daemon's own loopback).
+    let cfg = net.tmp.0.join("h0.toml");
+    let write = |rpc: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "chain-rpc = \"{rpc}\"\nchain-contract = \"{}\"\nchain-key = \"{}\"\n\
+                 dns-listen = \"127.0.0.1:{DNS_PORT}\"\n",
+                net.contract,
+                net.key.display()
+            ),
+        )
+        .unwrap();
+    };
+    write("http://127.0.0.1:9");
+    let d = Daemon::start_with_config(&net.lan.hosts[0], &net.tmp.0.join("h0"), "mnc0", &cfg);
+    assert!(
+        wait_for(Duration::from_secs(15), || chain_status(&d)["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())),
+        "no error from a dead RPC node: {}",
+        chain_status(&d)
+    );
+    // The operator fixes the file and reloads: the new node is followed, and writes go
+    // through it, without a restart.
+    write(&net.anvil.url());
+    let pid = d.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_for(Duration::from_secs(20), || chain_status(&d)["synced_block"]
+            .is_u64()
+            && chain_status(&d)["stale"] == false),
+        "the reload did not switch to the live node: {}\n{}",
+        chain_status(&d),
+        log(&d)
+    );
+    assert!(log(&d).contains("chain settings applied"), "{}", log(&d));
+    assert!(!log(&d).contains("next restart"), "{}", log(&d));
+    let (addr, _) = d.identity();
+    let reg = json(&d.cli(&["--json", "name", "register", "carol"]));
+    assert_eq!(reg["owner"], addr.as_str(), "{reg}");
+}
