@@ -16,6 +16,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v nft >/dev/null || need+=(nftables)
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -54,7 +55,7 @@ ip -n "$A" addr add 198.18.77.1/24 dev mnd-a; ip -n "$B" addr add 198.18.77.2/24
 for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 ip -n "$A" link set mnd-a up; ip -n "$B" link set mnd-b up
 # --config /dev/null: ignore an installed /etc/metanet/metanetd.toml
-NO_COLOR=1 ip netns exec "$A" "$BIN/metanetd" --config /dev/null --state-dir "$W/a" --socket "$W/a.sock" --tun mn-demo 2>"$W/a.log" & PA=$!
+NO_COLOR=1 ip netns exec "$A" "$BIN/metanetd" --config /dev/null --state-dir "$W/a" --socket "$W/a.sock" --tun mn-demo --metrics-listen 127.0.0.1:9474 2>"$W/a.log" & PA=$!
 NO_COLOR=1 ip netns exec "$B" "$BIN/metanetd" --config /dev/null --state-dir "$W/b" --socket "$W/b.sock" --tun mn-demo 2>"$W/b.log" & PB=$!
 for s in a b; do
     for _ in $(seq 100); do [ -S "$W/$s.sock" ] && break; sleep 0.1; done
@@ -71,3 +72,10 @@ mn a connect "$ADDR_B" --endpoint 198.18.77.2:51820
 echo "== A: ping -6 $IP_B (B's overlay address)"
 ip netns exec "$A" ping -6 -c 4 -i 0.3 -W 2 "$IP_B"
 echo "== A: metanet peers"; mn a peers
+echo "== A: its Prometheus endpoint, http://127.0.0.1:9474/metrics (a few series)"
+ip netns exec "$A" python3 -c "
+import urllib.request
+body = urllib.request.urlopen('http://127.0.0.1:9474/metrics', timeout=5).read().decode()
+keep = ('metanet_peers_connected', 'metanet_peer_rx_bytes_total', 'metanet_peer_tx_bytes_total', 'metanet_handshakes_processed_total')
+print('\\n'.join(l for l in body.splitlines() if l.startswith(keep)))
+"
