@@ -8,7 +8,7 @@
 //! few instructions, which is what an idle round trip pays four times over.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,10 @@ pub(crate) struct DataPlane {
     /// Where the packets decrypted from the current UDP slot lie: (start, end).
     pub rx: Vec<(usize, usize)>,
     pub obuf: Vec<u8>,
+    /// The watchdog's question and this thread's answer: every turn of the loop copies
+    /// the first into the second, so the control task sees whether the data plane
+    /// still turns (it asks, and wakes the loop, before each `WATCHDOG=1`).
+    pub heartbeat: Arc<[AtomicU64; 2]>,
 }
 
 impl DataPlane {
@@ -67,6 +71,8 @@ impl DataPlane {
         while !self.stop.load(Ordering::Relaxed) {
             let timeout = self.timers();
             let ready = sys::wait_readable(&fds, timeout);
+            let asked = self.heartbeat[0].load(Ordering::Relaxed);
+            self.heartbeat[1].store(asked, Ordering::Relaxed);
             if ready & WAKE_READY != 0 {
                 self.wake.drain();
             }

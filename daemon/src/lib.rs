@@ -369,6 +369,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let wake = std::sync::Arc::new(sys::EventFd::new()?);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    let heartbeat: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]> = Default::default();
     let plane = dataplane::DataPlane {
         core: core.clone(),
         udp: batch::Udp::new(udp.clone()),
@@ -381,6 +382,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         counters: batch::Counters::default(),
         rx: Vec::with_capacity(64),
         obuf: vec![0u8; wire::MAX_DATAGRAM],
+        heartbeat: heartbeat.clone(),
     };
     let data_thread = std::thread::Builder::new()
         .name("data".into())
@@ -461,7 +463,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             }
             () = sleep => {}
             _ = notify_tick.tick() => {
-                let dog = if watchdog.is_some() { "WATCHDOG=1\n" } else { "" };
+                // The watchdog is fed only while both loops turn: this one, and the
+                // data plane, which must have answered the last question.
+                use std::sync::atomic::Ordering::Relaxed;
+                let asked = heartbeat[0].load(Relaxed);
+                let data_alive = heartbeat[1].load(Relaxed) == asked;
+                heartbeat[0].store(asked.wrapping_add(1), Relaxed);
+                d.wake.signal();
+                if !data_alive {
+                    tracing::error!("the data plane did not answer the watchdog: not feeding it");
+                }
+                let dog = if watchdog.is_some() && data_alive { "WATCHDOG=1\n" } else { "" };
                 journal::notify(&format!("{dog}STATUS={}", d.summary()));
             }
             _ = term.recv() => break Ok(()),
