@@ -304,6 +304,18 @@ impl Daemon {
         d
     }
 
+    /// Send SIGHUP (reload the config file), as `systemctl reload` would.
+    pub fn reload(&self) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("daemon stopped")
+            .id()
+            .to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -HUP {pid} failed");
+    }
+
     /// One control request; `None` if the daemon does not answer.
     pub fn request(&self, line: &str) -> Option<serde_json::Value> {
         let mut s = UnixStream::connect(&self.socket).ok()?;

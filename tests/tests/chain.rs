@@ -656,12 +656,7 @@ fn sighup_applies_changed_chain_settings() {
     // The operator fixes the file and reloads: the new node is followed, and writes go
     // through it, without a restart.
     write(&net.anvil.url());
-    let pid = d.child.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    d.reload();
     assert!(
         wait_for(Duration::from_secs(20), || chain_status(&d)["synced_block"]
             .is_u64()

@@ -258,14 +258,7 @@ fn sighup_reload_republishes_new_services() {
     let cfg = net.tmp.0.join("h1/metanetd.toml");
     // A broken file is refused and changes nothing; the daemon keeps running.
     std::fs::write(&cfg, "no-such-key = 1\n").unwrap();
-    let pid = net.daemons[1].child.as_ref().unwrap().id().to_string();
-    let hup = || {
-        assert!(std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
+    let hup = || net.daemons[1].reload();
     hup();
     assert!(wait_for(Duration::from_secs(5), || log(&net.daemons[1])
         .contains("reload refused")));

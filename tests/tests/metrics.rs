@@ -200,12 +200,7 @@ fn metrics_endpoint_shows_peer_traffic_and_passes_promtool() {
     // A reload that moves the endpoint names it as needing a restart and keeps serving
     // where it was.
     std::fs::write(&cfg_b, "metrics-listen = \"[::1]:9476\"\n").unwrap();
-    let pid = b.child.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    b.reload();
     assert!(
         wait_for(Duration::from_secs(5), || {
             let log = metanet_tests::log(&b);

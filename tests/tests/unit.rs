@@ -320,12 +320,7 @@ fn daemon_notifies_the_service_manager_and_logs_journal_priorities() {
     assert!(want(&seen, "STATUS=serving 1 identities"), "{seen:?}");
     assert!(want(&seen, "WATCHDOG=1"), "no watchdog pings: {seen:?}");
     // A reload says so and comes back ready.
-    let pid = a.child.as_ref().unwrap().id();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    a.reload();
     for _ in 0..10 {
         recv(&mut seen);
         if want(&seen, "RELOADING=1") {
