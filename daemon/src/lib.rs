@@ -716,53 +716,145 @@ impl Daemon {
             .collect()
     }
 
-    /// The global counters `metanet status` shows (node and data plane), by name; the
-    /// metrics endpoint shows the same.
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    /// The global counters `metanet status` shows (node and data plane): name, what it
+    /// counts (the metrics endpoint's HELP line), value. The one list of them.
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let (s, c) = {
             let core = lock(&self.core);
             (core.node.stats().clone(), core.data.add(&self.counters))
         };
         [
-            ("malformed", s.malformed),
-            ("bad_mac1", s.bad_mac1),
-            ("cookies_sent", s.cookies_sent),
-            ("rate_limited", s.rate_limited),
-            ("handshakes_processed", s.handshakes_processed),
-            ("handshake_failures", s.handshake_failures),
-            ("replayed_initiations", s.replayed_initiations),
-            ("unknown_index", s.unknown_index),
-            ("replayed_data", s.replayed_data),
-            ("decrypt_failures", s.decrypt_failures),
-            ("spoofed", s.spoofed),
-            ("tun_invalid", s.tun_invalid),
-            ("queue_dropped", s.queue_dropped),
-            ("bad_records", s.bad_records),
-            ("denied", s.denied),
-            ("record_cookies_sent", s.record_cookies_sent),
-            ("tun_reads", c.tun_reads),
-            ("tun_packets_in", c.tun_packets_in),
-            ("tun_packets_out", c.tun_packets_out),
-            ("tun_merged_out", c.tun_merged_out),
-            ("udp_recv_calls", c.udp_recv_calls),
-            ("udp_datagrams_in", c.udp_datagrams_in),
-            ("udp_send_calls", c.udp_send_calls),
-            ("udp_datagrams_out", c.udp_datagrams_out),
-            ("too_big", c.too_big),
-            ("tun_bad_offload", c.tun_bad_offload),
-            ("tun_write_errors", c.tun_write_errors),
-            ("udp_send_errors", c.udp_send_errors),
+            (
+                "malformed",
+                "Datagrams that were not valid metanet messages.",
+                s.malformed,
+            ),
+            (
+                "bad_mac1",
+                "Handshake messages whose mac1 matched no local identity.",
+                s.bad_mac1,
+            ),
+            (
+                "cookies_sent",
+                "Cookie replies sent instead of doing handshake work (under load).",
+                s.cookies_sent,
+            ),
+            (
+                "rate_limited",
+                "Handshake messages dropped by the rate limit.",
+                s.rate_limited,
+            ),
+            (
+                "handshakes_processed",
+                "Initiations that reached Diffie-Hellman work.",
+                s.handshakes_processed,
+            ),
+            (
+                "handshake_failures",
+                "Handshake messages that failed Noise, binding or payload checks.",
+                s.handshake_failures,
+            ),
+            (
+                "replayed_initiations",
+                "Initiations whose timestamp was not newer than the last one.",
+                s.replayed_initiations,
+            ),
+            (
+                "unknown_index",
+                "Data messages for an unknown session index.",
+                s.unknown_index,
+            ),
+            (
+                "replayed_data",
+                "Data messages rejected by the replay window.",
+                s.replayed_data,
+            ),
+            (
+                "decrypt_failures",
+                "Data messages that failed authentication.",
+                s.decrypt_failures,
+            ),
+            (
+                "spoofed",
+                "Tunnel packets whose inner addresses were not the peer's and ours.",
+                s.spoofed,
+            ),
+            (
+                "tun_invalid",
+                "TUN packets that were not IPv6 between overlay addresses.",
+                s.tun_invalid,
+            ),
+            (
+                "queue_dropped",
+                "Packets dropped: queue full, lookup failed or handshake gave up.",
+                s.queue_dropped,
+            ),
+            (
+                "bad_records",
+                "Record responses that failed verification or answered no request.",
+                s.bad_records,
+            ),
+            (
+                "denied",
+                "Initiations from refused (revoked) addresses.",
+                s.denied,
+            ),
+            (
+                "record_cookies_sent",
+                "Record cookies sent instead of signing a record (record requests under load).",
+                s.record_cookies_sent,
+            ),
+            ("tun_reads", "Reads from the TUN device.", c.tun_reads),
+            (
+                "tun_packets_in",
+                "Packets read from the TUN device (after splitting offloads).",
+                c.tun_packets_in,
+            ),
+            (
+                "tun_packets_out",
+                "Packets written to the TUN device.",
+                c.tun_packets_out,
+            ),
+            (
+                "tun_merged_out",
+                "Packets merged into larger TUN writes (GRO).",
+                c.tun_merged_out,
+            ),
+            ("udp_recv_calls", "UDP receive calls.", c.udp_recv_calls),
+            (
+                "udp_datagrams_in",
+                "UDP datagrams received.",
+                c.udp_datagrams_in,
+            ),
+            ("udp_send_calls", "UDP send calls.", c.udp_send_calls),
+            (
+                "udp_datagrams_out",
+                "UDP datagrams sent.",
+                c.udp_datagrams_out,
+            ),
+            (
+                "too_big",
+                "Packets too big for the path, answered with ICMPv6 packet too big.",
+                c.too_big,
+            ),
+            (
+                "tun_bad_offload",
+                "TUN reads with an offload header that could not be used.",
+                c.tun_bad_offload,
+            ),
+            (
+                "tun_write_errors",
+                "Failed writes to the TUN device.",
+                c.tun_write_errors,
+            ),
+            ("udp_send_errors", "Failed UDP sends.", c.udp_send_errors),
         ]
         .into()
     }
 
     /// What a metrics scrape shows, copied under brief locks (formatted elsewhere).
     fn metrics_snapshot(&self) -> metrics::Snapshot {
-        let counters = self
-            .counters()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let counters = self.counters();
         let (identities, peers) = {
             let core = lock(&self.core);
             let identities: Vec<metrics::IdentitySample> = self
@@ -815,7 +907,7 @@ impl Daemon {
                 let counters = self
                     .counters()
                     .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
+                    .map(|(k, _, v)| (k.to_owned(), v))
                     .collect();
                 Ok(Reply::Status(api::Status {
                     version: env!("CARGO_PKG_VERSION").into(),

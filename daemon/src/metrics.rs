@@ -34,8 +34,9 @@ pub type Request = oneshot::Sender<Snapshot>;
 pub struct Snapshot {
     /// metanetd's version.
     pub version: String,
-    /// The global counters of `metanet status --json`, by name.
-    pub counters: Vec<(String, u64)>,
+    /// The global counters of `metanet status --json`: name, what it counts (HELP),
+    /// value.
+    pub counters: Vec<(&'static str, &'static str, u64)>,
     /// Local identities.
     pub identities: Vec<IdentitySample>,
     /// Every peer of every identity.
@@ -87,40 +88,6 @@ pub struct PeerSample {
     pub rtt: Option<Duration>,
     /// The current session's data cipher (`aes-256-gcm`, `chacha20-poly1305`).
     pub cipher: Option<String>,
-}
-
-/// What the counters of `metanet status` count, for their HELP lines.
-fn counter_help(name: &str) -> &'static str {
-    match name {
-        "malformed" => "Datagrams that were not valid metanet messages.",
-        "bad_mac1" => "Handshake messages whose mac1 matched no local identity.",
-        "cookies_sent" => "Cookie replies sent instead of doing handshake work (under load).",
-        "rate_limited" => "Handshake messages dropped by the rate limit.",
-        "handshakes_processed" => "Initiations that reached Diffie-Hellman work.",
-        "handshake_failures" => "Handshake messages that failed Noise, binding or payload checks.",
-        "replayed_initiations" => "Initiations whose timestamp was not newer than the last one.",
-        "unknown_index" => "Data messages for an unknown session index.",
-        "replayed_data" => "Data messages rejected by the replay window.",
-        "decrypt_failures" => "Data messages that failed authentication.",
-        "spoofed" => "Tunnel packets whose inner addresses were not the peer's and ours.",
-        "tun_invalid" => "TUN packets that were not IPv6 between overlay addresses.",
-        "queue_dropped" => "Packets dropped: queue full, lookup failed or handshake gave up.",
-        "bad_records" => "Record responses that failed verification or answered no request.",
-        "denied" => "Initiations from refused (revoked) addresses.",
-        "tun_reads" => "Reads from the TUN device.",
-        "tun_packets_in" => "Packets read from the TUN device (after splitting offloads).",
-        "tun_packets_out" => "Packets written to the TUN device.",
-        "tun_merged_out" => "Packets merged into larger TUN writes (GRO).",
-        "udp_recv_calls" => "UDP receive calls.",
-        "udp_datagrams_in" => "UDP datagrams received.",
-        "udp_send_calls" => "UDP send calls.",
-        "udp_datagrams_out" => "UDP datagrams sent.",
-        "too_big" => "Packets too big for the path, answered with ICMPv6 packet too big.",
-        "tun_bad_offload" => "TUN reads with an offload header that could not be used.",
-        "tun_write_errors" => "Failed writes to the TUN device.",
-        "udp_send_errors" => "Failed UDP sends.",
-        _ => "A counter of metanet status --json.",
-    }
 }
 
 /// Escape a label value: backslash, double quote and line feed.
@@ -222,12 +189,12 @@ pub fn render(s: &Snapshot, max_peers: usize) -> String {
         "metanetd's version, as a label; always 1.",
     );
     w.sample("metanet_build_info", &[("version", &s.version)], 1);
-    for (name, value) in &s.counters {
+    for (name, help, value) in &s.counters {
         let metric = format!("metanet_{name}_total");
         if !valid_name(&metric) {
             continue;
         }
-        w.single(&metric, "counter", counter_help(name), value);
+        w.single(&metric, "counter", help, value);
     }
     render_gauges(&mut w, s);
     render_identities(&mut w, s);
@@ -639,7 +606,14 @@ mod tests {
     fn snapshot() -> Snapshot {
         Snapshot {
             version: "0.1.0".into(),
-            counters: vec![("malformed".into(), 4), ("udp_datagrams_in".into(), 9)],
+            counters: vec![
+                (
+                    "malformed",
+                    "Datagrams that were not valid metanet messages.",
+                    4,
+                ),
+                ("udp_datagrams_in", "UDP datagrams received.", 9),
+            ],
             identities: vec![
                 IdentitySample {
                     name: "default".into(),
