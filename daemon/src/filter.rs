@@ -41,7 +41,7 @@ impl OverlayFilter {
             table: table_name(tun),
             tun: tun.to_owned(),
         };
-        nft(&f.ruleset(addresses))?;
+        nft(&ruleset(&f.table, &f.tun, addresses))?;
         Ok(f)
     }
 
@@ -62,15 +62,18 @@ impl OverlayFilter {
     pub fn table(&self) -> &str {
         &self.table
     }
+}
 
-    fn ruleset(&self, addresses: &[Ipv6Addr]) -> String {
-        let elements = if addresses.is_empty() {
-            String::new()
-        } else {
-            format!("\t\telements = {{ {} }}\n", list(addresses))
-        };
-        format!(
-            "add table ip6 {t}\ndelete table ip6 {t}\n\
+/// The whole table `table` for `tun`: replaces one of that name (a crashed daemon's)
+/// in the same transaction.
+fn ruleset(table: &str, tun: &str, addresses: &[Ipv6Addr]) -> String {
+    let elements = if addresses.is_empty() {
+        String::new()
+    } else {
+        format!("\t\telements = {{ {} }}\n", list(addresses))
+    };
+    format!(
+        "add table ip6 {t}\ndelete table ip6 {t}\n\
              table ip6 {t} {{\n\
              \tset local {{\n\t\ttype ipv6_addr\n{elements}\t}}\n\
              \tchain prerouting {{\n\
@@ -79,10 +82,8 @@ impl OverlayFilter {
              \t\tip6 daddr @local counter drop comment \"overlay destination not via {tun}\"\n\
              \t\tip6 saddr @local counter drop comment \"overlay source not via {tun}\"\n\
              \t}}\n}}\n",
-            t = self.table,
-            tun = self.tun,
-        )
-    }
+        t = table,
+    )
 }
 
 impl Drop for OverlayFilter {
@@ -145,18 +146,13 @@ mod tests {
 
     #[test]
     fn ruleset_accepts_the_tun_and_guards_every_address() {
-        let f = OverlayFilter {
-            table: table_name("mn0"),
-            tun: "mn0".into(),
-        };
         let a: Ipv6Addr = "fd12::1".parse().unwrap();
         let b: Ipv6Addr = "fd34::2".parse().unwrap();
-        let r = f.ruleset(&[a, b]);
+        let r = ruleset(&table_name("mn0"), "mn0", &[a, b]);
         assert!(r.contains("iifname { \"mn0\", \"lo\" } accept"), "{r}");
         assert!(r.contains("elements = { fd12::1, fd34::2 }"), "{r}");
         assert!(r.contains("ip6 daddr @local counter drop"));
         assert!(r.contains("ip6 saddr @local counter drop"));
-        assert!(!f.ruleset(&[]).contains("elements"));
-        std::mem::forget(f);
+        assert!(!ruleset("t", "mn0", &[]).contains("elements"));
     }
 }

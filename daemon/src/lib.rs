@@ -423,7 +423,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             .map_err(|e| Error::Peer(p.address, e.message))?;
     }
     d.start_hostdns();
-    notify_ready(d.names.len());
+    journal::notify(&format!("READY=1\nSTATUS={}", d.summary()));
     tracing::info!(tun = %d.opts.tun, port = d.opts.port, socket = %d.opts.socket.display(), "metanetd ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -1667,12 +1667,6 @@ fn bind_udp(port: u16, buffer: usize) -> Result<std::net::UdpSocket, Error> {
 }
 
 /// Tell systemd we are ready (Type=notify), when started by it.
-fn notify_ready(identities: usize) {
-    journal::notify(&format!(
-        "READY=1\nSTATUS=serving {identities} identities; no peers yet"
-    ));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

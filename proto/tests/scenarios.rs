@@ -652,19 +652,7 @@ fn connect_by_address_and_endpoint_fetches_and_verifies_the_record() {
     let (a, b) = (sim.add_host(A), sim.add_host(B));
     sim.directory.clear(); // no registry: only the address and the endpoint are known
     let (addr_b, ip_b) = (sim.address(b), sim.ip(b));
-    let now = sim.now;
-    let local = sim.local(a);
-    sim.hosts[a]
-        .node
-        .handle_command(
-            now,
-            Command::Connect {
-                local,
-                address: addr_b,
-                endpoint: B.parse().unwrap(),
-            },
-        )
-        .unwrap();
+    connect_by_endpoint(&mut sim, a, addr_b, B.parse().unwrap());
     sim.drain(a);
     sim.run_for(Duration::from_secs(1));
     assert!(sim.hosts[a]
@@ -678,19 +666,7 @@ fn connect_by_address_and_endpoint_fetches_and_verifies_the_record() {
     // The endpoint answers for another key than the address asked for: never used.
     let c = sim.add_host("198.18.0.3:51820");
     let wanted = sim.new_identity().address();
-    let now = sim.now;
-    let local = sim.local(c);
-    sim.hosts[c]
-        .node
-        .handle_command(
-            now,
-            Command::Connect {
-                local,
-                address: wanted,
-                endpoint: B.parse().unwrap(),
-            },
-        )
-        .unwrap();
+    connect_by_endpoint(&mut sim, c, wanted, B.parse().unwrap());
     sim.drain(c);
     sim.run_for(Duration::from_secs(15));
     assert!(sim.hosts[c].node.peers(sim.now).is_empty());
@@ -735,6 +711,28 @@ fn persistent_keepalive_keeps_an_idle_session_up() {
         .events
         .iter()
         .any(|e| matches!(e, Event::SessionExpired { .. })));
+}
+
+/// Tell host `h`'s first identity to connect to `address` at `endpoint` (the
+/// `metanet connect ADDR --endpoint` command).
+fn connect_by_endpoint(
+    sim: &mut Sim,
+    h: usize,
+    address: metanet_proto::Address,
+    endpoint: SocketAddr,
+) {
+    let (now, local) = (sim.now, sim.local(h));
+    sim.hosts[h]
+        .node
+        .handle_command(
+            now,
+            Command::Connect {
+                local,
+                address,
+                endpoint,
+            },
+        )
+        .unwrap();
 }
 
 /// The keys of host `peer`'s first identity, as a record would give them.
@@ -1164,18 +1162,7 @@ fn record_request_and_initiation_floods_do_not_stop_a_fresh_connect_by_endpoint(
             }
         }
         if round == 50 {
-            let (now, local) = (sim.now, sim.local(a));
-            sim.hosts[a]
-                .node
-                .handle_command(
-                    now,
-                    Command::Connect {
-                        local,
-                        address: addr_b,
-                        endpoint: b_addr,
-                    },
-                )
-                .unwrap();
+            connect_by_endpoint(&mut sim, a, addr_b, b_addr);
             sim.drain(a);
         }
         let up = sim.hosts[a]
@@ -1219,20 +1206,9 @@ fn record_cookie_from_a_stranger_or_another_endpoint_is_ignored() {
     let (a, b) = (sim.add_host(A), sim.add_host(B));
     sim.directory.clear();
     let addr_b = sim.address(b);
-    let (now, local) = (sim.now, sim.local(a));
-    sim.hosts[a]
-        .node
-        .handle_command(
-            now,
-            Command::Connect {
-                local,
-                address: addr_b,
-                endpoint: B.parse().unwrap(),
-            },
-        )
-        .unwrap();
-    // A cookie for a nonce no probe has, and one from the wrong endpoint: counted,
-    // never answered.
+    connect_by_endpoint(&mut sim, a, addr_b, B.parse().unwrap());
+    // A record cookie for a nonce no probe has, from an endpoint no probe asked:
+    // counted as a bad record, kept nowhere, and the probe still completes.
     let mut cookie = vec![0u8; wire::RECORD_COOKIE_LEN];
     wire::RecordCookieRepr {
         nonce: 7,

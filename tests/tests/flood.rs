@@ -70,7 +70,13 @@ fn connect_by_endpoint_succeeds_during_record_request_and_initiation_floods() {
         attacker,
         &[&endpoint_b, "12", "5000", "init", &public, &noise],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Both floods under way: B is answering them with cookies.
+    assert!(
+        wait_for(Duration::from_secs(10), || b.counter("record_cookies_sent")
+            > 100
+            && b.counter("cookies_sent") > 100),
+        "the floods did not reach B"
+    );
     // Under both floods, a fresh connect by endpoint: its first record request draws a
     // record cookie, the next one (1 s later) carries it and is answered; the
     // initiation draws a handshake cookie and its retry carries mac2.
