@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# Build metanet, start two daemons in two throw-away network namespaces joined by a
-# veth pair (198.18.77.1/.2), connect them by address + endpoint, ping across the
-# overlay and show the peers. Everything is removed on exit. Needs root, and a Rust
-# toolchain (rustup, Rust >= 1.85); installs iproute2, ping and a C compiler if missing.
+# Build metanet and its Debian package, install the package, start two daemons from
+# it (/usr/bin/metanetd) in two throw-away network namespaces joined by a veth pair
+# (198.18.77.1/.2), connect them by address + endpoint, ping across the overlay, show
+# the peers and scrape one daemon's Prometheus endpoint. Everything is removed on exit,
+# the package too when this script installed it (keep it with --keep-package). Needs
+# root, and a Rust toolchain (rustup, Rust >= 1.85); installs iproute2, ping, a C
+# compiler, nftables, python3 and binutils if missing.
+#
+#   scripts/demo.sh [--keep-package]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+KEEP=0
+for arg in "$@"; do
+    case "$arg" in
+        --keep-package) KEEP=1 ;;
+        -h | --help) sed -n '2,10s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        *) echo "demo.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+    esac
+done
 [ "$(id -u)" = 0 ] || { echo "demo.sh needs root (network namespaces): sudo $0" >&2; exit 1; }
 export PATH="$PATH:$HOME/.cargo/bin"
 command -v cargo >/dev/null || {
@@ -17,6 +30,7 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v nft >/dev/null || need+=(nftables)
 command -v python3 >/dev/null || need+=(python3)
+command -v strip >/dev/null || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -24,7 +38,17 @@ if [ ${#need[@]} -gt 0 ]; then
     timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 cargo build --release --locked --bins
-BIN=$PWD/target/release
+echo "== the Debian package"
+packaging/deb.sh --no-build
+INSTALLED=0
+if dpkg-query -W -f='${db:Status-Status}' metanet 2>/dev/null | grep -qx installed; then
+    echo "== metanet is installed already: upgrading it in place (and keeping it)"
+else
+    INSTALLED=1
+fi
+dpkg -i target/debian/metanet_*.deb >/dev/null
+echo "== installed: $(dpkg-query -W -f='${Package} ${Version}, ${Installed-Size} KiB' metanet)"
+BIN=/usr/bin
 W=$(mktemp -d)
 A=mndemo-a-$$ B=mndemo-b-$$
 cleanup() {
@@ -44,6 +68,10 @@ cleanup() {
     ip netns del "$A" 2>/dev/null || true
     ip netns del "$B" 2>/dev/null || true
     rm -rf "$W"
+    if [ "${INSTALLED:-0}" = 1 ] && [ "$KEEP" = 0 ]; then
+        echo "== removing the package (keep it with --keep-package)"
+        dpkg --purge metanet >/dev/null
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -54,7 +82,7 @@ ip link add mnd-a netns "$A" type veth peer name mnd-b netns "$B"
 ip -n "$A" addr add 198.18.77.1/24 dev mnd-a; ip -n "$B" addr add 198.18.77.2/24 dev mnd-b
 for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 ip -n "$A" link set mnd-a up; ip -n "$B" link set mnd-b up
-# --config /dev/null: ignore an installed /etc/metanet/metanetd.toml
+# --config /dev/null: /etc/metanet/metanetd.toml is the system service's, not the demo's
 NO_COLOR=1 ip netns exec "$A" "$BIN/metanetd" --config /dev/null --state-dir "$W/a" --socket "$W/a.sock" --tun mn-demo --metrics-listen 127.0.0.1:9474 2>"$W/a.log" & PA=$!
 NO_COLOR=1 ip netns exec "$B" "$BIN/metanetd" --config /dev/null --state-dir "$W/b" --socket "$W/b.sock" --tun mn-demo 2>"$W/b.log" & PB=$!
 for s in a b; do

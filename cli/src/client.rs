@@ -213,6 +213,26 @@ impl Client {
         }
     }
 
+    /// `id rotate --wallet`: answered once the rotation claim is applied.
+    pub(crate) fn rotate_wallet(&self, name: Option<String>) -> Result<WalletRotation, Error> {
+        match self.request(Command::IdRotate { name, wallet: true })? {
+            Reply::WalletRotated {
+                identity,
+                from,
+                address,
+                ipv6,
+                block,
+            } => Ok(WalletRotation {
+                identity,
+                from,
+                address,
+                ipv6,
+                block,
+            }),
+            other => Err(self.unexpected("id_rotate", &other)),
+        }
+    }
+
     /// Connect to a peer.
     pub(crate) fn connect_peer(&self, command: Command) -> Result<PeerInfo, Error> {
         match self.request(command)? {
@@ -438,4 +458,14 @@ mod tests {
         assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
         assert!(err.to_string().contains("group metanet"));
     }
+}
+
+/// The outcome of `id rotate --wallet`, as `--json` prints it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct WalletRotation {
+    pub identity: String,
+    pub from: String,
+    pub address: String,
+    pub ipv6: String,
+    pub block: u64,
 }

@@ -125,6 +125,13 @@ enum Job {
         address: Address,
         claim: Vec<u8>,
     },
+    /// A wallet rotation of local identity `identity` from `from` to `to`.
+    Rotate {
+        identity: String,
+        from: Address,
+        to: Address,
+        claim: Vec<u8>,
+    },
 }
 
 /// What the follower and the writer share.
@@ -403,6 +410,23 @@ fn carry_out(
                 block,
             })
         }
+        Job::Rotate {
+            identity,
+            from,
+            to,
+            claim,
+        } => {
+            let block = submit(claim)?;
+            settle(outcome_of(shared, claim, block)?, &from.to_string())?;
+            tracing::warn!(%identity, %from, %to, block, "wallet key rotated on chain");
+            Ok(Reply::WalletRotated {
+                identity: identity.clone(),
+                from: from.to_string(),
+                address: to.to_string(),
+                ipv6: to.ipv6().to_string(),
+                block,
+            })
+        }
     }
 }
 
@@ -582,6 +606,24 @@ impl Daemon {
                 Ok(job) => return self.queue(job, reply),
                 Err(e) => Err(e),
             },
+            api::Command::IdRotate { name, wallet: true } => {
+                match self.rotate_wallet(name.as_deref()) {
+                    Ok((job, name)) => {
+                        // The answer comes back through the daemon's loop, which
+                        // adopts the new key before the client hears of it.
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        let adopt = self.rotated.clone();
+                        tokio::spawn(async move {
+                            let result = rx.await.unwrap_or_else(|_| {
+                                Err(err(ErrorKind::Internal, "the chain writer stopped"))
+                            });
+                            let _ = adopt.send((name, result, reply)).await;
+                        });
+                        return self.queue(job, tx);
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             other => self.control(other),
         };
         let _ = reply.send(result);
@@ -866,6 +908,152 @@ impl Daemon {
             address: id.address(),
             claim,
         })
+    }
+
+    /// `id rotate --wallet`: a new wallet (and Noise) key for a local identity, saved
+    /// as its pending key before anything is submitted, and the rotation claim the old
+    /// key signs with the new key's acceptance inside (§9.3.4). A pending key left by
+    /// an earlier attempt is reused: that attempt's claim may still be mined.
+    fn rotate_wallet(&self, identity: Option<&str>) -> Result<(Job, String), api::Error> {
+        let (reg, _) = self.chain()?.registry()?;
+        let local = self.local_named(identity)?;
+        let who = self.name_of(local);
+        let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, &e.to_string());
+        let core = crate::lock(&self.core);
+        let id = core
+            .node
+            .identity(local)
+            .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
+        if let Some(e) = refusal(&reg, &id.address(), &format!("identity `{who}`")) {
+            return Err(e);
+        }
+        let new = match self.state.read_pending(&who).map_err(|e| internal(&e))? {
+            Some(pending) => pending,
+            None => {
+                let fresh = metanet_proto::Identity::generate(
+                    &crate::state::random64().map_err(|e| internal(&e))?,
+                );
+                self.state
+                    .write_pending(&who, &fresh)
+                    .map_err(|e| internal(&e))?;
+                fresh
+            }
+        };
+        let registry = &reg.params().registry;
+        let rotation =
+            Claim::rotation(&new, registry, &id.public_key()).map_err(|e| internal(&e))?;
+        let claim = claim::seal(id, registry, &rotation).map_err(|e| internal(&e))?;
+        tracing::warn!(identity = %who, from = %id.address(), to = %new.address(), "rotating the wallet key on chain");
+        Ok((
+            Job::Rotate {
+                identity: who.clone(),
+                from: id.address(),
+                to: new.address(),
+                claim,
+            },
+            who,
+        ))
+    }
+
+    /// Adopt the pending key of identity `name` once the chain shows its old address
+    /// rotated to it: the key file is replaced, the node serves the new identity (its
+    /// peers handshake again with it), the TUN carries the new address and the record
+    /// is published. Returns whether anything changed. Also run from housekeeping, so
+    /// a rotation mined after the daemon stopped or timed out is still adopted.
+    pub(crate) fn adopt_rotation(&mut self, name: &str) -> Result<bool, api::Error> {
+        let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, &e.to_string());
+        let Some(reg) = self.chain.as_ref().and_then(|c| c.snapshot().0) else {
+            return Ok(false);
+        };
+        let Some(new) = self.state.read_pending(name).map_err(|e| internal(&e))? else {
+            return Ok(false);
+        };
+        let local = self.local_named(Some(name))?;
+        let old = crate::lock(&self.core)
+            .node
+            .identity(local)
+            .map(|i| i.address())
+            .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
+        match reg.key_status(&old) {
+            KeyStatus::Active => return Ok(false),
+            KeyStatus::Rotated { to, .. } if to == new.address() => {}
+            other => {
+                tracing::warn!(identity = %name, status = ?other, "the chain did not rotate this key to the pending one: discarding it");
+                self.state.discard_pending(name).map_err(|e| internal(&e))?;
+                return Ok(false);
+            }
+        }
+        self.state.adopt_pending(name).map_err(|e| internal(&e))?;
+        let primary = self.names.first().is_some_and(|(n, _)| n == name);
+        let (tun, new_ip, old_ip) = (&self.opts.tun, new.address().ipv6(), old.ipv6());
+        if primary {
+            // The default identity's address carries the fd00::/8 route (and perhaps the
+            // DNS view): the new one joins it, the old one stays, deprecated, until the
+            // next start.
+            crate::sys::set_address(tun, new_ip, 8, true)
+                .and_then(|()| crate::sys::set_address(tun, old_ip, 8, false))
+                .map_err(|e| internal(&e))?;
+        } else {
+            crate::sys::add_deprecated_address(tun, new_ip).map_err(|e| internal(&e))?;
+            let _ = self.tun.remove_address_v6(old_ip, 128);
+        }
+        let now = self.now();
+        let fresh = {
+            let mut core = crate::lock(&self.core);
+            let peers: Vec<(Address, std::net::SocketAddr)> = core
+                .node
+                .peers(now)
+                .into_iter()
+                .filter(|p| p.local == local)
+                .filter_map(|p| Some((p.address, p.endpoint?)))
+                .collect();
+            core.node.remove_identity(local);
+            let fresh = core.node.add_identity(new);
+            for (address, endpoint) in peers {
+                let _ = core.node.handle_command(
+                    now,
+                    Command::Connect {
+                        local: fresh,
+                        address,
+                        endpoint,
+                    },
+                );
+            }
+            fresh
+        };
+        self.wake.signal();
+        for entry in self.names.iter_mut().filter(|(n, _)| n == name) {
+            entry.1 = fresh;
+        }
+        self.withdraw(name, old);
+        self.refilter();
+        self.publish(name, true);
+        tracing::warn!(identity = %name, from = %old, to = %new_ip, "wallet key rotated: serving the new address");
+        Ok(true)
+    }
+
+    /// The chain writer's answer to `id rotate --wallet`: adopt, then answer.
+    pub(crate) fn finish_rotation(
+        &mut self,
+        name: &str,
+        result: Result<Reply, api::Error>,
+        reply: ReplyTo,
+    ) {
+        let result = result.and_then(|r| self.adopt_rotation(name).map(|_| r));
+        let _ = reply.send(result);
+    }
+
+    /// Housekeeping: adopt rotations whose claims were applied while nobody waited.
+    pub(crate) fn adopt_rotations(&mut self) {
+        if self.chain.is_none() {
+            return;
+        }
+        let names: Vec<String> = self.names.iter().map(|(n, _)| n.clone()).collect();
+        for name in names {
+            if let Err(e) = self.adopt_rotation(&name) {
+                tracing::warn!(identity = %name, error = %e.message, "cannot adopt the rotated wallet key");
+            }
+        }
     }
 
     fn queue(&self, job: Job, reply: ReplyTo) {

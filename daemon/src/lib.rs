@@ -186,7 +186,13 @@ struct Daemon {
     dns_names: dns::Names,
     /// The host resolver integration (`dns-system`).
     hostdns: hostdns::HostDns,
+    /// Answers of `id rotate --wallet` from the chain writer, adopted in the loop.
+    rotated: mpsc::Sender<Rotated>,
 }
+
+/// A finished wallet rotation: the identity's name, the chain writer's answer and the
+/// client waiting for it.
+type Rotated = (String, Result<Reply, api::Error>, ReplyTo);
 
 /// A budget of log lines per second for events that remote input causes (a stranger's
 /// handshake is a "session up"): beyond it lines are counted, not written, and the
@@ -340,6 +346,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let listener = control::bind(&opts.socket)?;
     let (jobs_tx, mut jobs) = mpsc::channel::<control::Job>(64);
     let (dht_tx, mut dht_rx) = mpsc::unbounded_channel();
+    // One wallet rotation at a time per client; more than 8 in flight wait their turn.
+    let (rotated_tx, mut rotated_rx) = mpsc::channel::<Rotated>(8);
     let dht = dht::Handle::spawn(
         dht::Config {
             keypair: state.dht_key()?,
@@ -411,6 +419,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         dns_view: (dns_view.listen, dns_view.state.clone()),
         dns_names: chain_names,
         hostdns: hostdns::HostDns::off(),
+        rotated: rotated_tx,
     };
     d.housekeeping();
     for p in d.opts.static_peers.clone() {
@@ -457,6 +466,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 continue;
             }
             Some(out) = dht_rx.recv() => d.on_dht(out),
+            Some((name, result, reply)) = rotated_rx.recv() => d.finish_rotation(&name, result, reply),
             _ = housekeeping.tick() => {
                 d.housekeeping();
                 d.refresh_hosts();
@@ -969,7 +979,10 @@ impl Daemon {
                     secret_hex: hex(&id.wallet().seed()[..]),
                 })
             }
-            api::Command::IdRotate { name } => self.rotate(name.as_deref()),
+            api::Command::IdRotate {
+                name,
+                wallet: false,
+            } => self.rotate(name.as_deref()),
             api::Command::IdRemove { name } => {
                 let local = self.local_named(Some(&name))?;
                 if self.names.len() == 1 {
@@ -1036,7 +1049,8 @@ impl Daemon {
             | api::Command::NameTransfer { .. }
             | api::Command::NameShow { .. }
             | api::Command::NameList { .. }
-            | api::Command::IdRevoke { .. } => Err(err(
+            | api::Command::IdRevoke { .. }
+            | api::Command::IdRotate { wallet: true, .. } => Err(err(
                 ErrorKind::Internal,
                 "chain commands are answered by the chain client",
             )),

@@ -171,7 +171,8 @@ impl Daemon {
             | api::Command::NameTransfer { .. }
             | api::Command::NameShow { .. }
             | api::Command::NameList { .. }
-            | api::Command::IdRevoke { .. }) => self.chain_job(cmd, reply),
+            | api::Command::IdRevoke { .. }
+            | api::Command::IdRotate { wallet: true, .. }) => self.chain_job(cmd, reply),
             other => {
                 let result = self.control(other);
                 self.answer(result, reply);
@@ -415,6 +416,7 @@ impl Daemon {
             self.publish(&name, changed);
         }
         self.deny_revoked();
+        self.adopt_rotations();
         let now = std::time::Instant::now();
         let due: Vec<Check> = {
             let (due, keep) = std::mem::take(&mut self.reg.checks)

@@ -183,10 +183,73 @@ impl StateDir {
         }
     }
 
-    /// Delete an identity's key file.
+    /// Delete an identity's key file (and a wallet rotation it had pending).
     pub fn remove(&self, name: &str) -> Result<(), Error> {
         let path = self.key_path(name)?;
-        fs::remove_file(&path).map_err(|source| Error::Io { path, source })
+        fs::remove_file(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        self.discard_pending(name)
+    }
+
+    /// The key a wallet rotation of `name` will move to (`NAME.key.next`, mode 0600):
+    /// written before the rotation claim is submitted, so the new key exists on disk
+    /// before the chain hands the address to it. Not loaded as an identity.
+    fn pending_path(&self, name: &str) -> Result<PathBuf, Error> {
+        let mut path = self.key_path(name)?.into_os_string();
+        path.push(".next");
+        Ok(path.into())
+    }
+
+    /// The pending rotation key of `name`, if one was written.
+    pub fn read_pending(&self, name: &str) -> Result<Option<Identity>, Error> {
+        let path = self.pending_path(name)?;
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        let bytes = read_private(&path)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| Error::Key {
+            path: path.clone(),
+            source: keyfile::Error::Syntax { line: 1 },
+        })?;
+        keyfile::decode(text)
+            .map(Some)
+            .map_err(|source| Error::Key { path, source })
+    }
+
+    /// Write the pending rotation key of `name` atomically (mode 0600).
+    pub fn write_pending(&self, name: &str, identity: &Identity) -> Result<(), Error> {
+        let path = self.pending_path(name)?;
+        write_private(&path, keyfile::encode(identity).as_bytes())
+    }
+
+    /// The chain applied the rotation: the pending key becomes `name`'s key (one rename,
+    /// so a crash leaves the old key or the new one).
+    pub fn adopt_pending(&self, name: &str) -> Result<(), Error> {
+        let (from, to) = (self.pending_path(name)?, self.key_path(name)?);
+        fs::rename(&from, &to).map_err(|source| Error::Io {
+            path: from.clone(),
+            source,
+        })?;
+        let dir = to.parent().unwrap_or(Path::new("."));
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| Error::Io {
+                path: dir.into(),
+                source,
+            })
+    }
+
+    /// Forget a pending rotation key (the chain refused it, or the identity is gone).
+    pub fn discard_pending(&self, name: &str) -> Result<(), Error> {
+        let path = self.pending_path(name)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn key_path(&self, name: &str) -> Result<PathBuf, Error> {

@@ -72,8 +72,14 @@ pub enum Command {
     NameList { mine: bool },
     /// Revoke a local identity's key on the chain, for good.
     IdRevoke { name: Option<String> },
-    /// Give a local identity a new Noise static key (same wallet key, same address).
-    IdRotate { name: Option<String> },
+    /// Give a local identity a new Noise static key (same wallet key, same address);
+    /// with `wallet`, a new wallet key too: a rotation claim on the chain hands the
+    /// old address and its names to the new address (§9.3.4), answered once applied.
+    IdRotate {
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wallet: bool,
+    },
 }
 
 /// The answer to one request: exactly one of `result` and `error` is set.
@@ -118,6 +124,15 @@ pub enum Reply {
     Revoked {
         identity: String,
         address: String,
+        block: u64,
+    },
+    /// For `IdRotate` with `wallet`: the identity now holds `address`; `from`
+    /// resolves as rotated to it since `block`.
+    WalletRotated {
+        identity: String,
+        from: String,
+        address: String,
+        ipv6: String,
         block: u64,
     },
     /// For commands with nothing to report.

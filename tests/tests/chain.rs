@@ -3,7 +3,8 @@
 //! deployed there with `metanet chain deploy`, and real `metanetd` processes in the
 //! other namespaces that follow it. Host 0 registers `alice`; host 1 connects to it,
 //! pings it and resolves `alice.meta` by name; a revoked identity is refused; a daemon
-//! keeps answering names from its cache while the node is down. Skipped when not root
+//! keeps answering names from its cache while the node is down; a wallet rotation
+//! hands an address and its names to a new key. Skipped when not root
 //! or when anvil is missing.
 
 #![allow(clippy::unwrap_used)]
@@ -670,4 +671,100 @@ fn sighup_applies_changed_chain_settings() {
     let (addr, _) = d.identity();
     let reg = json(&d.cli(&["--json", "name", "register", "carol"]));
     assert_eq!(reg["owner"], addr.as_str(), "{reg}");
+}
+
+#[test]
+fn wallet_rotation_hands_the_address_and_its_names_to_a_new_key() {
+    let Some(anvil) = prerequisites("wallet_rotation_hands_the_address_and_its_names_to_a_new_key")
+    else {
+        return;
+    };
+    let mut net = Net::start(anvil, 2);
+    net.daemons.push(net.daemon(0));
+    net.daemons.push(net.daemon(1));
+    for d in &net.daemons {
+        assert!(
+            wait_for(Duration::from_secs(20), || dht_peers(d) >= 1),
+            "DHT did not form: {}",
+            log(d)
+        );
+    }
+    let (a, b) = (&net.daemons[0], &net.daemons[1]);
+    let (old, old_ip) = a.identity();
+    let reg = json(&a.cli(&["--json", "name", "register", "erin"]));
+    assert_eq!(reg["owner"], old.as_str(), "{reg}");
+
+    // The default identity rotates its wallet key: a new address, recorded on chain.
+    let r = json(&a.cli(&["--json", "id", "rotate", "--wallet"]));
+    assert_eq!(r["identity"], "default", "{r}");
+    assert_eq!(r["from"], old.as_str(), "{r}");
+    let new = r["address"].as_str().unwrap().to_owned();
+    let new_ip = r["ipv6"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert!(r["block"].as_u64().unwrap() > 0, "{r}");
+    // A serves it at once; the kernel prefers it as the source, the old one is deprecated.
+    assert_eq!(a.identity(), (new.clone(), new_ip.clone()));
+    let addrs = net.lan.hosts[0].sh("ip -6 addr show dev mnc0");
+    let addrs = String::from_utf8_lossy(&addrs.stdout).into_owned();
+    let line = |ip: &str| {
+        addrs
+            .lines()
+            .find(|l| l.contains(&format!("{ip}/")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(!line(&new_ip).is_empty(), "{addrs}");
+    assert!(!line(&new_ip).contains("deprecated"), "{addrs}");
+    assert!(line(&old_ip).contains("deprecated"), "{addrs}");
+    // No key file is left for the old key, and the pending one became the key.
+    let ids = net.tmp.0.join("h0/state/identities");
+    let files: Vec<String> = std::fs::read_dir(&ids)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["default.key"], "{files:?}");
+
+    // B sees the name owned by the new address, reaches it by name, and is told where
+    // the old address went.
+    assert!(
+        wait_for(Duration::from_secs(15), || show(b, "erin")
+            .is_some_and(|v| v["owner"] == new.as_str())),
+        "B does not see erin moved: {:?}\n{}",
+        show(b, "erin"),
+        log(b)
+    );
+    let out = b.cli(&["connect", "erin"]);
+    assert!(
+        out.status.success(),
+        "connect erin: {}\n{}",
+        text(&out),
+        log(a)
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || ping(&net.lan.hosts[1], &new_ip)),
+        "B cannot ping the rotated identity at {new_ip}: {}",
+        log(a)
+    );
+    let out = b.cli(&["connect", &old]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("rotated to") && text(&out).contains(&new),
+        "{}",
+        text(&out)
+    );
+    // An identity that does not exist is refused.
+    let out = a.cli(&["id", "rotate", "--wallet", "nobody"]);
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // A restart keeps the new key, as the only address on the TUN.
+    net.daemons[0].stop();
+    let a = net.daemon(0);
+    assert_eq!(a.identity(), (new.clone(), new_ip.clone()));
+    let addrs = net.lan.hosts[0].sh("ip -6 addr show dev mnc0");
+    assert!(
+        !String::from_utf8_lossy(&addrs.stdout).contains(&old_ip),
+        "{}",
+        String::from_utf8_lossy(&addrs.stdout)
+    );
+    net.daemons[0] = a;
 }

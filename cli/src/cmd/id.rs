@@ -60,9 +60,17 @@ pub(crate) enum Command {
     },
     /// Give an identity a new Noise static key: same wallet key, same address. Its
     /// record is republished and its peers handshake again. Needs the daemon.
+    ///
+    /// With --wallet, a new wallet key as well, so a new address: a rotation claim on
+    /// the chain (signed by the old key, accepted by the new one) hands the old address
+    /// and every name it owns to the new address, and peers that look the old address
+    /// up are told where it went. Needs the daemon with [chain] configured.
     Rotate {
         /// Which identity (default: the default identity).
         name: Option<String>,
+        /// Rotate the wallet key too (a new address, recorded on chain).
+        #[arg(long)]
+        wallet: bool,
     },
     /// Create an identity from a wallet secret printed by `id export`.
     #[command(group(ArgGroup::new("secret").required(true).args(["secret_hex", "secret_file"])))]
@@ -88,7 +96,7 @@ pub(crate) fn run(ctx: &Context, command: Command, out: &mut dyn Write) -> Resul
         Command::Rm { name } => rm(ctx, &name, out),
         Command::Export { name } => export(ctx, name.as_deref(), out),
         Command::Revoke { name, yes } => revoke(ctx, name, yes, out),
-        Command::Rotate { name } => rotate(ctx, name, out),
+        Command::Rotate { name, wallet } => rotate(ctx, name, wallet, out),
         Command::Import {
             name,
             secret_hex,
@@ -141,13 +149,31 @@ fn revoke(ctx: &Context, name: Option<String>, yes: bool, out: &mut dyn Write) -
     Ok(())
 }
 
-fn rotate(ctx: &Context, name: Option<String>, out: &mut dyn Write) -> Result<()> {
+fn rotate(ctx: &Context, name: Option<String>, wallet: bool, out: &mut dyn Write) -> Result<()> {
     if let Some(n) = &name {
         state::validate_name(n)?;
     }
+    if wallet {
+        let r = ctx
+            .client()
+            .with_timeout(super::name::WRITE_TIMEOUT)
+            .rotate_wallet(name)?;
+        if ctx.json {
+            return write_json(out, &r);
+        }
+        writeln!(
+            out,
+            "rotated the wallet key of `{}` in block {}: its address is now {} ({}); {} resolves as rotated to it",
+            r.identity, r.block, r.address, r.ipv6, r.from
+        )?;
+        return Ok(());
+    }
     let info = ctx
         .client()
-        .identity(Ctl::IdRotate { name })
+        .identity(Ctl::IdRotate {
+            name,
+            wallet: false,
+        })
         .context("id rotate needs a running metanetd (it republishes the record)")?;
     if ctx.json {
         return write_json(out, &info);

@@ -167,6 +167,17 @@ pub fn peer_groups(sock: &impl AsRawFd) -> io::Result<Vec<u32>> {
 /// into the default identity's traffic (RFC 6724 rule 3). Replaces the address if it
 /// is there already.
 pub fn add_deprecated_address(ifname: &str, ip: std::net::Ipv6Addr) -> io::Result<()> {
+    set_address(ifname, ip, 128, false)
+}
+
+/// Add or replace `ip/prefix` on `ifname`: preferred (a source the kernel may pick) or
+/// deprecated (preferred lifetime 0, as [`add_deprecated_address`]).
+pub fn set_address(
+    ifname: &str,
+    ip: std::net::Ipv6Addr,
+    prefix: u8,
+    preferred: bool,
+) -> io::Result<()> {
     let name = std::ffi::CString::new(ifname)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
     // SAFETY: `name` is a valid NUL-terminated string.
@@ -174,12 +185,12 @@ pub fn add_deprecated_address(ifname: &str, ip: std::net::Ipv6Addr) -> io::Resul
     if index == 0 {
         return Err(io::Error::last_os_error());
     }
-    netlink_request(&new_address_message(index, ip))
+    netlink_request(&new_address_message(index, ip, prefix, preferred))
 }
 
-/// An RTM_NEWADDR request (create or replace, acknowledged) for `ip/128` on interface
-/// `index`, preferred lifetime 0 and valid lifetime forever.
-fn new_address_message(index: u32, ip: std::net::Ipv6Addr) -> Vec<u8> {
+/// An RTM_NEWADDR request (create or replace, acknowledged) for `ip/prefix` on interface
+/// `index`, valid lifetime forever, preferred forever or (not `preferred`) 0.
+fn new_address_message(index: u32, ip: std::net::Ipv6Addr, prefix: u8, preferred: bool) -> Vec<u8> {
     const NLMSG_HDR: usize = 16;
     const IFA_F_NODAD: u8 = 0x02;
     fn attr(msg: &mut Vec<u8>, kind: u16, data: &[u8]) {
@@ -191,13 +202,14 @@ fn new_address_message(index: u32, ip: std::net::Ipv6Addr) -> Vec<u8> {
     }
     let mut msg = vec![0u8; NLMSG_HDR];
     // struct ifaddrmsg: family, prefixlen, flags, scope, index.
-    msg.extend_from_slice(&[libc::AF_INET6 as u8, 128, IFA_F_NODAD, 0]);
+    msg.extend_from_slice(&[libc::AF_INET6 as u8, prefix, IFA_F_NODAD, 0]);
     msg.extend_from_slice(&index.to_ne_bytes());
     attr(&mut msg, libc::IFA_LOCAL, &ip.octets());
     attr(&mut msg, libc::IFA_ADDRESS, &ip.octets());
     // struct ifa_cacheinfo: preferred, valid, cstamp, tstamp.
     let mut cache = Vec::with_capacity(16);
-    for v in [0u32, u32::MAX, 0, 0] {
+    let preferred = if preferred { u32::MAX } else { 0 };
+    for v in [preferred, u32::MAX, 0, 0] {
         cache.extend_from_slice(&v.to_ne_bytes());
     }
     attr(&mut msg, libc::IFA_CACHEINFO, &cache);
@@ -292,7 +304,7 @@ mod tests {
     #[test]
     fn new_address_message_is_well_formed() {
         let ip: std::net::Ipv6Addr = "fd12::1".parse().unwrap();
-        let m = new_address_message(7, ip);
+        let m = new_address_message(7, ip, 128, false);
         assert_eq!(
             u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
             m.len()
@@ -303,6 +315,20 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(m[20..24].try_into().unwrap()), 7);
         // IFA_LOCAL first, carrying the address.
         assert_eq!(&m[28..44], &ip.octets());
+        // IFA_CACHEINFO last: preferred 0 (deprecated), valid forever.
+        let cache = &m[m.len() - 16..];
+        assert_eq!(u32::from_ne_bytes(cache[0..4].try_into().unwrap()), 0);
+        assert_eq!(
+            u32::from_ne_bytes(cache[4..8].try_into().unwrap()),
+            u32::MAX
+        );
+        let m = new_address_message(7, ip, 8, true);
+        assert_eq!(m[17], 8);
+        let cache = &m[m.len() - 16..];
+        assert_eq!(
+            u32::from_ne_bytes(cache[0..4].try_into().unwrap()),
+            u32::MAX
+        );
     }
 
     #[test]
