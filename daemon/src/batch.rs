@@ -62,6 +62,8 @@ pub(crate) struct Counters {
     pub tun_write_errors: u64,
     /// UDP sends that failed (or found the socket buffer full for too long).
     pub udp_send_errors: u64,
+    /// Node events the data plane dropped because the control task fell behind.
+    pub notes_dropped: u64,
 }
 
 impl Counters {
@@ -80,6 +82,7 @@ impl Counters {
             tun_bad_offload: self.tun_bad_offload + o.tun_bad_offload,
             tun_write_errors: self.tun_write_errors + o.tun_write_errors,
             udp_send_errors: self.udp_send_errors + o.udp_send_errors,
+            notes_dropped: self.notes_dropped + o.notes_dropped,
         }
     }
 }

@@ -709,21 +709,14 @@ impl Daemon {
         let (Some(reg), _) = chain.snapshot() else {
             return;
         };
-        let now = self.now();
         let new: Vec<Address> = reg
             .revoked()
             .filter(|a| !self.denied.contains(*a))
             .copied()
             .collect();
         for address in new {
-            let connected = crate::lock(&self.core)
-                .node
-                .peers(now)
-                .iter()
-                .any(|p| p.address == address);
-            let denied = crate::lock(&self.core)
-                .node
-                .handle_command(now, Command::Deny { address });
+            let connected = self.node.peers().iter().any(|p| p.address == address);
+            let denied = self.node.handle_command(Command::Deny { address });
             match denied {
                 Ok(()) => {
                     if connected {
@@ -742,12 +735,7 @@ impl Daemon {
     fn locals(&self) -> Vec<(String, Address)> {
         self.names
             .iter()
-            .filter_map(|(n, l)| {
-                Some((
-                    n.clone(),
-                    crate::lock(&self.core).node.identity(*l)?.address(),
-                ))
-            })
+            .filter_map(|(n, l)| Some((n.clone(), self.node.identity(*l)?.address())))
             .collect()
     }
 
@@ -781,8 +769,7 @@ impl Daemon {
         let chain = self.chain()?;
         let (reg, _) = chain.registry()?;
         let local = self.local_named(identity)?;
-        let core = crate::lock(&self.core);
-        let id = core
+        let id = self
             .node
             .identity(local)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
@@ -847,8 +834,7 @@ impl Daemon {
         }
         let to = self.target(to)?;
         let Some(local) = self.names.iter().map(|(_, l)| *l).find(|l| {
-            crate::lock(&self.core)
-                .node
+            self.node
                 .identity(*l)
                 .is_some_and(|i| i.address() == rec.owner)
         }) else {
@@ -866,8 +852,7 @@ impl Daemon {
                 &format!("`{name}` already belongs to {to}"),
             ));
         }
-        let core = crate::lock(&self.core);
-        let id = core
+        let id = self
             .node
             .identity(local)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
@@ -889,8 +874,7 @@ impl Daemon {
         let (reg, _) = self.chain()?.registry()?;
         let local = self.local_named(identity)?;
         let who = self.name_of(local);
-        let core = crate::lock(&self.core);
-        let id = core
+        let id = self
             .node
             .identity(local)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
@@ -919,8 +903,7 @@ impl Daemon {
         let local = self.local_named(identity)?;
         let who = self.name_of(local);
         let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, &e.to_string());
-        let core = crate::lock(&self.core);
-        let id = core
+        let id = self
             .node
             .identity(local)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
@@ -969,7 +952,7 @@ impl Daemon {
             return Ok(false);
         };
         let local = self.local_named(Some(name))?;
-        let old = crate::lock(&self.core)
+        let old = self
             .node
             .identity(local)
             .map(|i| i.address())
@@ -997,34 +980,7 @@ impl Daemon {
             crate::sys::add_deprecated_address(tun, new_ip).map_err(|e| internal(&e))?;
             let _ = self.tun.remove_address_v6(old_ip, 128);
         }
-        let now = self.now();
-        let fresh = {
-            let mut core = crate::lock(&self.core);
-            let peers: Vec<(Address, std::net::SocketAddr)> = core
-                .node
-                .peers(now)
-                .into_iter()
-                .filter(|p| p.local == local)
-                .filter_map(|p| Some((p.address, p.endpoint?)))
-                .collect();
-            core.node.remove_identity(local);
-            let fresh = core.node.add_identity(new);
-            for (address, endpoint) in peers {
-                let _ = core.node.handle_command(
-                    now,
-                    Command::Connect {
-                        local: fresh,
-                        address,
-                        endpoint,
-                    },
-                );
-            }
-            fresh
-        };
-        self.wake.signal();
-        for entry in self.names.iter_mut().filter(|(n, _)| n == name) {
-            entry.1 = fresh;
-        }
+        self.replace_identity(local, new)?;
         self.withdraw(name, old);
         self.refilter();
         self.publish(name, true);

@@ -1,23 +1,28 @@
-//! The data-plane thread: moves packets between the TUN and the UDP socket.
+//! The data-plane thread: owns the node and moves packets between the TUN and the UDP
+//! socket.
 //!
 //! It blocks in `ppoll` on the two devices (and an eventfd the control task signals
-//! when it changed the node), reads a batch, and runs it through the node under the
-//! shared lock; the node's timers fire here too. What the node reports comes out as
-//! [`Note`]s for the control task (lookups, sessions up, failures). A thread of its
-//! own with plain blocking calls, not a tokio task: from a wake-up to the read is a
-//! few instructions, which is what an idle round trip pays four times over.
+//! when it queued a request, see [`crate::link`]), serves the control task's requests,
+//! reads a batch and runs it through the node; the node's timers fire here too. What
+//! the node reports comes out as [`Note`]s for the control task (lookups, sessions up,
+//! failures) on a bounded channel: when the control task falls behind, notes are
+//! dropped and counted, and packets keep moving. A thread of its own with plain
+//! blocking calls, not a tokio task: from a wake-up to the read is a few instructions,
+//! which is what an idle round trip pays four times over.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::Duration;
 
-use metanet_proto::node::Event;
+use metanet_proto::node::{Event, Node};
 use metanet_proto::{ip, wire};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use crate::batch::{self, Counters};
-use crate::{config, lock, normalize, offload, sys, Core};
+use crate::link::{Request, Snapshot};
+use crate::{config, normalize, offload, sys};
 
 /// What the data plane tells the control task.
 #[derive(Debug)]
@@ -37,18 +42,24 @@ const UDP_READY: u32 = 1;
 const TUN_READY: u32 = 2;
 const WAKE_READY: u32 = 4;
 
-/// Batches served before timers are looked at again.
+/// Batches served before timers and requests are looked at again.
 const ROUNDS: usize = 64;
 
+/// Notes queued for the control task at most (beyond: dropped and counted).
+pub(crate) const NOTES: usize = 4096;
+
 pub(crate) struct DataPlane {
-    pub core: Arc<Mutex<Core>>,
+    /// The node: this thread is its only owner.
+    pub node: Node,
+    /// The control task's requests.
+    pub requests: Receiver<Request>,
     pub udp: batch::Udp,
     pub tun: batch::Tun,
     pub origin: std::time::Instant,
     /// Largest datagram the underlay carries (see `Daemon::path_mtu`).
     pub path_mtu: u16,
     pub wake: Arc<sys::EventFd>,
-    pub notes: UnboundedSender<Note>,
+    pub notes: Sender<Note>,
     pub stop: Arc<AtomicBool>,
     pub counters: Counters,
     /// Where the packets decrypted from the current UDP slot lie: (start, end).
@@ -69,6 +80,7 @@ impl DataPlane {
             self.wake.raw(),
         ];
         while !self.stop.load(Ordering::Relaxed) {
+            self.serve();
             let timeout = self.timers();
             let ready = sys::wait_readable(&fds, timeout);
             let asked = self.heartbeat[0].load(Ordering::Relaxed);
@@ -98,7 +110,8 @@ impl DataPlane {
                         Ok(false) => tun = false,
                         Ok(true) => self.on_tun(),
                         Err(e) => {
-                            let _ = self.notes.send(Note::TunFailed(e));
+                            // Must arrive: the daemon stops on it (this thread is not in the runtime).
+                            let _ = self.notes.blocking_send(Note::TunFailed(e));
                             return;
                         }
                     }
@@ -110,62 +123,101 @@ impl DataPlane {
         }
     }
 
-    /// Fire the node's timers if due and publish the counters; returns how long to
-    /// sleep until the next timer.
-    fn timers(&mut self) -> Option<Duration> {
-        let core = self.core.clone();
-        let mut core = lock(&core);
-        let now = crate::now(self.origin);
-        if core.node.poll_timeout().is_some_and(|t| t <= now) {
-            core.node.handle_timeout(now);
-            self.drain(&mut core, None);
+    /// Serve the control task's queued requests, then send what they caused.
+    fn serve(&mut self) {
+        let mut served = false;
+        while let Ok(request) = self.requests.try_recv() {
+            served = true;
+            let now = crate::now(self.origin);
+            // A control task that gave up waiting has dropped its answer channel: the
+            // answer is then simply not delivered.
+            match request {
+                Request::Command(command, answer) => {
+                    let result = self.node.handle_command(now, command);
+                    if let Some(a) = answer {
+                        let _ = a.try_send(result);
+                    }
+                }
+                Request::AddIdentity(identity, answer) => {
+                    let _ = answer.try_send(self.node.add_identity(identity));
+                }
+                Request::RemoveIdentity(local) => {
+                    self.node.remove_identity(local);
+                }
+                Request::Snapshot(answer) => {
+                    let _ = answer.try_send(Snapshot {
+                        peers: self.node.peers(now),
+                        stats: self.node.stats().clone(),
+                        data: self.counters,
+                    });
+                }
+                Request::Peer {
+                    local,
+                    address,
+                    answer,
+                } => {
+                    let peer = self
+                        .node
+                        .peers(now)
+                        .into_iter()
+                        .find(|p| p.local == local && p.address == address);
+                    let _ = answer.try_send(peer);
+                }
+            }
         }
-        core.data = self.counters;
-        core.node
+        if served {
+            self.drain(None);
+        }
+    }
+
+    /// Fire the node's timers if due; returns how long to sleep until the next timer.
+    fn timers(&mut self) -> Option<Duration> {
+        let now = crate::now(self.origin);
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+            self.drain(None);
+        }
+        self.node
             .poll_timeout()
             .map(|t| Duration::from_nanos(t.as_nanos().saturating_sub(now.as_nanos())))
     }
 
     /// Send what the node queued and pass its events on (`trigger`: the TUN packet
     /// they are on behalf of).
-    fn drain(&mut self, core: &mut Core, trigger: Option<&[u8]>) {
-        while let Some(tx) = core.node.poll_transmit(&mut self.obuf) {
+    fn drain(&mut self, trigger: Option<&[u8]>) {
+        while let Some(tx) = self.node.poll_transmit(&mut self.obuf) {
             self.udp
                 .tx
                 .send_one(&self.obuf[..tx.len], tx.destination, &mut self.counters);
         }
-        while let Some(ev) = core.node.poll_event() {
-            let _ = self
-                .notes
-                .send(Note::Event(ev, trigger.map(<[u8]>::to_vec)));
+        while let Some(ev) = self.node.poll_event() {
+            let note = Note::Event(ev, trigger.map(<[u8]>::to_vec));
+            if self.notes.try_send(note).is_err() {
+                self.counters.notes_dropped += 1;
+            }
         }
     }
 
-    /// A batch of UDP datagrams: slot by slot, decrypt each in place under the lock,
-    /// then hand the packets to the TUN where they lie (merged by GRO). Written once
+    /// A batch of UDP datagrams: slot by slot, decrypt each in place, then hand the packets to the TUN where they lie (merged by GRO). Written once
     /// [`FLUSH_BYTES`] are held (so that they are still in the cache) and at the end.
     fn on_udp(&mut self, slots: usize) {
         self.udp.count_recv(slots, &mut self.counters);
         let now = crate::now(self.origin);
         let complete = self.tun.verifies_checksums();
-        let core = self.core.clone();
         for i in 0..slots {
             self.rx.clear();
-            {
-                let mut core = lock(&core);
-                let (from, stride, bytes) = self.udp.slot(i);
-                let from = normalize(from);
-                for (j, datagram) in bytes.chunks_mut(stride).enumerate() {
-                    if let Some(range) = core.node.handle_datagram(now, from, datagram) {
-                        if complete {
-                            offload::complete_plain_checksum(&mut datagram[range.clone()]);
-                        }
-                        let at = j * stride;
-                        self.rx.push((at + range.start, at + range.end));
+            let (from, stride, bytes) = self.udp.slot(i);
+            let from = normalize(from);
+            for (j, datagram) in bytes.chunks_mut(stride).enumerate() {
+                if let Some(range) = self.node.handle_datagram(now, from, datagram) {
+                    if complete {
+                        offload::complete_plain_checksum(&mut datagram[range.clone()]);
                     }
+                    let at = j * stride;
+                    self.rx.push((at + range.start, at + range.end));
                 }
-                self.drain(&mut core, None);
             }
+            self.drain(None);
             let bufs = self.udp.bufs();
             for &(start, end) in &self.rx {
                 if !self.tun.push(bufs, i, start, end) {
@@ -180,12 +232,10 @@ impl DataPlane {
         self.tun.flush(self.udp.bufs(), &mut self.counters);
     }
 
-    /// A TUN read: cut each packet of it into the UDP stage and seal it there under
-    /// the lock, then send the stage.
+    /// A TUN read: cut each packet of it into the UDP stage and seal it there, then
+    /// send the stage.
     fn on_tun(&mut self) {
         let now = crate::now(self.origin);
-        let core = self.core.clone();
-        let mut core = lock(&core);
         for i in 0..self.tun.count() {
             let len = self.tun.len(i);
             if len + usize::from(config::OVERHEAD) > usize::from(self.path_mtu) {
@@ -200,17 +250,16 @@ impl DataPlane {
                 continue;
             };
             self.tun.write_packet(i, &mut out[wire::DATA_HEADER_LEN..]);
-            if let Some(tx) = core.node.handle_tun_packet_in_place(now, out, len) {
+            if let Some(tx) = self.node.handle_tun_packet_in_place(now, out, len) {
                 self.udp.commit(tx.destination, tx.len);
             }
             // Events here are on this packet's behalf (a lookup it waits for).
-            if core.node.has_events() {
+            if self.node.has_events() {
                 let packet = self.tun.packet_vec(i);
-                self.drain(&mut core, Some(&packet));
+                self.drain(Some(&packet));
             }
         }
-        self.drain(&mut core, None);
-        drop(core);
+        self.drain(None);
         self.udp.flush(&mut self.counters);
     }
 

@@ -17,6 +17,7 @@ pub mod dns;
 pub mod filter;
 pub mod hostdns;
 pub mod journal;
+mod link;
 pub mod metrics;
 mod offload;
 mod registry;
@@ -131,36 +132,19 @@ impl Error {
     }
 }
 
-/// What the data-plane thread and the control task share, behind one lock.
-pub(crate) struct Core {
-    pub node: Node,
-    /// The data-plane thread's counters, as it last published them.
-    pub data: batch::Counters,
-}
-
-/// Lock `core`; a panic elsewhere while it was held leaves the node usable.
-pub(crate) fn lock(core: &std::sync::Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
-    core.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The control task: commands, the registry, the chain client; the data plane runs
-/// in its own thread (`dataplane.rs`) and shares the node through `core`.
+/// The control task: commands, the registry, the chain client. The data plane runs
+/// in its own thread (`dataplane.rs`) and owns the node; this side reaches it through
+/// `node` ([`link::Link`]).
 struct Daemon {
-    core: std::sync::Arc<std::sync::Mutex<Core>>,
+    node: link::Link,
     names: Vec<(String, LocalId)>,
     state: state::StateDir,
     opts: Options,
-    origin: std::time::Instant,
     /// The TUN device (its addresses; ICMPv6 errors written from here).
     tun: std::sync::Arc<tun_rs::SyncDevice>,
-    /// The UDP socket, for handshakes and keepalives the control task causes.
-    udp: batch::Sender,
-    /// Wakes the data-plane thread after the node changed (new timers, new peers).
+    /// Wakes the data-plane thread (the watchdog's question).
     wake: std::sync::Arc<sys::EventFd>,
-    /// Buffer for control-path datagrams from `poll_transmit`.
-    obuf: Vec<u8>,
-    /// The control task's own counters (its sends, its TUN writes).
+    /// The control task's own counters (its TUN writes).
     counters: batch::Counters,
     /// `connect` requests answered when their session is up or has failed.
     waiting: Vec<Waiting>,
@@ -370,16 +354,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let metrics_task = start_metrics(opts.metrics_listen, metrics_tx.clone()).await?;
     let reg = registry::Registry::new(opts.identities.clone());
 
-    let core = std::sync::Arc::new(std::sync::Mutex::new(Core {
-        node,
-        data: batch::Counters::default(),
-    }));
     let wake = std::sync::Arc::new(sys::EventFd::new()?);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    let (notes_tx, mut notes) = mpsc::channel(dataplane::NOTES);
     let heartbeat: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]> = Default::default();
+    let (link, requests) = link::link(
+        wake.clone(),
+        node.identities().map(|(l, id)| (l, link::duplicate(id))),
+    );
     let plane = dataplane::DataPlane {
-        core: core.clone(),
+        node,
+        requests,
         udp: batch::Udp::new(udp.clone()),
         tun: batch::Tun::new(tun.clone()),
         origin,
@@ -397,15 +382,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         .spawn(move || plane.run())?;
 
     let mut d = Daemon {
-        core,
+        node: link,
         names,
         state,
         opts,
-        origin,
         tun,
-        udp,
         wake,
-        obuf: vec![0u8; wire::MAX_DATAGRAM],
         counters: batch::Counters::default(),
         waiting: Vec::new(),
         dht: Some(dht),
@@ -516,7 +498,7 @@ impl Daemon {
     /// Point the overlay filter at the current identities' addresses.
     fn refilter(&self) {
         let Some(f) = &self.filter else { return };
-        let guarded: Vec<Ipv6Addr> = lock(&self.core)
+        let guarded: Vec<Ipv6Addr> = self
             .node
             .identities()
             .map(|(_, id)| id.address().ipv6())
@@ -526,20 +508,14 @@ impl Daemon {
         }
     }
 
-    /// After any input: send what the node queued, handle its events, answer waiting
-    /// requests, write ICMPv6 errors to the TUN, and wake the data plane (the node's
-    /// timers may have moved).
+    /// After any input: answer waiting requests and write ICMPv6 errors to the TUN.
+    /// (What the node sends because of a request, the data plane sends; its events
+    /// come back as notes.)
     fn after_input(&mut self) {
-        self.events(None);
         self.expire_waiting();
         for packet in std::mem::take(&mut self.tun_out) {
             batch::write_own(&self.tun, &packet, &mut self.counters);
         }
-        self.wake.signal();
-    }
-
-    fn now(&self) -> Instant {
-        now(self.origin)
     }
 
     fn name_of(&self, local: LocalId) -> String {
@@ -571,23 +547,9 @@ impl Daemon {
         }
     }
 
-    /// Handle what the node reported. `trigger` is the TUN packet just handled: a
-    /// lookup the node asks for is on its behalf, and it answers an ICMPv6 error if the
+    /// Handle what the node reported. `trigger` is the TUN packet the event is on
+    /// behalf of: a lookup the node asks for, and it answers an ICMPv6 error if the
     /// lookup fails.
-    fn events(&mut self, trigger: Option<&[u8]>) {
-        let events = {
-            let mut core = lock(&self.core);
-            while let Some(tx) = core.node.poll_transmit(&mut self.obuf) {
-                self.udp
-                    .send_one(&self.obuf[..tx.len], tx.destination, &mut self.counters);
-            }
-            std::iter::from_fn(|| core.node.poll_event()).collect::<Vec<_>>()
-        };
-        for ev in events {
-            self.event(ev, trigger);
-        }
-    }
-
     fn event(&mut self, ev: Event, trigger: Option<&[u8]>) {
         match ev {
             Event::LookupNeeded { local, ipv6 } => {
@@ -681,16 +643,15 @@ impl Daemon {
         picked
     }
 
-    /// The current state of the peer `peer` describes.
+    /// The current state of the peer `peer` describes (one query, not every peer).
     fn peer_info(&self, peer: &PeerInfo) -> Option<PeerInfo> {
-        self.peer_infos()
-            .into_iter()
-            .find(|p| p.identity == peer.identity && p.address == peer.address)
+        let address = peer.address.parse::<Address>().ok()?;
+        let local = self.local_named(Some(&peer.identity)).ok()?;
+        self.node.peer(local, address).map(|p| self.peer_info_of(p))
     }
 
     fn identity_info(&self, name: &str, local: LocalId) -> Option<IdentityInfo> {
-        let core = lock(&self.core);
-        let id = core.node.identity(local)?;
+        let id = self.node.identity(local)?;
         let mut i = info(
             name,
             id,
@@ -706,32 +667,36 @@ impl Daemon {
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
-        let peers = lock(&self.core).node.peers(self.now());
-        peers
+        self.node
+            .peers()
             .into_iter()
-            .map(|p| PeerInfo {
-                identity: self.name_of(p.local),
-                address: p.address.to_string(),
-                ipv6: p.ipv6,
-                endpoint: p.endpoint,
-                last_handshake: p.last_handshake.map(UnixTime::as_secs),
-                connected: p.connected,
-                rx_bytes: p.rx_bytes,
-                tx_bytes: p.tx_bytes,
-                rtt_us: p
-                    .rtt
-                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-                cipher: p.cipher.map(|c| c.name().to_owned()),
-            })
+            .map(|p| self.peer_info_of(p))
             .collect()
+    }
+
+    fn peer_info_of(&self, p: node::PeerStatus) -> PeerInfo {
+        PeerInfo {
+            identity: self.name_of(p.local),
+            address: p.address.to_string(),
+            ipv6: p.ipv6,
+            endpoint: p.endpoint,
+            last_handshake: p.last_handshake.map(UnixTime::as_secs),
+            connected: p.connected,
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            rtt_us: p
+                .rtt
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            cipher: p.cipher.map(|c| c.name().to_owned()),
+        }
     }
 
     /// The global counters `metanet status` shows (node and data plane): name, what it
     /// counts (the metrics endpoint's HELP line), value. The one list of them.
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let (s, c) = {
-            let core = lock(&self.core);
-            (core.node.stats().clone(), core.data.add(&self.counters))
+            let snap = self.node.snapshot().unwrap_or_default();
+            (snap.stats, snap.data.add(&self.counters))
         };
         [
             (
@@ -866,18 +831,17 @@ impl Daemon {
     fn metrics_snapshot(&self) -> metrics::Snapshot {
         let counters = self.counters();
         let (identities, peers) = {
-            let core = lock(&self.core);
             let identities: Vec<metrics::IdentitySample> = self
                 .names
                 .iter()
                 .filter_map(|(name, local)| {
                     Some(metrics::IdentitySample {
                         name: name.clone(),
-                        address: core.node.identity(*local)?.address().to_string(),
+                        address: self.node.identity(*local)?.address().to_string(),
                     })
                 })
                 .collect();
-            (identities, core.node.peers(self.now()))
+            (identities, self.node.peers())
         };
         let peers = peers
             .into_iter()
@@ -911,7 +875,6 @@ impl Daemon {
     }
 
     fn control(&mut self, cmd: api::Command) -> Result<Reply, api::Error> {
-        let now = self.now();
         match cmd {
             api::Command::Status => {
                 let counters = self
@@ -969,8 +932,7 @@ impl Daemon {
             }
             api::Command::IdExport { name } => {
                 let local = self.local_named(Some(&name))?;
-                let core = lock(&self.core);
-                let id = core
+                let id = self
                     .node
                     .identity(local)
                     .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
@@ -994,7 +956,7 @@ impl Daemon {
                 self.state
                     .remove(&name)
                     .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
-                let removed = lock(&self.core).node.remove_identity(local);
+                let removed = self.node.remove_identity(local);
                 if let Some(id) = removed {
                     let _ = self.tun.remove_address_v6(id.address().ipv6(), 128);
                     self.withdraw(&name, id.address());
@@ -1028,16 +990,12 @@ impl Daemon {
                         &format!("endpoint {endpoint} is this metanetd itself, not a peer"),
                     ));
                 }
-                lock(&self.core)
-                    .node
-                    .handle_command(
-                        now,
-                        Command::Connect {
-                            local,
-                            address,
-                            endpoint: normalize(endpoint),
-                        },
-                    )
+                self.node
+                    .handle_command(Command::Connect {
+                        local,
+                        address,
+                        endpoint: normalize(endpoint),
+                    })
                     .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
                 Ok(Reply::Connected(self.connecting(local, address, endpoint)))
             }
@@ -1057,9 +1015,8 @@ impl Daemon {
             api::Command::Disconnect { address, identity } => {
                 let (address, _) = self.target_unchecked(&address)?;
                 let local = self.local_named(identity.as_deref())?;
-                lock(&self.core)
-                    .node
-                    .handle_command(now, Command::RemovePeer { local, address })
+                self.node
+                    .handle_command(Command::RemovePeer { local, address })
                     .map_err(|e| err(ErrorKind::NotFound, &e.to_string()))?;
                 Ok(Reply::Done)
             }
@@ -1081,8 +1038,7 @@ impl Daemon {
 
     /// One line for `systemctl status`: identities and peers.
     fn summary(&self) -> String {
-        let now = self.now();
-        let peers = lock(&self.core).node.peers(now);
+        let peers = self.node.peers();
         let up = peers.iter().filter(|p| p.last_handshake.is_some()).count();
         format!(
             "serving {} identities; {up} of {} peers with a session",
@@ -1118,7 +1074,6 @@ impl Daemon {
             Err(e) => tracing::warn!(error = %e, "reload: operator rights unchanged"),
         }
         // Static peers that left the file are disconnected.
-        let now = self.now();
         for old in std::mem::replace(&mut self.opts.static_peers, file.peer.clone()) {
             let kept = file
                 .peer
@@ -1131,9 +1086,9 @@ impl Daemon {
                 continue;
             };
             if !kept {
-                let gone = lock(&self.core)
+                let gone = self
                     .node
-                    .handle_command(now, Command::RemovePeer { local, address });
+                    .handle_command(Command::RemovePeer { local, address });
                 if gone.is_ok() {
                     tracing::info!(peer = %address, "reload: static peer removed from the config: disconnected");
                 }
@@ -1144,10 +1099,9 @@ impl Daemon {
         for name in names {
             self.publish(&name, true);
         }
-        let now = self.now();
-        let known: Vec<(LocalId, Address)> = crate::lock(&self.core)
+        let known: Vec<(LocalId, Address)> = self
             .node
-            .peers(now)
+            .peers()
             .into_iter()
             .map(|p| (p.local, p.address))
             .collect();
@@ -1215,23 +1169,13 @@ impl Daemon {
     fn rotate(&mut self, name: Option<&str>) -> Result<Reply, api::Error> {
         let local = self.local_named(name)?;
         let name = self.name_of(local);
-        let now = self.now();
         let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, &e.to_string());
-        let (seed, peers) = {
-            let core = lock(&self.core);
-            let id = core
-                .node
-                .identity(local)
-                .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?;
-            let peers: Vec<(Address, SocketAddr)> = core
-                .node
-                .peers(now)
-                .into_iter()
-                .filter(|p| p.local == local)
-                .filter_map(|p| Some((p.address, p.endpoint?)))
-                .collect();
-            (id.wallet().seed(), peers)
-        };
+        let seed = self
+            .node
+            .identity(local)
+            .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?
+            .wallet()
+            .seed();
         let mut noise = [0u8; 32];
         noise.copy_from_slice(&state::random64().map_err(|e| internal(&e))?[..32]);
         let id = Identity::new(
@@ -1241,30 +1185,45 @@ impl Daemon {
         self.state
             .write(&name, &id, true)
             .map_err(|e| internal(&e))?;
-        let fresh = {
-            let mut core = lock(&self.core);
-            core.node.remove_identity(local);
-            let fresh = core.node.add_identity(id);
-            for (address, endpoint) in peers {
-                let _ = core.node.handle_command(
-                    now,
-                    Command::Connect {
-                        local: fresh,
-                        address,
-                        endpoint,
-                    },
-                );
-            }
-            fresh
-        };
-        for entry in self.names.iter_mut().filter(|(n, _)| *n == name) {
-            entry.1 = fresh;
-        }
+        let fresh = self.replace_identity(local, id)?;
         self.publish(&name, true);
         tracing::info!(identity = %name, "noise key rotated");
         self.identity_info(&name, fresh)
             .map(Reply::Identity)
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))
+    }
+
+    /// The node serves `new` in place of local identity `local` (same name): the old
+    /// one's peers are dropped and connected again from the new one at their last
+    /// endpoints. Returns the new identity's id.
+    pub(crate) fn replace_identity(
+        &mut self,
+        local: LocalId,
+        new: Identity,
+    ) -> Result<LocalId, api::Error> {
+        let peers: Vec<(Address, SocketAddr)> = self
+            .node
+            .peers()
+            .into_iter()
+            .filter(|p| p.local == local)
+            .filter_map(|p| Some((p.address, p.endpoint?)))
+            .collect();
+        self.node.remove_identity(local);
+        let fresh = self
+            .node
+            .add_identity(new)
+            .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
+        for (address, endpoint) in peers {
+            self.node.post(Command::Connect {
+                local: fresh,
+                address,
+                endpoint,
+            });
+        }
+        for entry in self.names.iter_mut().filter(|(_, l)| *l == local) {
+            entry.1 = fresh;
+        }
+        Ok(fresh)
     }
 
     /// The host resolver integration's view of this daemon.
@@ -1295,13 +1254,12 @@ impl Daemon {
         let meta = |a: &Address| (format!("{a}.{}", dns::DOMAIN), a.ipv6());
         let mut entries = std::collections::BTreeSet::new();
         {
-            let core = lock(&self.core);
             for (_, local) in &self.names {
-                if let Some(id) = core.node.identity(*local) {
+                if let Some(id) = self.node.identity(*local) {
                     entries.insert(meta(&id.address()));
                 }
             }
-            for p in core.node.peers(self.now()) {
+            for p in self.node.peers() {
                 entries.insert(meta(&p.address));
             }
         }
@@ -1450,7 +1408,10 @@ impl Daemon {
         let ipv6 = id.address().ipv6();
         sys::add_deprecated_address(&self.opts.tun, ipv6)
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
-        let local = lock(&self.core).node.add_identity(id);
+        let local = self
+            .node
+            .add_identity(id)
+            .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         self.names.push((name.clone(), local));
         self.refilter();
         self.publish(&name, true);

@@ -183,7 +183,7 @@ impl Daemon {
     fn resolve(&mut self, prefix: Ipv6Prefix, address: Option<Address>, reply: ReplyTo) {
         // Our own identities answer from what we publish.
         let own = self.names.iter().find_map(|(name, local)| {
-            let address = crate::lock(&self.core).node.identity(*local)?.address();
+            let address = self.node.identity(*local)?.address();
             (address.ipv6_prefix() == prefix).then(|| name.clone())
         });
         if let Some(record) = own.and_then(|n| self.reg.published(&n).cloned()) {
@@ -247,7 +247,6 @@ impl Daemon {
     }
 
     fn deliver(&mut self, waiter: Waiter, result: Result<(&PeerRecord, &str), LookupError>) {
-        let now = self.now();
         match waiter {
             Waiter::Packet {
                 local,
@@ -259,9 +258,9 @@ impl Daemon {
                     .filter(|(rec, _)| self.refused(&rec.address()).is_none())
                     .and_then(|(rec, _)| self.add_from_record(local, rec, true).ok());
                 if added.is_none() {
-                    let _ = crate::lock(&self.core)
+                    let _ = self
                         .node
-                        .handle_command(now, Command::LookupFailed { local, ipv6 });
+                        .handle_command(Command::LookupFailed { local, ipv6 });
                     self.unreachable(local, &packet);
                 }
             }
@@ -303,9 +302,9 @@ impl Daemon {
             }
             Waiter::Refresh { local, address } => {
                 if let Ok((rec, _)) = result {
-                    let known = crate::lock(&self.core)
+                    let known = self
                         .node
-                        .peers(now)
+                        .peers()
                         .into_iter()
                         .find(|p| p.local == local && p.address == address);
                     let moved = known
@@ -341,21 +340,16 @@ impl Daemon {
                 ),
             ));
         };
-        let now = self.now();
-        crate::lock(&self.core)
-            .node
-            .handle_command(
-                now,
-                Command::AddPeer {
-                    local,
-                    remote: Remote {
-                        public_key: rec.public_key,
-                        noise_key: rec.noise_key,
-                    },
-                    endpoint: Some(endpoint),
-                    connect,
+        self.node
+            .handle_command(Command::AddPeer {
+                local,
+                remote: Remote {
+                    public_key: rec.public_key,
+                    noise_key: rec.noise_key,
                 },
-            )
+                endpoint: Some(endpoint),
+                connect,
+            })
             .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
         self.reg.checks.push(Check {
             due: std::time::Instant::now() + RECHECK_AFTER,
@@ -368,7 +362,7 @@ impl Daemon {
 
     /// An ICMPv6 "address unreachable" for `packet`, sent back into the TUN.
     pub(crate) fn unreachable(&mut self, local: LocalId, packet: &[u8]) {
-        let from = crate::lock(&self.core)
+        let from = self
             .node
             .identity(local)
             .map(|i| i.address().ipv6())
@@ -428,7 +422,7 @@ impl Daemon {
         if due.is_empty() {
             return;
         }
-        let peers = crate::lock(&self.core).node.peers(self.now());
+        let peers = self.node.peers();
         for c in due {
             let up = peers
                 .iter()
@@ -476,8 +470,7 @@ impl Daemon {
             return;
         }
         let seq = self.reg.next_seq();
-        let core = crate::lock(&self.core);
-        let (Some(id), Some(dht)) = (core.node.identity(local), &self.dht) else {
+        let (Some(id), Some(dht)) = (self.node.identity(local), &self.dht) else {
             return;
         };
         let record = PeerRecord::new(id, endpoints, cfg.service, seq, now + RECORD_LIFETIME);
