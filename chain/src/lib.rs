@@ -28,7 +28,6 @@ pub mod contract;
 pub mod eth;
 pub mod evm;
 pub mod follower;
-pub mod name;
 pub mod registry;
 pub mod rlp;
 pub mod rpc;
@@ -36,5 +35,6 @@ pub mod tx;
 
 pub use claim::{Claim, RegistryId, SignedClaim};
 pub use evm::EvmAddress;
-pub use name::Name;
+/// Registry names live in `metanet_proto` (the control API's targets use them too).
+pub use metanet_proto::name::{self, Name};
 pub use registry::{KeyStatus, LogEntry, Outcome, Params, Registry, Resolution};

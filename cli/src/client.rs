@@ -175,10 +175,11 @@ impl Client {
     }
 
     /// The verified registry record of an address or overlay IPv6.
-    pub(crate) fn record(&self, target: &str) -> Result<control::RecordInfo, Error> {
-        match self.request(Command::Resolve {
-            target: target.into(),
-        })? {
+    pub(crate) fn record(
+        &self,
+        target: metanet_proto::Target,
+    ) -> Result<control::RecordInfo, Error> {
+        match self.request(Command::Resolve { target })? {
             Reply::Record(record) => Ok(record),
             other => Err(self.unexpected("resolve", &other)),
         }

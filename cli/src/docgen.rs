@@ -163,8 +163,17 @@ const EXIT_CODES: &[(&str, &str)] = &[
     ("5", "not found: no such identity, peer or name"),
     (
         "6",
-        "refused by the chain registry: the key is revoked or rotated away",
+        "refused: the chain registry says the key is revoked or rotated away, or the node denies the peer",
     ),
+    (
+        "7",
+        "unreachable: no record or no handshake answer for the address where it was looked for",
+    ),
+    (
+        "8",
+        "timeout: the daemon or a request gave up waiting",
+    ),
+    ("9", "too many peers: the daemon's peer table is full"),
 ];
 
 /// Files the command line uses.

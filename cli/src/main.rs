@@ -11,7 +11,13 @@
 //! | 3 | metanetd is not running (no socket, or nobody listening on it) |
 //! | 4 | permission denied (control socket or state directory) |
 //! | 5 | not found (identity, peer, name) |
-//! | 6 | refused by the chain registry (a revoked or rotated key) |
+//! | 6 | refused (a revoked or rotated key, or a peer the node denies) |
+//! | 7 | unreachable (no record or no handshake answer for the address) |
+//! | 8 | timeout (the daemon or a request gave up waiting) |
+//! | 9 | too many peers (the daemon's peer table is full) |
+//!
+//! A daemon error's code comes from its kind ([`ErrorKind::exit_code`]), the one
+//! mapping of kinds to codes.
 //!
 //! The CLI talks to metanetd only through its control socket (`proto::control`); it
 //! never links the daemon. Identity commands fall back to the state directory when
@@ -151,7 +157,6 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     const NOT_RUNNING: u8 = 3;
     const DENIED: u8 = 4;
     const NOT_FOUND: u8 = 5;
-    const REFUSED: u8 = 6;
     for cause in err.chain() {
         if cause.is::<BadInput>() {
             return USAGE;
@@ -160,16 +165,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             return match e {
                 client::Error::NotRunning { .. } => NOT_RUNNING,
                 client::Error::PermissionDenied { .. } => DENIED,
-                client::Error::Daemon(e) => match e.kind {
-                    ErrorKind::BadRequest => USAGE,
-                    ErrorKind::NotFound => NOT_FOUND,
-                    ErrorKind::Refused => REFUSED,
-                    ErrorKind::Forbidden => DENIED,
-                    ErrorKind::AlreadyExists | ErrorKind::Internal => FAILURE,
-                },
-                client::Error::Timeout { .. }
-                | client::Error::Io { .. }
-                | client::Error::Protocol { .. } => FAILURE,
+                client::Error::Daemon(e) => e.kind.exit_code(),
+                client::Error::Timeout { .. } => ErrorKind::Timeout.exit_code(),
+                client::Error::Io { .. } | client::Error::Protocol { .. } => FAILURE,
             };
         }
         if let Some(e) = cause.downcast_ref::<state::Error>() {
@@ -371,6 +369,10 @@ mod tests {
         assert_eq!(code(daemon(ErrorKind::Internal).into()), 1);
         assert_eq!(code(daemon(ErrorKind::Refused).into()), 6);
         assert_eq!(code(daemon(ErrorKind::Forbidden).into()), 4);
+        assert_eq!(code(daemon(ErrorKind::Denied).into()), 6);
+        assert_eq!(code(daemon(ErrorKind::Unreachable).into()), 7);
+        assert_eq!(code(daemon(ErrorKind::Timeout).into()), 8);
+        assert_eq!(code(daemon(ErrorKind::TooManyPeers).into()), 9);
         assert_eq!(code(state::Error::BadName("..".into()).into()), 2);
         assert_eq!(
             code(

@@ -36,7 +36,7 @@ use metanet_chain::{EvmAddress, KeyStatus, Name, Outcome, Registry, Resolution};
 use metanet_proto::address::Ipv6Prefix;
 use metanet_proto::control::{self as api, ChainStatus, ErrorKind, NameInfo, NameStatus, Reply};
 use metanet_proto::node::Command;
-use metanet_proto::Address;
+use metanet_proto::{Address, Target};
 
 use crate::{dns, err, Daemon, ReplyTo};
 
@@ -53,19 +53,7 @@ const MAX_QUEUED_WRITES: usize = 8;
 /// File of the log cache in the state directory.
 pub const CACHE_FILE: &str = "chain.cache";
 
-/// How the chain client is configured (`--chain-rpc`, `--chain-contract`, `--chain-key`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// The JSON-RPC node, `http://HOST:PORT`.
-    pub rpc: String,
-    /// The registry contract.
-    pub contract: EvmAddress,
-    /// The funding key file (an EVM account key that pays gas); without it the
-    /// daemon follows the chain but submits nothing.
-    pub key: Option<PathBuf>,
-    /// Blocks behind the head the follower waits for (`--chain-confirmations`).
-    pub confirmations: u64,
-}
+pub use crate::config::ChainConfig as Config;
 
 /// Why the chain client could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +77,7 @@ pub(crate) struct View {
 
 /// The daemon's side of the chain client. Dropping it stops both threads.
 #[derive(Debug)]
-pub(crate) struct Handle {
+pub(crate) struct ChainClient {
     config: Config,
     view: Arc<RwLock<View>>,
     funding: Option<EvmAddress>,
@@ -101,14 +89,14 @@ pub(crate) struct Handle {
 /// A claim submission for the writer thread.
 #[derive(Debug)]
 pub(crate) struct Write {
-    job: Job,
+    job: Submission,
     /// Local identities (name, address), to say which one owns a name in the answer.
     locals: Vec<(String, Address)>,
     reply: ReplyTo,
 }
 
 #[derive(Debug)]
-enum Job {
+enum Submission {
     /// Commit, wait the reveal delay, reveal.
     Register {
         name: Name,
@@ -142,7 +130,7 @@ struct Shared {
     cache: PathBuf,
 }
 
-impl Handle {
+impl ChainClient {
     /// Read the funding key, load the cache and start the threads. Nothing here waits
     /// for the node: a node that is down makes the view stale, not the start fail.
     pub(crate) fn spawn(
@@ -196,7 +184,7 @@ impl Handle {
             None => None,
         };
         tracing::info!(rpc = %config.rpc, contract = %config.contract, funding = ?funding, "chain client started");
-        Ok(Handle {
+        Ok(ChainClient {
             config,
             view,
             funding,
@@ -376,7 +364,7 @@ fn carry_out(
             .map_err(fail)
     };
     match &w.job {
-        Job::Register {
+        Submission::Register {
             name,
             commit,
             reveal,
@@ -391,12 +379,12 @@ fn carry_out(
             settle(outcome, name.as_str())?;
             name_reply(shared, name, &w.locals)
         }
-        Job::Transfer { name, claim } => {
+        Submission::Transfer { name, claim } => {
             let block = submit(claim)?;
             settle(outcome_of(shared, claim, block)?, name.as_str())?;
             name_reply(shared, name, &w.locals)
         }
-        Job::Revoke {
+        Submission::Revoke {
             identity,
             address,
             claim,
@@ -410,7 +398,7 @@ fn carry_out(
                 block,
             })
         }
-        Job::Rotate {
+        Submission::Rotate {
             identity,
             from,
             to,
@@ -631,13 +619,13 @@ impl Daemon {
 
     /// The chain client's status, when configured.
     pub(crate) fn chain_status(&self) -> Option<ChainStatus> {
-        self.chain.as_ref().map(Handle::status)
+        self.chain.as_ref().map(ChainClient::status)
     }
 
-    /// The address `text` stands for: an `mn1…` address, or a chain name resolved
+    /// The address `target` stands for: an `mn1…` address, or a chain name resolved
     /// through the registry. Revoked and rotated keys are refused (§9.6).
-    pub(crate) fn target(&self, text: &str) -> Result<Address, api::Error> {
-        let (address, shown) = self.target_unchecked(text)?;
+    pub(crate) fn target(&self, target: &Target) -> Result<Address, api::Error> {
+        let (address, shown) = self.target_unchecked(target)?;
         if let Some(chain) = &self.chain {
             if let (Some(reg), _) = chain.snapshot() {
                 if let Some(e) = refusal(&reg, &address, &shown) {
@@ -650,25 +638,28 @@ impl Daemon {
 
     /// Like [`Daemon::target`] without the refusal (to forget a peer, for instance);
     /// also returns how to name the target in messages.
-    pub(crate) fn target_unchecked(&self, text: &str) -> Result<(Address, String), api::Error> {
-        let text = text.trim();
-        let looks_like_address = text.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("mn1"));
-        if looks_like_address || text.contains(':') {
-            return crate::parse_address(text).map(|a| (a, a.to_string()));
-        }
-        let name = Name::parse(text).map_err(|e| {
-            err(
-                ErrorKind::BadRequest,
-                &format!("`{text}` is neither an `mn1…` address nor a valid name: {e}"),
-            )
-        })?;
+    pub(crate) fn target_unchecked(
+        &self,
+        target: &Target,
+    ) -> Result<(Address, String), api::Error> {
+        let name = match target {
+            Target::Address(a) => return Ok((*a, a.to_string())),
+            Target::Ipv6(ip) => {
+                return Err(err(
+                    ErrorKind::BadRequest,
+                    &format!("{ip} is an overlay IPv6, not a full address: give the `mn1…` address or a name"),
+                ))
+            }
+            Target::Name(name) => name,
+        };
+        let text = name.as_str();
         let Some(chain) = &self.chain else {
             return Err(not_configured(&format!(
                 "`{text}` is not an address; names"
             )));
         };
         let (reg, status) = chain.registry()?;
-        match reg.resolve(&name) {
+        match reg.resolve(name) {
             Resolution::Owner(a) => Ok((a, format!("`{name}` ({a})"))),
             Resolution::Revoked { owner, block } => Err(err(
                 ErrorKind::Refused,
@@ -676,7 +667,7 @@ impl Daemon {
                     "`{name}` belongs to {owner}, whose key was revoked on chain in block {block}: metanet refuses to use it"
                 ),
             )),
-            Resolution::Unregistered => Err(unregistered(&name, &status)),
+            Resolution::Unregistered => Err(unregistered(name, &status)),
         }
     }
 
@@ -684,12 +675,12 @@ impl Daemon {
     /// full address when known.
     pub(crate) fn lookup_target(
         &self,
-        text: &str,
+        target: &Target,
     ) -> Result<(Ipv6Prefix, Option<Address>), api::Error> {
-        if text.trim().parse::<std::net::Ipv6Addr>().is_ok() {
-            return crate::registry::parse_target(text);
+        if let (Target::Ipv6(_), Some(prefix)) = (target, target.prefix()) {
+            return Ok((prefix, None));
         }
-        self.target(text).map(|a| (a.ipv6_prefix(), Some(a)))
+        self.target(target).map(|a| (a.ipv6_prefix(), Some(a)))
     }
 
     /// A record found by overlay IPv6 alone is refused when its key is revoked.
@@ -739,7 +730,7 @@ impl Daemon {
             .collect()
     }
 
-    fn chain(&self) -> Result<&Handle, api::Error> {
+    fn chain(&self) -> Result<&ChainClient, api::Error> {
         self.chain
             .as_ref()
             .ok_or_else(|| not_configured("names and revocations"))
@@ -764,7 +755,7 @@ impl Daemon {
         Ok(Reply::Names { names })
     }
 
-    fn register(&self, text: &str, identity: Option<&str>) -> Result<Job, api::Error> {
+    fn register(&self, text: &str, identity: Option<&str>) -> Result<Submission, api::Error> {
         let name = parse_name(text)?;
         let chain = self.chain()?;
         let (reg, _) = chain.registry()?;
@@ -815,7 +806,7 @@ impl Daemon {
             salt,
         })?;
         tracing::info!(%name, identity = %who, "registering name");
-        Ok(Job::Register {
+        Ok(Submission::Register {
             name,
             commit,
             reveal,
@@ -823,7 +814,7 @@ impl Daemon {
         })
     }
 
-    fn transfer(&self, text: &str, to: &str) -> Result<Job, api::Error> {
+    fn transfer(&self, text: &str, to: &Target) -> Result<Submission, api::Error> {
         let name = parse_name(text)?;
         let (reg, status) = self.chain()?.registry()?;
         let rec = reg
@@ -867,10 +858,10 @@ impl Daemon {
         )
         .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         tracing::info!(%name, %to, "transferring name");
-        Ok(Job::Transfer { name, claim })
+        Ok(Submission::Transfer { name, claim })
     }
 
-    fn revoke(&self, identity: Option<&str>) -> Result<Job, api::Error> {
+    fn revoke(&self, identity: Option<&str>) -> Result<Submission, api::Error> {
         let (reg, _) = self.chain()?.registry()?;
         let local = self.local_named(identity)?;
         let who = self.name_of(local);
@@ -887,7 +878,7 @@ impl Daemon {
         let claim = claim::seal(id, &reg.params().registry, &Claim::Revocation)
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         tracing::warn!(identity = %who, address = %id.address(), "revoking identity on chain");
-        Ok(Job::Revoke {
+        Ok(Submission::Revoke {
             identity: who,
             address: id.address(),
             claim,
@@ -898,7 +889,7 @@ impl Daemon {
     /// as its pending key before anything is submitted, and the rotation claim the old
     /// key signs with the new key's acceptance inside (§9.3.4). A pending key left by
     /// an earlier attempt is reused: that attempt's claim may still be mined.
-    fn rotate_wallet(&self, identity: Option<&str>) -> Result<(Job, String), api::Error> {
+    fn rotate_wallet(&self, identity: Option<&str>) -> Result<(Submission, String), api::Error> {
         let (reg, _) = self.chain()?.registry()?;
         let local = self.local_named(identity)?;
         let who = self.name_of(local);
@@ -928,7 +919,7 @@ impl Daemon {
         let claim = claim::seal(id, registry, &rotation).map_err(|e| internal(&e))?;
         tracing::warn!(identity = %who, from = %id.address(), to = %new.address(), "rotating the wallet key on chain");
         Ok((
-            Job::Rotate {
+            Submission::Rotate {
                 identity: who.clone(),
                 from: id.address(),
                 to: new.address(),
@@ -1012,7 +1003,7 @@ impl Daemon {
         }
     }
 
-    fn queue(&self, job: Job, reply: ReplyTo) {
+    fn queue(&self, job: Submission, reply: ReplyTo) {
         let w = Write {
             job,
             locals: self.locals(),

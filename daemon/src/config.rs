@@ -255,7 +255,7 @@ impl File {
         rpc: Option<String>,
         contract: Option<metanet_chain::EvmAddress>,
         key: Option<PathBuf>,
-    ) -> Result<Option<crate::chain::Config>, String> {
+    ) -> Result<Option<ChainConfig>, String> {
         let rpc = rpc.or_else(|| self.chain_rpc.clone());
         let contract = match contract {
             Some(c) => Some(c),
@@ -269,7 +269,7 @@ impl File {
         let key = key.or_else(|| self.chain_key.clone());
         let confirmations = self.chain_confirmations;
         match (rpc, contract) {
-            (Some(rpc), Some(contract)) => Ok(Some(crate::chain::Config {
+            (Some(rpc), Some(contract)) => Ok(Some(ChainConfig {
                 rpc,
                 contract,
                 key,
@@ -387,6 +387,20 @@ impl File {
             }),
         }
     }
+}
+
+/// How the chain client is configured (`--chain-rpc`, `--chain-contract`, `--chain-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainConfig {
+    /// The JSON-RPC node, `http://HOST:PORT`.
+    pub rpc: String,
+    /// The registry contract.
+    pub contract: metanet_chain::EvmAddress,
+    /// The funding key file (an EVM account key that pays gas); without it the
+    /// daemon follows the chain but submits nothing.
+    pub key: Option<PathBuf>,
+    /// Blocks behind the head the follower waits for (`--chain-confirmations`).
+    pub confirmations: u64,
 }
 
 #[cfg(test)]

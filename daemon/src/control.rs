@@ -232,7 +232,7 @@ fn credentials(stream: &UnixStream) -> std::io::Result<Caller> {
 async fn refuse(mut stream: UnixStream) {
     let mut out = serde_json::to_vec(&bad_kind(
         0,
-        control::ErrorKind::Internal,
+        control::ErrorKind::Timeout,
         "too many control clients: try again shortly",
     ))
     .unwrap_or_default();
@@ -355,7 +355,7 @@ mod tests {
         };
         assert!(access.check(&member, Right::of(&status)).is_ok());
         let connect = control::Command::Connect {
-            address: "mn1x".into(),
+            address: metanet_proto::Target::parse("alice").unwrap(),
             endpoint: None,
             identity: None,
         };

@@ -157,14 +157,14 @@ pub enum Error {
 
 /// The daemon's side of the DHT node.
 #[derive(Debug)]
-pub struct Handle {
+pub struct Dht {
     tx: mpsc::UnboundedSender<Request>,
     status: Arc<Mutex<DhtStatus>>,
 }
 
-impl Handle {
+impl Dht {
     /// Start the node on its own thread; returns once it listens (or failed to).
-    pub fn spawn(config: Config, out: mpsc::UnboundedSender<Output>) -> Result<Handle, Error> {
+    pub fn spawn(config: Config, out: mpsc::UnboundedSender<Output>) -> Result<Dht, Error> {
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(DhtStatus {
             peer_id: config.keypair.public().to_peer_id().to_string(),
@@ -188,7 +188,7 @@ impl Handle {
                     }
                 };
                 rt.block_on(async move {
-                    match Node::new(config, out, shared) {
+                    match Driver::new(config, out, shared) {
                         Ok(node) => {
                             let _ = ready_tx.send(Ok(()));
                             node.run(rx).await;
@@ -203,7 +203,7 @@ impl Handle {
         ready_rx
             .recv()
             .map_err(|_| Error::Setup("DHT thread ended".into()))??;
-        Ok(Handle { tx, status })
+        Ok(Dht { tx, status })
     }
 
     /// Queue a request (dropped silently if the node has stopped).
@@ -352,7 +352,7 @@ struct Pending {
     settle_at: Option<Instant>,
 }
 
-struct Node {
+struct Driver {
     swarm: libp2p::Swarm<Behaviour>,
     own: HashMap<RecordKey, Own>,
     lookups: HashMap<QueryId, Pending>,
@@ -364,12 +364,12 @@ struct Node {
     status: Arc<Mutex<DhtStatus>>,
 }
 
-impl Node {
+impl Driver {
     fn new(
         config: Config,
         out: mpsc::UnboundedSender<Output>,
         status: Arc<Mutex<DhtStatus>>,
-    ) -> Result<Node, Error> {
+    ) -> Result<Driver, Error> {
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
             .with_tokio()
             .with_tcp(
@@ -388,7 +388,7 @@ impl Node {
                 message: e.to_string(),
             })?;
         }
-        let mut node = Node {
+        let mut node = Driver {
             swarm,
             own: HashMap::new(),
             lookups: HashMap::new(),

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use metanet_proto::control::{self as api, ErrorKind, IdentityInfo, PeerInfo, Reply};
 use metanet_proto::identity::hex;
 use metanet_proto::node::{self, Command, Event, LocalId, Node};
-use metanet_proto::{ip, wire, Address, Identity, Instant, UnixTime};
+use metanet_proto::{ip, wire, Address, Identity, Instant, Target, UnixTime};
 use tokio::sync::mpsc;
 
 /// Everything the daemon needs to start, after flags and file are merged.
@@ -147,15 +147,15 @@ struct Daemon {
     /// The control task's own counters (its TUN writes).
     counters: batch::Counters,
     /// `connect` requests answered when their session is up or has failed.
-    waiting: Vec<Waiting>,
+    waiting: Vec<PendingConnect>,
     /// The DHT node (registry).
-    dht: Option<dht::Handle>,
+    dht: Option<dht::Dht>,
     /// Publication and lookup state.
-    reg: registry::Registry,
+    reg: registry::Publications,
     /// Packets to write to the TUN (ICMPv6 errors), sent after each loop turn.
     tun_out: Vec<Vec<u8>>,
     /// The chain registry client (names, revocations), when configured.
-    chain: Option<chain::Handle>,
+    chain: Option<chain::ChainClient>,
     /// Revoked addresses already handed to the node as refused (`Command::Deny`).
     denied: std::collections::BTreeSet<Address>,
     /// The control server's operator rights (replaced on reload).
@@ -228,7 +228,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(20);
 pub(crate) type ReplyTo = tokio::sync::oneshot::Sender<Result<Reply, api::Error>>;
 
 /// A `connect` request waiting for the node to report its outcome.
-struct Waiting {
+struct PendingConnect {
     local: LocalId,
     address: Address,
     peer: PeerInfo,
@@ -245,7 +245,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let chain = opts
         .chain
         .clone()
-        .map(|c| chain::Handle::spawn(c, &opts.state_dir, chain_names.clone()))
+        .map(|c| chain::ChainClient::spawn(c, &opts.state_dir, chain_names.clone()))
         .transpose()?;
     let origin = std::time::Instant::now();
     let mut seed = [0u8; 32];
@@ -332,7 +332,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let (dht_tx, mut dht_rx) = mpsc::unbounded_channel();
     // One wallet rotation at a time per client; more than 8 in flight wait their turn.
     let (rotated_tx, mut rotated_rx) = mpsc::channel::<Rotated>(8);
-    let dht = dht::Handle::spawn(
+    let dht = dht::Dht::spawn(
         dht::Config {
             keypair: state.dht_key()?,
             listen: dht_listen(opts.dht_port),
@@ -352,7 +352,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // Kept for the whole run, so the loop's scrape branch never sees a closed channel.
     let (metrics_tx, mut scrapes) = mpsc::channel::<metrics::Request>(4);
     let metrics_task = start_metrics(opts.metrics_listen, metrics_tx.clone()).await?;
-    let reg = registry::Registry::new(opts.identities.clone());
+    let reg = registry::Publications::new(opts.identities.clone());
 
     let wake = std::sync::Arc::new(sys::EventFd::new()?);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -405,8 +405,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     };
     d.housekeeping();
     for p in d.opts.static_peers.clone() {
+        let address = match Target::parse(&p.address) {
+            Ok(t) => t,
+            Err(e) => return Err(Error::Peer(p.address.clone(), e.to_string())),
+        };
         let cmd = api::Command::Connect {
-            address: p.address.clone(),
+            address,
             endpoint: Some(p.endpoint),
             identity: p.identity,
         };
@@ -582,7 +586,7 @@ impl Daemon {
             let _ = reply.send(Ok(Reply::Connected(up)));
             return;
         }
-        self.waiting.push(Waiting {
+        self.waiting.push(PendingConnect {
             local,
             address,
             peer: peer.clone(),
@@ -620,7 +624,7 @@ impl Daemon {
         };
         for w in self.take_waiting(|w| w.local == *local && w.address == *address) {
             let result = match &outcome {
-                Some(message) => Err(err(ErrorKind::Internal, message)),
+                Some(message) => Err(err(ErrorKind::Unreachable, message)),
                 None => Ok(Reply::Connected(self.peer_info(&w.peer).unwrap_or(w.peer))),
             };
             let _ = w.reply.send(result);
@@ -635,7 +639,7 @@ impl Daemon {
         }
     }
 
-    fn take_waiting(&mut self, pick: impl Fn(&Waiting) -> bool) -> Vec<Waiting> {
+    fn take_waiting(&mut self, pick: impl Fn(&PendingConnect) -> bool) -> Vec<PendingConnect> {
         let (picked, rest) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(pick);
@@ -889,7 +893,7 @@ impl Daemon {
                     identities: self.identity_list(),
                     peers: self.peer_infos(),
                     counters,
-                    dht: self.dht.as_ref().map(dht::Handle::status),
+                    dht: self.dht.as_ref().map(dht::Dht::status),
                     chain: self.chain_status(),
                     dns: Some(api::DnsStatus {
                         listen: self.dns_view.0.to_string(),
@@ -996,7 +1000,7 @@ impl Daemon {
                         address,
                         endpoint: normalize(endpoint),
                     })
-                    .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
+                    .map_err(|e| command_failed(&e))?;
                 Ok(Reply::Connected(self.connecting(local, address, endpoint)))
             }
             api::Command::Resolve { .. } => Err(err(
@@ -1017,7 +1021,7 @@ impl Daemon {
                 let local = self.local_named(identity.as_deref())?;
                 self.node
                     .handle_command(Command::RemovePeer { local, address })
-                    .map_err(|e| err(ErrorKind::NotFound, &e.to_string()))?;
+                    .map_err(|e| command_failed(&e))?;
                 Ok(Reply::Done)
             }
         }
@@ -1118,7 +1122,7 @@ impl Daemon {
                 continue;
             }
             let cmd = api::Command::Connect {
-                address: p.address.clone(),
+                address: address.into(),
                 endpoint: Some(p.endpoint),
                 identity: p.identity,
             };
@@ -1151,7 +1155,7 @@ impl Daemon {
         if same {
             return;
         }
-        match chain::Handle::spawn(new.clone(), &self.opts.state_dir, self.dns_names.clone()) {
+        match chain::ChainClient::spawn(new.clone(), &self.opts.state_dir, self.dns_names.clone()) {
             Ok(h) => {
                 self.chain = Some(h);
                 tracing::info!(rpc = %new.rpc, "reload: chain settings applied");
@@ -1212,7 +1216,7 @@ impl Daemon {
         let fresh = self
             .node
             .add_identity(new)
-            .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
+            .map_err(|e| err(ErrorKind::Timeout, &e.to_string()))?;
         for (address, endpoint) in peers {
             self.node.post(Command::Connect {
                 local: fresh,
@@ -1411,7 +1415,7 @@ impl Daemon {
         let local = self
             .node
             .add_identity(id)
-            .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
+            .map_err(|e| err(ErrorKind::Timeout, &e.to_string()))?;
         self.names.push((name.clone(), local));
         self.refilter();
         self.publish(&name, true);
@@ -1450,9 +1454,20 @@ fn dht_listen(port: u16) -> Vec<libp2p::Multiaddr> {
     .collect()
 }
 
-fn parse_address(text: &str) -> Result<Address, api::Error> {
-    text.parse()
-        .map_err(|e| err(ErrorKind::BadRequest, &format!("bad address `{text}`: {e}")))
+/// The control error for a node command that did not run: each refusal its own kind.
+pub(crate) fn command_failed(e: &link::CommandFailed) -> api::Error {
+    use node::CommandError as C;
+    let kind = match e {
+        link::CommandFailed::Unanswered(_) => ErrorKind::Timeout,
+        link::CommandFailed::Refused(c) => match c {
+            C::UnknownLocal | C::UnknownPeer => ErrorKind::NotFound,
+            C::TooManyPeers => ErrorKind::TooManyPeers,
+            C::Denied => ErrorKind::Denied,
+            C::SelfPeer => ErrorKind::BadRequest,
+            C::TooManyDenied => ErrorKind::Internal,
+        },
+    };
+    err(kind, &e.to_string())
 }
 
 fn err(kind: ErrorKind, message: &str) -> api::Error {

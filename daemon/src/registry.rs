@@ -3,7 +3,7 @@
 //! IPv6 destinations to verified records that become node peers.
 //!
 //! Resolution is asynchronous: whoever needs a record (a packet waiting in the node, a
-//! `connect` or `resolve` request) becomes a [`Waiter`] on the address prefix, one DHT
+//! `connect` or `resolve` request) becomes a [`LookupWaiter`] on the address prefix, one DHT
 //! lookup runs per prefix, and its answer serves every waiter. Verified records are
 //! cached until they expire; a peer that stays silent after a connect, or whose
 //! handshake gives up, is looked up again so a moved peer is found at its new endpoint.
@@ -37,7 +37,7 @@ const KEEP_FOR_ICMP: usize = 1280;
 
 /// Someone waiting for a lookup.
 #[derive(Debug)]
-pub(crate) enum Waiter {
+pub(crate) enum LookupWaiter {
     /// The node queued packets for this destination; `packet` is the first, kept for
     /// an ICMPv6 error if the lookup fails.
     Packet {
@@ -80,11 +80,11 @@ struct Check {
     left: u32,
 }
 
-/// Registry state of the daemon.
+/// Publications state of the daemon.
 #[derive(Debug, Default)]
-pub(crate) struct Registry {
+pub(crate) struct Publications {
     cache: HashMap<Ipv6Prefix, Cached>,
-    waiters: HashMap<Ipv6Prefix, Vec<Waiter>>,
+    waiters: HashMap<Ipv6Prefix, Vec<LookupWaiter>>,
     published: HashMap<String, Published>,
     last_seq: u64,
     endpoints: Vec<SocketAddr>,
@@ -92,10 +92,10 @@ pub(crate) struct Registry {
     configs: Vec<IdentityConfig>,
 }
 
-impl Registry {
+impl Publications {
     /// Nothing published or cached yet.
     pub(crate) fn new(configs: Vec<IdentityConfig>) -> Self {
-        Registry {
+        Publications {
             configs,
             ..Default::default()
         }
@@ -155,7 +155,7 @@ impl Daemon {
                     .and_then(|a| self.local_named(identity.as_deref()).map(|l| (a, l)));
                 match target {
                     Ok((address, local)) => {
-                        let waiter = Waiter::Connect {
+                        let waiter = LookupWaiter::Connect {
                             local,
                             address,
                             reply,
@@ -190,12 +190,12 @@ impl Daemon {
             let _ = reply.send(Ok(Reply::Record(record_info(&record, "local"))));
             return;
         }
-        self.lookup(prefix, Waiter::Resolve { address, reply }, false);
+        self.lookup(prefix, LookupWaiter::Resolve { address, reply }, false);
     }
 
     /// Serve `waiter` from the cache when `use_cache` and a valid record is there, or
     /// join (or start) the DHT lookup for `prefix`.
-    pub(crate) fn lookup(&mut self, prefix: Ipv6Prefix, waiter: Waiter, use_cache: bool) {
+    pub(crate) fn lookup(&mut self, prefix: Ipv6Prefix, waiter: LookupWaiter, use_cache: bool) {
         let now = crate::unix_now().as_secs();
         if let Some(c) = self.reg.cache.get(&prefix) {
             if c.record.not_after <= now {
@@ -246,9 +246,9 @@ impl Daemon {
         }
     }
 
-    fn deliver(&mut self, waiter: Waiter, result: Result<(&PeerRecord, &str), LookupError>) {
+    fn deliver(&mut self, waiter: LookupWaiter, result: Result<(&PeerRecord, &str), LookupError>) {
         match waiter {
-            Waiter::Packet {
+            LookupWaiter::Packet {
                 local,
                 ipv6,
                 packet,
@@ -264,7 +264,7 @@ impl Daemon {
                     self.unreachable(local, &packet);
                 }
             }
-            Waiter::Connect {
+            LookupWaiter::Connect {
                 local,
                 address,
                 reply,
@@ -286,7 +286,7 @@ impl Daemon {
                 };
                 self.answer(result, reply);
             }
-            Waiter::Resolve { address, reply } => {
+            LookupWaiter::Resolve { address, reply } => {
                 let answer = match result {
                     Ok((rec, _)) if address.is_some_and(|a| a != rec.address()) => Err(err(
                         ErrorKind::NotFound,
@@ -300,7 +300,7 @@ impl Daemon {
                 };
                 let _ = reply.send(answer);
             }
-            Waiter::Refresh { local, address } => {
+            LookupWaiter::Refresh { local, address } => {
                 if let Ok((rec, _)) = result {
                     let known = self
                         .node
@@ -333,7 +333,7 @@ impl Daemon {
             .find(|e| crate::check_endpoint(*e).is_ok() && !self.is_own_endpoint(*e));
         let Some(endpoint) = usable else {
             return Err(err(
-                ErrorKind::NotFound,
+                ErrorKind::Unreachable,
                 &format!(
                     "{} publishes no endpoints (its IP is hidden): it can be reached only through relays, which metanet does not have yet",
                     rec.address()
@@ -350,7 +350,7 @@ impl Daemon {
                 endpoint: Some(endpoint),
                 connect,
             })
-            .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
+            .map_err(|e| crate::command_failed(&e))?;
         self.reg.checks.push(Check {
             due: std::time::Instant::now() + RECHECK_AFTER,
             local,
@@ -378,7 +378,7 @@ impl Daemon {
             return;
         };
         let keep = packet.len().min(KEEP_FOR_ICMP);
-        let waiter = Waiter::Packet {
+        let waiter = LookupWaiter::Packet {
             local,
             ipv6,
             packet: packet[..keep].to_vec(),
@@ -391,7 +391,7 @@ impl Daemon {
         if self.reg.cache.remove(&address.ipv6_prefix()).is_some() {
             self.lookup(
                 address.ipv6_prefix(),
-                Waiter::Refresh { local, address },
+                LookupWaiter::Refresh { local, address },
                 false,
             );
         }
@@ -438,7 +438,7 @@ impl Daemon {
             });
             self.lookup(
                 c.address.ipv6_prefix(),
-                Waiter::Refresh {
+                LookupWaiter::Refresh {
                     local: c.local,
                     address: c.address,
                 },
@@ -500,25 +500,6 @@ impl Daemon {
     }
 }
 
-/// `mn1…` or an overlay IPv6 → the lookup prefix, and the full address when given.
-pub(crate) fn parse_target(text: &str) -> Result<(Ipv6Prefix, Option<Address>), api::Error> {
-    let text = text.trim();
-    if let Ok(a) = text.parse::<Address>() {
-        return Ok((a.ipv6_prefix(), Some(a)));
-    }
-    if let Ok(ip) = text.parse::<Ipv6Addr>() {
-        return Ipv6Prefix::from_ipv6(&ip)
-            .map(|p| (p, None))
-            .ok_or_else(|| {
-                err(
-                    ErrorKind::BadRequest,
-                    &format!("{ip} is not an overlay address (fd00::/8)"),
-                )
-            });
-    }
-    crate::parse_address(text).map(|a| (a.ipv6_prefix(), Some(a)))
-}
-
 /// A record as the control API shows it.
 pub(crate) fn record_info(rec: &PeerRecord, source: &str) -> RecordInfo {
     let address = rec.address();
@@ -563,22 +544,6 @@ pub(crate) fn interface_endpoints(tun: &str, port: u16) -> Vec<SocketAddr> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn targets_parse_by_address_or_overlay_ipv6() {
-        let id = metanet_proto::Identity::generate(&[3u8; 64]);
-        let a = id.address();
-        assert_eq!(
-            parse_target(&a.to_string()).unwrap(),
-            (a.ipv6_prefix(), Some(a))
-        );
-        assert_eq!(
-            parse_target(&a.ipv6().to_string()).unwrap(),
-            (a.ipv6_prefix(), None)
-        );
-        assert!(parse_target("2001:db8::1").is_err());
-        assert!(parse_target("mn1nope").is_err());
-    }
 
     #[test]
     fn endpoints_skip_loopback() {

@@ -9,6 +9,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::record::Service;
+use crate::target::Target;
 
 /// Longest accepted request line, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -44,20 +45,21 @@ pub enum Command {
     IdImport { name: String, secret_hex: String },
     /// Export an identity's wallet secret (hex).
     IdExport { name: String },
-    /// Connect to a peer by address text, optionally at a known endpoint.
+    /// Connect to a peer (an address, an overlay IPv6 or a chain name), optionally at a
+    /// known endpoint.
     Connect {
-        address: String,
+        address: Target,
         endpoint: Option<SocketAddr>,
         identity: Option<String>,
     },
     /// Forget a peer.
     Disconnect {
-        address: String,
+        address: Target,
         identity: Option<String>,
     },
     /// Look up the verified peer record of an address, overlay IPv6 or chain name
     /// (text) in the registry.
-    Resolve { target: String },
+    Resolve { target: Target },
     /// Register a chain name to a local identity: commit, wait the reveal delay,
     /// reveal (answered once the reveal is applied or refused).
     NameRegister {
@@ -65,7 +67,7 @@ pub enum Command {
         identity: Option<String>,
     },
     /// Hand a name owned by a local identity over to another address (or name).
-    NameTransfer { name: String, to: String },
+    NameTransfer { name: String, to: Target },
     /// What a chain name resolves to.
     NameShow { name: String },
     /// Registered names; `mine`: only those of local identities.
@@ -149,15 +151,21 @@ pub struct Error {
     pub message: String,
 }
 
-/// Error classes, mapped to CLI exit codes.
+/// Error classes: what happened, so a client can act on it without reading the
+/// message. [`ErrorKind::exit_code`] is the CLI's exit code for each, in one place.
+/// On the wire in kebab case (`bad-request`); the snake-case spellings of earlier
+/// daemons (`bad_request`) are accepted too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The request itself is malformed.
+    #[serde(alias = "bad_request")]
     BadRequest,
     /// A named thing does not exist.
+    #[serde(alias = "not_found")]
     NotFound,
     /// It exists already.
+    #[serde(alias = "already_exists")]
     AlreadyExists,
     /// The daemon could not carry it out.
     Internal,
@@ -165,6 +173,31 @@ pub enum ErrorKind {
     Refused,
     /// The caller lacks the right the request needs (the message names it).
     Forbidden,
+    /// The node refuses this peer (its key is on the deny list, e.g. revoked).
+    Denied,
+    /// The peer table is full.
+    TooManyPeers,
+    /// Nothing answered for the address where it was looked for (no record, no
+    /// handshake answer).
+    Unreachable,
+    /// The daemon gave up waiting (for the data plane, the chain, the DHT).
+    Timeout,
+}
+
+impl ErrorKind {
+    /// The `metanet` command line's exit code for this kind of failure.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Internal | ErrorKind::AlreadyExists => 1,
+            ErrorKind::BadRequest => 2,
+            ErrorKind::Forbidden => 4,
+            ErrorKind::NotFound => 5,
+            ErrorKind::Refused | ErrorKind::Denied => 6,
+            ErrorKind::Unreachable => 7,
+            ErrorKind::Timeout => 8,
+            ErrorKind::TooManyPeers => 9,
+        }
+    }
 }
 
 /// Daemon status.
@@ -180,8 +213,10 @@ pub struct Status {
     pub identities: Vec<IdentityInfo>,
     /// Peers.
     pub peers: Vec<PeerInfo>,
-    /// Node counters by name.
-    pub counters: Vec<(String, u64)>,
+    /// Node and data-plane counters by name (a JSON object; the `[name, value]` pairs
+    /// of earlier daemons are read too).
+    #[serde(deserialize_with = "counters_object_or_pairs")]
+    pub counters: std::collections::BTreeMap<String, u64>,
     /// The DHT node, when it runs.
     #[serde(default)]
     pub dht: Option<DhtStatus>,
@@ -191,6 +226,22 @@ pub struct Status {
     /// The `.meta` DNS view and its host integration (absent from older daemons).
     #[serde(default)]
     pub dns: Option<DnsStatus>,
+}
+
+/// Counters as an object, or as the list of pairs earlier daemons sent.
+fn counters_object_or_pairs<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Object(std::collections::BTreeMap<String, u64>),
+        Pairs(Vec<(String, u64)>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Object(m) => m,
+        Either::Pairs(p) => p.into_iter().collect(),
+    })
 }
 
 /// The `.meta` DNS view and how the host's resolver is pointed at it.

@@ -22,9 +22,11 @@ pub mod handshake;
 pub mod identity;
 pub mod ip;
 pub mod keyfile;
+pub mod name;
 pub mod node;
 pub mod record;
 pub mod session;
+pub mod target;
 pub mod time;
 pub mod wire;
 
@@ -33,4 +35,6 @@ mod rng;
 
 pub use address::Address;
 pub use identity::{Identity, PublicKey, WalletKey};
+pub use name::Name;
+pub use target::Target;
 pub use time::{Instant, UnixTime};

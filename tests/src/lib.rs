@@ -345,16 +345,11 @@ impl Daemon {
         self.request(&line).unwrap()
     }
 
-    /// One of the counters in `status` (`counters`: `[name, value]` pairs); 0 if absent.
+    /// One of the counters in `status` (`counters`: an object of name → value); 0 if
+    /// absent.
     pub fn counter(&self, name: &str) -> u64 {
         let v = self.request(r#"{"id":5,"method":"status"}"#).unwrap();
-        v["result"]["counters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c[0] == name)
-            .and_then(|c| c[1].as_u64())
-            .unwrap_or(0)
+        v["result"]["counters"][name].as_u64().unwrap_or(0)
     }
 
     /// Run the `metanet` command line against this daemon's socket (bounded by

@@ -163,8 +163,8 @@ fn metrics_endpoint_shows_peer_traffic_and_passes_promtool() {
     .is_some_and(|v| v > 0.0));
     // Every counter of `metanet status --json` is a series.
     let status = a.request(r#"{"id":5,"method":"status"}"#).unwrap();
-    for c in status["result"]["counters"].as_array().unwrap() {
-        let name = format!("metanet_{}_total", c[0].as_str().unwrap());
+    for c in status["result"]["counters"].as_object().unwrap().keys() {
+        let name = format!("metanet_{c}_total");
         assert!(
             body.contains(&format!("# TYPE {name} counter\n")),
             "{name} missing"

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use anyhow::Result;
 use metanet_proto::control::Command;
 
-use super::{write_json, BadInput, Context, Target};
+use super::{parse_target, write_json, BadInput, Context, Resolve, Target};
 use crate::state;
 
 /// Arguments of `connect`.
@@ -30,16 +30,16 @@ pub(crate) struct Args {
 
 /// Run `connect`.
 pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> {
-    let target = Target::parse(&args.address)?;
+    let target = parse_target(&args.address)?;
     let endpoint = args.endpoint.as_deref().map(parse_endpoint).transpose()?;
     if let Some(name) = &args.identity {
         state::validate_name(name)?;
     }
     let client = ctx.client();
     // The daemon resolves names itself, and refuses revoked keys.
-    let address = match &target {
-        Target::Name(name) => name.to_string(),
-        other => other.resolve(&client)?.to_string(),
+    let address = match target {
+        Target::Name(_) => target,
+        other => other.resolve(&client)?.into(),
     };
     let peer = client.connect_peer(Command::Connect {
         address,

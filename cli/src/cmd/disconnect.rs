@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 use metanet_proto::control::Command;
 
-use super::{write_json, Context, Target};
+use super::{parse_target, write_json, Context, Resolve};
 use crate::state;
 
 /// Arguments of `disconnect`.
@@ -20,14 +20,14 @@ pub(crate) struct Args {
 
 /// Run `disconnect`.
 pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> {
-    let target = Target::parse(&args.address)?;
+    let target = parse_target(&args.address)?;
     if let Some(name) = &args.identity {
         state::validate_name(name)?;
     }
     let client = ctx.client();
     let address = target.resolve(&client)?;
     client.done(Command::Disconnect {
-        address: address.to_string(),
+        address: address.into(),
         identity: args.identity,
     })?;
     if ctx.json {

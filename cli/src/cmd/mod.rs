@@ -17,13 +17,11 @@ pub(crate) mod resolve;
 pub(crate) mod status;
 
 use std::io::Write;
-use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 use metanet_chain::Name;
-use metanet_proto::address::Ipv6Prefix;
 use metanet_proto::control::NameStatus;
-use metanet_proto::Address;
+use metanet_proto::{Address, Target};
 use serde::Serialize;
 
 use crate::client::Client;
@@ -57,71 +55,21 @@ impl Context {
 #[error("{0}")]
 pub(crate) struct BadInput(pub String);
 
-/// A peer named on the command line: by address, by overlay IPv6 alone, or by a name
-/// registered on the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// A full `mn1…` address.
-    Address(Address),
-    /// An overlay IPv6 in `fd00::/8`; it carries only the first 15 address bytes.
-    Ipv6(Ipv6Addr),
-    /// A chain name (docs/protocol.md §9.4), resolved by the daemon's registry.
-    Name(Name),
+/// A peer named on the command line (`metanet_proto::Target`, the one parser the
+/// daemon uses too), with an error that says what is wrong (exit code 2).
+pub(crate) fn parse_target(text: &str) -> Result<Target, BadInput> {
+    Target::parse(text).map_err(|e| BadInput(e.to_string()))
 }
 
-impl Target {
-    /// Parse an address, an overlay IPv6 address or a name, with an error that says
-    /// what is wrong. Text that starts with `mn1` is always read as an address, so a
-    /// typo in an address is reported as such.
-    pub(crate) fn parse(text: &str) -> Result<Self, BadInput> {
-        let text = text.trim();
-        if text.contains(':') {
-            let ip: Ipv6Addr = text.parse().map_err(|_| {
-                BadInput(format!(
-                    "bad address `{text}`: neither an `mn1…` address nor an IPv6 address"
-                ))
-            })?;
-            if Ipv6Prefix::from_ipv6(&ip).is_none() {
-                return Err(BadInput(format!(
-                    "bad address `{text}`: not a metanet overlay address (those are in fd00::/8)"
-                )));
-            }
-            return Ok(Target::Ipv6(ip));
-        }
-        let address = text.parse::<Address>();
-        if address.is_ok() || text.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("mn1")) {
-            return address
-                .map(Target::Address)
-                .map_err(|e| BadInput(format!("bad address `{text}`: {e}")));
-        }
-        Name::parse(text).map(Target::Name).map_err(|e| {
-            BadInput(format!(
-                "bad address `{text}`: neither an `mn1…` address, an overlay IPv6 nor a name ({e})"
-            ))
-        })
-    }
-
-    /// The overlay IPv6 address, when known without asking the daemon.
-    pub(crate) fn ipv6(&self) -> Option<Ipv6Addr> {
-        match self {
-            Target::Address(a) => Some(a.ipv6()),
-            Target::Ipv6(ip) => Some(*ip),
-            Target::Name(_) => None,
-        }
-    }
-
-    /// The text the daemon takes for this target (it resolves names itself).
-    pub(crate) fn text(&self) -> String {
-        match self {
-            Target::Address(a) => a.to_string(),
-            Target::Ipv6(ip) => ip.to_string(),
-            Target::Name(n) => n.to_string(),
-        }
-    }
-
+/// Resolving a target through the daemon.
+pub(crate) trait Resolve {
     /// The full address: as given, looked up among the daemon's peers by IPv6, or the
     /// owner of a name in the daemon's chain registry (refused when revoked).
-    pub(crate) fn resolve(&self, client: &Client) -> anyhow::Result<Address> {
+    fn resolve(&self, client: &Client) -> anyhow::Result<Address>;
+}
+
+impl Resolve for Target {
+    fn resolve(&self, client: &Client) -> anyhow::Result<Address> {
         let ip = match self {
             Target::Address(a) => return Ok(*a),
             Target::Ipv6(ip) => *ip,
@@ -137,7 +85,7 @@ impl Target {
             return Ok(a);
         }
         // Not a known peer: the registry holds the record that completes the address.
-        match client.record(&ip.to_string()) {
+        match client.record(Target::Ipv6(ip)) {
             Ok(rec) => rec.address.parse::<Address>().map_err(|e| {
                 anyhow::anyhow!("the daemon returned a bad address `{}`: {e}", rec.address)
             }),
@@ -257,38 +205,35 @@ mod tests {
     #[test]
     fn target_parse() {
         let a = Address::from_public_key(&[9; 32]);
-        assert_eq!(Target::parse(&a.to_string()).unwrap(), Target::Address(a));
+        assert_eq!(parse_target(&a.to_string()).unwrap(), Target::Address(a));
         assert_eq!(
-            Target::parse(&a.ipv6().to_string()).unwrap(),
+            parse_target(&a.ipv6().to_string()).unwrap(),
             Target::Ipv6(a.ipv6())
         );
-        let err = Target::parse("mn1xyz").unwrap_err().to_string();
+        let err = parse_target("mn1xyz").unwrap_err().to_string();
         assert!(err.starts_with("bad address `mn1xyz`: "), "{err}");
         let mut typo: Vec<char> = a.to_string().chars().collect();
         typo[12] = if typo[12] == 'q' { 'p' } else { 'q' };
         let typo: String = typo.into_iter().collect();
-        let err = Target::parse(&typo).unwrap_err().to_string();
+        let err = parse_target(&typo).unwrap_err().to_string();
         assert!(
             err.contains("checksum does not match: check for a typo"),
             "{err}"
         );
-        assert!(Target::parse("::1").unwrap_err().0.contains("fd00::/8"));
-        assert!(Target::parse("fd::zz").is_err());
+        assert!(parse_target("::1").unwrap_err().0.contains("fd00::/8"));
+        assert!(parse_target("fd::zz").is_err());
         assert_eq!(
-            Target::parse("Alice").unwrap(),
+            parse_target("Alice").unwrap(),
             Target::Name(Name::parse("alice").unwrap())
         );
         assert_eq!(
-            Target::parse("sony.game").unwrap().text(),
+            parse_target("sony.game").unwrap().to_string(),
             "sony.game".to_owned()
         );
-        assert!(Target::parse("alice").unwrap().ipv6().is_none());
-        assert!(Target::parse("al ice")
-            .unwrap_err()
-            .0
-            .contains("nor a name"));
+        assert!(parse_target("alice").unwrap().ipv6().is_none());
+        assert!(parse_target("al ice").unwrap_err().0.contains("nor a name"));
         // Something that starts like an address is reported as a bad address.
-        assert!(Target::parse("mn1bob")
+        assert!(parse_target("mn1bob")
             .unwrap_err()
             .0
             .starts_with("bad address `mn1bob`: "));

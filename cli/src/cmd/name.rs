@@ -16,7 +16,7 @@ use clap::Subcommand;
 use metanet_chain::Name;
 use metanet_proto::control::{Command as Ctl, NameInfo, NameStatus};
 
-use super::{table, write_json, BadInput, Context, Target};
+use super::{parse_target, table, write_json, BadInput, Context, Target};
 use crate::state;
 
 /// How long a registration or transfer may take: a few blocks on a real chain.
@@ -78,7 +78,7 @@ pub(crate) fn run(ctx: &Context, command: Command, out: &mut dyn Write) -> Resul
         }
         Command::Transfer { name, to } => {
             let name = parse(&name)?;
-            let to = Target::parse(&to)?;
+            let to = parse_target(&to)?;
             if matches!(to, Target::Ipv6(_)) {
                 return Err(BadInput(
                     "a name is transferred to an `mn1…` address (or a name), not an IPv6".into(),
@@ -90,7 +90,7 @@ pub(crate) fn run(ctx: &Context, command: Command, out: &mut dyn Write) -> Resul
                 .with_timeout(WRITE_TIMEOUT)
                 .name(Ctl::NameTransfer {
                     name: name.to_string(),
-                    to: to.text(),
+                    to,
                 })?;
             print(ctx, out, &info, "transferred")
         }

@@ -15,7 +15,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{write_json, Context, Target};
+use super::{parse_target, write_json, Context, Resolve};
 
 /// Data bytes after the 8-byte ICMPv6 header, as `ping` sends.
 const PAYLOAD_LEN: usize = 56;
@@ -85,7 +85,7 @@ pub(crate) enum NoReply {
 
 /// Run `ping`.
 pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> {
-    let target = Target::parse(&args.target)?;
+    let target = parse_target(&args.target)?;
     let ip = match target.ipv6() {
         Some(ip) => ip,
         None => target.resolve(&ctx.client())?.ipv6(),

@@ -7,7 +7,7 @@ use anyhow::Result;
 use metanet_proto::control::RecordInfo;
 use metanet_proto::record::{Protocol, Service};
 
-use super::{unix_now, write_json, Context, Target};
+use super::{parse_target, unix_now, write_json, Context};
 
 /// Arguments of `resolve`.
 #[derive(Debug, clap::Args)]
@@ -18,8 +18,8 @@ pub(crate) struct Args {
 
 /// Run `resolve`.
 pub(crate) fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<()> {
-    let target = Target::parse(&args.target)?;
-    let record = ctx.client().record(&target.text())?;
+    let target = parse_target(&args.target)?;
+    let record = ctx.client().record(target)?;
     if ctx.json {
         return write_json(out, &record);
     }

@@ -90,7 +90,7 @@ pub(crate) fn render(status: &Status, now: u64) -> String {
             s.push('\n');
         }
     }
-    let counters: Vec<_> = status.counters.iter().filter(|(_, v)| *v != 0).collect();
+    let counters: Vec<_> = status.counters.iter().filter(|(_, v)| **v != 0).collect();
     if !counters.is_empty() {
         s.push_str("counters:\n");
         for (name, value) in counters {
@@ -127,7 +127,7 @@ mod tests {
                 noise_key: None,
             }],
             peers: vec![],
-            counters: vec![("rx_packets".into(), 3), ("dropped".into(), 0)],
+            counters: [("rx_packets".into(), 3), ("dropped".into(), 0)].into(),
             dht: Some(metanet_proto::control::DhtStatus {
                 peer_id: "12D3KooWtest".into(),
                 listen_addrs: vec!["/ip4/198.18.0.1/tcp/51821".into()],

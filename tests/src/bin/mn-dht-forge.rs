@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metanet_daemon::dht::{self, Handle, Request};
+use metanet_daemon::dht::{self, Dht, Request};
 use metanet_proto::identity::{NoiseKey, WalletKey};
 use metanet_proto::keyfile::parse_hex32;
 use metanet_proto::record::PeerRecord;
@@ -82,7 +82,7 @@ fn main() -> Result<(), String> {
     rt.block_on(async move {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let keypair = libp2p::identity::Keypair::generate_ed25519();
-        let handle = Handle::spawn(
+        let handle = Dht::spawn(
             dht::Config {
                 keypair,
                 listen: vec![format!("/ip4/0.0.0.0/tcp/{port}")
