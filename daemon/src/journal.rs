@@ -109,13 +109,7 @@ pub fn watchdog_interval() -> Option<std::time::Duration> {
 
 /// `CLOCK_MONOTONIC` in microseconds, for `RELOADING=1` (`MONOTONIC_USEC=`).
 pub fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1000
+    crate::sys::monotonic_usec()
 }
 
 #[cfg(test)]

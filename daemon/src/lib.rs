@@ -1,11 +1,13 @@
 //! metanetd: a thin shell around `metanet_proto::node::Node`.
 //!
-//! The node is shared, behind one lock, by the data-plane thread (`dataplane.rs`: UDP
-//! and TUN batches, the node's timers) and the control task here (control requests,
-//! registry, chain, signals); after each of its inputs the control task drains the
-//! node's transmits and events and wakes the data plane.
+//! The data-plane thread (`dataplane.rs`: UDP and TUN batches, the node's timers) is
+//! the node's only owner. The control task here (control requests, registry, chain,
+//! signals) reaches it through `link.rs`: typed requests on a bounded channel, each
+//! query answered on its own one-shot channel, node events coming back as notes. No
+//! lock is shared between the two, so nothing the control side does can stall a packet.
 //! The protocol decisions are all in `proto`; this crate only moves bytes and files.
-//! `unsafe` lives only in [`sys`].
+//! `unsafe` lives only in [`sys`] (the crate denies it everywhere else).
+#![deny(unsafe_code)]
 
 mod batch;
 pub mod chain;
@@ -22,6 +24,7 @@ pub mod metrics;
 mod offload;
 mod registry;
 pub mod state;
+#[allow(unsafe_code)]
 pub mod sys;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};

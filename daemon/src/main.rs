@@ -1,4 +1,5 @@
 //! `metanetd`: the metanet daemon. Runs in the foreground (as systemd expects).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,8 +4,8 @@
 //! scale").
 //!
 //! ```sh
-//! cargo run --release -p metanet-daemon --example dht_scale            # 2000 nodes
-//! cargo run --release -p metanet-daemon --example dht_scale -- --help
+//! cargo run --release -p metanet-bench --bin dht_scale            # 2000 nodes
+//! cargo run --release -p metanet-bench --bin dht_scale -- --help
 //! ```
 //!
 //! Every node is a real [`metanet_daemon::dht::Behaviour`] (the daemon's Kademlia
