@@ -38,7 +38,7 @@ use metanet_proto::control::{self as api, ChainStatus, ErrorKind, NameInfo, Name
 use metanet_proto::node::Command;
 use metanet_proto::{Address, Target};
 
-use crate::{dns, err, Daemon, ReplyTo};
+use crate::{controller, dns, err, Daemon, ReplyTo};
 
 /// Time between follower rounds.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -120,6 +120,12 @@ enum Submission {
         to: Address,
         claim: Vec<u8>,
     },
+}
+
+/// What a chain request comes to: an answer now, or a claim to submit.
+enum Queued {
+    Now(Box<Reply>),
+    Write(Submission),
 }
 
 /// What the follower and the writer share.
@@ -576,45 +582,40 @@ fn unix_secs(t: SystemTime) -> u64 {
 
 impl Daemon {
     /// Chain commands: reads answer now, writes when their claims are applied.
-    pub(crate) fn chain_job(&mut self, cmd: api::Command, reply: ReplyTo) {
+    pub(crate) fn chain_job(&mut self, cmd: controller::Chain, reply: ReplyTo) {
+        use controller::Chain as C;
         let result = match cmd {
-            api::Command::NameShow { name } => self.name_show(&name),
-            api::Command::NameList { mine } => self.name_list(mine),
-            api::Command::NameRegister { name, identity } => {
-                match self.register(&name, identity.as_deref()) {
-                    Ok(job) => return self.queue(job, reply),
-                    Err(e) => Err(e),
-                }
-            }
-            api::Command::NameTransfer { name, to } => match self.transfer(&name, &to) {
-                Ok(job) => return self.queue(job, reply),
-                Err(e) => Err(e),
-            },
-            api::Command::IdRevoke { name } => match self.revoke(name.as_deref()) {
-                Ok(job) => return self.queue(job, reply),
-                Err(e) => Err(e),
-            },
-            api::Command::IdRotate { name, wallet: true } => {
-                match self.rotate_wallet(name.as_deref()) {
-                    Ok((job, name)) => {
-                        // The answer comes back through the daemon's loop, which
-                        // adopts the new key before the client hears of it.
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        let adopt = self.rotated.clone();
-                        tokio::spawn(async move {
-                            let result = rx.await.unwrap_or_else(|_| {
-                                Err(err(ErrorKind::Internal, "the chain writer stopped"))
-                            });
-                            let _ = adopt.send((name, result, reply)).await;
+            C::NameShow { name } => self.name_show(&name),
+            C::NameList { mine } => self.name_list(mine),
+            C::NameRegister { name, identity } => self.register(&name, identity.as_deref()),
+            C::NameTransfer { name, to } => self.transfer(&name, &to),
+            C::IdRevoke { name } => self.revoke(name.as_deref()),
+            C::RotateWallet { name } => match self.rotate_wallet(name.as_deref()) {
+                Ok((job, name)) => {
+                    // The answer comes back through the daemon's loop, which adopts
+                    // the new key before the client hears of it.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let adopt = self.rotated.clone();
+                    tokio::spawn(async move {
+                        let result = rx.await.unwrap_or_else(|_| {
+                            Err(err(ErrorKind::Internal, "the chain writer stopped"))
                         });
-                        return self.queue(job, tx);
-                    }
-                    Err(e) => Err(e),
+                        let _ = adopt.send((name, result, reply)).await;
+                    });
+                    return self.queue(job, tx);
                 }
-            }
-            other => self.control(other),
+                Err(e) => Err(e),
+            },
         };
-        let _ = reply.send(result);
+        match result {
+            Ok(Queued::Now(r)) => {
+                let _ = reply.send(Ok(*r));
+            }
+            Ok(Queued::Write(job)) => self.queue(job, reply),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 
     /// The chain client's status, when configured.
@@ -700,11 +701,7 @@ impl Daemon {
         let (Some(reg), _) = chain.snapshot() else {
             return;
         };
-        let new: Vec<Address> = reg
-            .revoked()
-            .filter(|a| !self.denied.contains(*a))
-            .copied()
-            .collect();
+        let new = self.denied.new_among(reg.revoked());
         for address in new {
             let connected = self.node.peers().iter().any(|p| p.address == address);
             let denied = self.node.handle_command(Command::Deny { address });
@@ -713,7 +710,7 @@ impl Daemon {
                     if connected {
                         tracing::warn!(peer = %address, "peer's key is revoked on chain: session dropped, refused from now on");
                     }
-                    self.denied.insert(address);
+                    self.denied.told(address);
                 }
                 Err(e) => {
                     tracing::warn!(peer = %address, error = %e, "cannot refuse a revoked key");
@@ -726,7 +723,7 @@ impl Daemon {
     fn locals(&self) -> Vec<(String, Address)> {
         self.names
             .iter()
-            .filter_map(|(n, l)| Some((n.clone(), self.node.identity(*l)?.address())))
+            .filter_map(|(n, l)| Some((n.to_owned(), self.node.identity(l)?.address())))
             .collect()
     }
 
@@ -736,15 +733,15 @@ impl Daemon {
             .ok_or_else(|| not_configured("names and revocations"))
     }
 
-    fn name_show(&self, text: &str) -> Result<Reply, api::Error> {
+    fn name_show(&self, text: &str) -> Result<Queued, api::Error> {
         let name = parse_name(text)?;
         let (reg, status) = self.chain()?.registry()?;
         name_info(&reg, &name, &self.locals(), status.is_stale())
-            .map(Reply::Name)
+            .map(|i| Queued::Now(Box::new(Reply::Name(i))))
             .ok_or_else(|| unregistered(&name, &status))
     }
 
-    fn name_list(&self, mine: bool) -> Result<Reply, api::Error> {
+    fn name_list(&self, mine: bool) -> Result<Queued, api::Error> {
         let (reg, status) = self.chain()?.registry()?;
         let locals = self.locals();
         let names = reg
@@ -752,10 +749,10 @@ impl Daemon {
             .filter_map(|(n, _)| name_info(&reg, n, &locals, status.is_stale()))
             .filter(|i| !mine || i.identity.is_some())
             .collect();
-        Ok(Reply::Names { names })
+        Ok(Queued::Now(Box::new(Reply::Names { names })))
     }
 
-    fn register(&self, text: &str, identity: Option<&str>) -> Result<Submission, api::Error> {
+    fn register(&self, text: &str, identity: Option<&str>) -> Result<Queued, api::Error> {
         let name = parse_name(text)?;
         let chain = self.chain()?;
         let (reg, _) = chain.registry()?;
@@ -806,15 +803,15 @@ impl Daemon {
             salt,
         })?;
         tracing::info!(%name, identity = %who, "registering name");
-        Ok(Submission::Register {
+        Ok(Queued::Write(Submission::Register {
             name,
             commit,
             reveal,
             delay: reg.params().min_reveal_delay,
-        })
+        }))
     }
 
-    fn transfer(&self, text: &str, to: &Target) -> Result<Submission, api::Error> {
+    fn transfer(&self, text: &str, to: &Target) -> Result<Queued, api::Error> {
         let name = parse_name(text)?;
         let (reg, status) = self.chain()?.registry()?;
         let rec = reg
@@ -824,7 +821,7 @@ impl Daemon {
             return Err(e);
         }
         let to = self.target(to)?;
-        let Some(local) = self.names.iter().map(|(_, l)| *l).find(|l| {
+        let Some(local) = self.names.iter().map(|(_, l)| l).find(|l| {
             self.node
                 .identity(*l)
                 .is_some_and(|i| i.address() == rec.owner)
@@ -858,10 +855,10 @@ impl Daemon {
         )
         .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         tracing::info!(%name, %to, "transferring name");
-        Ok(Submission::Transfer { name, claim })
+        Ok(Queued::Write(Submission::Transfer { name, claim }))
     }
 
-    fn revoke(&self, identity: Option<&str>) -> Result<Submission, api::Error> {
+    fn revoke(&self, identity: Option<&str>) -> Result<Queued, api::Error> {
         let (reg, _) = self.chain()?.registry()?;
         let local = self.local_named(identity)?;
         let who = self.name_of(local);
@@ -878,11 +875,11 @@ impl Daemon {
         let claim = claim::seal(id, &reg.params().registry, &Claim::Revocation)
             .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
         tracing::warn!(identity = %who, address = %id.address(), "revoking identity on chain");
-        Ok(Submission::Revoke {
+        Ok(Queued::Write(Submission::Revoke {
             identity: who,
             address: id.address(),
             claim,
-        })
+        }))
     }
 
     /// `id rotate --wallet`: a new wallet (and Noise) key for a local identity, saved
@@ -958,7 +955,7 @@ impl Daemon {
             }
         }
         self.state.adopt_pending(name).map_err(|e| internal(&e))?;
-        let primary = self.names.first().is_some_and(|(n, _)| n == name);
+        let primary = self.names.is_default_name(name);
         let (tun, new_ip, old_ip) = (&self.opts.tun, new.address().ipv6(), old.ipv6());
         if primary {
             // The default identity's address carries the fd00::/8 route (and perhaps the
@@ -995,7 +992,7 @@ impl Daemon {
         if self.chain.is_none() {
             return;
         }
-        let names: Vec<String> = self.names.iter().map(|(n, _)| n.clone()).collect();
+        let names = self.names.names();
         for name in names {
             if let Err(e) = self.adopt_rotation(&name) {
                 tracing::warn!(identity = %name, error = %e.message, "cannot adopt the rotated wallet key");

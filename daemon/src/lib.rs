@@ -13,6 +13,7 @@ mod batch;
 pub mod chain;
 pub mod config;
 pub mod control;
+mod controller;
 mod dataplane;
 pub mod dht;
 pub mod dns;
@@ -140,7 +141,7 @@ impl Error {
 /// `node` ([`link::Link`]).
 struct Daemon {
     node: link::Link,
-    names: Vec<(String, LocalId)>,
+    names: controller::Names,
     state: state::StateDir,
     opts: Options,
     /// The TUN device (its addresses; ICMPv6 errors written from here).
@@ -150,7 +151,7 @@ struct Daemon {
     /// The control task's own counters (its TUN writes).
     counters: batch::Counters,
     /// `connect` requests answered when their session is up or has failed.
-    waiting: Vec<PendingConnect>,
+    waiting: controller::PendingConnects<ReplyTo>,
     /// The DHT node (registry).
     dht: Option<dht::Dht>,
     /// Publication and lookup state.
@@ -160,7 +161,7 @@ struct Daemon {
     /// The chain registry client (names, revocations), when configured.
     chain: Option<chain::ChainClient>,
     /// Revoked addresses already handed to the node as refused (`Command::Deny`).
-    denied: std::collections::BTreeSet<Address>,
+    denied: controller::Denied,
     /// The control server's operator rights (replaced on reload).
     access: std::sync::Arc<std::sync::RwLock<control::Access>>,
     /// Bounds the log lines that remote input causes (peer events).
@@ -229,15 +230,6 @@ impl LogBudget {
 const CONNECT_WAIT: Duration = Duration::from_secs(20);
 
 pub(crate) type ReplyTo = tokio::sync::oneshot::Sender<Result<Reply, api::Error>>;
-
-/// A `connect` request waiting for the node to report its outcome.
-struct PendingConnect {
-    local: LocalId,
-    address: Address,
-    peer: PeerInfo,
-    until: std::time::Instant,
-    reply: ReplyTo,
-}
 
 /// Run until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -386,13 +378,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 
     let mut d = Daemon {
         node: link,
-        names,
+        names: controller::Names::new(names),
         state,
         opts,
         tun,
         wake,
         counters: batch::Counters::default(),
-        waiting: Vec::new(),
+        waiting: Default::default(),
         dht: Some(dht),
         reg,
         tun_out: Vec::new(),
@@ -412,12 +404,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             Ok(t) => t,
             Err(e) => return Err(Error::Peer(p.address.clone(), e.to_string())),
         };
-        let cmd = api::Command::Connect {
+        let cmd = controller::Local::ConnectAt {
             address,
-            endpoint: Some(p.endpoint),
+            endpoint: p.endpoint,
             identity: p.identity,
         };
-        d.control(cmd)
+        d.local(cmd)
             .map_err(|e| Error::Peer(p.address, e.message))?;
     }
     d.start_hostdns();
@@ -437,7 +429,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
-        let deadline = d.waiting.iter().map(|w| w.until).min();
+        let deadline = d.waiting.next_expiry();
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -526,32 +518,11 @@ impl Daemon {
     }
 
     fn name_of(&self, local: LocalId) -> String {
-        self.names
-            .iter()
-            .find(|(_, l)| *l == local)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_default()
+        self.names.name_of(local)
     }
 
     fn local_named(&self, name: Option<&str>) -> Result<LocalId, api::Error> {
-        match name {
-            None => self
-                .names
-                .first()
-                .map(|(_, l)| *l)
-                .ok_or_else(|| err(ErrorKind::NotFound, "no identity")),
-            Some(n) => self
-                .names
-                .iter()
-                .find(|(x, _)| x == n)
-                .map(|(_, l)| *l)
-                .ok_or_else(|| {
-                    err(
-                        ErrorKind::NotFound,
-                        &format!("no identity named `{n}`: see `metanet id list`"),
-                    )
-                }),
-        }
+        self.names.local(name)
     }
 
     /// Handle what the node reported. `trigger` is the TUN packet the event is on
@@ -589,65 +560,34 @@ impl Daemon {
             let _ = reply.send(Ok(Reply::Connected(up)));
             return;
         }
-        self.waiting.push(PendingConnect {
+        self.waiting.push(
             local,
             address,
-            peer: peer.clone(),
-            until: std::time::Instant::now() + CONNECT_WAIT,
+            peer.clone(),
+            std::time::Instant::now(),
+            CONNECT_WAIT,
             reply,
-        });
+        );
     }
 
     /// Answer the `connect` requests that `ev` decides.
     fn settle(&mut self, ev: &Event) {
-        let (local, address, outcome) = match ev {
-            Event::PeerUp { local, address, .. } => (local, address, None),
-            Event::ConnectFailed {
-                local,
-                address,
-                endpoint,
-            } => (
-                local,
-                address,
-                Some(format!(
-                    "no valid record for {address} from {endpoint} after {} requests: \
-                     no answer for this address came from there; check the address, the \
-                     endpoint (and that UDP reaches it), and that metanetd runs there",
-                    node::PROBE_ATTEMPTS
-                )),
-            ),
-            Event::HandshakeFailed { local, address } => (
-                local,
-                address,
-                Some(format!(
-                    "handshake with {address} gave up: no answer from its endpoint"
-                )),
-            ),
-            _ => return,
-        };
-        for w in self.take_waiting(|w| w.local == *local && w.address == *address) {
-            let result = match &outcome {
-                Some(message) => Err(err(ErrorKind::Unreachable, message)),
-                None => Ok(Reply::Connected(self.peer_info(&w.peer).unwrap_or(w.peer))),
+        for (w, outcome) in self.waiting.settle(ev) {
+            let now = match outcome {
+                controller::Outcome::Up => self.peer_info(&w.peer),
+                controller::Outcome::Failed(_) => None,
             };
-            let _ = w.reply.send(result);
+            let _ = w
+                .reply
+                .send(controller::connect_answer(outcome, now, w.peer));
         }
     }
 
     /// Answer `connect` requests that waited [`CONNECT_WAIT`] as still connecting.
     fn expire_waiting(&mut self) {
-        let now = std::time::Instant::now();
-        for w in self.take_waiting(|w| w.until <= now) {
+        for w in self.waiting.expire(std::time::Instant::now()) {
             let _ = w.reply.send(Ok(Reply::Connected(w.peer)));
         }
-    }
-
-    fn take_waiting(&mut self, pick: impl Fn(&PendingConnect) -> bool) -> Vec<PendingConnect> {
-        let (picked, rest) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(pick);
-        self.waiting = rest;
-        picked
     }
 
     /// The current state of the peer `peer` describes (one query, not every peer).
@@ -659,11 +599,7 @@ impl Daemon {
 
     fn identity_info(&self, name: &str, local: LocalId) -> Option<IdentityInfo> {
         let id = self.node.identity(local)?;
-        let mut i = info(
-            name,
-            id,
-            self.names.first().is_some_and(|(_, l)| *l == local),
-        );
+        let mut i = info(name, id, self.names.is_default(local));
         let cfg = self.reg.config_of(name);
         i.hidden = cfg.hidden;
         i.services = cfg.service;
@@ -843,8 +779,8 @@ impl Daemon {
                 .iter()
                 .filter_map(|(name, local)| {
                     Some(metrics::IdentitySample {
-                        name: name.clone(),
-                        address: self.node.identity(*local)?.address().to_string(),
+                        name: name.to_owned(),
+                        address: self.node.identity(local)?.address().to_string(),
                     })
                 })
                 .collect();
@@ -881,9 +817,11 @@ impl Daemon {
         }
     }
 
-    fn control(&mut self, cmd: api::Command) -> Result<Reply, api::Error> {
+    /// Requests answered at once.
+    fn local(&mut self, cmd: controller::Local) -> Result<Reply, api::Error> {
+        use controller::Local as L;
         match cmd {
-            api::Command::Status => {
+            L::Status => {
                 let counters = self
                     .counters()
                     .into_iter()
@@ -906,25 +844,25 @@ impl Daemon {
                     }),
                 }))
             }
-            api::Command::Peers => Ok(Reply::Peers {
+            L::Peers => Ok(Reply::Peers {
                 peers: self.peer_infos(),
             }),
-            api::Command::IdList => Ok(Reply::Identities {
+            L::IdList => Ok(Reply::Identities {
                 identities: self.identity_list(),
             }),
-            api::Command::IdShow { name } => {
+            L::IdShow { name } => {
                 let local = self.local_named(name.as_deref())?;
                 let name = self.name_of(local);
                 self.identity_info(&name, local)
                     .map(Reply::Identity)
                     .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))
             }
-            api::Command::IdNew { name } => {
+            L::IdNew { name } => {
                 let seed =
                     state::random64().map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
                 self.add_identity(name, Identity::generate(&seed))
             }
-            api::Command::IdImport { name, secret_hex } => {
+            L::IdImport { name, secret_hex } => {
                 let wallet = metanet_proto::keyfile::parse_hex32(secret_hex.trim(), "secret")
                     .map_err(|e| err(ErrorKind::BadRequest, &e.to_string()))?;
                 let mut noise = [0u8; 32];
@@ -937,7 +875,7 @@ impl Daemon {
                 );
                 self.add_identity(name, id)
             }
-            api::Command::IdExport { name } => {
+            L::IdExport { name } => {
                 let local = self.local_named(Some(&name))?;
                 let id = self
                     .node
@@ -948,11 +886,8 @@ impl Daemon {
                     secret_hex: hex(&id.wallet().seed()[..]),
                 })
             }
-            api::Command::IdRotate {
-                name,
-                wallet: false,
-            } => self.rotate(name.as_deref()),
-            api::Command::IdRemove { name } => {
+            L::IdRotate { name } => self.rotate(name.as_deref()),
+            L::IdRemove { name } => {
                 let local = self.local_named(Some(&name))?;
                 if self.names.len() == 1 {
                     return Err(err(
@@ -968,23 +903,17 @@ impl Daemon {
                     let _ = self.tun.remove_address_v6(id.address().ipv6(), 128);
                     self.withdraw(&name, id.address());
                 }
-                self.names.retain(|(n, _)| *n != name);
+                self.names.remove(&name);
                 self.refilter();
                 Ok(Reply::Done)
             }
-            api::Command::Connect {
+            L::ConnectAt {
                 address,
                 endpoint,
                 identity,
             } => {
                 let address = self.target(&address)?;
                 let local = self.local_named(identity.as_deref())?;
-                let Some(endpoint) = endpoint else {
-                    return Err(err(
-                        ErrorKind::BadRequest,
-                        "no endpoint given: use --endpoint HOST:PORT",
-                    ));
-                };
                 check_endpoint(endpoint).map_err(|why| {
                     err(
                         ErrorKind::BadRequest,
@@ -1006,20 +935,7 @@ impl Daemon {
                     .map_err(|e| command_failed(&e))?;
                 Ok(Reply::Connected(self.connecting(local, address, endpoint)))
             }
-            api::Command::Resolve { .. } => Err(err(
-                ErrorKind::Internal,
-                "resolve is answered by the registry",
-            )),
-            api::Command::NameRegister { .. }
-            | api::Command::NameTransfer { .. }
-            | api::Command::NameShow { .. }
-            | api::Command::NameList { .. }
-            | api::Command::IdRevoke { .. }
-            | api::Command::IdRotate { wallet: true, .. } => Err(err(
-                ErrorKind::Internal,
-                "chain commands are answered by the chain client",
-            )),
-            api::Command::Disconnect { address, identity } => {
+            L::Disconnect { address, identity } => {
                 let (address, _) = self.target_unchecked(&address)?;
                 let local = self.local_named(identity.as_deref())?;
                 self.node
@@ -1102,7 +1018,7 @@ impl Daemon {
             }
         }
         self.reg.set_configs(file.identity.clone());
-        let names: Vec<String> = self.names.iter().map(|(n, _)| n.clone()).collect();
+        let names = self.names.names();
         for name in names {
             self.publish(&name, true);
         }
@@ -1124,12 +1040,12 @@ impl Daemon {
             if known.contains(&(local, address)) {
                 continue;
             }
-            let cmd = api::Command::Connect {
+            let cmd = controller::Local::ConnectAt {
                 address: address.into(),
-                endpoint: Some(p.endpoint),
+                endpoint: p.endpoint,
                 identity: p.identity,
             };
-            if let Err(e) = self.control(cmd) {
+            if let Err(e) = self.local(cmd) {
                 tracing::warn!(peer = %p.address, error = %e, "reload: static peer refused");
             }
         }
@@ -1227,9 +1143,7 @@ impl Daemon {
                 endpoint,
             });
         }
-        for entry in self.names.iter_mut().filter(|(_, l)| *l == local) {
-            entry.1 = fresh;
-        }
+        self.names.replace(local, fresh);
         Ok(fresh)
     }
 
@@ -1261,8 +1175,8 @@ impl Daemon {
         let meta = |a: &Address| (format!("{a}.{}", dns::DOMAIN), a.ipv6());
         let mut entries = std::collections::BTreeSet::new();
         {
-            for (_, local) in &self.names {
-                if let Some(id) = self.node.identity(*local) {
+            for (_, local) in self.names.iter() {
+                if let Some(id) = self.node.identity(local) {
                     entries.insert(meta(&id.address()));
                 }
             }
@@ -1396,12 +1310,12 @@ impl Daemon {
     fn identity_list(&self) -> Vec<IdentityInfo> {
         self.names
             .iter()
-            .filter_map(|(n, l)| self.identity_info(n, *l))
+            .filter_map(|(n, l)| self.identity_info(n, l))
             .collect()
     }
 
     fn add_identity(&mut self, name: String, id: Identity) -> Result<Reply, api::Error> {
-        if self.names.iter().any(|(n, _)| *n == name) {
+        if self.names.contains(&name) {
             return Err(err(
                 ErrorKind::AlreadyExists,
                 &format!("identity `{name}` already exists"),
@@ -1419,7 +1333,7 @@ impl Daemon {
             .node
             .add_identity(id)
             .map_err(|e| err(ErrorKind::Timeout, &e.to_string()))?;
-        self.names.push((name.clone(), local));
+        self.names.push(name.clone(), local);
         self.refilter();
         self.publish(&name, true);
         self.identity_info(&name, local)

@@ -21,6 +21,7 @@ use metanet_proto::record::{PeerRecord, MAX_ENDPOINTS};
 use metanet_proto::{ip, Address};
 
 use crate::config::IdentityConfig;
+use crate::controller::{self, Routed};
 use crate::dht::{LookupError, Output, Request};
 use crate::{err, Daemon, ReplyTo};
 
@@ -136,20 +137,29 @@ impl Publications {
 }
 
 impl Daemon {
-    /// A control request: registry commands may answer later, the rest answer now.
+    /// A control request, carried out where [`controller::route`] sends it: registry
+    /// and chain requests may answer later, the rest answer now.
     pub(crate) fn job(&mut self, cmd: api::Command, reply: ReplyTo) {
+        match controller::route(cmd) {
+            Routed::Local(c) => {
+                let result = self.local(c);
+                self.answer(result, reply);
+            }
+            Routed::Registry(c) => self.registry_job(c, reply),
+            Routed::Chain(c) => self.chain_job(c, reply),
+        }
+    }
+
+    /// Requests that look the registry up first.
+    fn registry_job(&mut self, cmd: controller::Registry, reply: ReplyTo) {
         match cmd {
-            api::Command::Resolve { target } => match self.lookup_target(&target) {
+            controller::Registry::Resolve { target } => match self.lookup_target(&target) {
                 Ok((prefix, address)) => self.resolve(prefix, address, reply),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
             },
-            api::Command::Connect {
-                address,
-                endpoint: None,
-                identity,
-            } => {
+            controller::Registry::Connect { address, identity } => {
                 let target = self
                     .target(&address)
                     .and_then(|a| self.local_named(identity.as_deref()).map(|l| (a, l)));
@@ -167,24 +177,14 @@ impl Daemon {
                     }
                 }
             }
-            cmd @ (api::Command::NameRegister { .. }
-            | api::Command::NameTransfer { .. }
-            | api::Command::NameShow { .. }
-            | api::Command::NameList { .. }
-            | api::Command::IdRevoke { .. }
-            | api::Command::IdRotate { wallet: true, .. }) => self.chain_job(cmd, reply),
-            other => {
-                let result = self.control(other);
-                self.answer(result, reply);
-            }
         }
     }
 
     fn resolve(&mut self, prefix: Ipv6Prefix, address: Option<Address>, reply: ReplyTo) {
         // Our own identities answer from what we publish.
         let own = self.names.iter().find_map(|(name, local)| {
-            let address = self.node.identity(*local)?.address();
-            (address.ipv6_prefix() == prefix).then(|| name.clone())
+            let address = self.node.identity(local)?.address();
+            (address.ipv6_prefix() == prefix).then(|| name.to_owned())
         });
         if let Some(record) = own.and_then(|n| self.reg.published(&n).cloned()) {
             let _ = reply.send(Ok(Reply::Record(record_info(&record, "local"))));
@@ -405,7 +405,7 @@ impl Daemon {
             tracing::info!(?endpoints, "underlay endpoints");
             self.reg.endpoints = endpoints;
         }
-        let names: Vec<String> = self.names.iter().map(|(n, _)| n.clone()).collect();
+        let names = self.names.names();
         for name in names {
             self.publish(&name, changed);
         }
@@ -453,7 +453,7 @@ impl Daemon {
         if self.dht.is_none() {
             return;
         }
-        let Some(local) = self.names.iter().find(|(n, _)| n == name).map(|(_, l)| *l) else {
+        let Ok(local) = self.names.local(Some(name)) else {
             return;
         };
         let now = crate::unix_now().as_secs();
