@@ -1279,3 +1279,70 @@ fn per_peer_counters_count_packets_and_the_drops_of_that_peer() {
     assert_eq!(pa.tx_bytes, pb.rx_bytes);
     assert_eq!((pa.dropped, pb.dropped), (0, 0));
 }
+
+/// Host `j` of the many-peer scenarios: a distinct underlay address per host.
+fn host_addr(j: usize) -> String {
+    format!("198.19.{}.{}:51820", j / 250, j % 250 + 1)
+}
+
+/// A hub (one identity, `hub_config`) and `hosts` hosts of `per_host` identities each.
+/// The hub is told about every remote identity and connects to them host by host,
+/// `stagger` apart, so that the peers of one host share their timer deadlines (ties)
+/// and those of different hosts do not. Returns the hub and the hosts.
+fn hub_with_peers(
+    sim: &mut Sim,
+    hub_config: Config,
+    hosts: usize,
+    per_host: usize,
+    stagger: Duration,
+) -> (usize, Vec<usize>) {
+    let hub_id = sim.new_identity();
+    let hub = sim.add_host_with(A, vec![hub_id], hub_config);
+    // Every remote host takes all the hub's initiations in one load window.
+    let remote_config = Config {
+        load_threshold: u32::MAX,
+        ..Config::default()
+    };
+    let remotes: Vec<usize> = (0..hosts)
+        .map(|j| {
+            let ids = (0..per_host).map(|_| sim.new_identity()).collect();
+            sim.add_host_with(&host_addr(j), ids, remote_config.clone())
+        })
+        .collect();
+    let local = sim.local(hub);
+    for &r in &remotes {
+        for k in 0..per_host {
+            sim.add_peer_of(hub, local, r, k, true);
+        }
+        sim.run_for(stagger);
+    }
+    (hub, remotes)
+}
+
+#[test]
+#[ignore = "a timing measurement: cargo test -p metanet-proto --test scenarios -- --ignored --nocapture"]
+fn timer_cost_with_4096_idle_peers() {
+    let mut sim = Sim::new(50, LinkConfig::default());
+    sim.check_every = u64::MAX;
+    let (hub, _) = hub_with_peers(
+        &mut sim,
+        Config::default(),
+        64,
+        64,
+        Duration::from_millis(20),
+    );
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let node = &mut sim.hosts[hub].node;
+    assert_eq!(node.peers(now).iter().filter(|p| p.connected).count(), 4096);
+    assert!(node.poll_timeout().is_some_and(|t| t > now));
+    let rounds = 2000u32;
+    #[allow(clippy::disallowed_methods)]
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(node.poll_timeout());
+        node.handle_timeout(now);
+    }
+    let per_call = start.elapsed() / rounds;
+    eprintln!("4096 idle peers: poll_timeout + handle_timeout take {per_call:?}");
+}
