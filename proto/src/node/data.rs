@@ -20,6 +20,7 @@ const REKEY_ON_RECEIVE: Duration = Duration::from_secs(180 - 10 - 5);
 
 /// What became of a packet handed to `Node::seal_current`.
 enum Sealed {
+    /// Sealed in place: send it.
     Sent(Transmit),
     /// No usable current keypair or no endpoint: queue it and handshake.
     NoSession,

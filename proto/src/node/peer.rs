@@ -74,16 +74,22 @@ pub(super) struct Peer {
 /// A peer's keypairs by role (§6.4): it sends on `current` and receives on any.
 #[derive(Debug, Default)]
 pub(super) struct Keys {
+    /// The keypair current was before; still receives.
     pub(super) previous: Option<Keypair>,
+    /// The keypair we send on.
     pub(super) current: Option<Keypair>,
+    /// As responder, the new keypair until the initiator first uses it.
     pub(super) next: Option<Keypair>,
 }
 
 /// Which of a peer's keypairs a message arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Role {
+    /// [`Keys::previous`].
     Previous,
+    /// [`Keys::current`].
     Current,
+    /// [`Keys::next`].
     Next,
 }
 
@@ -137,9 +143,13 @@ pub(super) struct Timers {
 /// A peer's traffic counters (monotonic).
 #[derive(Debug, Default)]
 pub(super) struct Counters {
+    /// Plaintext bytes received.
     pub(super) rx_bytes: u64,
+    /// Plaintext bytes sent.
     pub(super) tx_bytes: u64,
+    /// Data packets received.
     pub(super) rx_packets: u64,
+    /// Data packets sent.
     pub(super) tx_packets: u64,
     /// Packets to this peer that were dropped.
     pub(super) dropped: u64,
