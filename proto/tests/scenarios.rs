@@ -15,7 +15,7 @@ use metanet_proto::node::{Command, CommandError, Config, Event};
 use metanet_proto::record::{self, Envelope, Lookup, PeerRecord};
 use metanet_proto::session::Keypair;
 use metanet_proto::wire::{self, ResponsePacket};
-use metanet_proto::{ip, Identity};
+use metanet_proto::{ip, Identity, Instant, UnixTime};
 use sim::{LinkConfig, Sim};
 
 const A: &str = "198.18.0.1:51820";
@@ -1278,4 +1278,256 @@ fn per_peer_counters_count_packets_and_the_drops_of_that_peer() {
     assert_eq!(pb.rx_packets, 10);
     assert_eq!(pa.tx_bytes, pb.rx_bytes);
     assert_eq!((pa.dropped, pb.dropped), (0, 0));
+}
+
+/// Host `j` of the many-peer scenarios: a distinct underlay address per host.
+fn host_addr(j: usize) -> String {
+    format!("198.19.{}.{}:51820", j / 250, j % 250 + 1)
+}
+
+/// A hub (one identity, `hub_config`) and `hosts` hosts of `per_host` identities each.
+/// The hub is told about every remote identity and connects to them host by host,
+/// `stagger` apart, so that the peers of one host share their timer deadlines (ties)
+/// and those of different hosts do not. Returns the hub and the hosts.
+fn hub_with_peers(
+    sim: &mut Sim,
+    hub_config: Config,
+    hosts: usize,
+    per_host: usize,
+    stagger: Duration,
+) -> (usize, Vec<usize>) {
+    let hub_id = sim.new_identity();
+    let hub = sim.add_host_with(A, vec![hub_id], hub_config);
+    // Every remote host takes all the hub's initiations in one load window.
+    let remote_config = Config {
+        load_threshold: u32::MAX,
+        ..Config::default()
+    };
+    let remotes: Vec<usize> = (0..hosts)
+        .map(|j| {
+            let ids = (0..per_host).map(|_| sim.new_identity()).collect();
+            sim.add_host_with(&host_addr(j), ids, remote_config.clone())
+        })
+        .collect();
+    let local = sim.local(hub);
+    for &r in &remotes {
+        for k in 0..per_host {
+            sim.add_peer_of(hub, local, r, k, true);
+        }
+        sim.run_for(stagger);
+    }
+    (hub, remotes)
+}
+
+#[test]
+#[ignore = "a timing measurement: cargo test -p metanet-proto --test scenarios -- --ignored --nocapture"]
+fn timer_cost_with_4096_idle_peers() {
+    let mut sim = Sim::new(50, LinkConfig::default());
+    sim.check_every = u64::MAX;
+    let (hub, _) = hub_with_peers(
+        &mut sim,
+        Config::default(),
+        64,
+        64,
+        Duration::from_millis(20),
+    );
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let node = &mut sim.hosts[hub].node;
+    assert_eq!(node.peers(now).iter().filter(|p| p.connected).count(), 4096);
+    assert!(node.poll_timeout().is_some_and(|t| t > now));
+    let rounds = 2000u32;
+    #[allow(clippy::disallowed_methods)]
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(node.poll_timeout());
+        node.handle_timeout(now);
+    }
+    let per_call = start.elapsed() / rounds;
+    eprintln!("4096 idle peers: poll_timeout + handle_timeout take {per_call:?}");
+}
+
+/// Persistent keepalives a hub with `interval` 25 s sends one peer whose session came
+/// up at `up`, through `end`: the confirming keepalive at each handshake and one every
+/// 25 s after it. With the peer `reachable`, the keepalive at 125 s (a send on a
+/// keypair over `REKEY_AFTER_TIME` old) starts a rekey whose response comes one round
+/// trip (10 ms) later, and the cycle restarts there; without, keepalives go on while
+/// the keypair is usable (until 180 s).
+fn expected_keepalives(up: Instant, end: Instant, reachable: bool) -> Vec<Instant> {
+    let s = Duration::from_secs;
+    let period = s(125) + Duration::from_millis(10);
+    let mut times = Vec::new();
+    let mut base = up;
+    while base <= end {
+        let last = if reachable { 5 } else { 7 };
+        times.extend((0..=last).map(|j| base + s(25 * j)).filter(|t| *t <= end));
+        if !reachable {
+            break;
+        }
+        base = base + period;
+    }
+    times
+}
+
+#[test]
+fn four_thousand_peers_fire_their_timers_on_time_and_the_busy_peer_is_unaffected() {
+    use metanet_proto::session::{REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT};
+    let mut sim = Sim::new(51, LinkConfig::default());
+    sim.check_every = 128;
+    let hub_config = Config {
+        persistent_keepalive: Some(Duration::from_secs(25)),
+        ..Config::default()
+    };
+    let (hosts, per_host) = (65, 63);
+    let (hub, remotes) = hub_with_peers(
+        &mut sim,
+        hub_config,
+        hosts,
+        per_host,
+        Duration::from_millis(20),
+    );
+    // The 4096th peer: one that carries traffic all along.
+    let busy_id = sim.new_identity();
+    let busy = sim.add_host_with("198.19.9.9:51820", vec![busy_id], Config::default());
+    let hub_local = sim.local(hub);
+    sim.add_peer_of(hub, hub_local, busy, 0, true);
+    sim.run_for(Duration::from_secs(1));
+    let hub_peers = sim.hosts[hub].node.peers(sim.now);
+    assert_eq!(hub_peers.len(), Config::default().max_peers);
+    assert!(hub_peers.iter().all(|p| p.connected));
+
+    // When each peer came up, and which host holds it.
+    let mut up = BTreeMap::new();
+    for (e, t) in sim.hosts[hub]
+        .events
+        .iter()
+        .zip(&sim.hosts[hub].event_times)
+    {
+        if let Event::PeerUp { address, .. } = e {
+            assert!(up.insert(*address, *t).is_none(), "one PeerUp per peer");
+        }
+    }
+    assert_eq!(up.len(), 4096);
+    // The first two hosts go away (renumbered where nobody sends): their peers'
+    // rekeys go unanswered.
+    let gone = 2;
+    let old_addrs: Vec<SocketAddr> = remotes.iter().map(|&r| sim.hosts[r].addr).collect();
+    for (j, &r) in remotes.iter().enumerate().take(gone) {
+        sim.renumber(r, &format!("198.51.100.{}:51820", j + 1));
+    }
+
+    // Busy traffic both ways every 50 ms for 260 s of virtual time (two rekeys of
+    // every reachable peer, the give-up of every unreachable one), with thousands of
+    // idle peers' timers firing around it. The head of the hub's deadline queue is
+    // checked against a scan of every peer every two seconds (and in every
+    // `check_invariants`).
+    let (ip_hub, ip_busy) = (sim.ip(hub), sim.ip(busy));
+    let start = sim.now;
+    let end = start + Duration::from_secs(260);
+    let mut sent_at = Vec::new();
+    let mut s = 0u32;
+    while sim.now + Duration::from_millis(50) <= end {
+        sent_at.push(sim.now);
+        sim.send(hub, ip_busy, &msg(b'H', s));
+        sim.send(busy, ip_hub, &msg(b'B', s));
+        s += 1;
+        sim.run_for(Duration::from_millis(50));
+        if s % 40 == 0 {
+            let node = &sim.hosts[hub].node;
+            assert_eq!(node.poll_timeout(), node.next_peer_deadline_by_scan());
+        }
+    }
+    sim.run_until(end);
+    let latency = LinkConfig::default().latency;
+    for (h, kind) in [(busy, b'H'), (hub, b'B')] {
+        let got: Vec<(Instant, u32)> = sim.hosts[h]
+            .delivered
+            .iter()
+            .filter_map(|(t, p)| {
+                parse_msg(&p[ip::IPV6_HEADER_LEN..])
+                    .filter(|(k, _)| *k == kind)
+                    .map(|(_, s)| (*t, s))
+            })
+            .collect();
+        let want: Vec<(Instant, u32)> =
+            (0..s).map(|i| (sent_at[i as usize] + latency, i)).collect();
+        assert_eq!(
+            got, want,
+            "busy traffic to host {h}: every packet, one latency later"
+        );
+    }
+
+    // Every idle peer's keepalives, rekeys, expiry and give-up happen when §6.3 and
+    // §7.4–7.5 say. Keepalives are compared per host (the wire does not say which of
+    // a host's identities one is for).
+    let hub_addr: SocketAddr = A.parse().unwrap();
+    let events = || {
+        sim.hosts[hub]
+            .events
+            .iter()
+            .zip(&sim.hosts[hub].event_times)
+    };
+    let status: BTreeMap<_, _> = sim.hosts[hub]
+        .node
+        .peers(sim.now)
+        .into_iter()
+        .map(|p| (p.address, p))
+        .collect();
+    for (j, &r) in remotes.iter().enumerate() {
+        let reachable = j >= gone;
+        let mut want = Vec::new();
+        for &(_, address) in &sim.hosts[r].identities {
+            let u = up[&address];
+            want.extend(expected_keepalives(u, end, reachable));
+            let expired: Vec<Instant> = events()
+                .filter(
+                    |(e, _)| matches!(e, Event::SessionExpired { address: a, .. } if *a == address),
+                )
+                .map(|(_, t)| *t)
+                .collect();
+            let failed: Vec<Instant> = events()
+                .filter(|(e, _)| matches!(e, Event::HandshakeFailed { address: a, .. } if *a == address))
+                .map(|(_, t)| *t)
+                .collect();
+            let p = &status[&address];
+            if reachable {
+                assert!(expired.is_empty() && failed.is_empty(), "peer {address}");
+                assert!(p.connected);
+                let period = Duration::from_secs(125) + Duration::from_millis(10);
+                let rekeys = (end.as_nanos() - u.as_nanos()) / period.as_nanos() as u64;
+                let last = u + Duration::from_nanos(rekeys * period.as_nanos() as u64);
+                let unix =
+                    UnixTime::from_secs(sim::UNIX_BASE) + Duration::from_nanos(last.as_nanos());
+                assert_eq!(
+                    p.last_handshake,
+                    Some(unix),
+                    "peer {address} rekeyed on time"
+                );
+            } else {
+                assert_eq!(
+                    expired,
+                    vec![u + REJECT_AFTER_TIME],
+                    "peer {address} expiry"
+                );
+                let give_up = u + Duration::from_secs(125) + REKEY_ATTEMPT_TIME;
+                let latest = give_up + REKEY_TIMEOUT + Duration::from_millis(333);
+                assert!(
+                    failed.len() == 1 && failed[0] >= give_up && failed[0] <= latest,
+                    "peer {address} gave up at {failed:?}, not in {give_up:?}..={latest:?}"
+                );
+                assert!(!p.connected);
+            }
+        }
+        want.sort();
+        let got: Vec<Instant> = sim
+            .wire_log
+            .iter()
+            .filter(|w| w.from == hub_addr && w.to == old_addrs[j])
+            .filter(|w| w.kind == wire::kind::DATA && w.len == wire::DATA_OVERHEAD)
+            .map(|w| w.at)
+            .collect();
+        assert_eq!(got, want, "keepalives to host {j}");
+    }
+    assert_eq!(sim.hosts[hub].node.stats().queue_dropped, 0);
+    sim.hosts[hub].node.check_invariants().unwrap();
 }

@@ -1,0 +1,287 @@
+//! The data path (docs/protocol.md §7.1, §7.2): IPv6 packets from the TUN sealed for
+//! their peer (or queued while a session is set up), and data messages and keepalives
+//! from the network opened in place, with keypair rotation on receive and the inner
+//! source check.
+
+use core::ops::Range;
+use core::time::Duration;
+use std::net::SocketAddr;
+
+use super::peer::{PeerId, Role};
+use super::table::free_index;
+use super::{Event, Node, Transmit};
+use crate::ip::Ipv6Packet;
+use crate::session;
+use crate::time::Instant;
+use crate::wire::{self, DataPacket};
+
+/// Keypairs we initiated are renewed on receive once this old, before the peer must.
+const REKEY_ON_RECEIVE: Duration = Duration::from_secs(180 - 10 - 5);
+
+/// What became of a packet handed to `Node::seal_current`.
+enum Sealed {
+    /// Sealed in place: send it.
+    Sent(Transmit),
+    /// No usable current keypair or no endpoint: queue it and handshake.
+    NoSession,
+    /// The caller's buffer was too small or sealing failed: drop it.
+    Failed,
+}
+
+impl Node {
+    /// [`Node::handle_tun_packet`] before the timers are flushed.
+    pub(super) fn tun_packet(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        let id = self.tun_target(now, packet)?;
+        let Some(buf) = out.get_mut(..packet.len() + wire::DATA_OVERHEAD) else {
+            self.stats.queue_dropped += 1;
+            return None;
+        };
+        buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
+        self.send_data(now, id, buf, packet.len())
+    }
+
+    /// [`Node::handle_tun_packet_in_place`] before the timers are flushed.
+    pub(super) fn tun_packet_in_place(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<Transmit> {
+        let Some(packet) = buf.get(wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len) else {
+            self.stats.queue_dropped += 1;
+            return None;
+        };
+        let id = self.tun_target(now, packet)?;
+        let Some(buf) = buf.get_mut(..len + wire::DATA_OVERHEAD) else {
+            self.stats.queue_dropped += 1;
+            return None;
+        };
+        self.send_data(now, id, buf, len)
+    }
+
+    /// The peer a TUN packet goes to; `None` when it was refused (counted) or queued
+    /// for a lookup.
+    fn tun_target(&mut self, now: Instant, packet: &[u8]) -> Option<PeerId> {
+        // A longer packet would make a data message no receiver accepts (§7.1 step 1).
+        if packet.len() > wire::MAX_DATA_PAYLOAD {
+            self.stats.tun_invalid += 1;
+            return None;
+        }
+        let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+            self.stats.tun_invalid += 1;
+            return None;
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        let Some(local) = self.local_for_ip(&src) else {
+            self.stats.tun_invalid += 1;
+            return None;
+        };
+        if dst.octets()[0] != crate::address::OVERLAY_FIRST_BYTE || dst == src {
+            self.stats.tun_invalid += 1;
+            return None;
+        }
+        let Some(&id) = self.by_ip.get(&(local, dst)) else {
+            self.queue_for_lookup(now, local, dst, packet);
+            return None;
+        };
+        Some(id)
+    }
+
+    /// Seal the packet at `buf[DATA_HEADER_LEN..][..len]` for peer `id`, or queue it
+    /// and start a handshake when there is no usable session.
+    fn send_data(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<Transmit> {
+        match self.seal_current(now, id, buf, len) {
+            Sealed::Sent(t) => Some(t),
+            Sealed::NoSession => {
+                let packet = buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len].to_vec();
+                let p = self.peers.get_mut(id)?;
+                p.enqueue(packet, self.config.queue_per_peer, &mut self.stats);
+                self.start_handshake(now, id);
+                None
+            }
+            Sealed::Failed => {
+                self.stats.queue_dropped += 1;
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.counters.dropped += 1;
+                }
+                None
+            }
+        }
+    }
+
+    /// Seal `packet` (possibly empty: a keepalive) on the current keypair into the
+    /// transmit queue. Returns false if there is no usable keypair.
+    pub(super) fn send_queued(&mut self, now: Instant, id: PeerId, packet: &[u8]) -> bool {
+        let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
+        buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
+        match self.seal_current(now, id, &mut buf, packet.len()) {
+            Sealed::Sent(t) => {
+                buf.truncate(t.len);
+                self.transmits.push_back((t.destination, buf));
+                true
+            }
+            Sealed::NoSession | Sealed::Failed => false,
+        }
+    }
+
+    /// Seal the `len`-byte packet (0 for a keepalive) at `buf[DATA_HEADER_LEN..]` on
+    /// peer `id`'s current keypair, in place. Every data message and keepalive goes
+    /// through here, so each one counts as sent and keeps the initiator's keys fresh
+    /// (docs/protocol.md §6.3, §7.5).
+    fn seal_current(&mut self, now: Instant, id: PeerId, buf: &mut [u8], len: usize) -> Sealed {
+        let Some(p) = self.peers.get_mut(id) else {
+            return Sealed::Failed;
+        };
+        let (Some(endpoint), Some(kp)) = (
+            p.endpoint,
+            p.keys.current.as_mut().filter(|k| k.is_usable(now)),
+        ) else {
+            return Sealed::NoSession;
+        };
+        let Ok(sealed) = kp.seal(buf, len, now) else {
+            return Sealed::Failed;
+        };
+        let rekey = kp.wants_rekey(now);
+        p.note_sent(now, len, len != 0);
+        if rekey && p.handshake.attempt.is_none() {
+            self.start_handshake(now, id);
+        }
+        Sealed::Sent(Transmit {
+            destination: endpoint,
+            len: sealed,
+        })
+    }
+
+    /// Send what waited for peer `id`'s session on its current keypair.
+    pub(super) fn flush_queue(&mut self, now: Instant, id: PeerId) {
+        let queued: Vec<Vec<u8>> = match self.peers.get_mut(id) {
+            Some(p) => p.queue.drain(..).collect(),
+            None => return,
+        };
+        for pkt in &queued {
+            if !self.send_queued(now, id, pkt) {
+                self.stats.queue_dropped += 1;
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.counters.dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// A data message or keepalive (§7.2): opened in place; returns the range of `msg`
+    /// holding an IPv6 packet for the TUN, if it carried one that passed the inner
+    /// source check.
+    pub(super) fn on_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &mut [u8],
+    ) -> Option<Range<usize>> {
+        let Ok(packet) = DataPacket::new_checked(&*msg) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        let (receiver, counter, keepalive) =
+            (packet.receiver(), packet.counter(), packet.is_keepalive());
+        let Some(&id) = self.by_index.get(&receiver) else {
+            self.stats.unknown_index += 1;
+            return None;
+        };
+        let p = self.peers.get_mut(id)?;
+        let Some((role, kp)) = p.keys.by_index_mut(receiver) else {
+            self.stats.unknown_index += 1;
+            return None;
+        };
+        let range = match kp.open(msg, counter, now) {
+            Ok(r) => r,
+            Err(session::Error::Replayed) => {
+                self.stats.replayed_data += 1;
+                return None;
+            }
+            Err(session::Error::Decrypt) => {
+                self.stats.decrypt_failures += 1;
+                return None;
+            }
+            // Past its limits the keypair counts as erased (§6.4) even before the
+            // timer that erases it has run: its index is as good as unknown.
+            Err(session::Error::Expired | session::Error::CounterExhausted) => {
+                self.stats.unknown_index += 1;
+                return None;
+            }
+            // Sealing errors; opening never returns them.
+            Err(session::Error::BufferTooSmall | session::Error::Seal) => return None,
+        };
+        let rekey_on_receive = role == Role::Current
+            && kp.initiator
+            && now.saturating_duration_since(kp.created) >= REKEY_ON_RECEIVE;
+        let promoted = role == Role::Next;
+        if promoted {
+            // The initiator used the new keypair: it becomes current (§6.4). Our own
+            // attempt, if any, is moot, as on the initiator side when a response lands.
+            if let Some(next) = p.keys.next.take() {
+                if let Some(old) = p.keys.current.replace(next) {
+                    if let Some(prev) = p.keys.previous.replace(old) {
+                        free_index(&mut self.by_index, prev.local_index, id);
+                    }
+                }
+            }
+            if let Some(attempt) = p.handshake.attempt.take() {
+                free_index(&mut self.by_index, attempt.sender, id);
+            }
+        }
+        p.timers.reply_due = None;
+        p.timers.last_active = now;
+        let (local_id, address) = (p.local, p.address);
+        if let Some(old) = p.endpoint.filter(|e| *e != from) {
+            p.endpoint = Some(from);
+            self.events.push_back(Event::Roamed {
+                local: local_id,
+                address,
+                from: old,
+                to: from,
+            });
+        } else {
+            p.endpoint = Some(from);
+        }
+        if rekey_on_receive && p.handshake.attempt.is_none() {
+            self.start_handshake(now, id);
+        }
+        if promoted {
+            // What waited for a session leaves on the one the peer just confirmed.
+            self.flush_queue(now, id);
+        }
+        if keepalive {
+            return None;
+        }
+        let local_ipv6 = self
+            .locals
+            .get(usize::from(local_id.0))
+            .and_then(Option::as_ref)
+            .map(|l| l.ipv6);
+        let p = self.peers.get_mut(id)?;
+        let inner = msg.get(range.clone())?;
+        let ok = Ipv6Packet::new_checked(inner)
+            .is_ok_and(|ip| ip.src() == p.ipv6 && local_ipv6 == Some(ip.dst()));
+        if !ok {
+            self.stats.spoofed += 1;
+            return None;
+        }
+        p.counters.rx_bytes += inner.len() as u64;
+        p.counters.rx_packets += 1;
+        if p.timers.keepalive_at.is_none() {
+            p.timers.keepalive_at = Some(now + session::KEEPALIVE_TIMEOUT);
+        }
+        Some(range)
+    }
+}

@@ -1,0 +1,344 @@
+//! Handshakes with peers (docs/protocol.md §5, §6.4, §7.5): starting and retrying our
+//! initiations, and handling the initiations, responses and cookie replies that
+//! arrive. Load checks before DH work are in `load`.
+
+use core::time::Duration;
+use std::net::SocketAddr;
+
+use super::peer::{Attempt, Origin, PeerId};
+use super::table::free_index;
+use super::{Event, LocalId, Node};
+use crate::handshake;
+use crate::session::{self, Keypair};
+use crate::time::{Instant, UnixTime};
+use crate::wire::{CookieReplyPacket, CookieReplyRepr, InitiationPacket, ResponsePacket};
+
+impl Node {
+    /// Start a handshake with peer `id` unless one is under way (an initiation waits
+    /// for its response, or the retry timer has not run out).
+    pub(super) fn start_handshake(&mut self, now: Instant, id: PeerId) {
+        let Some(p) = self.peers.get(id) else {
+            return;
+        };
+        if p.handshake
+            .attempt
+            .as_ref()
+            .is_some_and(|a| a.state.is_some() || a.retry_at > now)
+        {
+            return;
+        }
+        let started = p.handshake.attempt.as_ref().map_or(now, |a| a.started);
+        self.send_initiation(now, id, started);
+    }
+
+    /// Send a new initiation to peer `id` (new index, ephemeral and timestamp) for an
+    /// attempt that started at `started`, replacing any earlier initiation.
+    pub(super) fn send_initiation(&mut self, now: Instant, id: PeerId, started: Instant) {
+        let sender = self.new_index();
+        let seed = self.rng.bytes();
+        let jitter = Duration::from_millis(self.rng.below(334));
+        let unix = self.unix(now);
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        if let Some(old) = p.handshake.attempt.take() {
+            free_index(&mut self.by_index, old.sender, id);
+        }
+        let retry_at = now + session::REKEY_TIMEOUT + jitter;
+        let Some(endpoint) = p.endpoint else {
+            // Nowhere to send: keep the attempt so it times out and reports failure.
+            p.handshake.attempt = Some(Attempt {
+                state: None,
+                sender,
+                started,
+                sent_at: now,
+                retry_at,
+            });
+            return;
+        };
+        // Timestamps must strictly increase even if the clock did not move.
+        let ts = match p.handshake.last_sent_timestamp {
+            Some(last) if last >= unix => UnixTime::from_nanos(last.as_nanos().saturating_add(1)),
+            _ => unix,
+        };
+        let Some(local) = self
+            .locals
+            .get(usize::from(p.local.0))
+            .and_then(Option::as_ref)
+        else {
+            return;
+        };
+        let cookie = p.handshake.cookie.as_ref().filter(|c| c.is_fresh(now));
+        match handshake::initiate_offering(
+            &local.identity,
+            p.remote,
+            &self.config.psk,
+            sender,
+            ts,
+            cookie,
+            seed,
+            self.config.aes_256_gcm,
+        ) {
+            Ok((state, msg)) => {
+                p.handshake.last_sent_timestamp = Some(ts);
+                p.handshake.attempt = Some(Attempt {
+                    state: Some(state),
+                    sender,
+                    started,
+                    sent_at: now,
+                    retry_at,
+                });
+                self.by_index.insert(sender, id);
+                self.transmits.push_back((endpoint, msg));
+            }
+            Err(_) => {
+                p.handshake.attempt = Some(Attempt {
+                    state: None,
+                    sender,
+                    started,
+                    sent_at: now,
+                    retry_at,
+                });
+            }
+        }
+    }
+
+    /// An initiation (§5.2): after mac1 and the load checks, accept it, install the
+    /// keypair as *next* (§6.4) and answer with a response.
+    pub(super) fn on_initiation(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
+        let Ok(packet) = InitiationPacket::new_checked(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Some(li) = self
+            .locals
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.checker.check_mac1(msg)))
+        else {
+            self.stats.bad_mac1 += 1;
+            return;
+        };
+        let local_id = LocalId(li as u16);
+        if !self.admit_initiation(now, from, li, &packet, msg) {
+            return;
+        }
+        self.stats.handshakes_processed += 1;
+        let seed = self.rng.bytes();
+        let Some(local) = self.locals.get(li).and_then(Option::as_ref) else {
+            return;
+        };
+        let accept =
+            match handshake::read_initiation(&local.identity, &self.config.psk, &packet, seed) {
+                Ok(a) => a,
+                Err(_) => {
+                    self.stats.handshake_failures += 1;
+                    return;
+                }
+            };
+        let remote = *accept.initiator();
+        let address = remote.public_key.address();
+        if self.local_for_ip(&address.ipv6()).is_some() {
+            self.stats.handshake_failures += 1;
+            return;
+        }
+        if self.denied.contains(&address) {
+            self.stats.denied += 1;
+            return;
+        }
+        let existing = self.by_ip.get(&(local_id, address.ipv6())).copied();
+        if let Some(id) = existing {
+            let last = self
+                .peers
+                .get(id)
+                .and_then(|p| p.handshake.last_received_timestamp);
+            if last.is_some_and(|t| accept.timestamp() <= t) {
+                self.stats.replayed_initiations += 1;
+                return;
+            }
+        }
+        let id = match existing {
+            Some(id) => {
+                // A new Noise key under the same wallet key (§2.2): what was made with
+                // the old one goes; this initiation makes the new session.
+                self.set_remote(id, remote);
+                id
+            }
+            None => {
+                match self.add_peer(now, local_id, remote, Some(from), false, Origin::Inbound) {
+                    Ok(id) => id,
+                    Err(_) => return,
+                }
+            }
+        };
+        let index = self.new_index();
+        let timestamp = accept.timestamp();
+        let Some(local) = self.locals.get(li).and_then(Option::as_ref) else {
+            return;
+        };
+        let Ok((est, response)) =
+            accept.accept_choosing(&local.identity, index, self.config.aes_256_gcm)
+        else {
+            self.stats.handshake_failures += 1;
+            return;
+        };
+        let unix = self.unix(now);
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        let was_up = p.keys.current_usable(now);
+        p.handshake.last_received_timestamp = Some(timestamp);
+        let kp = Keypair::new(&est, now);
+        // Responder: the new keypair waits in `next` until the initiator uses it.
+        if let Some(old) = p.keys.next.replace(kp) {
+            free_index(&mut self.by_index, old.local_index, id);
+        }
+        if let Some(old) = p.keys.previous.take() {
+            free_index(&mut self.by_index, old.local_index, id);
+        }
+        p.endpoint = Some(from);
+        p.handshake.completed = Some((now, unix));
+        p.timers.last_active = now;
+        self.by_index.insert(index, id);
+        self.transmits.push_back((from, response));
+        if !was_up {
+            self.events.push_back(Event::PeerUp {
+                local: local_id,
+                address,
+                endpoint: from,
+            });
+        }
+    }
+
+    /// A response to our initiation (§5.3): the new keypair becomes *current* at once
+    /// (§6.4), and what was queued (or a confirming keepalive) goes out on it.
+    pub(super) fn on_response(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
+        let unix = self.unix(now);
+        let Ok(packet) = ResponsePacket::new_checked(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Some(&id) = self.by_index.get(&packet.receiver()) else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        let Some(local) = self
+            .peers
+            .get(id)
+            .and_then(|p| self.locals.get(usize::from(p.local.0)))
+            .and_then(Option::as_ref)
+        else {
+            return;
+        };
+        if !handshake::check_mac1(msg, &local.identity.noise().public_key()) {
+            self.stats.bad_mac1 += 1;
+            return;
+        }
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        let Some(attempt) = p
+            .handshake
+            .attempt
+            .as_mut()
+            .filter(|a| a.sender == packet.receiver())
+        else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        let Some(state) = attempt.state.take() else {
+            return;
+        };
+        let rtt = now.saturating_duration_since(attempt.sent_at);
+        let est = match state.handle_response(&packet) {
+            Ok(est) => est,
+            Err(_) => {
+                self.stats.handshake_failures += 1;
+                return;
+            }
+        };
+        let was_up = p.keys.current_usable(now);
+        p.handshake.attempt = None;
+        let kp = Keypair::new(&est, now);
+        // Initiator: use the new keypair at once; keep a responder-side `next` (from a
+        // crossing handshake) as `previous` so its traffic still decrypts.
+        let mut retired = Vec::new();
+        if let Some(next) = p.keys.next.take() {
+            if let Some(old) = p.keys.previous.replace(next) {
+                retired.push(old.local_index);
+            }
+            if let Some(old) = p.keys.current.take() {
+                retired.push(old.local_index);
+            }
+        } else if let Some(cur) = p.keys.current.take() {
+            if let Some(old) = p.keys.previous.replace(cur) {
+                retired.push(old.local_index);
+            }
+        }
+        p.keys.current = Some(kp);
+        p.handshake.rtt = Some(rtt);
+        p.handshake.completed = Some((now, unix));
+        p.timers.last_active = now;
+        p.timers.reply_due = None;
+        let roamed = p.endpoint.filter(|e| *e != from);
+        p.endpoint = Some(from);
+        let (local_id, address, has_queue) = (p.local, p.address, !p.queue.is_empty());
+        for i in retired {
+            free_index(&mut self.by_index, i, id);
+        }
+        // by_index already maps est.local_index (our sender) to this peer.
+        if let Some(old) = roamed {
+            self.events.push_back(Event::Roamed {
+                local: local_id,
+                address,
+                from: old,
+                to: from,
+            });
+        }
+        if !was_up {
+            self.events.push_back(Event::PeerUp {
+                local: local_id,
+                address,
+                endpoint: from,
+            });
+        }
+        if has_queue {
+            self.flush_queue(now, id);
+        } else {
+            // Confirm the session so the responder starts using it.
+            self.send_queued(now, id, &[]);
+        }
+    }
+
+    /// A cookie reply to our initiation (§5.4): kept for the next initiation's mac2.
+    pub(super) fn on_cookie_reply(&mut self, now: Instant, msg: &[u8]) {
+        let Ok(packet) = CookieReplyPacket::new_checked(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let reply = CookieReplyRepr::parse(&packet);
+        let Some(&id) = self.by_index.get(&reply.receiver) else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        let Some(state) = self
+            .peers
+            .get(id)
+            .and_then(|p| p.handshake.attempt.as_ref())
+            .filter(|a| a.sender == reply.receiver)
+            .and_then(|a| a.state.as_ref())
+        else {
+            return;
+        };
+        // Keep the cookie for the next initiation's mac2, sent when the retry timer
+        // fires (§5.4): no initiation goes out because of a reply, which anyone who saw
+        // our initiation could forge. The attempt stays, so a response still counts.
+        match state.open_cookie(&reply, now) {
+            Ok(cookie) => {
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.handshake.cookie = Some(cookie);
+                }
+            }
+            Err(_) => self.stats.handshake_failures += 1,
+        }
+    }
+}
