@@ -156,12 +156,7 @@ impl DataPlane {
                     address,
                     answer,
                 } => {
-                    let peer = self
-                        .node
-                        .peers(now)
-                        .into_iter()
-                        .find(|p| p.local == local && p.address == address);
-                    let _ = answer.try_send(peer);
+                    let _ = answer.try_send(self.node.peer(now, local, &address));
                 }
             }
         }

@@ -75,6 +75,13 @@ fn handshake_and_data_flow_both_ways() {
     assert_eq!(peers.len(), 1);
     assert!(peers[0].connected);
     assert_eq!(peers[0].endpoint, Some(B.parse().unwrap()));
+    // One peer's state by its address is the same as in the list, and nobody else's.
+    let node = &sim.hosts[a].node;
+    assert_eq!(
+        node.peer(sim.now, sim.local(a), &addr_b),
+        Some(peers[0].clone())
+    );
+    assert_eq!(node.peer(sim.now, sim.local(a), &addr_a), None);
 }
 
 /// A simple reliable sender over the tunnel: numbered messages, acks, retransmission

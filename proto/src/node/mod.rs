@@ -403,27 +403,17 @@ impl Node {
 
     /// Status of every peer, in a stable order.
     pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
+        self.peers.iter().map(|(_, p)| status_of(p, now)).collect()
+    }
+
+    /// The state of `local`'s peer `address`, if it has one: one map lookup, not a
+    /// scan (what a driver asks about the peer it is waiting for).
+    pub fn peer(&self, now: Instant, local: LocalId, address: &Address) -> Option<PeerStatus> {
+        let id = self.by_ip.get(&(local, address.ipv6()))?;
         self.peers
-            .iter()
-            .map(|(_, p)| {
-                let usable = p.keys.current.as_ref().filter(|k| k.is_usable(now));
-                PeerStatus {
-                    local: p.local,
-                    address: p.address,
-                    ipv6: p.ipv6,
-                    endpoint: p.endpoint,
-                    last_handshake: p.handshake.completed.map(|(_, u)| u),
-                    connected: usable.is_some(),
-                    rx_bytes: p.counters.rx_bytes,
-                    tx_bytes: p.counters.tx_bytes,
-                    rx_packets: p.counters.rx_packets,
-                    tx_packets: p.counters.tx_packets,
-                    dropped: p.counters.dropped,
-                    rtt: p.handshake.rtt,
-                    cipher: usable.map(|k| k.cipher),
-                }
-            })
-            .collect()
+            .get(*id)
+            .filter(|p| p.address == *address)
+            .map(|p| status_of(p, now))
     }
 
     /// Carry out a driver command.
@@ -637,5 +627,25 @@ impl Node {
                 return i;
             }
         }
+    }
+}
+
+/// What [`Node::peers`] shows of one peer.
+fn status_of(p: &peer::Peer, now: Instant) -> PeerStatus {
+    let usable = p.keys.current.as_ref().filter(|k| k.is_usable(now));
+    PeerStatus {
+        local: p.local,
+        address: p.address,
+        ipv6: p.ipv6,
+        endpoint: p.endpoint,
+        last_handshake: p.handshake.completed.map(|(_, u)| u),
+        connected: usable.is_some(),
+        rx_bytes: p.counters.rx_bytes,
+        tx_bytes: p.counters.tx_bytes,
+        rx_packets: p.counters.rx_packets,
+        tx_packets: p.counters.tx_packets,
+        dropped: p.counters.dropped,
+        rtt: p.handshake.rtt,
+        cipher: usable.map(|k| k.cipher),
     }
 }
