@@ -34,9 +34,9 @@ use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::Zeroizing;
 
+use crate::cipher::Cipher as DataCipher;
 use crate::identity::{Binding, Identity, NoisePublicKey, PublicKey};
 use crate::rng::Rng;
-use crate::session::Cipher as DataCipher;
 use crate::time::{Instant, UnixTime};
 use crate::wire::{
     self, CookieReplyRepr, InitiationPacket, InitiationRepr, ResponsePacket, ResponseRepr, MAC_LEN,

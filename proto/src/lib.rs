@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod cipher;
 pub mod control;
 pub mod handshake;
 pub mod identity;
