@@ -233,8 +233,8 @@ pub(crate) fn write_own(dev: &SyncDevice, packet: &[u8], c: &mut Counters) {
     }
 }
 
-/// The UDP socket, shared: the data-plane thread receives and sends data, the
-/// control task sends handshakes and keepalives through a [`Sender`].
+/// The UDP socket's sending side. Only the data-plane thread sends (data, handshakes,
+/// keepalives, cookies: everything the node transmits).
 #[derive(Clone)]
 pub(crate) struct Sender {
     pub sock: Arc<std::net::UdpSocket>,

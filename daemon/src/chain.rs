@@ -702,8 +702,13 @@ impl Daemon {
             return;
         };
         let new = self.denied.new_among(reg.revoked());
+        if new.is_empty() {
+            return;
+        }
+        let peers: std::collections::BTreeSet<Address> =
+            self.node.peers().into_iter().map(|p| p.address).collect();
         for address in new {
-            let connected = self.node.peers().iter().any(|p| p.address == address);
+            let connected = peers.contains(&address);
             let denied = self.node.handle_command(Command::Deny { address });
             match denied {
                 Ok(()) => {

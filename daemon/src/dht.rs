@@ -1,4 +1,4 @@
-//! The DHT registry node (docs/protocol.md §4.5): rust-libp2p Kademlia
+//! The DHT registry node (records: docs/protocol.md §4): rust-libp2p Kademlia
 //! under `/metanet/kad/1.0.0`, with identify, noise, yamux and TCP, in server mode.
 //!
 //! It runs on its own thread with its own single-threaded runtime, so DHT work never

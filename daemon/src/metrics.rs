@@ -3,7 +3,7 @@
 //! daemon's tokio runtime.
 //!
 //! The server never touches the node: for each scrape it asks the main loop for a
-//! [`Snapshot`] (the loop takes the node lock briefly and copies what it needs), then
+//! [`Snapshot`] (the loop asks the data plane for one, see `link.rs`), then
 //! formats it here, outside every lock. Requests are bounded ([`Limits`]: head size,
 //! read timeout, connections at once), one request per connection.
 //!

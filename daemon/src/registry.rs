@@ -1,4 +1,4 @@
-//! The daemon's use of the DHT registry (docs/protocol.md §4.5):
+//! The daemon's use of the DHT registry (records: docs/protocol.md §4):
 //! publishing a signed record per local identity, and resolving addresses and overlay
 //! IPv6 destinations to verified records that become node peers.
 //!
@@ -125,7 +125,7 @@ impl Publications {
     }
 
     /// A sequence number above every earlier one: Unix milliseconds, or one more than
-    /// the last if the clock has not moved on (docs/protocol.md §4.5).
+    /// the last if the clock has not moved on (docs/protocol.md §4.4).
     fn next_seq(&mut self) -> u64 {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -350,7 +350,7 @@ impl Daemon {
                 endpoint: Some(endpoint),
                 connect,
             })
-            .map_err(|e| crate::command_failed(&e))?;
+            .map_err(|e| crate::commands::command_failed(&e))?;
         self.reg.checks.push(Check {
             due: std::time::Instant::now() + RECHECK_AFTER,
             local,

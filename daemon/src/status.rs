@@ -1,0 +1,274 @@
+//! What the daemon shows: `status`, `peers` and identities for the control API, the
+//! counters with their help text, the metrics endpoint's snapshot, and systemd's
+//! `STATUS=` line. Peers and counters come from the data plane's snapshot.
+
+use metanet_proto::control::{IdentityInfo, PeerInfo};
+use metanet_proto::identity::hex;
+use metanet_proto::node::{self, LocalId};
+use metanet_proto::{Address, Identity, UnixTime};
+
+use crate::{link, metrics, Daemon};
+
+impl Daemon {
+    pub(crate) fn identity_info(&self, name: &str, local: LocalId) -> Option<IdentityInfo> {
+        let id = self.node.identity(local)?;
+        let mut i = info(name, id, self.names.is_default(local));
+        let cfg = self.reg.config_of(name);
+        i.hidden = cfg.hidden;
+        i.services = cfg.service;
+        if let Some(r) = self.reg.published(name) {
+            i.endpoints = r.endpoints.clone();
+        }
+        Some(i)
+    }
+
+    pub(crate) fn identity_list(&self) -> Vec<IdentityInfo> {
+        self.names
+            .iter()
+            .filter_map(|(n, l)| self.identity_info(n, l))
+            .collect()
+    }
+
+    /// The current state of the peer `peer` describes (one query, not every peer).
+    pub(crate) fn peer_info(&self, peer: &PeerInfo) -> Option<PeerInfo> {
+        let address = peer.address.parse::<Address>().ok()?;
+        let local = self.local_named(Some(&peer.identity)).ok()?;
+        self.node.peer(local, address).map(|p| self.peer_info_of(p))
+    }
+
+    pub(crate) fn peer_infos(&self) -> Vec<PeerInfo> {
+        self.peer_infos_of(self.node.peers())
+    }
+
+    pub(crate) fn peer_infos_of(&self, peers: Vec<node::PeerStatus>) -> Vec<PeerInfo> {
+        peers.into_iter().map(|p| self.peer_info_of(p)).collect()
+    }
+
+    pub(crate) fn peer_info_of(&self, p: node::PeerStatus) -> PeerInfo {
+        PeerInfo {
+            identity: self.name_of(p.local),
+            address: p.address.to_string(),
+            ipv6: p.ipv6,
+            endpoint: p.endpoint,
+            last_handshake: p.last_handshake.map(UnixTime::as_secs),
+            connected: p.connected,
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            rtt_us: p
+                .rtt
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            cipher: p.cipher.map(|c| c.name().to_owned()),
+        }
+    }
+
+    /// The global counters `metanet status` shows (node and data plane): name, what it
+    /// counts (the metrics endpoint's HELP line), value. The one list of them.
+    pub(crate) fn counters(&self, snap: &link::Snapshot) -> Vec<(&'static str, &'static str, u64)> {
+        let (s, c) = (&snap.stats, snap.data.add(&self.counters));
+        [
+            (
+                "malformed",
+                "Datagrams that were not valid metanet messages.",
+                s.malformed,
+            ),
+            (
+                "bad_mac1",
+                "Handshake messages whose mac1 matched no local identity.",
+                s.bad_mac1,
+            ),
+            (
+                "cookies_sent",
+                "Cookie replies sent instead of doing handshake work (under load).",
+                s.cookies_sent,
+            ),
+            (
+                "rate_limited",
+                "Handshake messages dropped by the rate limit.",
+                s.rate_limited,
+            ),
+            (
+                "handshakes_processed",
+                "Initiations that reached Diffie-Hellman work.",
+                s.handshakes_processed,
+            ),
+            (
+                "handshake_failures",
+                "Handshake messages that failed Noise, binding or payload checks.",
+                s.handshake_failures,
+            ),
+            (
+                "replayed_initiations",
+                "Initiations whose timestamp was not newer than the last one.",
+                s.replayed_initiations,
+            ),
+            (
+                "unknown_index",
+                "Data messages for an unknown session index.",
+                s.unknown_index,
+            ),
+            (
+                "replayed_data",
+                "Data messages rejected by the replay window.",
+                s.replayed_data,
+            ),
+            (
+                "decrypt_failures",
+                "Data messages that failed authentication.",
+                s.decrypt_failures,
+            ),
+            (
+                "spoofed",
+                "Tunnel packets whose inner addresses were not the peer's and ours.",
+                s.spoofed,
+            ),
+            (
+                "tun_invalid",
+                "TUN packets that were not IPv6 between overlay addresses.",
+                s.tun_invalid,
+            ),
+            (
+                "queue_dropped",
+                "Packets dropped: queue full, lookup failed or handshake gave up.",
+                s.queue_dropped,
+            ),
+            (
+                "bad_records",
+                "Record responses that failed verification or answered no request.",
+                s.bad_records,
+            ),
+            (
+                "denied",
+                "Initiations from refused (revoked) addresses.",
+                s.denied,
+            ),
+            (
+                "record_cookies_sent",
+                "Record cookies sent instead of signing a record (record requests under load).",
+                s.record_cookies_sent,
+            ),
+            ("tun_reads", "Reads from the TUN device.", c.tun_reads),
+            (
+                "tun_packets_in",
+                "Packets read from the TUN device (after splitting offloads).",
+                c.tun_packets_in,
+            ),
+            (
+                "tun_packets_out",
+                "Packets written to the TUN device.",
+                c.tun_packets_out,
+            ),
+            (
+                "tun_merged_out",
+                "Packets merged into larger TUN writes (GRO).",
+                c.tun_merged_out,
+            ),
+            ("udp_recv_calls", "UDP receive calls.", c.udp_recv_calls),
+            (
+                "udp_datagrams_in",
+                "UDP datagrams received.",
+                c.udp_datagrams_in,
+            ),
+            ("udp_send_calls", "UDP send calls.", c.udp_send_calls),
+            (
+                "udp_datagrams_out",
+                "UDP datagrams sent.",
+                c.udp_datagrams_out,
+            ),
+            (
+                "too_big",
+                "Packets too big for the path, answered with ICMPv6 packet too big.",
+                c.too_big,
+            ),
+            (
+                "tun_bad_offload",
+                "TUN reads with an offload header that could not be used.",
+                c.tun_bad_offload,
+            ),
+            (
+                "tun_write_errors",
+                "Failed writes to the TUN device.",
+                c.tun_write_errors,
+            ),
+            ("udp_send_errors", "Failed UDP sends.", c.udp_send_errors),
+            (
+                "notes_dropped",
+                "Node events dropped because the control task fell behind.",
+                c.notes_dropped,
+            ),
+        ]
+        .into()
+    }
+
+    /// What a metrics scrape shows, copied under brief locks (formatted elsewhere).
+    pub(crate) fn metrics_snapshot(&self) -> metrics::Snapshot {
+        let snap = self.node.snapshot().unwrap_or_default();
+        let counters = self.counters(&snap);
+        let (identities, peers) = {
+            let identities: Vec<metrics::IdentitySample> = self
+                .names
+                .iter()
+                .filter_map(|(name, local)| {
+                    Some(metrics::IdentitySample {
+                        name: name.to_owned(),
+                        address: self.node.identity(local)?.address().to_string(),
+                    })
+                })
+                .collect();
+            (identities, snap.peers)
+        };
+        let peers = peers
+            .into_iter()
+            .map(|p| metrics::PeerSample {
+                identity: self.name_of(p.local),
+                address: p.address.to_string(),
+                connected: p.connected,
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+                rx_packets: p.rx_packets,
+                tx_packets: p.tx_packets,
+                dropped: p.dropped,
+                last_handshake: p.last_handshake.map(|t| t.as_nanos() as f64 / 1e9),
+                rtt: p.rtt,
+                cipher: p.cipher.map(|c| c.name().to_owned()),
+            })
+            .collect();
+        metrics::Snapshot {
+            version: env!("CARGO_PKG_VERSION").into(),
+            counters,
+            identities,
+            peers,
+            dht: self.dht.as_ref().map(|h| {
+                let st = h.status();
+                metrics::DhtSample {
+                    peers: st.peers,
+                    records: st.records,
+                }
+            }),
+        }
+    }
+
+    /// One line for `systemctl status`: identities and peers.
+    pub(crate) fn summary(&self) -> String {
+        let peers = self.node.peers();
+        let up = peers.iter().filter(|p| p.last_handshake.is_some()).count();
+        format!(
+            "serving {} identities; {up} of {} peers with a session",
+            self.names.len(),
+            peers.len()
+        )
+    }
+}
+
+pub(crate) fn info(name: &str, id: &Identity, default: bool) -> IdentityInfo {
+    IdentityInfo {
+        name: name.into(),
+        address: id.address().to_string(),
+        ipv6: id.address().ipv6(),
+        public_key: hex(&id.public_key().to_bytes()),
+        default,
+        services: Vec::new(),
+        endpoints: Vec::new(),
+        hidden: false,
+        noise_key: Some(hex(&id.noise().public_key().0)),
+    }
+}
