@@ -458,6 +458,66 @@ fn record_signed_by_the_wrong_key_is_never_used() {
 }
 
 #[test]
+fn a_flood_from_one_source_gets_a_few_cookies_a_second_and_the_rest_dropped() {
+    let mut sim = Sim::new(
+        12,
+        LinkConfig {
+            latency: Duration::from_millis(2),
+            ..LinkConfig::default()
+        },
+    );
+    let (a, b) = (sim.add_host(A), sim.add_host(B));
+    let b_addr: SocketAddr = B.parse().unwrap();
+    let target = {
+        let id = sim.hosts[b].node.identity(sim.local(b)).unwrap();
+        Remote {
+            public_key: id.public_key(),
+            noise_key: id.noise().public_key(),
+        }
+    };
+    let attacker = sim.new_identity();
+    let inits: Vec<Vec<u8>> = (0..32)
+        .map(|i| {
+            let ts = sim.unix() + Duration::from_millis(i);
+            handshake::initiate(
+                &attacker,
+                target,
+                &[0; 32],
+                i as u32,
+                ts,
+                None,
+                sim.random_bytes(),
+            )
+            .unwrap()
+            .1
+        })
+        .collect();
+    // 5 s of 2000 initiations a second, all from one address: far above the load
+    // threshold, and far above what one source may be answered.
+    let src: SocketAddr = "198.18.200.9:4000".parse().unwrap();
+    let ip_b = sim.ip(b);
+    for round in 0..500u32 {
+        for k in 0..20u32 {
+            sim.inject(src, b_addr, inits[((round * 20 + k) % 32) as usize].clone());
+        }
+        if round == 50 {
+            sim.send(a, ip_b, b"legit");
+        }
+        sim.run_for(Duration::from_millis(10));
+    }
+    sim.run_for(Duration::from_secs(1));
+    let st = sim.hosts[b].node.stats().clone();
+    // At most 16 cookie replies per 1 s window to the flooding source (5 windows, one
+    // more for a window boundary), and the honest initiator's own.
+    assert!(st.cookies_sent <= 16 * 6 + 4, "{st:?}");
+    assert!(st.cookies_sent >= 16, "{st:?}");
+    assert!(st.rate_limited > 9000, "{st:?}");
+    assert!(st.handshakes_processed < 200, "{st:?}");
+    // Another source still gets its cookie and connects during the flood.
+    assert_eq!(sim.payloads(b), vec![b"legit".to_vec()]);
+}
+
+#[test]
 fn handshake_flood_triggers_cookies_and_a_legitimate_peer_still_connects() {
     let mut sim = Sim::new(
         9,

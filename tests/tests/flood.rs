@@ -70,12 +70,16 @@ fn connect_by_endpoint_succeeds_during_record_request_and_initiation_floods() {
         attacker,
         &[&endpoint_b, "12", "5000", "init", &public, &noise],
     );
-    // Both floods under way: B is answering them with cookies.
+    // Both floods under way: B answers the attacker's address with a few cookies a
+    // second (16 per source and window) and drops the rest unanswered.
     assert!(
         wait_for(Duration::from_secs(10), || b.counter("record_cookies_sent")
-            > 100
-            && b.counter("cookies_sent") > 100),
-        "the floods did not reach B"
+            >= 16
+            && b.counter("cookies_sent") >= 16
+            && b.counter("rate_limited") > 1000),
+        "the floods did not reach B: {:?}",
+        b.request(r#"{"id":9,"method":"status"}"#)
+            .map(|v| v["result"]["counters"].clone())
     );
     // Under both floods, a fresh connect by endpoint: its first record request draws a
     // record cookie, the next one (1 s later) carries it and is answered; the
@@ -103,8 +107,18 @@ fn connect_by_endpoint_succeeds_during_record_request_and_initiation_floods() {
     );
     // The flood was a flood: far above both load thresholds (64/s).
     assert!(record_rate > 2000.0 && init_rate > 2000.0);
+    // One source gets at most 16 cookies of each kind per second: B sends back a few
+    // hundred datagrams for the attacker's tens of thousands.
     let cookies = b.counter("record_cookies_sent");
-    assert!(cookies > 1000, "B sent {cookies} record cookies");
-    assert!(b.counter("cookies_sent") > 1000);
+    assert!(
+        (16..=16 * 20).contains(&cookies),
+        "B sent {cookies} record cookies"
+    );
+    let cookies = b.counter("cookies_sent");
+    assert!(
+        (16..=16 * 20 + 16).contains(&cookies),
+        "B sent {cookies} cookies"
+    );
+    assert!(b.counter("rate_limited") > 20_000);
     assert!(b.counter("handshakes_processed") < 1000);
 }

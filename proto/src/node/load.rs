@@ -15,6 +15,10 @@ use crate::wire::{self, InitiationPacket, RecordRequestPacket};
 const LOAD_WINDOW: Duration = Duration::from_secs(1);
 /// Most source addresses one load window tracks; sources beyond it wait for the next.
 const MAX_SOURCES_PER_WINDOW: usize = 4096;
+/// Cookie replies (or record cookies) one source IP gets per load window, at most: a
+/// flood from one address then costs its `mac1` check and nothing sent back, while an
+/// honest initiator, which retries every few seconds, always gets its cookie.
+pub(super) const REPLIES_PER_SOURCE: u32 = 16;
 
 /// Messages of one kind counted over the current and the previous load window.
 #[derive(Debug)]
@@ -23,6 +27,7 @@ pub(super) struct LoadCounter {
     total: u32,
     previous_total: u32,
     per_source: BTreeMap<IpAddr, u32>,
+    replies: BTreeMap<IpAddr, u32>,
 }
 
 impl LoadCounter {
@@ -33,6 +38,7 @@ impl LoadCounter {
             total: 0,
             previous_total: 0,
             per_source: BTreeMap::new(),
+            replies: BTreeMap::new(),
         }
     }
 
@@ -43,6 +49,7 @@ impl LoadCounter {
             self.previous_total = if stale { 0 } else { self.total };
             self.total = 0;
             self.per_source.clear();
+            self.replies.clear();
             self.window_start = now;
         }
         self.total = self.total.saturating_add(1);
@@ -58,6 +65,17 @@ impl LoadCounter {
         let n = self.per_source.entry(ip).or_insert(0);
         *n = n.saturating_add(1);
         *n <= rate
+    }
+
+    /// Whether source `ip` may get one more cookie reply in this window (bounded like
+    /// the per-source limit).
+    pub(super) fn allow_reply(&mut self, ip: IpAddr) -> bool {
+        if self.replies.len() >= MAX_SOURCES_PER_WINDOW && !self.replies.contains_key(&ip) {
+            return false;
+        }
+        let n = self.replies.entry(ip).or_insert(0);
+        *n = n.saturating_add(1);
+        *n <= REPLIES_PER_SOURCE
     }
 }
 
@@ -80,6 +98,10 @@ impl Node {
             return false;
         };
         if !local.checker.check_mac2(msg, from, now) {
+            if !self.load.allow_reply(from.ip()) {
+                self.stats.rate_limited += 1;
+                return false;
+            }
             let reply = local.checker.cookie_reply(packet, from, now);
             let mut buf = vec![0u8; wire::COOKIE_REPLY_LEN];
             reply.emit(&mut buf);
@@ -118,6 +140,10 @@ impl Node {
             .cookie()
             .is_some_and(|c| self.record_cookies.check(from, &c, now));
         if !valid {
+            if !self.record_load.allow_reply(from.ip()) {
+                self.stats.rate_limited += 1;
+                return false;
+            }
             let reply = wire::RecordCookieRepr {
                 nonce: packet.nonce(),
                 cookie: self.record_cookies.cookie_for(from, now),
