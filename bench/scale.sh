@@ -6,7 +6,8 @@
 #                  [--idle-seconds S] [--status-calls N] [--cli-connects N]
 #                  [--cli-parallel N] [--concurrency N] [--flood-rate R]
 #                  [--session-wait S] [--fresh-wait S] [--b-overlay-filter on|off]
-#                  [--bin-dir DIR] [--flood-bin FILE] [--out FILE] [--no-build] [--keep]
+#                  [--bin-dir DIR] [--flood-bin FILE] [--label TEXT] [--out FILE]
+#                  [--no-build] [--keep]
 #
 # Namespaces mnscale-<pid>-a, -b, -c on one bridge (in mnscale-<pid>-br), underlay
 # 198.18.90.1/.2/.3.  Daemon A (measured) in a, daemon B in b, the flood tool in c.
@@ -22,7 +23,8 @@
 # Prints a table and PASS/FAIL per goal of issue 13 (informative: exit 0 when it could
 # measure), JSON lines to bench/results/scale-<date>-<pid>.jsonl (or --out).
 # --bin-dir DIR uses metanetd, metanet and mn-flood from DIR and builds nothing
-# (default: builds into $ROOT/target/release unless --no-build). Needs root.
+# (default: builds into $ROOT/target/release unless --no-build); --label TEXT goes
+# into the run's JSON line (e.g. the commit the binaries were built from). Needs root.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,9 +32,9 @@ ROOT=$(dirname "$HERE")
 
 SESSIONS="0 2000 4000" DURATION=10 PING_COUNT=200 PING_INTERVAL=0.02 IDLE_SECS=10 STATUS_CALLS=20
 CLI_CONNECTS=200 CLI_PARALLEL=4 CONC=16 FLOOD_RATE=0 SESSION_WAIT="" B_FILTER=off FRESH_WAIT=35
-BIN="" FLOOD_BIN="" OUT="" BUILD=1 KEEP=0
+BIN="" FLOOD_BIN="" OUT="" BUILD=1 KEEP=0 LABEL=""
 MAX_PEERS=4096 # proto/src/node.rs Config::default(); metanetd does not change it
-usage() { sed -n '2,25s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,27s/^# \{0,1\}//p' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --sessions) SESSIONS=${2?}; shift 2 ;;
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
         --bin-dir) BIN=${2:?}; BUILD=0; shift 2 ;;
         --flood-bin) FLOOD_BIN=${2:?}; shift 2 ;;
         --out) OUT=${2:?}; shift 2 ;;
+        --label) LABEL=${2?}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -431,7 +434,7 @@ COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)
 python3 - "$RUN_ID" "$(nproc)" "$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(uname -r)" \
     "$(cut -d' ' -f1-3 /proc/loadavg)" "$SESSIONS" "$DURATION" "$PING_COUNT" "$IDLE_SECS" "$STATUS_CALLS" \
     "$CLI_CONNECTS" "$CLI_PARALLEL" "$CONC" "$FLOOD_RATE" "$B_FILTER" "$BIN" "$("$BIN/metanetd" --version 2>/dev/null | head -n1)" \
-    "$COMMIT" >"$WORK/run.json" <<'EOF'
+    "$COMMIT" "$LABEL" >"$WORK/run.json" <<'EOF'
 import json, sys
 a = sys.argv[1:]
 print(json.dumps({"kind": "run", "run_id": a[0], "nproc": int(a[1]), "cpu": a[2], "kernel": a[3], "loadavg": a[4],
@@ -439,7 +442,7 @@ print(json.dumps({"kind": "run", "run_id": a[0], "nproc": int(a[1]), "cpu": a[2]
                   "idle_s": int(a[8]), "status_calls": int(a[9]), "cli_connects": int(a[10]),
                   "cli_parallel": int(a[11]), "concurrency": int(a[12]), "flood_rate": int(a[13]),
                   "b_overlay_filter": a[14] == "on", "bin_dir": a[15], "metanetd_version": a[16],
-                  "repo_commit": a[17]}))
+                  "script_commit": a[17], "label": a[18]}))
 EOF
 cat "$WORK/run.json" >>"$OUT"
 RUN_T0=$(date +%s)
@@ -472,7 +475,7 @@ for n in $SESSIONS; do
     fi
 done
 echo "{\"kind\": \"end\", \"run_id\": \"$RUN_ID\", \"seconds\": $(($(date +%s) - RUN_T0))}" >>"$OUT"
-python3 "$HERE/scale_report.py" summary "$OUT" "$RUN_ID"
+python3 "$HERE/scale_report.py" summary "$OUT" "$RUN_ID" --write
 log "JSON lines: $OUT ($(($(date +%s) - RUN_T0)) s)"
 [ "$MEASURED" -gt 0 ] || exit 1
 exit 0

@@ -2,7 +2,9 @@
 """bench/scale_report.py: the JSON lines and the summary of bench/scale.sh.
 
   scale_report.py step INFO_FILE        one `kind: step` JSON line from a step's key=value file
-  scale_report.py summary JSONL RUN_ID  the table, the ratios vs N = 0 and PASS/FAIL per goal
+  scale_report.py summary JSONL RUN_ID [--write]
+                                        the table, the ratios vs N = 0 and PASS/FAIL per goal
+                                        (--write: append them to JSONL as a `kind: goals` line)
 """
 
 import json
@@ -69,7 +71,7 @@ def fmt(v, spec="{}"):
     return "-" if v is None else spec.format(v)
 
 
-def summary(path, run_id):
+def summary(path, run_id, write=False):
     run = None
     # step lines carry no run id: take those after this run's header
     steps = []
@@ -139,6 +141,8 @@ def summary(path, run_id):
     print("metanetd with N idle sessions (%s, %s cores, %s)" % (run.get("cpu"), run.get("nproc"), run.get("kernel")))
     print("binaries: %s (%s)" % (run.get("bin_dir"), run.get("metanetd_version")))
     print("B's overlay filter: %s" % ("on" if run.get("b_overlay_filter") else "off (overlay-filter = false)"))
+    if run.get("label"):
+        print("label: %s" % run["label"])
     print()
     for label, key, spec in rows:
         cells = []
@@ -159,6 +163,8 @@ def summary(path, run_id):
                 f = s.get("fresh") or {}
                 cells.append("-" if not f else ("yes %s s" % fmt(s.get("fresh_s"), "{:.1f}")) if f.get("done") else "NO")
         print(label.ljust(width) + "".join(c.rjust(col) for c in cells))
+    print("(`connect` is answered once the session is up, or as still connecting after 20 s:"
+          " its rate is one of sessions; A peers counts those A holds, with a live keypair in brackets)")
     for s in steps:
         for e in s.get("errors") or []:
             print("N=%s: %s" % (s.get("n"), e))
@@ -205,6 +211,8 @@ def summary(path, run_id):
         for s in big:
             s["fresh_connected_num"] = 1 if s.get("fresh_connected") else 0 if s.get("fresh") else None
         goal("new peer connects under flood", "fresh_connected_num", ">=", 1)
+    if not write:
+        return
     with open(path, "a") as f:
         f.write(json.dumps({"kind": "goals", "run_id": run_id, "goals": results,
                             "ratios": {str(s["n"]): {"throughput": s.get("throughput_ratio"), "rtt": s.get("rtt_ratio"),
@@ -215,7 +223,7 @@ def main(argv):
     if len(argv) >= 3 and argv[1] == "step":
         print(json.dumps(step(argv[2])))
     elif len(argv) >= 4 and argv[1] == "summary":
-        summary(argv[2], argv[3])
+        summary(argv[2], argv[3], write="--write" in argv[4:])
     else:
         print(__doc__, file=sys.stderr)
         return 2
