@@ -360,7 +360,7 @@ step() {
     [ "$r" -lt "$DURATION" ] && r=$DURATION
     if iperf_start tcp-status "$r"; then
         sleep 1.5
-        cl time-cli 10 "$STATUS_CALLS" 0.1 "$BIN/metanet" --socket "$SOCK_A" status --json >"$STEP_DIR/status.json" ||
+        CL_TIMEOUT=$((STATUS_CALLS * 11 + 30)) cl time-cli 10 "$STATUS_CALLS" 0.1 "$BIN/metanet" --socket "$SOCK_A" status --json >"$STEP_DIR/status.json" ||
             fail "timing status failed"
         info status_json "$(cat "$STEP_DIR/status.json")"
         iperf_end tcp-status
