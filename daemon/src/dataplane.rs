@@ -119,6 +119,8 @@ impl DataPlane {
                 if !udp && !tun {
                     break;
                 }
+                // A control request waits at most one batch, also at line rate.
+                self.serve();
             }
         }
     }

@@ -410,6 +410,11 @@ impl Cookie {
     pub fn is_fresh(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.received) < COOKIE_SECRET_LIFETIME
     }
+
+    /// When it was received.
+    pub fn received(&self) -> Instant {
+        self.received
+    }
 }
 
 /// Set mac1 (keyed by the receiver's Noise key) and mac2 (from `cookie`, else zero) in

@@ -3,12 +3,13 @@
 //! arrive. Load checks before DH work are in `load`.
 
 use core::time::Duration;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::peer::{Attempt, Origin, PeerId};
 use super::table::free_index;
 use super::{Event, LocalId, Node};
-use crate::handshake;
+use crate::handshake::{self, Cookie};
 use crate::session::{self, Keypair};
 use crate::time::{Instant, UnixTime};
 use crate::wire::{CookieReplyPacket, CookieReplyRepr, InitiationPacket, ResponsePacket};
@@ -53,6 +54,7 @@ impl Node {
                 started,
                 sent_at: now,
                 retry_at,
+                with_cookie: false,
             });
             return;
         };
@@ -68,7 +70,19 @@ impl Node {
         else {
             return;
         };
-        let cookie = p.handshake.cookie.as_ref().filter(|c| c.is_fresh(now));
+        // The peer's own cookie, or one another peer got from the same endpoint (the
+        // responder's cookie is for our address, not for one of our identities).
+        let cookie = p
+            .handshake
+            .cookie
+            .as_ref()
+            .filter(|c| c.is_fresh(now))
+            .or_else(|| {
+                self.endpoint_cookies
+                    .get(&endpoint)
+                    .filter(|c| c.is_fresh(now))
+            });
+        let with_cookie = cookie.is_some();
         match handshake::initiate_offering(
             &local.identity,
             p.remote,
@@ -82,11 +96,12 @@ impl Node {
             Ok((state, msg)) => {
                 p.handshake.last_sent_timestamp = Some(ts);
                 p.handshake.attempt = Some(Attempt {
-                    state: Some(state),
+                    state: Some(Box::new(state)),
                     sender,
                     started,
                     sent_at: now,
                     retry_at,
+                    with_cookie,
                 });
                 self.by_index.insert(sender, id);
                 self.transmits.push_back((endpoint, msg));
@@ -98,6 +113,7 @@ impl Node {
                     started,
                     sent_at: now,
                     retry_at,
+                    with_cookie,
                 });
             }
         }
@@ -187,7 +203,7 @@ impl Node {
         };
         let was_up = p.keys.current_usable(now);
         p.handshake.last_received_timestamp = Some(timestamp);
-        let kp = Keypair::new(&est, now);
+        let kp = Box::new(Keypair::new(&est, now));
         // Responder: the new keypair waits in `next` until the initiator uses it.
         if let Some(old) = p.keys.next.replace(kp) {
             free_index(&mut self.by_index, old.local_index, id);
@@ -274,7 +290,7 @@ impl Node {
                 retired.push(old.local_index);
             }
         }
-        p.keys.current = Some(kp);
+        p.keys.current = Some(Box::new(kp));
         p.handshake.rtt = Some(rtt);
         p.handshake.completed = Some((now, unix));
         p.timers.last_active = now;
@@ -329,16 +345,52 @@ impl Node {
         else {
             return;
         };
-        // Keep the cookie for the next initiation's mac2, sent when the retry timer
-        // fires (§5.4): no initiation goes out because of a reply, which anyone who saw
-        // our initiation could forge. The attempt stays, so a response still counts.
+        // Keep the cookie for the next initiation's mac2 (§5.4), also for other peers
+        // at the same endpoint. An initiation that went out without a cookie is sent
+        // again at once with it; one that had a cookie waits for its retry timer. So a
+        // reply, which anyone who saw our initiation could forge, causes at most one
+        // initiation per attempt. The attempt stays, so a response still counts.
         match state.open_cookie(&reply, now) {
             Ok(cookie) => {
                 if let Some(p) = self.peers.get_mut(id) {
+                    if let Some(endpoint) = p.endpoint {
+                        remember_cookie(&mut self.endpoint_cookies, endpoint, cookie.clone(), now);
+                    }
                     p.handshake.cookie = Some(cookie);
+                    if let Some(a) = p.handshake.attempt.as_mut().filter(|a| !a.with_cookie) {
+                        a.retry_at = now;
+                        // The retry is the cookie's; this initiation does not earn another.
+                        a.with_cookie = true;
+                    }
                 }
             }
             Err(_) => self.stats.handshake_failures += 1,
         }
     }
+}
+
+/// Most endpoints whose cookie is kept for every peer there.
+const MAX_ENDPOINT_COOKIES: usize = 1024;
+
+/// Keep `cookie` for `endpoint`; stale ones go first, and a full map makes room by
+/// dropping the oldest.
+fn remember_cookie(
+    cookies: &mut BTreeMap<SocketAddr, Cookie>,
+    endpoint: SocketAddr,
+    cookie: Cookie,
+    now: Instant,
+) {
+    if cookies.len() >= MAX_ENDPOINT_COOKIES && !cookies.contains_key(&endpoint) {
+        cookies.retain(|_, c| c.is_fresh(now));
+        if cookies.len() >= MAX_ENDPOINT_COOKIES {
+            if let Some(oldest) = cookies
+                .iter()
+                .min_by_key(|(_, c)| c.received())
+                .map(|(e, _)| *e)
+            {
+                cookies.remove(&oldest);
+            }
+        }
+    }
+    cookies.insert(endpoint, cookie);
 }

@@ -18,7 +18,7 @@ const MAX_SOURCES_PER_WINDOW: usize = 4096;
 /// Cookie replies (or record cookies) one source IP gets per load window, at most: a
 /// flood from one address then costs its `mac1` check and nothing sent back, while an
 /// honest initiator, which retries every few seconds, always gets its cookie.
-pub(super) const REPLIES_PER_SOURCE: u32 = 16;
+pub(super) const REPLIES_PER_SOURCE: u32 = 64;
 
 /// Messages of one kind counted over the current and the previous load window.
 #[derive(Debug)]

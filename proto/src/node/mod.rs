@@ -111,7 +111,7 @@ impl Default for Config {
             queue_per_peer: 128,
             max_pending_lookups: 256,
             load_threshold: 64,
-            per_source_rate: 8,
+            per_source_rate: 256,
             record_load_threshold: 64,
             persistent_keepalive: None,
             aes_256_gcm: false,
@@ -299,6 +299,10 @@ pub struct Node {
     /// Addresses refused on every local identity ([`Command::Deny`]).
     denied: BTreeSet<Address>,
     lookups: BTreeMap<(LocalId, Ipv6Addr), PendingLookup>,
+    /// Cookies received per responder endpoint, shared by every peer there (bounded).
+    endpoint_cookies: BTreeMap<SocketAddr, crate::handshake::Cookie>,
+    /// Record cookies received per endpoint, shared by every probe there (bounded).
+    endpoint_record_cookies: BTreeMap<SocketAddr, ([u8; wire::MAC_LEN], Instant)>,
     probes: BTreeMap<u32, Probe>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
@@ -333,6 +337,8 @@ impl Node {
             by_index: BTreeMap::new(),
             denied: BTreeSet::new(),
             lookups: BTreeMap::new(),
+            endpoint_cookies: BTreeMap::new(),
+            endpoint_record_cookies: BTreeMap::new(),
             probes: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),

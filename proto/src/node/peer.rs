@@ -74,12 +74,13 @@ pub(super) struct Peer {
 /// A peer's keypairs by role (§6.4): it sends on `current` and receives on any.
 #[derive(Debug, Default)]
 pub(super) struct Keys {
-    /// The keypair current was before; still receives.
-    pub(super) previous: Option<Keypair>,
+    /// The keypair current was before; still receives. (Keypairs are boxed: an idle
+    /// peer holds one, and a peer without any costs a pointer for each.)
+    pub(super) previous: Option<Box<Keypair>>,
     /// The keypair we send on.
-    pub(super) current: Option<Keypair>,
+    pub(super) current: Option<Box<Keypair>>,
     /// As responder, the new keypair until the initiator first uses it.
-    pub(super) next: Option<Keypair>,
+    pub(super) next: Option<Box<Keypair>>,
 }
 
 /// Which of a peer's keypairs a message arrived on.
@@ -114,7 +115,7 @@ pub(super) struct HandshakeState {
 #[derive(Debug)]
 pub(super) struct Attempt {
     /// `None` once a bad response consumed the Noise state; the retry timer still runs.
-    pub(super) state: Option<ExpectResponse>,
+    pub(super) state: Option<Box<ExpectResponse>>,
     /// Our session index in the initiation.
     pub(super) sender: u32,
     /// When the attempt (the first of its initiations) started.
@@ -123,6 +124,9 @@ pub(super) struct Attempt {
     pub(super) sent_at: Instant,
     /// When it is retransmitted, or the attempt abandoned.
     pub(super) retry_at: Instant,
+    /// Whether this initiation carried a cookie's mac2: only a cookie-less one is
+    /// retried at once when a cookie reply answers it (§5.4).
+    pub(super) with_cookie: bool,
 }
 
 /// A peer's keepalive, reply and activity timers (§7.4, §7.5, §7.6). The handshake
@@ -161,6 +165,7 @@ impl Keys {
         [&self.previous, &self.current, &self.next]
             .into_iter()
             .flatten()
+            .map(|k| &**k)
     }
 
     /// Whether no keypair is held.
@@ -174,21 +179,21 @@ impl Keys {
     }
 
     /// Remove every keypair.
-    pub(super) fn take_all(&mut self) -> [Option<Keypair>; 3] {
+    pub(super) fn take_all(&mut self) -> [Option<Box<Keypair>>; 3] {
         [self.previous.take(), self.current.take(), self.next.take()]
     }
 
     /// The keypair whose local index is `index`, and its role.
     pub(super) fn by_index_mut(&mut self, index: u32) -> Option<(Role, &mut Keypair)> {
         if let Some(k) = self.current.as_mut().filter(|k| k.local_index == index) {
-            Some((Role::Current, k))
+            Some((Role::Current, &mut **k))
         } else if let Some(k) = self.next.as_mut().filter(|k| k.local_index == index) {
-            Some((Role::Next, k))
+            Some((Role::Next, &mut **k))
         } else {
             self.previous
                 .as_mut()
                 .filter(|k| k.local_index == index)
-                .map(|k| (Role::Previous, k))
+                .map(|k| (Role::Previous, &mut **k))
         }
     }
 }
@@ -295,5 +300,19 @@ impl Peer {
                 .last_sent
                 .map_or(current.created, |t| t + interval),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle peer's memory is what scales with thousands of sessions: the table slot
+    /// stays small, and keypairs (about 1.4 KiB each) live on the heap, one for an idle
+    /// session.
+    #[test]
+    fn a_peer_slot_stays_small() {
+        let peer = core::mem::size_of::<super::Peer>();
+        assert!(peer <= 1024, "Peer is {peer} bytes");
+        let keypair = core::mem::size_of::<crate::session::Keypair>();
+        assert!(peer + keypair <= 3 * 1024, "{peer} + {keypair}");
     }
 }

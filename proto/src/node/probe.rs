@@ -26,7 +26,13 @@ pub(super) struct Probe {
     pub(super) next_at: Instant,
     /// The record cookie the endpoint gave us, and when it arrived.
     pub(super) cookie: Option<([u8; wire::MAC_LEN], Instant)>,
+    /// Whether the last request carried a cookie: a record cookie answering one that
+    /// did not makes the next request go out at once (once per probe).
+    pub(super) sent_cookie: bool,
 }
+
+/// Most endpoints whose record cookie is kept for every probe there.
+const MAX_ENDPOINT_RECORD_COOKIES: usize = 1024;
 
 impl Node {
     /// [`super::Command::Connect`]: a known peer gets the endpoint and a handshake;
@@ -66,6 +72,7 @@ impl Node {
                 sent: 0,
                 next_at: now,
                 cookie: None,
+                sent_cookie: false,
             },
         );
         self.probe_timers(now);
@@ -102,14 +109,21 @@ impl Node {
                 target: *p.address.as_bytes(),
             };
             let mut buf = vec![0u8; wire::RECORD_REQUEST_LEN];
-            match p.cookie {
-                Some((cookie, at))
-                    if now.saturating_duration_since(at) < COOKIE_SECRET_LIFETIME =>
-                {
-                    repr.emit_with_cookie(&mut buf, &cookie)
-                }
-                _ => repr.emit(&mut buf),
+            // The probe's own cookie, or one another probe got from the same endpoint.
+            let fresh = |c: &([u8; wire::MAC_LEN], Instant)| {
+                now.saturating_duration_since(c.1) < COOKIE_SECRET_LIFETIME
+            };
+            let cookie = p.cookie.filter(fresh).or_else(|| {
+                self.endpoint_record_cookies
+                    .get(&p.endpoint)
+                    .copied()
+                    .filter(fresh)
+            });
+            match cookie {
+                Some((cookie, _)) => repr.emit_with_cookie(&mut buf, &cookie),
+                None => repr.emit(&mut buf),
             }
+            p.sent_cookie = p.sent_cookie || cookie.is_some();
             self.transmits.push_back((p.endpoint, buf));
         }
     }
@@ -171,7 +185,28 @@ impl Node {
             .get_mut(&packet.nonce())
             .filter(|p| p.endpoint == from)
         {
-            Some(probe) => probe.cookie = Some((packet.cookie(), now)),
+            Some(probe) => {
+                probe.cookie = Some((packet.cookie(), now));
+                if !probe.sent_cookie {
+                    // Once: the request this causes carries the cookie.
+                    probe.next_at = now;
+                    probe.sent_cookie = true;
+                }
+                let cookies = &mut self.endpoint_record_cookies;
+                if cookies.len() >= MAX_ENDPOINT_RECORD_COOKIES && !cookies.contains_key(&from) {
+                    cookies
+                        .retain(|_, c| now.saturating_duration_since(c.1) < COOKIE_SECRET_LIFETIME);
+                    if cookies.len() >= MAX_ENDPOINT_RECORD_COOKIES {
+                        if let Some(oldest) =
+                            cookies.iter().min_by_key(|(_, c)| c.1).map(|(e, _)| *e)
+                        {
+                            cookies.remove(&oldest);
+                        }
+                    }
+                }
+                cookies.insert(from, (packet.cookie(), now));
+                self.probe_timers(now);
+            }
             None => self.stats.bad_records += 1,
         }
     }
