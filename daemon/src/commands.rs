@@ -258,11 +258,9 @@ impl Daemon {
     /// address or on an address of one of our interfaces.
     pub(crate) fn is_own_endpoint(&self, endpoint: SocketAddr) -> bool {
         let ip = normalize(endpoint).ip();
-        endpoint.port() == self.opts.port
-            && (ip.is_loopback()
-                || if_addrs::get_if_addrs()
-                    .map(|all| all.iter().any(|i| i.ip() == ip))
-                    .unwrap_or(false))
+        // The addresses housekeeping listed (every 2 s): listing them per connect costs
+        // more than the connect on a host with thousands of identities.
+        endpoint.port() == self.opts.port && (ip.is_loopback() || self.own_ips.contains(&ip))
     }
 }
 

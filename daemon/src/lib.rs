@@ -176,6 +176,8 @@ struct Daemon {
     dns_names: dns::Names,
     /// The host resolver integration (`dns-system`).
     hostdns: hostdns::HostDns,
+    /// This host's addresses, as housekeeping last listed them.
+    own_ips: std::collections::BTreeSet<IpAddr>,
     /// Answers of `id rotate --wallet` from the chain writer, adopted in the loop.
     rotated: mpsc::Sender<Rotated>,
 }
@@ -398,6 +400,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         dns_view: (dns_view.listen, dns_view.state.clone()),
         dns_names: chain_names,
         hostdns: hostdns::HostDns::off(),
+        own_ips: Default::default(),
         rotated: rotated_tx,
     };
     d.housekeeping();

@@ -399,7 +399,9 @@ impl Daemon {
 
     /// Periodic work: notice endpoint changes, (re)publish, look again for silent peers.
     pub(crate) fn housekeeping(&mut self) {
-        let endpoints = interface_endpoints(&self.opts.tun, self.opts.port);
+        let ifs = if_addrs::get_if_addrs().unwrap_or_default();
+        self.own_ips = ifs.iter().map(if_addrs::Interface::ip).collect();
+        let endpoints = interface_endpoints(ifs, &self.opts.tun, self.opts.port);
         let changed = endpoints != self.reg.endpoints;
         if changed {
             tracing::info!(?endpoints, "underlay endpoints");
@@ -518,10 +520,11 @@ pub(crate) fn record_info(rec: &PeerRecord, source: &str) -> RecordInfo {
 
 /// This host's underlay endpoints: every interface address but loopback, link-local and
 /// the TUN's own, with the UDP port; IPv4 first, at most [`MAX_ENDPOINTS`].
-pub(crate) fn interface_endpoints(tun: &str, port: u16) -> Vec<SocketAddr> {
-    let Ok(ifs) = if_addrs::get_if_addrs() else {
-        return Vec::new();
-    };
+pub(crate) fn interface_endpoints(
+    ifs: Vec<if_addrs::Interface>,
+    tun: &str,
+    port: u16,
+) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = ifs
         .into_iter()
         .filter(|i| i.name != tun)
@@ -547,7 +550,7 @@ mod tests {
 
     #[test]
     fn endpoints_skip_loopback() {
-        for e in interface_endpoints("metanet-test-none", 1) {
+        for e in interface_endpoints(if_addrs::get_if_addrs().unwrap(), "metanet-test-none", 1) {
             assert!(!e.ip().is_loopback());
         }
     }
