@@ -582,8 +582,8 @@ fn unix_secs(t: SystemTime) -> u64 {
 
 impl Daemon {
     /// Chain commands: reads answer now, writes when their claims are applied.
-    pub(crate) fn chain_job(&mut self, cmd: controller::Chain, reply: ReplyTo) {
-        use controller::Chain as C;
+    pub(crate) fn chain_job(&mut self, cmd: controller::ChainRequest, reply: ReplyTo) {
+        use controller::ChainRequest as C;
         let result = match cmd {
             C::NameShow { name } => self.name_show(&name),
             C::NameList { mine } => self.name_list(mine),
@@ -891,7 +891,10 @@ impl Daemon {
     /// as its pending key before anything is submitted, and the rotation claim the old
     /// key signs with the new key's acceptance inside (§9.3.4). A pending key left by
     /// an earlier attempt is reused: that attempt's claim may still be mined.
-    fn rotate_wallet(&self, identity: Option<&str>) -> Result<(Submission, String), api::Error> {
+    fn rotate_wallet(
+        &mut self,
+        identity: Option<&str>,
+    ) -> Result<(Submission, String), api::Error> {
         let (reg, _) = self.chain()?.registry()?;
         let local = self.local_named(identity)?;
         let who = self.name_of(local);
@@ -920,6 +923,7 @@ impl Daemon {
             Claim::rotation(&new, registry, &id.public_key()).map_err(|e| internal(&e))?;
         let claim = claim::seal(id, registry, &rotation).map_err(|e| internal(&e))?;
         tracing::warn!(identity = %who, from = %id.address(), to = %new.address(), "rotating the wallet key on chain");
+        self.pending_rotations.insert(who.clone());
         Ok((
             Submission::Rotate {
                 identity: who.clone(),
@@ -956,10 +960,12 @@ impl Daemon {
             other => {
                 tracing::warn!(identity = %name, status = ?other, "the chain did not rotate this key to the pending one: discarding it");
                 self.state.discard_pending(name).map_err(|e| internal(&e))?;
+                self.pending_rotations.remove(name);
                 return Ok(false);
             }
         }
         self.state.adopt_pending(name).map_err(|e| internal(&e))?;
+        self.pending_rotations.remove(name);
         let primary = self.names.is_default_name(name);
         let (tun, new_ip, old_ip) = (&self.opts.tun, new.address().ipv6(), old.ipv6());
         if primary {
@@ -997,8 +1003,14 @@ impl Daemon {
         if self.chain.is_none() {
             return;
         }
-        let names = self.names.names();
+        // Only identities with a pending key (written by `id rotate --wallet`, or found
+        // at start-up): a host with thousands of identities stats none of the others.
+        let names: Vec<String> = self.pending_rotations.iter().cloned().collect();
         for name in names {
+            if !self.state.has_pending(&name) || !self.names.contains(&name) {
+                self.pending_rotations.remove(&name);
+                continue;
+            }
             if let Err(e) = self.adopt_rotation(&name) {
                 tracing::warn!(identity = %name, error = %e.message, "cannot adopt the rotated wallet key");
             }

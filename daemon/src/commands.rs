@@ -1,4 +1,4 @@
-//! The control requests answered at once (`controller::Local`): identities (new,
+//! The control requests answered at once (`controller::LocalRequest`): identities (new,
 //! import, export, remove, rotate), connect at an endpoint, disconnect.
 
 use std::net::SocketAddr;
@@ -12,8 +12,8 @@ use crate::{check_endpoint, controller, dht, err, link, normalize, state, sys, D
 
 impl Daemon {
     /// Requests answered at once.
-    pub(crate) fn local(&mut self, cmd: controller::Local) -> Result<Reply, api::Error> {
-        use controller::Local as L;
+    pub(crate) fn local(&mut self, cmd: controller::LocalRequest) -> Result<Reply, api::Error> {
+        use controller::LocalRequest as L;
         match cmd {
             L::Status => {
                 // One snapshot: the counters and the peers are from the same moment.
@@ -31,7 +31,9 @@ impl Daemon {
                     interface: self.opts.tun.clone(),
                     port: self.opts.port,
                     identities: self.identity_list(),
-                    peers: self.peer_infos_of(snap.peers),
+                    peer_count: Some(snap.peers.len() as u64),
+                    peers_up: Some(snap.peers.iter().filter(|p| p.connected).count() as u64),
+                    peers: self.status_peers(snap.peers),
                     counters,
                     dht: self.dht.as_ref().map(dht::Dht::status),
                     chain: self.chain_status(),

@@ -6,7 +6,7 @@
 //! clock (times are passed in), so it is unit-tested without root or namespaces. The
 //! daemon's loop (`lib.rs`) feeds it and carries out what it answers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,16 +20,16 @@ use metanet_proto::{Address, Target};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Routed {
     /// Answered at once from the control side's state and the node.
-    Local(Local),
+    Local(LocalRequest),
     /// Needs the DHT registry first (a lookup), answered when it returns.
-    Registry(Registry),
+    Registry(RegistryRequest),
     /// Reads the chain view, or submits a claim and is answered once it is applied.
-    Chain(Chain),
+    Chain(ChainRequest),
 }
 
 /// Requests answered at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Local {
+pub(crate) enum LocalRequest {
     Status,
     Peers,
     IdList,
@@ -67,7 +67,7 @@ pub(crate) enum Local {
 
 /// Requests that look the registry up first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Registry {
+pub(crate) enum RegistryRequest {
     /// Connect where the registry says the peer is.
     Connect {
         address: Target,
@@ -80,7 +80,7 @@ pub(crate) enum Registry {
 
 /// Requests about the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Chain {
+pub(crate) enum ChainRequest {
     NameShow {
         name: String,
     },
@@ -108,24 +108,26 @@ pub(crate) enum Chain {
 pub(crate) fn route(command: api::Command) -> Routed {
     use api::Command as C;
     match command {
-        C::Status => Routed::Local(Local::Status),
-        C::Peers => Routed::Local(Local::Peers),
-        C::IdList => Routed::Local(Local::IdList),
-        C::IdShow { name } => Routed::Local(Local::IdShow { name }),
-        C::IdNew { name } => Routed::Local(Local::IdNew { name }),
-        C::IdRemove { name } => Routed::Local(Local::IdRemove { name }),
-        C::IdImport { name, secret_hex } => Routed::Local(Local::IdImport { name, secret_hex }),
-        C::IdExport { name } => Routed::Local(Local::IdExport { name }),
+        C::Status => Routed::Local(LocalRequest::Status),
+        C::Peers => Routed::Local(LocalRequest::Peers),
+        C::IdList => Routed::Local(LocalRequest::IdList),
+        C::IdShow { name } => Routed::Local(LocalRequest::IdShow { name }),
+        C::IdNew { name } => Routed::Local(LocalRequest::IdNew { name }),
+        C::IdRemove { name } => Routed::Local(LocalRequest::IdRemove { name }),
+        C::IdImport { name, secret_hex } => {
+            Routed::Local(LocalRequest::IdImport { name, secret_hex })
+        }
+        C::IdExport { name } => Routed::Local(LocalRequest::IdExport { name }),
         C::IdRotate {
             name,
             wallet: false,
-        } => Routed::Local(Local::IdRotate { name }),
-        C::IdRotate { name, wallet: true } => Routed::Chain(Chain::RotateWallet { name }),
+        } => Routed::Local(LocalRequest::IdRotate { name }),
+        C::IdRotate { name, wallet: true } => Routed::Chain(ChainRequest::RotateWallet { name }),
         C::Connect {
             address,
             endpoint: Some(endpoint),
             identity,
-        } => Routed::Local(Local::ConnectAt {
+        } => Routed::Local(LocalRequest::ConnectAt {
             address,
             endpoint,
             identity,
@@ -134,29 +136,38 @@ pub(crate) fn route(command: api::Command) -> Routed {
             address,
             endpoint: None,
             identity,
-        } => Routed::Registry(Registry::Connect { address, identity }),
+        } => Routed::Registry(RegistryRequest::Connect { address, identity }),
         C::Disconnect { address, identity } => {
-            Routed::Local(Local::Disconnect { address, identity })
+            Routed::Local(LocalRequest::Disconnect { address, identity })
         }
-        C::Resolve { target } => Routed::Registry(Registry::Resolve { target }),
-        C::NameRegister { name, identity } => Routed::Chain(Chain::NameRegister { name, identity }),
-        C::NameTransfer { name, to } => Routed::Chain(Chain::NameTransfer { name, to }),
-        C::NameShow { name } => Routed::Chain(Chain::NameShow { name }),
-        C::NameList { mine } => Routed::Chain(Chain::NameList { mine }),
-        C::IdRevoke { name } => Routed::Chain(Chain::IdRevoke { name }),
+        C::Resolve { target } => Routed::Registry(RegistryRequest::Resolve { target }),
+        C::NameRegister { name, identity } => {
+            Routed::Chain(ChainRequest::NameRegister { name, identity })
+        }
+        C::NameTransfer { name, to } => Routed::Chain(ChainRequest::NameTransfer { name, to }),
+        C::NameShow { name } => Routed::Chain(ChainRequest::NameShow { name }),
+        C::NameList { mine } => Routed::Chain(ChainRequest::NameList { mine }),
+        C::IdRevoke { name } => Routed::Chain(ChainRequest::IdRevoke { name }),
     }
 }
 
-/// The local identities by name, in order: the first is the default identity.
+/// The local identities by name, in order: the first is the default identity. Lookups
+/// by name or id are map lookups (a host may hold thousands of identities).
 #[derive(Debug, Default)]
 pub(crate) struct Names {
     entries: Vec<(String, LocalId)>,
+    by_name: HashMap<String, LocalId>,
+    by_local: HashMap<LocalId, String>,
 }
 
 impl Names {
     /// The identities the daemon started with (the default first).
     pub(crate) fn new(entries: Vec<(String, LocalId)>) -> Self {
-        Names { entries }
+        let mut names = Names::default();
+        for (name, local) in entries {
+            names.push(name, local);
+        }
+        names
     }
 
     /// The local identity `name` means (`None`: the default identity).
@@ -167,27 +178,18 @@ impl Names {
                 .first()
                 .map(|(_, l)| *l)
                 .ok_or_else(|| error(ErrorKind::NotFound, "no identity")),
-            Some(n) => self
-                .entries
-                .iter()
-                .find(|(x, _)| x == n)
-                .map(|(_, l)| *l)
-                .ok_or_else(|| {
-                    error(
-                        ErrorKind::NotFound,
-                        &format!("no identity named `{n}`: see `metanet id list`"),
-                    )
-                }),
+            Some(n) => self.by_name.get(n).copied().ok_or_else(|| {
+                error(
+                    ErrorKind::NotFound,
+                    &format!("no identity named `{n}`: see `metanet id list`"),
+                )
+            }),
         }
     }
 
     /// The name of local identity `local` (empty if it has none).
     pub(crate) fn name_of(&self, local: LocalId) -> String {
-        self.entries
-            .iter()
-            .find(|(_, l)| *l == local)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_default()
+        self.by_local.get(&local).cloned().unwrap_or_default()
     }
 
     /// Whether `local` is the default identity.
@@ -202,21 +204,32 @@ impl Names {
 
     /// Whether an identity is called `name`.
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.entries.iter().any(|(n, _)| n == name)
+        self.by_name.contains_key(name)
     }
 
-    /// A new identity, after the others.
+    /// A new identity, after the others (a name already there is moved to the end).
     pub(crate) fn push(&mut self, name: String, local: LocalId) {
+        self.remove(&name);
+        self.by_name.insert(name.clone(), local);
+        self.by_local.insert(local, name.clone());
         self.entries.push((name, local));
     }
 
     /// Forget identity `name`.
     pub(crate) fn remove(&mut self, name: &str) {
-        self.entries.retain(|(n, _)| n != name);
+        if let Some(local) = self.by_name.remove(name) {
+            self.by_local.remove(&local);
+            self.entries.retain(|(n, _)| n != name);
+        }
     }
 
     /// The identity once `old`, under its name and in its place, is now `new`.
     pub(crate) fn replace(&mut self, old: LocalId, new: LocalId) {
+        let Some(name) = self.by_local.remove(&old) else {
+            return;
+        };
+        self.by_name.insert(name.clone(), new);
+        self.by_local.insert(new, name);
         for entry in self.entries.iter_mut().filter(|(_, l)| *l == old) {
             entry.1 = new;
         }
@@ -440,14 +453,14 @@ mod tests {
         };
         assert_eq!(
             route(connect(None)),
-            Routed::Registry(Registry::Connect {
+            Routed::Registry(RegistryRequest::Connect {
                 address: t.clone(),
                 identity: None
             })
         );
         assert_eq!(
             route(connect(Some(e))),
-            Routed::Local(Local::ConnectAt {
+            Routed::Local(LocalRequest::ConnectAt {
                 address: t.clone(),
                 endpoint: e,
                 identity: None
@@ -455,26 +468,26 @@ mod tests {
         );
         assert!(matches!(
             route(C::Resolve { target: t.clone() }),
-            Routed::Registry(Registry::Resolve { .. })
+            Routed::Registry(RegistryRequest::Resolve { .. })
         ));
         assert!(matches!(
             route(C::NameList { mine: true }),
-            Routed::Chain(Chain::NameList { mine: true })
+            Routed::Chain(ChainRequest::NameList { mine: true })
         ));
         let rotate = |wallet| C::IdRotate { name: None, wallet };
         assert_eq!(
             route(rotate(true)),
-            Routed::Chain(Chain::RotateWallet { name: None })
+            Routed::Chain(ChainRequest::RotateWallet { name: None })
         );
         assert_eq!(
             route(rotate(false)),
-            Routed::Local(Local::IdRotate { name: None })
+            Routed::Local(LocalRequest::IdRotate { name: None })
         );
         assert!(matches!(
             route(C::IdRevoke { name: None }),
             Routed::Chain(_)
         ));
-        assert_eq!(route(C::Status), Routed::Local(Local::Status));
+        assert_eq!(route(C::Status), Routed::Local(LocalRequest::Status));
     }
 
     #[test]

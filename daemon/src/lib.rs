@@ -176,6 +176,8 @@ struct Daemon {
     dns_names: dns::Names,
     /// The host resolver integration (`dns-system`).
     hostdns: hostdns::HostDns,
+    /// Identities with a pending wallet-rotation key (adopted once the chain says so).
+    pending_rotations: std::collections::BTreeSet<String>,
     /// This host's addresses, as housekeeping last listed them.
     own_ips: std::collections::BTreeSet<IpAddr>,
     /// Answers of `id rotate --wallet` from the chain writer, adopted in the loop.
@@ -380,6 +382,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         .name("data".into())
         .spawn(move || plane.run())?;
 
+    let pending_rotations = state.pending_names().into_iter().collect();
     let mut d = Daemon {
         node: link,
         names: controller::Names::new(names),
@@ -401,6 +404,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         dns_names: chain_names,
         hostdns: hostdns::HostDns::off(),
         own_ips: Default::default(),
+        pending_rotations,
         rotated: rotated_tx,
     };
     d.housekeeping();
@@ -409,7 +413,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             Ok(t) => t,
             Err(e) => return Err(Error::Peer(p.address.clone(), e.to_string())),
         };
-        let cmd = controller::Local::ConnectAt {
+        let cmd = controller::LocalRequest::ConnectAt {
             address,
             endpoint: p.endpoint,
             identity: p.identity,

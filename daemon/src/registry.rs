@@ -151,15 +151,15 @@ impl Daemon {
     }
 
     /// Requests that look the registry up first.
-    fn registry_job(&mut self, cmd: controller::Registry, reply: ReplyTo) {
+    fn registry_job(&mut self, cmd: controller::RegistryRequest, reply: ReplyTo) {
         match cmd {
-            controller::Registry::Resolve { target } => match self.lookup_target(&target) {
+            controller::RegistryRequest::Resolve { target } => match self.lookup_target(&target) {
                 Ok((prefix, address)) => self.resolve(prefix, address, reply),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
             },
-            controller::Registry::Connect { address, identity } => {
+            controller::RegistryRequest::Connect { address, identity } => {
                 let target = self
                     .target(&address)
                     .and_then(|a| self.local_named(identity.as_deref()).map(|l| (a, l)));

@@ -91,7 +91,7 @@ impl Daemon {
             if known.contains(&(local, address)) {
                 continue;
             }
-            let cmd = controller::Local::ConnectAt {
+            let cmd = controller::LocalRequest::ConnectAt {
                 address: address.into(),
                 endpoint: p.endpoint,
                 identity: p.identity,

@@ -202,6 +202,25 @@ impl StateDir {
         Ok(path.into())
     }
 
+    /// Whether `name` has a pending rotation key.
+    pub fn has_pending(&self, name: &str) -> bool {
+        self.pending_path(name)
+            .is_ok_and(|p| fs::symlink_metadata(p).is_ok())
+    }
+
+    /// The names of the identities with a pending rotation key (`NAME.key.next`).
+    pub fn pending_names(&self) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(self.root.join("identities")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".key.next").map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// The pending rotation key of `name`, if one was written.
     pub fn read_pending(&self, name: &str) -> Result<Option<Identity>, Error> {
         let path = self.pending_path(name)?;

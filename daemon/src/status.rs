@@ -2,7 +2,7 @@
 //! counters with their help text, the metrics endpoint's snapshot, and systemd's
 //! `STATUS=` line. Peers and counters come from the data plane's snapshot.
 
-use metanet_proto::control::{IdentityInfo, PeerInfo};
+use metanet_proto::control::{self as api, IdentityInfo, PeerInfo};
 use metanet_proto::identity::hex;
 use metanet_proto::node::{self, LocalId};
 use metanet_proto::{Address, Identity, UnixTime};
@@ -38,6 +38,14 @@ impl Daemon {
 
     pub(crate) fn peer_infos(&self) -> Vec<PeerInfo> {
         self.peer_infos_of(self.node.peers())
+    }
+
+    /// The peers `status` lists: at most [`api::STATUS_PEERS`], those with a session
+    /// first, the most recent handshake first.
+    pub(crate) fn status_peers(&self, mut peers: Vec<node::PeerStatus>) -> Vec<PeerInfo> {
+        peers.sort_by_key(|p| std::cmp::Reverse((p.connected, p.last_handshake)));
+        peers.truncate(api::STATUS_PEERS);
+        self.peer_infos_of(peers)
     }
 
     pub(crate) fn peer_infos_of(&self, peers: Vec<node::PeerStatus>) -> Vec<PeerInfo> {

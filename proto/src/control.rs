@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::record::Service;
 use crate::target::Target;
 
+/// Most peers `status` lists (a hub may hold thousands; `peers` lists them all).
+pub const STATUS_PEERS: usize = 64;
+
 /// Longest accepted request line, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -211,8 +214,15 @@ pub struct Status {
     pub port: u16,
     /// Local identities.
     pub identities: Vec<IdentityInfo>,
-    /// Peers.
+    /// Peers: at most [`STATUS_PEERS`] of them, those with a session first, the most
+    /// recent handshake first (`peers` lists every one).
     pub peers: Vec<PeerInfo>,
+    /// How many peers there are in all (absent from older daemons: then `peers` is all).
+    #[serde(default)]
+    pub peer_count: Option<u64>,
+    /// How many of them have a session.
+    #[serde(default)]
+    pub peers_up: Option<u64>,
     /// Node and data-plane counters by name (a JSON object; the `[name, value]` pairs
     /// of earlier daemons are read too).
     #[serde(deserialize_with = "counters_object_or_pairs")]

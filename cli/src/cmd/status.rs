@@ -81,8 +81,16 @@ pub(crate) fn render(status: &Status, now: u64) -> String {
             d.listen, d.state, d.system, d.system_state
         ));
     }
-    let up = status.peers.iter().filter(|p| p.connected).count();
-    s.push_str(&format!("peers: {} ({up} up)\n", status.peers.len()));
+    let listed = status.peers.len() as u64;
+    let total = status.peer_count.unwrap_or(listed);
+    let up = status
+        .peers_up
+        .unwrap_or_else(|| status.peers.iter().filter(|p| p.connected).count() as u64);
+    s.push_str(&format!("peers: {total} ({up} up)"));
+    if total > listed {
+        s.push_str(&format!(", {listed} shown: `metanet peers` lists all"));
+    }
+    s.push('\n');
     if !status.peers.is_empty() {
         for line in super::peers::render(&status.peers, now).lines() {
             s.push_str("  ");
@@ -127,6 +135,8 @@ mod tests {
                 noise_key: None,
             }],
             peers: vec![],
+            peer_count: None,
+            peers_up: None,
             counters: [("rx_packets".into(), 3), ("dropped".into(), 0)].into(),
             dht: Some(metanet_proto::control::DhtStatus {
                 peer_id: "12D3KooWtest".into(),
@@ -156,6 +166,15 @@ mod tests {
             }),
         };
         let text = render(&status, 0);
+        // A hub's status lists some peers and counts them all.
+        let big = Status {
+            peer_count: Some(4000),
+            peers_up: Some(3990),
+            ..status.clone()
+        };
+        assert!(
+            render(&big, 0).contains("peers: 4000 (3990 up), 0 shown: `metanet peers` lists all")
+        );
         assert!(text.contains("metanet0"));
         assert!(text.contains("51820"));
         assert!(text.contains(&format!("* default  {a}")));
