@@ -64,7 +64,7 @@ pub(crate) enum Command {
     /// With --wallet, a new wallet key as well, so a new address: a rotation claim on
     /// the chain (signed by the old key, accepted by the new one) hands the old address
     /// and every name it owns to the new address, and peers that look the old address
-    /// up are told where it went. Needs the daemon with [chain] configured.
+    /// up are told where it went. Needs the daemon with a `[chain]` section configured.
     Rotate {
         /// Which identity (default: the default identity).
         name: Option<String>,
