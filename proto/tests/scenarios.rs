@@ -457,10 +457,11 @@ fn record_signed_by_the_wrong_key_is_never_used() {
     assert_eq!(sim.hosts[a].node.stats().queue_dropped, 2);
 }
 
-#[test]
-fn a_flood_from_one_source_gets_a_few_cookies_a_second_and_the_rest_dropped() {
+/// Hosts A and B on a 2 ms link, B's endpoint, and 32 distinct initiations to B with a
+/// valid mac1 from a throwaway identity (an attacker who read B's record).
+fn flood_setup(seed: u64) -> (Sim, usize, usize, SocketAddr, Vec<Vec<u8>>) {
     let mut sim = Sim::new(
-        12,
+        seed,
         LinkConfig {
             latency: Duration::from_millis(2),
             ..LinkConfig::default()
@@ -492,6 +493,12 @@ fn a_flood_from_one_source_gets_a_few_cookies_a_second_and_the_rest_dropped() {
             .1
         })
         .collect();
+    (sim, a, b, b_addr, inits)
+}
+
+#[test]
+fn a_flood_from_one_source_gets_a_few_cookies_a_second_and_the_rest_dropped() {
+    let (mut sim, a, b, b_addr, inits) = flood_setup(12);
     // 5 s of 2000 initiations a second, all from one address: far above the load
     // threshold, and far above what one source may be answered.
     let src: SocketAddr = "198.18.200.9:4000".parse().unwrap();
@@ -519,41 +526,9 @@ fn a_flood_from_one_source_gets_a_few_cookies_a_second_and_the_rest_dropped() {
 
 #[test]
 fn handshake_flood_triggers_cookies_and_a_legitimate_peer_still_connects() {
-    let mut sim = Sim::new(
-        9,
-        LinkConfig {
-            latency: Duration::from_millis(2),
-            ..LinkConfig::default()
-        },
-    );
-    let (a, b) = (sim.add_host(A), sim.add_host(B));
-    let b_addr: SocketAddr = B.parse().unwrap();
-    let target = {
-        let id = sim.hosts[b].node.identity(sim.local(b)).unwrap();
-        Remote {
-            public_key: id.public_key(),
-            noise_key: id.noise().public_key(),
-        }
-    };
     // The attacker knows B's public Noise key (it is in B's record), so its mac1 is
     // valid; it replays a few distinct initiations from many sources.
-    let attacker = sim.new_identity();
-    let inits: Vec<Vec<u8>> = (0..32)
-        .map(|i| {
-            let ts = sim.unix() + Duration::from_millis(i);
-            handshake::initiate(
-                &attacker,
-                target,
-                &[0; 32],
-                i as u32,
-                ts,
-                None,
-                sim.random_bytes(),
-            )
-            .unwrap()
-            .1
-        })
-        .collect();
+    let (mut sim, a, b, b_addr, inits) = flood_setup(9);
     let mut injected = 0u64;
     let ip_b = sim.ip(b);
     // 8 s of flood: A's first initiation (at 0.5 s) draws a cookie, and its retry
