@@ -10,8 +10,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use metanet_proto::address::Ipv6Prefix;
 use metanet_proto::control::{self as api, ErrorKind, PeerInfo, Reply};
 use metanet_proto::node::{self, Event, LocalId};
+use metanet_proto::record::PeerRecord;
 use metanet_proto::{Address, Target};
 
 /// A control request, sorted by where it is carried out: [`route`] is the one place
@@ -397,6 +399,79 @@ impl Denied {
     }
 }
 
+/// Most records the registry cache holds.
+pub(crate) const RECORD_CACHE: usize = 8192;
+
+/// A verified record from the registry, and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Cached {
+    pub record: PeerRecord,
+    pub source: String,
+}
+
+/// Verified records by overlay prefix, until they expire (bounded: when full, expired
+/// records go first, then the one that expires soonest).
+#[derive(Debug)]
+pub(crate) struct RecordCache {
+    entries: HashMap<Ipv6Prefix, Cached>,
+    cap: usize,
+}
+
+impl Default for RecordCache {
+    fn default() -> Self {
+        RecordCache::with_capacity(RECORD_CACHE)
+    }
+}
+
+impl RecordCache {
+    /// A cache of at most `cap` records.
+    pub(crate) fn with_capacity(cap: usize) -> Self {
+        RecordCache {
+            entries: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// The record for `prefix` if it is still valid at Unix second `now` (an expired
+    /// one is forgotten).
+    pub(crate) fn get(&mut self, prefix: &Ipv6Prefix, now: u64) -> Option<&Cached> {
+        if self.entries.get(prefix)?.record.not_after <= now {
+            self.entries.remove(prefix);
+            return None;
+        }
+        self.entries.get(prefix)
+    }
+
+    /// Keep `record` for `prefix`.
+    pub(crate) fn insert(&mut self, prefix: Ipv6Prefix, cached: Cached, now: u64) {
+        if self.entries.len() >= self.cap && !self.entries.contains_key(&prefix) {
+            self.entries.retain(|_, c| c.record.not_after > now);
+            if self.entries.len() >= self.cap {
+                let soonest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, c)| c.record.not_after)
+                    .map(|(p, _)| *p);
+                if let Some(p) = soonest {
+                    self.entries.remove(&p);
+                }
+            }
+        }
+        self.entries.insert(prefix, cached);
+    }
+
+    /// Forget the record for `prefix`; whether there was one.
+    pub(crate) fn remove(&mut self, prefix: &Ipv6Prefix) -> bool {
+        self.entries.remove(prefix).is_some()
+    }
+
+    /// How many records are held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 /// A control error of `kind`.
 pub(crate) fn error(kind: ErrorKind, message: &str) -> api::Error {
     api::Error {
@@ -591,5 +666,38 @@ mod tests {
             connect_answer(Outcome::Failed(e.clone()), None, peer(a)),
             Err(e)
         );
+    }
+
+    #[test]
+    fn the_record_cache_forgets_expired_records_and_stays_bounded() {
+        let record = |seed: u8, not_after: u64| {
+            let id = metanet_proto::Identity::generate(&[seed; 64]);
+            let r = PeerRecord::new(&id, vec![], vec![], 1, not_after);
+            (
+                id.address().ipv6_prefix(),
+                Cached {
+                    record: r,
+                    source: "dht".into(),
+                },
+            )
+        };
+        let mut c = RecordCache::with_capacity(2);
+        let (p1, r1) = record(1, 100);
+        let (p2, r2) = record(2, 200);
+        let (p3, r3) = record(3, 300);
+        c.insert(p1, r1, 10);
+        c.insert(p2, r2, 10);
+        assert!(c.get(&p1, 99).is_some());
+        // Expired at its not_after, and forgotten.
+        assert!(c.get(&p1, 100).is_none());
+        assert_eq!(c.len(), 1);
+        c.insert(p1, record(1, 100).1, 10);
+        // Full: the one that expires soonest (p1) makes room.
+        c.insert(p3, r3, 10);
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&p1, 10).is_none());
+        assert!(c.get(&p2, 10).is_some() && c.get(&p3, 10).is_some());
+        assert!(c.remove(&p2));
+        assert!(!c.remove(&p2));
     }
 }

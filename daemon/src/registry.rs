@@ -62,12 +62,6 @@ pub(crate) enum LookupWaiter {
 }
 
 #[derive(Debug)]
-struct Cached {
-    record: PeerRecord,
-    source: String,
-}
-
-#[derive(Debug)]
 struct Published {
     record: PeerRecord,
 }
@@ -84,7 +78,7 @@ struct Check {
 /// Publications state of the daemon.
 #[derive(Debug, Default)]
 pub(crate) struct Publications {
-    cache: HashMap<Ipv6Prefix, Cached>,
+    cache: controller::RecordCache,
     waiters: HashMap<Ipv6Prefix, Vec<LookupWaiter>>,
     published: HashMap<String, Published>,
     last_seq: u64,
@@ -197,15 +191,11 @@ impl Daemon {
     /// join (or start) the DHT lookup for `prefix`.
     pub(crate) fn lookup(&mut self, prefix: Ipv6Prefix, waiter: LookupWaiter, use_cache: bool) {
         let now = crate::unix_now().as_secs();
-        if let Some(c) = self.reg.cache.get(&prefix) {
-            if c.record.not_after <= now {
-                self.reg.cache.remove(&prefix);
-            } else if use_cache {
-                let record = c.record.clone();
-                let source = format!("cache (from {})", c.source);
-                self.deliver(waiter, Ok((&record, &source)));
-                return;
-            }
+        if let Some(c) = self.reg.cache.get(&prefix, now).filter(|_| use_cache) {
+            let record = c.record.clone();
+            let source = format!("cache (from {})", c.source);
+            self.deliver(waiter, Ok((&record, &source)));
+            return;
         }
         let Some(dht) = &self.dht else {
             self.deliver(waiter, Err(LookupError::NoPeers));
@@ -231,10 +221,11 @@ impl Daemon {
                 }
                 self.reg.cache.insert(
                     prefix,
-                    Cached {
+                    controller::Cached {
                         record: found.record,
                         source,
                     },
+                    crate::unix_now().as_secs(),
                 );
             }
             Err(e) => {
@@ -388,7 +379,7 @@ impl Daemon {
 
     /// A handshake gave up: forget the cached record and look for a newer one.
     pub(crate) fn handshake_failed(&mut self, local: LocalId, address: Address) {
-        if self.reg.cache.remove(&address.ipv6_prefix()).is_some() {
+        if self.reg.cache.remove(&address.ipv6_prefix()) {
             self.lookup(
                 address.ipv6_prefix(),
                 LookupWaiter::Refresh { local, address },
