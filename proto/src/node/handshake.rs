@@ -126,6 +126,15 @@ impl Node {
             self.stats.malformed += 1;
             return;
         };
+        // A source that used up its cookie replies in this window, sending without a
+        // cookie (mac2 all zero), would only be dropped after the MAC work: drop it
+        // before, still counted as load (§5.5). What a one-address flood costs.
+        if packet.mac2() == [0; crate::wire::MAC_LEN] && self.load.replies_exhausted(now, from.ip())
+        {
+            self.load.record(now, self.config.load_threshold);
+            self.stats.rate_limited += 1;
+            return;
+        }
         let Some(li) = self
             .locals
             .iter()

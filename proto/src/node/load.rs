@@ -67,6 +67,16 @@ impl LoadCounter {
         *n <= rate
     }
 
+    /// Whether source `ip` has used up its cookie replies in the current window (which
+    /// implies the node is under load: replies are only counted then).
+    pub(super) fn replies_exhausted(&self, now: Instant, ip: IpAddr) -> bool {
+        now.saturating_duration_since(self.window_start) < LOAD_WINDOW
+            && self
+                .replies
+                .get(&ip)
+                .is_some_and(|n| *n >= REPLIES_PER_SOURCE)
+    }
+
     /// Whether source `ip` may get one more cookie reply in this window (bounded like
     /// the per-source limit).
     pub(super) fn allow_reply(&mut self, ip: IpAddr) -> bool {
