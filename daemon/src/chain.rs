@@ -253,7 +253,7 @@ impl ChainClient {
             Ok(()) => {}
             Err(TrySendError::Full(w)) => {
                 let _ = w.reply.send(Err(err(
-                    ErrorKind::Internal,
+                    ErrorKind::Timeout,
                     "too many chain operations are in progress: try again in a minute",
                 )));
             }
@@ -465,7 +465,7 @@ fn outcome_of(shared: &Shared, claim: &[u8], block: u64) -> Result<Outcome, api:
         }
         if Instant::now() >= deadline {
             return Err(err(
-                ErrorKind::Internal,
+                ErrorKind::Timeout,
                 &format!(
                     "the chain node did not get past block {block} in time: see `metanet status`"
                 ),
@@ -521,7 +521,14 @@ fn chain_error(e: &contract::Error, url: &str, key: &FundingKey) -> api::Error {
         contract::Error::BlockNotReached(..) => "the chain makes no new blocks: a development node must mine on its own (anvil --block-time 1)".into(),
         _ => "see `metanet status`".into(),
     };
-    err(ErrorKind::Internal, &format!("chain: {e}: {hint}"))
+    let kind = match e {
+        contract::Error::Rpc(r) if r.is_unreachable() => ErrorKind::Unreachable,
+        contract::Error::NotMined { .. } | contract::Error::BlockNotReached(..) => {
+            ErrorKind::Timeout
+        }
+        _ => ErrorKind::Internal,
+    };
+    err(kind, &format!("chain: {e}: {hint}"))
 }
 
 /// A registered name as the control API shows it.
