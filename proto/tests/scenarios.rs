@@ -1479,7 +1479,11 @@ fn four_thousand_peers_fire_their_timers_on_time_and_the_busy_peer_is_unaffected
         sim.run_for(Duration::from_millis(50));
         if s % 40 == 0 {
             let node = &sim.hosts[hub].node;
-            assert_eq!(node.poll_timeout(), node.next_peer_deadline_by_scan());
+            // The node wakes no later than the earliest peer deadline (it may wake
+            // earlier: an entry whose deadline moved later fires early and reschedules).
+            if let Some(next) = node.next_peer_deadline_by_scan() {
+                assert!(node.poll_timeout().is_some_and(|t| t <= next));
+            }
         }
     }
     sim.run_until(end);

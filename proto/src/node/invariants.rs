@@ -52,8 +52,15 @@ impl Node {
                 return Err("a peer queue is over its bound");
             }
             let entry = self.peers.scheduled(id);
-            if entry.map(|(t, _)| t) != p.next_deadline(self.config.persistent_keepalive) {
-                return Err("a peer's queued deadline is not its next deadline");
+            match (
+                entry.map(|(t, _)| t),
+                p.next_deadline(self.config.persistent_keepalive),
+            ) {
+                (None, Some(_)) => return Err("a peer with a deadline is not queued"),
+                (Some(held), Some(next)) if held > next => {
+                    return Err("a peer's queued deadline is after its next deadline")
+                }
+                _ => {}
             }
             scheduled += usize::from(entry.is_some());
         }
@@ -78,8 +85,10 @@ impl Node {
         {
             return Err("the head of the deadline queue is stale");
         }
-        if self.deadlines.peek().map(|d| d.at) != self.next_peer_deadline_by_scan() {
-            return Err("the head of the deadline queue is not the earliest peer deadline");
+        if let Some(next) = self.next_peer_deadline_by_scan() {
+            if self.deadlines.peek().is_none_or(|d| d.at > next) {
+                return Err("the head of the deadline queue is after the earliest peer deadline");
+            }
         }
         if self.deadlines.len() > DeadlineQueue::bound(live) {
             return Err("the deadline queue holds too many stale entries");

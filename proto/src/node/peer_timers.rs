@@ -22,14 +22,18 @@ impl Node {
         self.deadlines.skip_stale(|d| peers.is_current(d));
     }
 
-    /// Make peer `id`'s queue entry its next deadline: a new entry if the deadline
-    /// moved (the old one goes stale), none if it has none.
+    /// Keep peer `id`'s queue entry at or before its next deadline: a new entry only if
+    /// the deadline moved earlier (or the peer had none). A deadline that moved later
+    /// (every packet moves the keepalive and reply timers) keeps the earlier entry,
+    /// which then fires early, finds nothing due and reschedules: one heap operation
+    /// per deadline period instead of one per packet.
     fn reschedule(&mut self, id: PeerId) {
         let Some(p) = self.peers.get(id) else {
             return;
         };
         let at = p.next_deadline(self.config.persistent_keepalive);
-        if self.peers.scheduled(id).map(|(t, _)| t) == at {
+        let held = self.peers.scheduled(id).map(|(t, _)| t);
+        if held == at || held.is_some_and(|h| at.is_none_or(|t| h <= t)) {
             return;
         }
         let scheduled = at.map(|t| (t, self.deadlines.schedule(id, t)));
