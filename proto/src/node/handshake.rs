@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use super::peer::{Attempt, Origin, PeerId};
 use super::table::free_index;
 use super::{Event, LocalId, Node};
-use crate::handshake::{self, Cookie};
+use crate::handshake::{self, Cookie, COOKIE_SECRET_LIFETIME};
 use crate::session::{self, Keypair};
 use crate::time::{Instant, UnixTime};
 use crate::wire::{CookieReplyPacket, CookieReplyRepr, InitiationPacket, ResponsePacket};
@@ -363,7 +363,13 @@ impl Node {
             Ok(cookie) => {
                 if let Some(p) = self.peers.get_mut(id) {
                     if let Some(endpoint) = p.endpoint {
-                        remember_cookie(&mut self.endpoint_cookies, endpoint, cookie.clone(), now);
+                        remember_cookie(
+                            &mut self.endpoint_cookies,
+                            endpoint,
+                            cookie.clone(),
+                            Cookie::received,
+                            now,
+                        );
                     }
                     p.handshake.cookie = Some(cookie);
                     if let Some(a) = p.handshake.attempt.as_mut().filter(|a| !a.with_cookie) {
@@ -378,23 +384,24 @@ impl Node {
     }
 }
 
-/// Most endpoints whose cookie is kept for every peer there.
-const MAX_ENDPOINT_COOKIES: usize = 1024;
+/// Most endpoints whose cookie (or record cookie) is kept for every peer there.
+pub(super) const MAX_ENDPOINT_COOKIES: usize = 1024;
 
-/// Keep `cookie` for `endpoint`; stale ones go first, and a full map makes room by
-/// dropping the oldest.
-fn remember_cookie(
-    cookies: &mut BTreeMap<SocketAddr, Cookie>,
+/// Keep `cookie`, received at `received(&cookie)`, for `endpoint`: when the map is full,
+/// cookies older than `COOKIE_SECRET_LIFETIME` go first, then the oldest one.
+pub(super) fn remember_cookie<C>(
+    cookies: &mut BTreeMap<SocketAddr, C>,
     endpoint: SocketAddr,
-    cookie: Cookie,
+    cookie: C,
+    received: impl Fn(&C) -> Instant,
     now: Instant,
 ) {
     if cookies.len() >= MAX_ENDPOINT_COOKIES && !cookies.contains_key(&endpoint) {
-        cookies.retain(|_, c| c.is_fresh(now));
+        cookies.retain(|_, c| now.saturating_duration_since(received(c)) < COOKIE_SECRET_LIFETIME);
         if cookies.len() >= MAX_ENDPOINT_COOKIES {
             if let Some(oldest) = cookies
                 .iter()
-                .min_by_key(|(_, c)| c.received())
+                .min_by_key(|(_, c)| received(c))
                 .map(|(e, _)| *e)
             {
                 cookies.remove(&oldest);

@@ -59,12 +59,7 @@ impl LoadCounter {
     /// Per-source fixed-window limit; the map is cleared every window, and bounded by
     /// the number of messages that passed their cookie check (one per source address).
     pub(super) fn allow_source(&mut self, ip: IpAddr, rate: u32) -> bool {
-        if self.per_source.len() >= MAX_SOURCES_PER_WINDOW && !self.per_source.contains_key(&ip) {
-            return false;
-        }
-        let n = self.per_source.entry(ip).or_insert(0);
-        *n = n.saturating_add(1);
-        *n <= rate
+        count_within(&mut self.per_source, ip, rate)
     }
 
     /// Whether source `ip` has used up its cookie replies in the current window (which
@@ -80,13 +75,20 @@ impl LoadCounter {
     /// Whether source `ip` may get one more cookie reply in this window (bounded like
     /// the per-source limit).
     pub(super) fn allow_reply(&mut self, ip: IpAddr) -> bool {
-        if self.replies.len() >= MAX_SOURCES_PER_WINDOW && !self.replies.contains_key(&ip) {
-            return false;
-        }
-        let n = self.replies.entry(ip).or_insert(0);
-        *n = n.saturating_add(1);
-        *n <= REPLIES_PER_SOURCE
+        count_within(&mut self.replies, ip, REPLIES_PER_SOURCE)
     }
+}
+
+/// Count one message from `ip` in a per-window map; whether it is within `limit`. The
+/// map tracks at most [`MAX_SOURCES_PER_WINDOW`] sources: one beyond them is refused
+/// until the next window.
+fn count_within(counts: &mut BTreeMap<IpAddr, u32>, ip: IpAddr, limit: u32) -> bool {
+    if counts.len() >= MAX_SOURCES_PER_WINDOW && !counts.contains_key(&ip) {
+        return false;
+    }
+    let n = counts.entry(ip).or_insert(0);
+    *n = n.saturating_add(1);
+    *n <= limit
 }
 
 impl Node {

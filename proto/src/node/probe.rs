@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use super::handshake::remember_cookie;
 use super::peer::Origin;
 use super::{
     CommandError, Event, LocalId, Node, ANSWER_RECORD_TTL, PROBE_ATTEMPTS, PROBE_INTERVAL,
@@ -30,9 +31,6 @@ pub(super) struct Probe {
     /// did not makes the next request go out at once (once per probe).
     pub(super) sent_cookie: bool,
 }
-
-/// Most endpoints whose record cookie is kept for every probe there.
-const MAX_ENDPOINT_RECORD_COOKIES: usize = 1024;
 
 impl Node {
     /// [`super::Command::Connect`]: a known peer gets the endpoint and a handshake;
@@ -192,19 +190,13 @@ impl Node {
                     probe.next_at = now;
                     probe.sent_cookie = true;
                 }
-                let cookies = &mut self.endpoint_record_cookies;
-                if cookies.len() >= MAX_ENDPOINT_RECORD_COOKIES && !cookies.contains_key(&from) {
-                    cookies
-                        .retain(|_, c| now.saturating_duration_since(c.1) < COOKIE_SECRET_LIFETIME);
-                    if cookies.len() >= MAX_ENDPOINT_RECORD_COOKIES {
-                        if let Some(oldest) =
-                            cookies.iter().min_by_key(|(_, c)| c.1).map(|(e, _)| *e)
-                        {
-                            cookies.remove(&oldest);
-                        }
-                    }
-                }
-                cookies.insert(from, (packet.cookie(), now));
+                remember_cookie(
+                    &mut self.endpoint_record_cookies,
+                    from,
+                    (packet.cookie(), now),
+                    |c| c.1,
+                    now,
+                );
                 self.probe_timers(now);
             }
             None => self.stats.bad_records += 1,

@@ -252,22 +252,8 @@ impl Sim {
 
     /// Tell host `h` about host `peer` (keys from the directory, as a static config would).
     pub fn add_peer(&mut self, h: usize, peer: usize, connect: bool) {
-        let prefix = self.address(peer).ipv6_prefix();
-        let rec = PeerRecord::verify(&self.directory[&prefix], Lookup::Ipv6(prefix), self.unix())
-            .unwrap();
         let local = self.local(h);
-        let cmd = Command::AddPeer {
-            local,
-            remote: Remote {
-                public_key: rec.public_key,
-                noise_key: rec.noise_key,
-            },
-            endpoint: Some(self.hosts[peer].addr),
-            connect,
-        };
-        let now = self.now;
-        self.hosts[h].node.handle_command(now, cmd).unwrap();
-        self.drain(h);
+        self.add_peer_of(h, local, peer, 0, connect);
     }
 
     /// Tell host `h`'s identity `local` about identity `k` of host `peer` (keys from
