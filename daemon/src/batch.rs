@@ -376,6 +376,30 @@ impl Udp {
         (m.addr, m.stride.max(1), &mut self.rbufs[i][..len])
     }
 
+    /// Stage bytes `start..end` of receive slot `i` to go to `to` unchanged (a relay
+    /// forwarding a datagram it rewrote in place); flushes the stage first if full.
+    pub(crate) fn forward(
+        &mut self,
+        i: usize,
+        start: usize,
+        end: usize,
+        to: SocketAddr,
+        c: &mut Counters,
+    ) {
+        let len = end.saturating_sub(start);
+        if self.stage_buf(len).is_none() {
+            self.flush(c);
+        }
+        let Some(src) = self.rbufs.get(i).and_then(|b| b.get(start..end)) else {
+            return;
+        };
+        if STAGE_LEN - self.staged < len || self.runs.len() == self.runs.capacity() {
+            return;
+        }
+        self.stage[self.staged..self.staged + len].copy_from_slice(src);
+        self.commit(to, len);
+    }
+
     /// Room to seal the next datagram into, or `None` when the stage must be flushed
     /// first (`need` bytes are not free).
     pub(crate) fn stage_buf(&mut self, need: usize) -> Option<&mut [u8]> {

@@ -48,6 +48,13 @@ impl Daemon {
             L::Peers => Ok(Reply::Peers {
                 peers: self.peer_infos(),
             }),
+            L::RelayStatus => {
+                let snap = self
+                    .node
+                    .snapshot()
+                    .map_err(|e| err(ErrorKind::Timeout, &e.to_string()))?;
+                Ok(Reply::Relay(self.relay_info(snap)))
+            }
             L::IdList => Ok(Reply::Identities {
                 identities: self.identity_list(),
             }),
@@ -228,6 +235,10 @@ impl Daemon {
             .add_identity(id)
             .map_err(|e| err(ErrorKind::Timeout, &e.to_string()))?;
         self.names.push(name.clone(), local);
+        let hidden = self.reg.config_of(&name).hidden;
+        for cmd in crate::paths_of(local, hidden, &self.opts.relays) {
+            self.node.post(cmd);
+        }
         self.refilter();
         self.publish(&name, true);
         self.identity_info(&name, local)
@@ -253,6 +264,7 @@ impl Daemon {
             tx_bytes: 0,
             rtt_us: None,
             cipher: None,
+            path: String::new(),
         }
     }
 

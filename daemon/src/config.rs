@@ -92,6 +92,26 @@ pub struct File {
     /// Groups (names or gids) whose members hold the same operator rights. Default: none.
     #[serde(default)]
     pub operator_groups: Vec<String>,
+    /// Serve as a relay for NATed and hidden identities (docs/protocol.md §8.2): run it
+    /// where its endpoint is public. Default false.
+    pub relay: Option<bool>,
+    /// Relay: bytes per second one client may send through it (0: no cap). Default
+    /// 125000000 (1 Gbit/s).
+    pub relay_rate: Option<u64>,
+    /// Relay: peers one client may relay to at once. Default 64.
+    pub relay_sessions: Option<usize>,
+    /// Relay: reservations held at once. Default 4096.
+    pub relay_clients: Option<usize>,
+    /// Relays this daemon's identities reserve with and list in their records, as
+    /// `"ADDRESS@HOST:PORT"`. Flags (`--relay-via`) add to these.
+    #[serde(default)]
+    pub relays: Vec<String>,
+    /// Hide the default identity's endpoints (as `hidden` in its `[[identity]]`).
+    pub hidden: Option<bool>,
+    /// Seconds between keepalives on idle paths that cross a NAT (relayed peers, and
+    /// every peer once this daemon has seen itself behind a NAT); 0 turns them off.
+    /// Default 25.
+    pub keepalive: Option<u64>,
     /// Peers to connect to at start.
     #[serde(default)]
     pub peer: Vec<StaticPeer>,
@@ -190,8 +210,8 @@ impl DnsSystem {
 pub struct IdentityConfig {
     /// The identity's name in the state directory.
     pub name: String,
-    /// Publish no endpoints: the IP stays hidden (peers can then reach this identity only
-    /// through relays, which metanet does not have yet). Default false.
+    /// Publish no endpoints: the IP stays hidden; peers reach this identity through its
+    /// relays (`relays`), and it never offers direct candidates. Default false.
     #[serde(default)]
     pub hidden: bool,
     /// Endpoints to publish instead of the host's interface addresses.
@@ -246,6 +266,40 @@ impl File {
             .as_deref()
             .map(parse_metrics_listen)
             .transpose()
+    }
+
+    /// With `hidden` (the `--hidden` flag, or the file's top-level `hidden = true`),
+    /// the default identity publishes no endpoints.
+    pub fn hide_default(&mut self, hidden: bool) {
+        if !(hidden || self.hidden == Some(true)) {
+            return;
+        }
+        match self.identity.iter_mut().find(|i| i.name == "default") {
+            Some(i) => i.hidden = true,
+            None => self.identity.push(IdentityConfig {
+                name: "default".into(),
+                hidden: true,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// The `relays` entries, parsed.
+    pub fn relays(&self) -> Result<Vec<metanet_proto::record::Relay>, String> {
+        self.relays.iter().map(|r| r.parse()).collect()
+    }
+
+    /// The relay limits when `relay = true`.
+    pub fn relay_limits(&self) -> Option<metanet_proto::node::RelayLimits> {
+        let d = metanet_proto::node::RelayLimits::default();
+        self.relay
+            .unwrap_or(false)
+            .then(|| metanet_proto::node::RelayLimits {
+                rate: self.relay_rate.unwrap_or(d.rate),
+                sessions: self.relay_sessions.unwrap_or(d.sessions).max(1),
+                clients: self.relay_clients.unwrap_or(d.clients).max(1),
+                lifetime: d.lifetime,
+            })
     }
 
     /// The chain client's settings: flags (`rpc`, `contract`, `key`) over the file's.
@@ -321,6 +375,7 @@ impl File {
         }
         self.access().map_err(bad)?;
         self.metrics_listen().map_err(bad)?;
+        self.relays().map_err(bad)?;
         for p in &self.peer {
             p.address
                 .parse::<metanet_proto::Address>()

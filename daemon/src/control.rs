@@ -80,7 +80,8 @@ impl Right {
             | C::IdShow { .. }
             | C::Resolve { .. }
             | C::NameShow { .. }
-            | C::NameList { .. } => Right::ReadState,
+            | C::NameList { .. }
+            | C::RelayStatus => Right::ReadState,
             C::Connect { .. } | C::Disconnect { .. } => Right::ManageSessions,
             C::IdNew { .. }
             | C::IdRemove { .. }

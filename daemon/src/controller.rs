@@ -34,6 +34,7 @@ pub(crate) enum Routed {
 pub(crate) enum LocalRequest {
     Status,
     Peers,
+    RelayStatus,
     IdList,
     IdShow {
         name: Option<String>,
@@ -112,6 +113,7 @@ pub(crate) fn route(command: api::Command) -> Routed {
     match command {
         C::Status => Routed::Local(LocalRequest::Status),
         C::Peers => Routed::Local(LocalRequest::Peers),
+        C::RelayStatus => Routed::Local(LocalRequest::RelayStatus),
         C::IdList => Routed::Local(LocalRequest::IdList),
         C::IdShow { name } => Routed::Local(LocalRequest::IdShow { name }),
         C::IdNew { name } => Routed::Local(LocalRequest::IdNew { name }),
@@ -362,6 +364,29 @@ fn outcome_of(event: &Event) -> Option<(LocalId, Address, Outcome)> {
                 ),
             )),
         )),
+        Event::RelayRefused {
+            local,
+            address,
+            reason,
+        } => Some((
+            *local,
+            *address,
+            Outcome::Failed(error(
+                ErrorKind::Unreachable,
+                &format!(
+                    "the relay refused to forward to {address} ({}): {}",
+                    reason.as_str(),
+                    match reason {
+                        metanet_proto::signal::RefuseReason::NoReservation =>
+                            "the peer holds no reservation there",
+                        metanet_proto::signal::RefuseReason::SessionLimit =>
+                            "this identity relays to as many peers as the relay allows",
+                        metanet_proto::signal::RefuseReason::Full =>
+                            "the relay holds as many reservations as it allows",
+                    }
+                ),
+            )),
+        )),
         Event::HandshakeFailed { local, address } => Some((
             *local,
             *address,
@@ -513,6 +538,7 @@ mod tests {
             tx_bytes: 0,
             rtt_us: None,
             cipher: None,
+            path: String::new(),
         }
     }
 

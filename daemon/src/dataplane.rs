@@ -16,7 +16,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metanet_proto::node::{Event, Node};
+use metanet_proto::node::{Event, Node, Received};
 use metanet_proto::{ip, wire};
 use tokio::sync::mpsc::Sender;
 
@@ -64,6 +64,8 @@ pub(crate) struct DataPlane {
     pub counters: Counters,
     /// Where the packets decrypted from the current UDP slot lie: (start, end).
     pub rx: Vec<(usize, usize)>,
+    /// Relay messages of the current slot to forward: (start, end, destination).
+    pub fwd: Vec<(usize, usize, std::net::SocketAddr)>,
     pub obuf: Vec<u8>,
     /// The watchdog's question and this thread's answer: every turn of the loop copies
     /// the first into the second, so the control task sees whether the data plane
@@ -151,6 +153,9 @@ impl DataPlane {
                         peers: self.node.peers(now),
                         stats: self.node.stats().clone(),
                         data: self.counters,
+                        relay: self.node.relay_status(now),
+                        relays: self.node.relays_in_use(now),
+                        nat: self.node.nat_status(now),
                     });
                 }
                 Request::Peer {
@@ -201,18 +206,30 @@ impl DataPlane {
         self.udp.count_recv(slots, &mut self.counters);
         let now = crate::now(self.origin);
         let complete = self.tun.verifies_checksums();
+        let mut forwarded = false;
         for i in 0..slots {
             self.rx.clear();
+            self.fwd.clear();
             let (from, stride, bytes) = self.udp.slot(i);
             let from = normalize(from);
             for (j, datagram) in bytes.chunks_mut(stride).enumerate() {
-                if let Some(range) = self.node.handle_datagram(now, from, datagram) {
-                    if complete {
-                        offload::complete_plain_checksum(&mut datagram[range.clone()]);
+                let at = j * stride;
+                match self.node.handle_datagram_forwarding(now, from, datagram) {
+                    Received::Tun(range) => {
+                        if complete {
+                            offload::complete_plain_checksum(&mut datagram[range.clone()]);
+                        }
+                        self.rx.push((at + range.start, at + range.end));
                     }
-                    let at = j * stride;
-                    self.rx.push((at + range.start, at + range.end));
+                    Received::Forward(to) => self.fwd.push((at, at + datagram.len(), to)),
+                    Received::Nothing => {}
                 }
+            }
+            // Relayed datagrams leave as they came, batched like sealed ones.
+            for k in 0..self.fwd.len() {
+                let (start, end, to) = self.fwd[k];
+                self.udp.forward(i, start, end, to, &mut self.counters);
+                forwarded = true;
             }
             self.drain(None);
             let bufs = self.udp.bufs();
@@ -227,6 +244,9 @@ impl DataPlane {
             }
         }
         self.tun.flush(self.udp.bufs(), &mut self.counters);
+        if forwarded {
+            self.udp.flush(&mut self.counters);
+        }
     }
 
     /// A TUN read: cut each packet of it into the UDP stage and seal it there, then
@@ -239,7 +259,8 @@ impl DataPlane {
                 self.too_big(i);
                 continue;
             }
-            let need = len + wire::DATA_OVERHEAD;
+            // Room for a relay header too, should the peer be relayed.
+            let need = len + wire::DATA_OVERHEAD + wire::RELAY_HEADER_LEN;
             if self.udp.stage_buf(need).is_none() {
                 self.udp.flush(&mut self.counters);
             }

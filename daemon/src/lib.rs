@@ -80,6 +80,14 @@ pub struct Options {
     pub control_limits: control::Limits,
     /// Install the nftables overlay filter ([`filter`]).
     pub overlay_filter: bool,
+    /// Serve as a relay, with these limits.
+    pub relay: Option<node::RelayLimits>,
+    /// The relays every identity reserves with and lists in its record.
+    pub relays: Vec<metanet_proto::record::Relay>,
+    /// Whether `--hidden` was given (a reload keeps it).
+    pub hidden_flag: bool,
+    /// Keepalive on paths that cross a NAT; `None`: off.
+    pub keepalive: Option<Duration>,
 }
 
 /// Why the daemon stopped with an error; `exit_code` maps it for the binary.
@@ -253,8 +261,18 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     seed.copy_from_slice(&state::random64()?[..32]);
     let node_config = node::Config {
         aes_256_gcm: opts.aes_256_gcm,
+        relay: opts.relay,
+        nat_keepalive: opts.keepalive,
         ..node::Config::default()
     };
+    if let Some(limits) = opts.relay {
+        tracing::info!(
+            rate = limits.rate,
+            sessions = limits.sessions,
+            clients = limits.clients,
+            "serving as a relay"
+        );
+    }
     tracing::info!(
         aes_256_gcm = opts.aes_256_gcm,
         "data ciphers: chacha20-poly1305{}",
@@ -305,7 +323,16 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             })?;
         }
         tracing::info!(identity = %name, address = %id.address(), ipv6 = %id.address().ipv6(), "identity loaded");
-        names.push((name, node.add_identity(id)));
+        let local = node.add_identity(id);
+        let hidden = opts.identities.iter().any(|c| c.name == name && c.hidden);
+        for cmd in paths_of(local, hidden, &opts.relays) {
+            let _ = node.handle_command(Instant::ZERO, cmd);
+        }
+        names.push((name, local));
+    }
+    if !opts.relays.is_empty() {
+        let relays: Vec<String> = opts.relays.iter().map(ToString::to_string).collect();
+        tracing::info!(?relays, "identities reserve with relays");
     }
     let filter = if opts.overlay_filter {
         let guarded: Vec<Ipv6Addr> = node
@@ -375,6 +402,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         stop: stop.clone(),
         counters: batch::Counters::default(),
         rx: Vec::with_capacity(64),
+        fwd: Vec::with_capacity(64),
         obuf: vec![0u8; wire::MAX_DATAGRAM],
         heartbeat: heartbeat.clone(),
     };
@@ -543,6 +571,7 @@ impl Daemon {
                 self.lookup_needed(local, ipv6, trigger.unwrap_or_default());
             }
             Event::HandshakeFailed { local, address } => self.handshake_failed(local, address),
+            Event::NatChanged { ref reflexive, .. } => self.nat_changed(reflexive.clone()),
             _ => {}
         }
         self.settle(&ev);
@@ -640,7 +669,45 @@ fn log_event(ev: &Event) {
             tracing::warn!(peer = %address, %endpoint, "no valid record from endpoint")
         }
         Event::LookupNeeded { ipv6, .. } => tracing::debug!(%ipv6, "no peer for destination"),
+        Event::PathChanged {
+            address,
+            path,
+            endpoint,
+            ..
+        } => match path {
+            node::Path::Direct => {
+                tracing::info!(peer = %address, endpoint = ?endpoint, "path: direct")
+            }
+            node::Path::Relay(relay) => tracing::info!(peer = %address, %relay, "path: relay"),
+            node::Path::None => {}
+        },
+        Event::NatChanged { reflexive, mapping } => {
+            tracing::info!(
+                ?reflexive,
+                mapping = mapping.as_str(),
+                "own endpoints as seen by others"
+            )
+        }
+        Event::RelayReserved { relay, .. } => tracing::info!(%relay, "relay reservation held"),
+        Event::RelayRefused {
+            address, reason, ..
+        } => tracing::warn!(peer = %address, reason = reason.as_str(), "relay refused to forward"),
     }
+}
+
+/// The node commands that give identity `local` its relays and hidden flag.
+pub(crate) fn paths_of(
+    local: LocalId,
+    hidden: bool,
+    relays: &[metanet_proto::record::Relay],
+) -> [node::Command; 2] {
+    [
+        node::Command::SetRelays {
+            local,
+            relays: relays.to_vec(),
+        },
+        node::Command::SetHidden { local, hidden },
+    ]
 }
 
 /// Node time: since the daemon started.

@@ -57,6 +57,12 @@ pub(crate) struct Snapshot {
     pub peers: Vec<PeerStatus>,
     pub stats: Stats,
     pub data: Counters,
+    /// The relay's state, when this node is one.
+    pub relay: Option<metanet_proto::node::RelayStatus>,
+    /// The relays the identities use.
+    pub relays: Vec<metanet_proto::node::RelayUseStatus>,
+    /// What the node has seen of its own endpoint.
+    pub nat: metanet_proto::node::NatStatus,
 }
 
 /// The data plane did not take or answer a request in time (or has stopped).

@@ -86,6 +86,29 @@ struct Args {
     /// a few on a public chain, where the head can be reorganised.
     #[arg(long, value_name = "N")]
     chain_confirmations: Option<u64>,
+    /// Serve as a relay for NATed and hidden identities (config `relay = true`); run it
+    /// where its UDP endpoint is public.
+    #[arg(long)]
+    relay: bool,
+    /// A relay this daemon's identities reserve with and list in their records, as
+    /// ADDRESS@HOST:PORT (repeatable; adds to the config file's `relays`).
+    #[arg(long, value_name = "ADDRESS@HOST:PORT")]
+    relay_via: Vec<metanet_proto::record::Relay>,
+    /// Hide the default identity's endpoints: it publishes none, is reached through
+    /// its relays only and never offers direct candidates (config `hidden = true`).
+    #[arg(long)]
+    hidden: bool,
+    /// Seconds between keepalives on idle paths that cross a NAT; 0 turns them off
+    /// [default: 25].
+    #[arg(long, value_name = "SECS")]
+    keepalive: Option<u64>,
+    /// Relay: bytes per second one client may send through it; 0: no cap [default:
+    /// 125000000].
+    #[arg(long, value_name = "BYTES")]
+    relay_rate: Option<u64>,
+    /// Relay: peers one client may relay to at once [default: 64].
+    #[arg(long, value_name = "N")]
+    relay_sessions: Option<usize>,
     /// Write the man page metanetd.8 into DIR and exit (for packaging).
     #[arg(long, value_name = "DIR", hide = true)]
     generate_man: Option<PathBuf>,
@@ -196,7 +219,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.relay {
+        file.relay = Some(true);
+    }
+    if args.relay_rate.is_some() {
+        file.relay_rate = args.relay_rate;
+    }
+    if args.relay_sessions.is_some() {
+        file.relay_sessions = args.relay_sessions;
+    }
+    let mut relays = match file.relays() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("metanetd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    relays.extend(args.relay_via);
+    file.hide_default(args.hidden);
+    let keepalive = match args.keepalive.or(file.keepalive).unwrap_or(25) {
+        0 => None,
+        s => Some(std::time::Duration::from_secs(s)),
+    };
     let opts = Options {
+        relay: file.relay_limits(),
+        hidden_flag: args.hidden,
+        relays,
+        keepalive,
         metrics_listen,
         overlay_filter: file.overlay_filter.unwrap_or(true),
         access,

@@ -83,6 +83,8 @@ pub(crate) struct Publications {
     published: HashMap<String, Published>,
     last_seq: u64,
     endpoints: Vec<SocketAddr>,
+    /// Our endpoints as peers and relays see them (published after the local ones).
+    reflexive: Vec<SocketAddr>,
     checks: Vec<Check>,
     configs: Vec<IdentityConfig>,
 }
@@ -309,24 +311,43 @@ impl Daemon {
         }
     }
 
-    /// Make `rec` a peer of `local` and start a handshake at its first endpoint.
+    /// Our endpoints as others see them changed: republish every record.
+    pub(crate) fn nat_changed(&mut self, reflexive: Vec<SocketAddr>) {
+        let reflexive: Vec<SocketAddr> = reflexive.into_iter().map(crate::normalize).collect();
+        if reflexive != self.reg.reflexive {
+            self.reg.reflexive = reflexive;
+            for name in self.names.names() {
+                self.publish(&name, true);
+            }
+        }
+    }
+
+    /// Make `rec` a peer of `local` and start a handshake on every path its record
+    /// gives: each endpoint that can be a peer's, and its first relay (docs/protocol.md
+    /// §8.3). Returns where the peer is tried first.
     fn add_from_record(
         &mut self,
         local: LocalId,
         rec: &PeerRecord,
         connect: bool,
     ) -> Result<SocketAddr, api::Error> {
-        // The first endpoint that can be a peer's (a record may list ones that cannot).
-        let usable = rec
+        // The endpoints that can be a peer's (a record may list ones that cannot).
+        let usable: Vec<SocketAddr> = rec
             .endpoints
             .iter()
             .copied()
-            .find(|e| crate::check_endpoint(*e).is_ok() && !self.is_own_endpoint(*e));
-        let Some(endpoint) = usable else {
+            .filter(|e| crate::check_endpoint(*e).is_ok() && !self.is_own_endpoint(*e))
+            .map(crate::normalize)
+            .collect();
+        let relay = rec.relays.first().map(|r| metanet_proto::record::Relay {
+            address: r.address,
+            endpoint: crate::normalize(r.endpoint),
+        });
+        let Some(endpoint) = usable.first().copied().or(relay.map(|r| r.endpoint)) else {
             return Err(err(
                 ErrorKind::Unreachable,
                 &format!(
-                    "{} publishes no endpoints (its IP is hidden): it can be reached only through relays, which metanet does not have yet",
+                    "{} publishes no endpoints (its IP is hidden) and no relay: nothing reaches it",
                     rec.address()
                 ),
             ));
@@ -338,7 +359,9 @@ impl Daemon {
                     public_key: rec.public_key,
                     noise_key: rec.noise_key,
                 },
-                endpoint: Some(endpoint),
+                endpoint: usable.first().copied(),
+                candidates: usable.iter().skip(1).copied().collect(),
+                relay,
                 connect,
             })
             .map_err(|e| crate::commands::command_failed(&e))?;
@@ -396,6 +419,9 @@ impl Daemon {
         let changed = endpoints != self.reg.endpoints;
         if changed {
             tracing::info!(?endpoints, "underlay endpoints");
+            self.node.post(Command::SetCandidates {
+                candidates: endpoints.iter().copied().map(crate::normalize).collect(),
+            });
             self.reg.endpoints = endpoints;
         }
         let names = self.names.names();
@@ -454,10 +480,26 @@ impl Daemon {
         let endpoints = if cfg.hidden {
             Vec::new()
         } else {
-            cfg.endpoints.unwrap_or_else(|| self.reg.endpoints.clone())
+            let mut e = cfg.endpoints.unwrap_or_else(|| self.reg.endpoints.clone());
+            // Local candidates first, then reflexive ones (docs/protocol.md §8.3).
+            for r in &self.reg.reflexive {
+                if !e.contains(r) && e.len() < metanet_proto::record::MAX_ENDPOINTS {
+                    e.push(*r);
+                }
+            }
+            e
         };
+        let relays: Vec<metanet_proto::record::Relay> = self
+            .opts
+            .relays
+            .iter()
+            .take(metanet_proto::record::MAX_RELAYS)
+            .copied()
+            .collect();
         let fresh = self.reg.published.get(name).is_some_and(|p| {
-            p.record.endpoints == endpoints && p.record.not_after > now + RESIGN_BEFORE
+            p.record.endpoints == endpoints
+                && p.record.relays == relays
+                && p.record.not_after > now + RESIGN_BEFORE
         });
         if fresh && !force {
             return;
@@ -466,7 +508,8 @@ impl Daemon {
         let (Some(id), Some(dht)) = (self.node.identity(local), &self.dht) else {
             return;
         };
-        let record = PeerRecord::new(id, endpoints, cfg.service, seq, now + RECORD_LIFETIME);
+        let mut record = PeerRecord::new(id, endpoints, cfg.service, seq, now + RECORD_LIFETIME);
+        record.relays = relays;
         match record.sign(id) {
             Ok(bytes) => {
                 dht.send(Request::Publish {

@@ -25,7 +25,10 @@ impl Daemon {
     pub(crate) fn reload_config(&mut self) {
         let (path, explicit) = self.opts.config.clone();
         let file = match config::File::load(&path, explicit) {
-            Ok(f) => f,
+            Ok(mut f) => {
+                f.hide_default(self.opts.hidden_flag);
+                f
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "reload refused: keeping the running configuration");
                 return;
@@ -71,6 +74,10 @@ impl Daemon {
         self.reg.set_configs(file.identity.clone());
         let names = self.names.names();
         for name in names {
+            if let Ok(local) = self.local_named(Some(&name)) {
+                let hidden = self.reg.config_of(&name).hidden;
+                self.node.post(Command::SetHidden { local, hidden });
+            }
             self.publish(&name, true);
         }
         let known: Vec<(LocalId, Address)> = self

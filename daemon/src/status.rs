@@ -36,6 +36,50 @@ impl Daemon {
         self.node.peer(local, address).map(|p| self.peer_info_of(p))
     }
 
+    /// What `metanet relay status` shows.
+    pub(crate) fn relay_info(&self, snap: crate::link::Snapshot) -> api::RelayInfo {
+        let s = &snap.stats;
+        let mut info = api::RelayInfo {
+            relay: snap.relay.is_some(),
+            forwarded_packets: s.relay_forwarded,
+            forwarded_bytes: s.relay_forwarded_bytes,
+            dropped_unbound: s.relay_unbound,
+            refused: s.relay_refused,
+            rate_limited: s.relay_rate_limited,
+            using: snap
+                .relays
+                .iter()
+                .map(|r| api::RelayUseInfo {
+                    identity: self.name_of(r.local),
+                    relay: r.relay.to_string(),
+                    reserved: r.reserved,
+                })
+                .collect(),
+            reflexive: snap.nat.reflexive.clone(),
+            mapping: snap.nat.mapping.as_str().into(),
+            ..Default::default()
+        };
+        if let Some(r) = snap.relay {
+            info.rate = r.limits.rate;
+            info.sessions = r.limits.sessions;
+            info.reservations = r.clients.len();
+            info.circuits = r.clients.iter().map(|c| c.circuits).sum();
+            info.clients = r
+                .clients
+                .iter()
+                .map(|c| api::RelayClientInfo {
+                    address: c.address.to_string(),
+                    endpoint: c.endpoint,
+                    expires_in: c.expires_in.as_secs(),
+                    circuits: c.circuits,
+                    rx_bytes: c.rx_bytes,
+                    rx_packets: c.rx_packets,
+                })
+                .collect();
+        }
+        info
+    }
+
     pub(crate) fn peer_infos(&self) -> Vec<PeerInfo> {
         self.peer_infos_of(self.node.peers())
     }
@@ -66,6 +110,12 @@ impl Daemon {
                 .rtt
                 .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             cipher: p.cipher.map(|c| c.name().to_owned()),
+            path: match (p.path, p.relay) {
+                (node::Path::Direct, _) => "direct".into(),
+                (node::Path::Relay(_), Some(relay)) => format!("relay:{relay}"),
+                (node::Path::Relay(endpoint), None) => format!("relay:{endpoint}"),
+                (node::Path::None, _) => "none".into(),
+            },
         }
     }
 

@@ -153,6 +153,8 @@ impl Harness {
                 local: self.local,
                 remote: Self::remote(self.peer),
                 endpoint: Some(source(0)),
+                candidates: Vec::new(),
+                relay: None,
                 connect,
             },
         );

@@ -247,6 +247,8 @@ impl Pair {
                     local: la,
                     remote: remote_b,
                     endpoint: Some(pair.addr_b),
+                    candidates: Vec::new(),
+                    relay: None,
                     connect: true,
                 },
             )

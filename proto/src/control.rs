@@ -85,6 +85,9 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         wallet: bool,
     },
+    /// The relay's state (when this daemon is a relay), the relays its identities use
+    /// and what it has seen of its own NAT.
+    RelayStatus,
 }
 
 /// The answer to one request: exactly one of `result` and `error` is set.
@@ -140,8 +143,83 @@ pub enum Reply {
         ipv6: String,
         block: u64,
     },
+    /// For `RelayStatus`.
+    Relay(RelayInfo),
     /// For commands with nothing to report.
     Done,
+}
+
+/// What `metanet relay status` shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// Whether this daemon serves as a relay.
+    pub relay: bool,
+    /// Bytes per second one client may send through it (0: no cap).
+    #[serde(default)]
+    pub rate: u64,
+    /// Peers one client may relay to at once.
+    #[serde(default)]
+    pub sessions: usize,
+    /// Reservations it holds now.
+    #[serde(default)]
+    pub reservations: usize,
+    /// Circuits (client to peer) in use now.
+    #[serde(default)]
+    pub circuits: usize,
+    /// Messages and bytes forwarded.
+    #[serde(default)]
+    pub forwarded_packets: u64,
+    #[serde(default)]
+    pub forwarded_bytes: u64,
+    /// Messages from an endpoint with no reservation, dropped.
+    #[serde(default)]
+    pub dropped_unbound: u64,
+    /// Messages refused (destination not bound, session limit, relay full).
+    #[serde(default)]
+    pub refused: u64,
+    /// Messages over a client's rate cap, dropped.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Its bound clients.
+    #[serde(default)]
+    pub clients: Vec<RelayClientInfo>,
+    /// The relays this daemon's identities use.
+    #[serde(default)]
+    pub using: Vec<RelayUseInfo>,
+    /// This daemon's endpoints as its peers and relays see them.
+    #[serde(default)]
+    pub reflexive: Vec<SocketAddr>,
+    /// What that says about its NAT: `unknown`, `none`, `endpoint-independent`,
+    /// `endpoint-dependent`.
+    #[serde(default)]
+    pub mapping: String,
+}
+
+/// One client of a relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayClientInfo {
+    /// Its address.
+    pub address: String,
+    /// The endpoint its session comes from.
+    pub endpoint: SocketAddr,
+    /// Seconds until its reservation expires.
+    pub expires_in: u64,
+    /// Peers it relays to now.
+    pub circuits: usize,
+    /// Bytes and messages it sent through the relay.
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+}
+
+/// One relay an identity uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayUseInfo {
+    /// The identity.
+    pub identity: String,
+    /// The relay, `ADDRESS@HOST:PORT`.
+    pub relay: String,
+    /// Whether the relay holds the identity's reservation now.
+    pub reserved: bool,
 }
 
 /// Why a request failed, and whose fault it is.
@@ -421,4 +499,8 @@ pub struct PeerInfo {
     /// Data cipher of the session (`chacha20-poly1305` or `aes-256-gcm`), when up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cipher: Option<String>,
+    /// The path its packets take: `direct`, `relay:<relay address>`, or `none`
+    /// (nowhere to send yet).
+    #[serde(default)]
+    pub path: String,
 }

@@ -27,6 +27,7 @@ pub mod name;
 pub mod node;
 pub mod record;
 pub mod session;
+pub mod signal;
 pub mod target;
 pub mod time;
 pub mod wire;

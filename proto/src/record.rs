@@ -29,6 +29,8 @@ pub const MAX_ENDPOINTS: usize = 8;
 pub const MAX_SERVICES: usize = 16;
 /// Upper bound on a service name's length.
 pub const MAX_SERVICE_NAME: usize = 32;
+/// Upper bound on relays in one record.
+pub const MAX_RELAYS: usize = 4;
 /// A record may not claim validity further ahead than this (seconds).
 pub const MAX_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
@@ -233,6 +235,45 @@ pub struct PeerRecord {
     pub seq: u64,
     /// Unix seconds after which the record must not be used.
     pub not_after: u64,
+    /// Relays that forward to this identity (docs/protocol.md §8), in order of
+    /// preference: how a NATed or hidden identity is reached.
+    pub relays: Vec<Relay>,
+}
+
+/// A relay an identity holds a reservation with: its address and public endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Relay {
+    /// The relay's address (its record and Noise key are fetched from the endpoint).
+    pub address: Address,
+    /// Where the relay listens.
+    pub endpoint: SocketAddr,
+}
+
+impl core::fmt::Display for Relay {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}@{}", self.address, self.endpoint)
+    }
+}
+
+impl core::str::FromStr for Relay {
+    type Err = String;
+
+    /// `ADDRESS@HOST:PORT`, as in `relays = ["mn1…@198.18.0.1:4242"]`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, e) = s
+            .split_once('@')
+            .ok_or_else(|| format!("relay `{s}` is not ADDRESS@HOST:PORT"))?;
+        let address = a
+            .parse::<Address>()
+            .map_err(|e| format!("relay `{s}`: bad address: {e}"))?;
+        let endpoint = e
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("relay `{s}`: bad endpoint: {e}"))?;
+        if endpoint.port() == 0 {
+            return Err(format!("relay `{s}`: port must be non-zero"));
+        }
+        Ok(Relay { address, endpoint })
+    }
 }
 
 /// Which key a record was looked up under; the record must derive to it.
@@ -261,6 +302,7 @@ impl PeerRecord {
             services,
             seq,
             not_after,
+            relays: Vec::new(),
         }
     }
 
@@ -322,6 +364,9 @@ impl PeerRecord {
     /// Payload: `noise_key[32] ‖ binding[64] ‖ seq u64be ‖ not_after u64be ‖ n u8 ‖
     /// endpoints ‖ m u8 ‖ services`; endpoint = `4 ‖ ipv4[4] ‖ port u16be` or
     /// `6 ‖ ipv6[16] ‖ port u16be`; service = `len u8 ‖ name ‖ proto u8 ‖ port u16be`.
+    /// Then, only when the record lists relays (so a record without them encodes as
+    /// before relays existed): `k u8 ‖ relays`, k in 1..=MAX_RELAYS, relay =
+    /// `address[20] ‖ endpoint`.
     fn encode_payload(&self) -> Result<Vec<u8>, Error> {
         self.validate_lists()?;
         let mut p = Vec::with_capacity(256);
@@ -331,17 +376,7 @@ impl PeerRecord {
         p.extend_from_slice(&self.not_after.to_be_bytes());
         p.push(self.endpoints.len() as u8);
         for ep in &self.endpoints {
-            match ep.ip() {
-                IpAddr::V4(ip) => {
-                    p.push(4);
-                    p.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    p.push(6);
-                    p.extend_from_slice(&ip.octets());
-                }
-            }
-            p.extend_from_slice(&ep.port().to_be_bytes());
+            put_endpoint(&mut p, ep);
         }
         p.push(self.services.len() as u8);
         for s in &self.services {
@@ -349,6 +384,13 @@ impl PeerRecord {
             p.extend_from_slice(s.name.as_bytes());
             p.push(s.protocol.to_byte());
             p.extend_from_slice(&s.port.to_be_bytes());
+        }
+        if !self.relays.is_empty() {
+            p.push(self.relays.len() as u8);
+            for r in &self.relays {
+                p.extend_from_slice(r.address.as_bytes());
+                put_endpoint(&mut p, &r.endpoint);
+            }
         }
         Ok(p)
     }
@@ -365,12 +407,7 @@ impl PeerRecord {
         }
         let mut endpoints = Vec::with_capacity(n);
         for _ in 0..n {
-            let ip = match r.u8()? {
-                4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-                6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-                _ => return Err(Error::Malformed("unknown endpoint family")),
-            };
-            endpoints.push(SocketAddr::new(ip, r.u16()?));
+            endpoints.push(read_endpoint(&mut r)?);
         }
         let m = usize::from(r.u8()?);
         if m > MAX_SERVICES {
@@ -390,6 +427,23 @@ impl PeerRecord {
                 port,
             });
         }
+        let mut relays = Vec::new();
+        if !r.is_empty() {
+            let k = usize::from(r.u8()?);
+            if k == 0 {
+                return Err(Error::Malformed("an empty relay list is not encoded"));
+            }
+            if k > MAX_RELAYS {
+                return Err(Error::Malformed("too many relays"));
+            }
+            for _ in 0..k {
+                let address = Address::from_bytes(r.array::<{ crate::address::LEN }>()?);
+                relays.push(Relay {
+                    address,
+                    endpoint: read_endpoint(&mut r)?,
+                });
+            }
+        }
         r.finish()?;
         let rec = PeerRecord {
             public_key,
@@ -399,6 +453,7 @@ impl PeerRecord {
             services,
             seq,
             not_after,
+            relays,
         };
         rec.validate_lists()?;
         Ok(rec)
@@ -412,6 +467,17 @@ impl PeerRecord {
         }
         if self.services.len() > MAX_SERVICES {
             return Err(Error::Malformed("too many services"));
+        }
+        if self.relays.len() > MAX_RELAYS {
+            return Err(Error::Malformed("too many relays"));
+        }
+        for (i, r) in self.relays.iter().enumerate() {
+            if r.endpoint.port() == 0 {
+                return Err(Error::Malformed("relay port must be non-zero"));
+            }
+            if self.relays[..i].iter().any(|o| o.address == r.address) {
+                return Err(Error::Malformed("duplicate relay"));
+            }
         }
         for (i, ep) in self.endpoints.iter().enumerate() {
             if ep.port() == 0 {
@@ -432,6 +498,29 @@ impl PeerRecord {
         }
         Ok(())
     }
+}
+
+fn put_endpoint(p: &mut Vec<u8>, ep: &SocketAddr) {
+    match ep.ip() {
+        IpAddr::V4(ip) => {
+            p.push(4);
+            p.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            p.push(6);
+            p.extend_from_slice(&ip.octets());
+        }
+    }
+    p.extend_from_slice(&ep.port().to_be_bytes());
+}
+
+fn read_endpoint(r: &mut Reader<'_>) -> Result<SocketAddr, Error> {
+    let ip = match r.u8()? {
+        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+        _ => return Err(Error::Malformed("unknown endpoint family")),
+    };
+    Ok(SocketAddr::new(ip, r.u16()?))
 }
 
 /// Bounds-checked big-endian reader: every accessor returns an error instead of panicking.
@@ -465,6 +554,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u16(&mut self) -> Result<u16, Error> {
         Ok(u16::from_be_bytes(self.array::<2>()?))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     pub(crate) fn finish(&self) -> Result<(), Error> {

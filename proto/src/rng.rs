@@ -19,6 +19,10 @@ impl Rng {
         out
     }
 
+    pub(crate) fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.bytes())
+    }
+
     pub(crate) fn u32(&mut self) -> u32 {
         self.0.next_u32()
     }

@@ -15,7 +15,15 @@
 //! record request (1200): type=5 | 0 0 0 | nonce u32 | target address[20] | zero padding
 //! record response (9..=1032): type=6 | 0 0 0 | nonce u32 | signed peer record
 //! record cookie (24): type=7 | 0 0 0 | nonce u32 | cookie[16]
+//! relay     (24+n): type=8 | 0 0 0 | destination address[20] | inner message[n]
+//! relayed   (24+n): type=9 | 0 0 0 | source address[20] | inner message[n]
 //! ```
+//!
+//! A relay message asks a relay to forward the inner message (an initiation, response,
+//! cookie reply or data message, end to end between two of its clients) to the client
+//! whose address is given; the relay sends it on as a relayed message naming the source
+//! client instead. Both headers are the same length, so a relay never sends more bytes
+//! than it received (docs/protocol.md §8).
 //!
 //! A record request may carry a cookie from a record cookie message in the first 16
 //! bytes of its padding (zeros: none).
@@ -39,7 +47,14 @@ pub mod kind {
     pub const RECORD_RESPONSE: u8 = 6;
     /// A cookie demanded of a record request under load.
     pub const RECORD_COOKIE: u8 = 7;
+    /// A client asks its relay to forward an inner message (§8.2).
+    pub const RELAY: u8 = 8;
+    /// A relay hands a client an inner message from another client (§8.2).
+    pub const RELAYED: u8 = 9;
 }
+
+/// Header of a relay or relayed message: type, three zero bytes, an address.
+pub const RELAY_HEADER_LEN: usize = 4 + crate::address::LEN;
 
 /// Record request length (padded: see the module docs).
 pub const RECORD_REQUEST_LEN: usize = 1200;
@@ -175,6 +190,10 @@ pub enum Kind {
     RecordResponse,
     /// [`RecordCookiePacket`].
     RecordCookie,
+    /// [`RelayPacket`] of type [`kind::RELAY`]: to be forwarded by a relay.
+    Relay,
+    /// [`RelayPacket`] of type [`kind::RELAYED`]: forwarded by a relay.
+    Relayed,
 }
 
 /// Classify a datagram, checking its length for the claimed type.
@@ -188,6 +207,8 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
         kind::RECORD_REQUEST => Kind::RecordRequest,
         kind::RECORD_RESPONSE => Kind::RecordResponse,
         kind::RECORD_COOKIE => Kind::RecordCookie,
+        kind::RELAY => Kind::Relay,
+        kind::RELAYED => Kind::Relayed,
         other => return Err(Error::UnknownType(other)),
     };
     match k {
@@ -200,8 +221,68 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
         }
         Kind::RecordResponse => check_record_response(buf)?,
         Kind::RecordCookie => check_header(buf, kind::RECORD_COOKIE, Some(RECORD_COOKIE_LEN), 0)?,
+        Kind::Relay | Kind::Relayed => {
+            RelayPacket::new_checked(buf)?;
+        }
     }
     Ok(k)
+}
+
+// ---------------------------------------------------------------- relay
+
+/// Checked view of a relay or relayed message: the header is valid and the inner
+/// message is one a relay carries (an initiation, response, cookie reply or data
+/// message, checked by [`classify`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RelayPacket<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> RelayPacket<T> {
+    /// Wrap `buf` after checking type, reserved bytes and the inner message.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        let b = buf.as_ref();
+        let first = *b.first().ok_or(Error::Empty)?;
+        if first != kind::RELAY && first != kind::RELAYED {
+            return Err(Error::UnknownType(first));
+        }
+        check_header(b, first, None, RELAY_HEADER_LEN + 1)?;
+        // The inner type is checked before the inner message is classified, so a
+        // relay message inside a relay message is refused without recursion.
+        let inner = &b[RELAY_HEADER_LEN..];
+        match inner[0] {
+            kind::INITIATION | kind::RESPONSE | kind::COOKIE_REPLY | kind::DATA => {
+                classify(inner)?;
+            }
+            other => return Err(Error::UnknownType(other)),
+        }
+        Ok(RelayPacket(buf))
+    }
+    /// Whether this is a relayed message (from a relay) rather than a relay message.
+    pub fn is_relayed(&self) -> bool {
+        self.0.as_ref()[0] == kind::RELAYED
+    }
+    /// The destination (relay message) or source (relayed message) client.
+    pub fn address(&self) -> crate::address::Address {
+        crate::address::Address::from_bytes(arr(self.0.as_ref(), 4))
+    }
+    /// The inner message.
+    pub fn inner(&self) -> &[u8] {
+        &self.0.as_ref()[RELAY_HEADER_LEN..]
+    }
+}
+
+/// Write a relay header of type `kind` (relay or relayed) naming `address` into
+/// `buf[..RELAY_HEADER_LEN]`.
+pub fn put_relay_header(buf: &mut [u8], kind: u8, address: &crate::address::Address) {
+    put_header(buf, kind);
+    buf[4..RELAY_HEADER_LEN].copy_from_slice(address.as_bytes());
+}
+
+/// `inner` wrapped in a relay message of type `kind` naming `address`.
+pub fn relay_message(kind: u8, address: &crate::address::Address, inner: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; RELAY_HEADER_LEN + inner.len()];
+    put_relay_header(&mut out, kind, address);
+    out[RELAY_HEADER_LEN..].copy_from_slice(inner);
+    out
 }
 
 // ---------------------------------------------------------------- initiation

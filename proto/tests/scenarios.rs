@@ -391,6 +391,8 @@ fn forged_identity_binding_gets_no_tunnel() {
             noise_key: noise_x,
         },
         endpoint: Some("198.18.0.66:51820".parse().unwrap()),
+        candidates: Vec::new(),
+        relay: None,
         connect: true,
     };
     let now = sim.now;
@@ -797,6 +799,8 @@ fn responder_flushes_its_queue_when_the_initiator_confirms_the_session() {
         local: sim.local(b),
         remote: remote_of(&sim, a),
         endpoint: None,
+        candidates: Vec::new(),
+        relay: None,
         connect: false,
     };
     let now = sim.now;
@@ -1097,6 +1101,8 @@ fn revoked_peer_is_dropped_and_its_handshakes_refused() {
         local,
         remote,
         endpoint: Some(B.parse().unwrap()),
+        candidates: Vec::new(),
+        relay: None,
         connect: true,
     };
     assert_eq!(

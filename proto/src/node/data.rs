@@ -5,8 +5,8 @@
 
 use core::ops::Range;
 use core::time::Duration;
-use std::net::SocketAddr;
 
+use super::path::Via;
 use super::peer::{PeerId, Role};
 use super::table::free_index;
 use super::{Event, Node, Transmit};
@@ -19,7 +19,7 @@ use crate::wire::{self, DataPacket};
 const REKEY_ON_RECEIVE: Duration = Duration::from_secs(180 - 10 - 5);
 
 /// What became of a packet handed to `Node::seal_current`.
-enum Sealed {
+pub(super) enum Sealed {
     /// Sealed in place: send it.
     Sent(Transmit),
     /// No usable current keypair or no endpoint: queue it and handshake.
@@ -37,12 +37,12 @@ impl Node {
         out: &mut [u8],
     ) -> Option<Transmit> {
         let id = self.tun_target(now, packet)?;
-        let Some(buf) = out.get_mut(..packet.len() + wire::DATA_OVERHEAD) else {
+        if out.len() < packet.len() + wire::DATA_OVERHEAD {
             self.stats.queue_dropped += 1;
             return None;
-        };
-        buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
-        self.send_data(now, id, buf, packet.len())
+        }
+        out[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
+        self.send_data(now, id, out, packet.len())
     }
 
     /// [`Node::handle_tun_packet_in_place`] before the timers are flushed.
@@ -57,10 +57,6 @@ impl Node {
             return None;
         };
         let id = self.tun_target(now, packet)?;
-        let Some(buf) = buf.get_mut(..len + wire::DATA_OVERHEAD) else {
-            self.stats.queue_dropped += 1;
-            return None;
-        };
         self.send_data(now, id, buf, len)
     }
 
@@ -123,7 +119,7 @@ impl Node {
     /// Seal `packet` (possibly empty: a keepalive) on the current keypair into the
     /// transmit queue. Returns false if there is no usable keypair.
     pub(super) fn send_queued(&mut self, now: Instant, id: PeerId, packet: &[u8]) -> bool {
-        let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
+        let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD + wire::RELAY_HEADER_LEN];
         buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
         match self.seal_current(now, id, &mut buf, packet.len()) {
             Sealed::Sent(t) => {
@@ -140,11 +136,27 @@ impl Node {
     /// through here, so each one counts as sent and keeps the initiator's keys fresh
     /// (docs/protocol.md §6.3, §7.5).
     fn seal_current(&mut self, now: Instant, id: PeerId, buf: &mut [u8], len: usize) -> Sealed {
+        self.seal_via(now, id, buf, len, None, len != 0)
+    }
+
+    /// [`Node::seal_current`] sent `via` (the peer's route when `None`); `data` says
+    /// whether it carries a tunnel packet (a signal or keepalive does not). A relayed
+    /// message gets the relay header in front, so `buf` needs
+    /// [`wire::RELAY_HEADER_LEN`] bytes more then.
+    pub(super) fn seal_via(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        buf: &mut [u8],
+        len: usize,
+        via: Option<Via>,
+        data: bool,
+    ) -> Sealed {
         let Some(p) = self.peers.get_mut(id) else {
             return Sealed::Failed;
         };
-        let (Some(endpoint), Some(kp)) = (
-            p.endpoint,
+        let (Some(via), Some(kp)) = (
+            via.or_else(|| p.route()),
             p.keys.current.as_mut().filter(|k| k.is_usable(now)),
         ) else {
             return Sealed::NoSession;
@@ -153,14 +165,34 @@ impl Node {
             return Sealed::Failed;
         };
         let rekey = kp.wants_rekey(now);
-        p.note_sent(now, len, len != 0);
+        p.note_sent(now, len, data);
+        let transmit = match via {
+            Via::Direct(destination) => {
+                if data {
+                    Node::arm_direct_check(p, now);
+                }
+                Transmit {
+                    destination,
+                    len: sealed,
+                }
+            }
+            Via::Relay { relay, peer } => {
+                let total = sealed + wire::RELAY_HEADER_LEN;
+                if buf.len() < total {
+                    return Sealed::Failed;
+                }
+                buf.copy_within(0..sealed, wire::RELAY_HEADER_LEN);
+                wire::put_relay_header(buf, wire::kind::RELAY, &peer);
+                Transmit {
+                    destination: relay,
+                    len: total,
+                }
+            }
+        };
         if rekey && p.handshake.attempt.is_none() {
             self.start_handshake(now, id);
         }
-        Sealed::Sent(Transmit {
-            destination: endpoint,
-            len: sealed,
-        })
+        Sealed::Sent(transmit)
     }
 
     /// Send what waited for peer `id`'s session on its current keypair.
@@ -185,7 +217,7 @@ impl Node {
     pub(super) fn on_data(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        via: Via,
         msg: &mut [u8],
     ) -> Option<Range<usize>> {
         let Ok(packet) = DataPacket::new_checked(&*msg) else {
@@ -199,6 +231,13 @@ impl Node {
             return None;
         };
         let p = self.peers.get_mut(id)?;
+        if let Via::Relay { peer, .. } = via {
+            // The relay names the sender; it must be the session's peer.
+            if peer != p.address {
+                self.stats.spoofed += 1;
+                return None;
+            }
+        }
         let Some((role, kp)) = p.keys.by_index_mut(receiver) else {
             self.stats.unknown_index += 1;
             return None;
@@ -243,25 +282,75 @@ impl Node {
         p.timers.reply_due = None;
         p.timers.last_active = now;
         let (local_id, address) = (p.local, p.address);
-        if let Some(old) = p.endpoint.filter(|e| *e != from) {
-            p.endpoint = Some(from);
-            self.events.push_back(Event::Roamed {
-                local: local_id,
-                address,
-                from: old,
-                to: from,
-            });
-        } else {
-            p.endpoint = Some(from);
+        let is_signal = msg.get(range.clone()).is_some_and(crate::signal::is_signal);
+        // Roaming is per path: a relayed packet moves only the relay, a direct one
+        // only the endpoint, and only while the peer is direct (a relayed peer
+        // moves to a direct path by a probe's answer, or by direct tunnel data).
+        match via {
+            Via::Direct(from) => {
+                p.paths.direct_rx = Some(now);
+                let upgrade = p.paths.relayed && !is_signal && !keepalive && !p.paths.relay_only;
+                if p.paths.relayed && !upgrade {
+                    p.add_candidate(from);
+                } else {
+                    if upgrade {
+                        p.paths.relayed = false;
+                        p.paths.punch = None;
+                        p.paths.punch_at = None;
+                    }
+                    if let Some(old) = p.endpoint.filter(|e| *e != from) {
+                        p.endpoint = Some(from);
+                        if let Some(server) = self.relay.as_mut() {
+                            server.roamed(&address, from);
+                        }
+                        self.events.push_back(Event::Roamed {
+                            local: local_id,
+                            address,
+                            from: old,
+                            to: from,
+                        });
+                    } else {
+                        p.endpoint = Some(from);
+                    }
+                    if upgrade {
+                        self.events.push_back(Event::PathChanged {
+                            local: local_id,
+                            address,
+                            path: super::Path::Direct,
+                            endpoint: Some(from),
+                        });
+                    }
+                }
+            }
+            Via::Relay { relay, .. } => {
+                let ours = self
+                    .locals
+                    .get(usize::from(local_id.0))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|l| l.relays.iter().any(|r| r.relay.endpoint == relay));
+                if ours {
+                    p.paths.relay = Some(relay);
+                    if p.endpoint.is_none() {
+                        p.paths.relayed = true;
+                    }
+                }
+            }
         }
+        let p = self.peers.get_mut(id)?;
         if rekey_on_receive && p.handshake.attempt.is_none() {
             self.start_handshake(now, id);
         }
         if promoted {
             // What waited for a session leaves on the one the peer just confirmed.
             self.flush_queue(now, id);
+            self.session_up(now, id, via);
         }
         if keepalive {
+            return None;
+        }
+        if is_signal {
+            let plain = msg.get(range)?.to_vec();
+            self.on_signal(now, id, via, &plain);
             return None;
         }
         let local_ipv6 = self

@@ -6,8 +6,9 @@ use core::time::Duration;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::peer::{Attempt, Origin, PeerId};
-use super::table::free_index;
+use super::path::Via;
+use super::peer::{Attempt, Origin, Peer, PeerId};
+use super::table::{free_index, NewPaths};
 use super::{Event, LocalId, Node};
 use crate::handshake::{self, Cookie, COOKIE_SECRET_LIFETIME};
 use crate::session::{self, Keypair};
@@ -46,7 +47,8 @@ impl Node {
             free_index(&mut self.by_index, old.sender, id);
         }
         let retry_at = now + session::REKEY_TIMEOUT + jitter;
-        let Some(endpoint) = p.endpoint else {
+        let targets = initiation_targets(p, now);
+        let Some(&first) = targets.first() else {
             // Nowhere to send: keep the attempt so it times out and reports failure.
             p.handshake.attempt = Some(Attempt {
                 state: None,
@@ -79,7 +81,7 @@ impl Node {
             .filter(|c| c.is_fresh(now))
             .or_else(|| {
                 self.endpoint_cookies
-                    .get(&endpoint)
+                    .get(&first.socket())
                     .filter(|c| c.is_fresh(now))
             });
         let with_cookie = cookie.is_some();
@@ -104,7 +106,11 @@ impl Node {
                     with_cookie,
                 });
                 self.by_index.insert(sender, id);
-                self.transmits.push_back((endpoint, msg));
+                // The same initiation on every path that may work: the responder takes
+                // the first copy and refuses the rest as replays (same timestamp).
+                for via in targets {
+                    self.push_via(via, msg.clone());
+                }
             }
             Err(_) => {
                 p.handshake.attempt = Some(Attempt {
@@ -121,7 +127,8 @@ impl Node {
 
     /// An initiation (§5.2): after mac1 and the load checks, accept it, install the
     /// keypair as *next* (§6.4) and answer with a response.
-    pub(super) fn on_initiation(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
+    pub(super) fn on_initiation(&mut self, now: Instant, via: Via, msg: &[u8]) {
+        let from = via.socket();
         let Ok(packet) = InitiationPacket::new_checked(msg) else {
             self.stats.malformed += 1;
             return;
@@ -189,7 +196,25 @@ impl Node {
                 id
             }
             None => {
-                match self.add_peer(now, local_id, remote, Some(from), false, Origin::Inbound) {
+                let (endpoint, paths) = match via {
+                    Via::Direct(from) => (Some(from), NewPaths::default()),
+                    Via::Relay { relay, .. } => (
+                        None,
+                        NewPaths {
+                            candidates: Vec::new(),
+                            relay: Some(relay),
+                        },
+                    ),
+                };
+                match self.add_peer(
+                    now,
+                    local_id,
+                    remote,
+                    endpoint,
+                    false,
+                    Origin::Inbound,
+                    paths,
+                ) {
                     Ok(id) => id,
                     Err(_) => return,
                 }
@@ -220,11 +245,11 @@ impl Node {
         if let Some(old) = p.keys.previous.take() {
             free_index(&mut self.by_index, old.local_index, id);
         }
-        p.endpoint = Some(from);
+        p.take_path(via);
         p.handshake.completed = Some((now, unix));
         p.timers.last_active = now;
         self.by_index.insert(index, id);
-        self.transmits.push_back((from, response));
+        self.push_via(via, response);
         if !was_up {
             self.events.push_back(Event::PeerUp {
                 local: local_id,
@@ -236,7 +261,8 @@ impl Node {
 
     /// A response to our initiation (§5.3): the new keypair becomes *current* at once
     /// (§6.4), and what was queued (or a confirming keepalive) goes out on it.
-    pub(super) fn on_response(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
+    pub(super) fn on_response(&mut self, now: Instant, via: Via, msg: &[u8]) {
+        let from = via.socket();
         let unix = self.unix(now);
         let Ok(packet) = ResponsePacket::new_checked(msg) else {
             self.stats.malformed += 1;
@@ -304,8 +330,11 @@ impl Node {
         p.handshake.completed = Some((now, unix));
         p.timers.last_active = now;
         p.timers.reply_due = None;
-        let roamed = p.endpoint.filter(|e| *e != from);
-        p.endpoint = Some(from);
+        let roamed = match via {
+            Via::Direct(from) => p.endpoint.filter(|e| *e != from),
+            Via::Relay { .. } => None,
+        };
+        p.take_path(via);
         let (local_id, address, has_queue) = (p.local, p.address, !p.queue.is_empty());
         for i in retired {
             free_index(&mut self.by_index, i, id);
@@ -332,6 +361,7 @@ impl Node {
             // Confirm the session so the responder starts using it.
             self.send_queued(now, id, &[]);
         }
+        self.session_up(now, id, via);
     }
 
     /// A cookie reply to our initiation (§5.4): kept for the next initiation's mac2.
@@ -382,6 +412,32 @@ impl Node {
             Err(_) => self.stats.handshake_failures += 1,
         }
     }
+}
+
+/// Where an initiation to `p` goes: its route, and while no session is up (a first
+/// contact, or recovery) every other path that may work: the endpoint, the direct
+/// candidates and the relay (docs/protocol.md §8.3). A hidden identity's peers get
+/// only the relay.
+fn initiation_targets(p: &Peer, now: Instant) -> Vec<Via> {
+    let mut out: Vec<Via> = p.route().into_iter().collect();
+    if p.keys.current_usable(now) || p.paths.relay_only {
+        return out;
+    }
+    let direct = p
+        .endpoint
+        .into_iter()
+        .chain(p.paths.candidates.iter().copied())
+        .map(Via::Direct);
+    let relay = p.paths.relay.map(|relay| Via::Relay {
+        relay,
+        peer: p.address,
+    });
+    for via in direct.chain(relay) {
+        if !out.contains(&via) && out.len() < 1 + crate::signal::MAX_CANDIDATES {
+            out.push(via);
+        }
+    }
+    out
 }
 
 /// Most endpoints whose cookie (or record cookie) is kept for every peer there.

@@ -36,11 +36,16 @@ mod handshake;
 mod invariants;
 mod load;
 mod lookup;
+mod path;
 mod peer;
 mod peer_timers;
 mod probe;
+mod relay;
 mod table;
 mod timers;
+
+pub use path::{Mapping, NatStatus};
+pub use relay::{RelayClientStatus, RelayLimits, RelayStatus, RelayUseStatus};
 
 use core::ops::Range;
 use core::time::Duration;
@@ -50,9 +55,14 @@ use std::net::{Ipv6Addr, SocketAddr};
 use crate::address::Address;
 use crate::handshake::{CookieChecker, Psk, Remote, SourceCookies};
 use crate::identity::Identity;
+use crate::record::Relay;
 use crate::rng::Rng;
+use crate::signal::RefuseReason;
 use crate::time::{Instant, UnixTime};
 use crate::wire::{self, Kind};
+
+use path::Via;
+use relay::{Forward, RelayServer, RelayUse};
 
 use load::LoadCounter;
 use lookup::PendingLookup;
@@ -101,6 +111,12 @@ pub struct Config {
     /// offers it (docs/protocol.md §6.1); ChaCha20-Poly1305 otherwise. Set it where the
     /// CPU has AES instructions.
     pub aes_256_gcm: bool,
+    /// Keepalive for paths that cross a NAT (docs/protocol.md §8.6): peers reached
+    /// through a relay, and every peer once the node has seen itself behind a NAT.
+    /// `None` turns it off ([`Config::persistent_keepalive`] still applies).
+    pub nat_keepalive: Option<Duration>,
+    /// Serve as a relay for other nodes (docs/protocol.md §8.2), with these limits.
+    pub relay: Option<RelayLimits>,
 }
 
 impl Default for Config {
@@ -115,6 +131,8 @@ impl Default for Config {
             record_load_threshold: 64,
             persistent_keepalive: None,
             aes_256_gcm: false,
+            nat_keepalive: Some(Duration::from_secs(25)),
+            relay: None,
         }
     }
 }
@@ -126,12 +144,26 @@ impl Default for Config {
 pub enum Command {
     /// Add or update a peer of `local` whose keys the driver verified (from a record or
     /// configuration). With an endpoint and `connect`, a handshake starts now.
+    /// `candidates` are further direct endpoints (a record lists several), tried
+    /// together with `endpoint` until one answers; `relay` is a relay the peer holds a
+    /// reservation with, which `local` reserves with too and handshakes through at the
+    /// same time (docs/protocol.md §8.3).
     AddPeer {
         local: LocalId,
         remote: Remote,
         endpoint: Option<SocketAddr>,
+        candidates: Vec<SocketAddr>,
+        relay: Option<Relay>,
         connect: bool,
     },
+    /// The relays `local` keeps a session and a reservation with (docs/protocol.md
+    /// §8.2); its record should list them.
+    SetRelays { local: LocalId, relays: Vec<Relay> },
+    /// A hidden identity uses only its relays, never sends candidates and ignores
+    /// requests for them (docs/protocol.md §8.7).
+    SetHidden { local: LocalId, hidden: bool },
+    /// This node's local endpoints: the candidates it offers for hole punching.
+    SetCandidates { candidates: Vec<SocketAddr> },
     /// Connect to `address` at `endpoint` knowing nothing else: ask the endpoint for
     /// its signed record (docs/protocol.md §3.5), verify that it derives to `address`,
     /// then handshake. A known peer just gets the endpoint and a handshake.
@@ -202,6 +234,49 @@ pub enum Event {
         address: Address,
         endpoint: SocketAddr,
     },
+    /// A peer moved between the direct path and a relay.
+    PathChanged {
+        local: LocalId,
+        address: Address,
+        path: Path,
+        endpoint: Option<SocketAddr>,
+    },
+    /// Our endpoints as others see them changed: records should publish them.
+    NatChanged {
+        reflexive: Vec<SocketAddr>,
+        mapping: Mapping,
+    },
+    /// A relay holds a reservation for `local` now.
+    RelayReserved { local: LocalId, relay: Relay },
+    /// A relay refused to forward to `address`.
+    RelayRefused {
+        local: LocalId,
+        address: Address,
+        reason: RefuseReason,
+    },
+}
+
+/// The path a peer's packets take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Nowhere to send yet.
+    None,
+    /// Straight to its endpoint.
+    Direct,
+    /// Through the relay at this endpoint.
+    Relay(SocketAddr),
+}
+
+/// What became of a datagram given to [`Node::handle_datagram_forwarding`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Nothing for the driver (consumed, answered through `poll_transmit`, dropped).
+    Nothing,
+    /// This range of the datagram is an IPv6 packet for the TUN.
+    Tun(Range<usize>),
+    /// The datagram, rewritten in place, is to be sent whole to this address (a relay
+    /// forwarding between two clients).
+    Forward(SocketAddr),
 }
 
 /// A datagram to send: `len` bytes at the start of the caller's buffer.
@@ -249,6 +324,31 @@ pub struct Stats {
     pub denied: u64,
     /// Record cookies sent instead of signing a record (record requests under load).
     pub record_cookies_sent: u64,
+    /// Signals (session control messages) that did not parse.
+    pub bad_signals: u64,
+    /// Hole punches started, succeeded (moved a peer to a direct path) and failed.
+    pub punches_started: u64,
+    pub punches_succeeded: u64,
+    pub punches_failed: u64,
+    /// Direct paths that went silent and fell back to the relay.
+    pub path_fallbacks: u64,
+    /// Relay: messages and bytes forwarded between clients.
+    pub relay_forwarded: u64,
+    pub relay_forwarded_bytes: u64,
+    /// Relay: messages from an endpoint with no reservation (or to a node that is no
+    /// relay), dropped.
+    pub relay_unbound: u64,
+    /// Relay: messages refused (no reservation at the destination, over the session
+    /// limit, relay full).
+    pub relay_refused: u64,
+    /// Relay: messages over the sender's rate cap, dropped.
+    pub relay_rate_limited: u64,
+    /// Relayed messages from an endpoint that is none of our relays, dropped.
+    pub relay_unsolicited: u64,
+    /// Refusals our relays sent us.
+    pub relay_refusals_received: u64,
+    /// Reservations found lost (the relay stopped answering): sessions re-made.
+    pub relay_reservations_lost: u64,
 }
 
 /// Per-peer counters and state, for `metanet peers`.
@@ -281,6 +381,10 @@ pub struct PeerStatus {
     pub rtt: Option<Duration>,
     /// The data cipher of the current session, when one is up.
     pub cipher: Option<crate::session::Cipher>,
+    /// The path its packets take now.
+    pub path: Path,
+    /// The address of the relay it is reached through, when relayed.
+    pub relay: Option<Address>,
 }
 
 /// The endpoint state machine.
@@ -310,6 +414,14 @@ pub struct Node {
     /// Record requests counted apart from initiations (§5.5).
     record_load: LoadCounter,
     record_cookies: SourceCookies,
+    /// The relay's side, when this node is a relay.
+    relay: Option<RelayServer>,
+    /// Our endpoint as each observer sees it, and when (bounded).
+    observed: BTreeMap<SocketAddr, (SocketAddr, Instant)>,
+    /// Our local endpoints (the driver's), offered as candidates.
+    candidates: Vec<SocketAddr>,
+    /// Whether we have seen ourselves behind a NAT: NAT keepalives for every peer.
+    nat_seen: bool,
     stats: Stats,
 }
 
@@ -319,12 +431,17 @@ struct Local {
     identity: Identity,
     checker: CookieChecker,
     ipv6: Ipv6Addr,
+    /// Publishes no endpoints: reached and reaching only through its relays.
+    hidden: bool,
+    /// The relays it keeps a reservation with.
+    relays: Vec<RelayUse>,
 }
 
 impl Node {
     /// A node with no identities. `seed` drives all randomness (indices, ephemeral keys,
     /// cookie secrets); `now` and `unix_now` anchor the two clocks.
     pub fn new(config: Config, seed: [u8; 32], now: Instant, unix_now: UnixTime) -> Self {
+        let relay = config.relay.map(|limits| RelayServer::new(limits, now));
         Node {
             config,
             rng: Rng::from_seed(seed),
@@ -350,6 +467,10 @@ impl Node {
                 "metanet v1 record cookie secret",
                 &seed,
             )),
+            relay,
+            observed: BTreeMap::new(),
+            candidates: Vec::new(),
+            nat_seen: false,
             stats: Stats::default(),
         }
     }
@@ -362,6 +483,8 @@ impl Node {
             identity,
             checker,
             ipv6,
+            hidden: false,
+            relays: Vec::new(),
         };
         if let Some(i) = self.locals.iter().position(Option::is_none) {
             self.locals[i] = Some(local);
@@ -409,7 +532,10 @@ impl Node {
 
     /// Status of every peer, in a stable order.
     pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
-        self.peers.iter().map(|(_, p)| status_of(p, now)).collect()
+        self.peers
+            .iter()
+            .map(|(_, p)| self.status_of(p, now))
+            .collect()
     }
 
     /// The state of `local`'s peer `address`, if it has one: one map lookup, not a
@@ -419,7 +545,7 @@ impl Node {
         self.peers
             .get(*id)
             .filter(|p| p.address == *address)
-            .map(|p| status_of(p, now))
+            .map(|p| self.status_of(p, now))
     }
 
     /// Carry out a driver command.
@@ -435,10 +561,41 @@ impl Node {
                 local,
                 remote,
                 endpoint,
+                candidates,
+                relay,
                 connect,
-            } => self
-                .add_peer(now, local, remote, endpoint, connect, Origin::Driver)
-                .map(|_| ()),
+            } => {
+                if let Some(relay) = relay {
+                    self.use_relay(now, local, relay);
+                }
+                let paths = table::NewPaths {
+                    candidates,
+                    relay: relay.map(|r| r.endpoint),
+                };
+                self.add_peer(now, local, remote, endpoint, connect, Origin::Driver, paths)
+                    .map(|_| ())
+            }
+            Command::SetRelays { local, relays } => {
+                if self.local(local).is_none() {
+                    return Err(CommandError::UnknownLocal);
+                }
+                self.set_relays(now, local, relays);
+                Ok(())
+            }
+            Command::SetHidden { local, hidden } => {
+                let Some(l) = self.local_mut(local) else {
+                    return Err(CommandError::UnknownLocal);
+                };
+                l.hidden = hidden;
+                let relays = l.relays.iter().map(|r| r.relay).collect();
+                self.set_relays(now, local, relays);
+                Ok(())
+            }
+            Command::SetCandidates { mut candidates } => {
+                candidates.truncate(crate::signal::MAX_CANDIDATES);
+                self.candidates = candidates;
+                Ok(())
+            }
             Command::Connect {
                 local,
                 address,
@@ -497,24 +654,96 @@ impl Node {
         from: SocketAddr,
         datagram: &mut [u8],
     ) -> Option<Range<usize>> {
-        let range = match wire::classify(datagram) {
-            Err(_) => {
+        match self.handle_datagram_forwarding(now, from, datagram) {
+            Received::Nothing => None,
+            Received::Tun(range) => Some(range),
+            Received::Forward(to) => {
+                self.transmits.push_back((to, datagram.to_vec()));
+                None
+            }
+        }
+    }
+
+    /// [`Node::handle_datagram`] for a driver that forwards relay traffic itself: a
+    /// relay message is rewritten in place and handed back to send whole
+    /// ([`Received::Forward`]), not copied into the transmit queue.
+    pub fn handle_datagram_forwarding(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Received {
+        let received = match wire::classify(datagram) {
+            Ok(Kind::Relay) => match self.relay_forward(now, from, datagram) {
+                Forward::To(to) => Received::Forward(to),
+                Forward::Dropped(refusal) => {
+                    if let Some((id, signal)) = refusal {
+                        self.send_signal(now, id, &signal, None);
+                    }
+                    Received::Nothing
+                }
+            },
+            Ok(Kind::Relayed) => self.on_relayed(now, from, datagram),
+            _ => match self.on_message(now, Via::Direct(from), datagram) {
+                Some(r) => Received::Tun(r),
+                None => Received::Nothing,
+            },
+        };
+        self.flush_timers();
+        received
+    }
+
+    /// A relayed message from one of our relays: the inner message, from the client
+    /// the header names, is handled as if it came through that relay.
+    fn on_relayed(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) -> Received {
+        if !self.is_relay_endpoint(from) {
+            self.stats.relay_unsolicited += 1;
+            return Received::Nothing;
+        }
+        let Ok(packet) = wire::RelayPacket::new_checked(&*datagram) else {
+            self.stats.malformed += 1;
+            return Received::Nothing;
+        };
+        let via = Via::Relay {
+            relay: from,
+            peer: packet.address(),
+        };
+        let inner = &mut datagram[wire::RELAY_HEADER_LEN..];
+        match self.on_message(now, via, inner) {
+            Some(r) => {
+                Received::Tun(r.start + wire::RELAY_HEADER_LEN..r.end + wire::RELAY_HEADER_LEN)
+            }
+            None => Received::Nothing,
+        }
+    }
+
+    /// One metanet message (not a relay message) that came `via`.
+    fn on_message(&mut self, now: Instant, via: Via, datagram: &mut [u8]) -> Option<Range<usize>> {
+        let from = via.socket();
+        let direct = matches!(via, Via::Direct(_));
+        match wire::classify(datagram) {
+            Err(_) | Ok(Kind::Relay | Kind::Relayed) => {
                 self.stats.malformed += 1;
                 None
             }
             Ok(Kind::Initiation) => {
-                self.on_initiation(now, from, datagram);
+                self.on_initiation(now, via, datagram);
                 None
             }
             Ok(Kind::Response) => {
-                self.on_response(now, from, datagram);
+                self.on_response(now, via, datagram);
                 None
             }
             Ok(Kind::CookieReply) => {
                 self.on_cookie_reply(now, datagram);
                 None
             }
-            Ok(Kind::Data) => self.on_data(now, from, datagram),
+            Ok(Kind::Data) => self.on_data(now, via, datagram),
+            // Record exchanges are never relayed.
+            Ok(Kind::RecordRequest | Kind::RecordCookie | Kind::RecordResponse) if !direct => {
+                self.stats.malformed += 1;
+                None
+            }
             Ok(Kind::RecordRequest) => {
                 self.on_record_request(now, from, datagram);
                 None
@@ -527,9 +756,7 @@ impl Node {
                 self.on_record_response(now, from, datagram);
                 None
             }
-        };
-        self.flush_timers();
-        range
+        }
     }
 
     /// An IPv6 packet from the TUN. With a usable session it is sealed into `out`
@@ -566,6 +793,7 @@ impl Node {
         self.fire_peer_timers(now);
         self.probe_timers(now);
         self.expire_lookups(now);
+        self.relay_client_timers(now);
         self.flush_timers();
     }
 
@@ -604,7 +832,13 @@ impl Node {
         let peers = self.deadlines.peek().map(|d| d.at);
         let lookups = self.lookups.values().map(PendingLookup::deadline);
         let probes = self.probes.values().map(|p| p.next_at);
-        peers.into_iter().chain(lookups).chain(probes).min()
+        let relays = self.relay_client_deadline();
+        peers
+            .into_iter()
+            .chain(lookups)
+            .chain(probes)
+            .chain(relays)
+            .min()
     }
 
     // ------------------------------------------------------------ internals
@@ -613,6 +847,67 @@ impl Node {
         self.locals
             .get(usize::from(local.0))
             .and_then(Option::as_ref)
+    }
+
+    fn local_mut(&mut self, local: LocalId) -> Option<&mut Local> {
+        self.locals
+            .get_mut(usize::from(local.0))
+            .and_then(Option::as_mut)
+    }
+
+    /// Make sure `local` reserves with `relay` (a peer's relay it must be bound to, to
+    /// send through it), within [`relay::MAX_RELAYS_PER_IDENTITY`].
+    fn use_relay(&mut self, now: Instant, local: LocalId, relay: Relay) {
+        let Some(l) = self.local_mut(local) else {
+            return;
+        };
+        if l.relays.iter().any(|r| r.relay.address == relay.address)
+            || l.relays.len() >= relay::MAX_RELAYS_PER_IDENTITY
+        {
+            return;
+        }
+        l.relays.push(RelayUse {
+            relay,
+            reserved_until: None,
+            next_at: now,
+            answer_by: None,
+        });
+    }
+
+    /// The keepalive interval for peer `p`: the persistent one, else the NAT one when
+    /// its path crosses a NAT (a relay, or we are behind one).
+    fn keepalive_for(&self, p: &peer::Peer) -> Option<Duration> {
+        self.config.persistent_keepalive.or(self
+            .config
+            .nat_keepalive
+            .filter(|_| self.nat_seen || p.paths.relay.is_some()))
+    }
+
+    /// What [`Node::peers`] shows of one peer.
+    fn status_of(&self, p: &peer::Peer, now: Instant) -> PeerStatus {
+        let usable = p.keys.current.as_ref().filter(|k| k.is_usable(now));
+        let path = p.path();
+        let relay = match path {
+            Path::Relay(endpoint) => self.relay_address(p.local, endpoint),
+            _ => None,
+        };
+        PeerStatus {
+            local: p.local,
+            address: p.address,
+            ipv6: p.ipv6,
+            endpoint: p.endpoint,
+            last_handshake: p.handshake.completed.map(|(_, u)| u),
+            connected: usable.is_some(),
+            rx_bytes: p.counters.rx_bytes,
+            tx_bytes: p.counters.tx_bytes,
+            rx_packets: p.counters.rx_packets,
+            tx_packets: p.counters.tx_packets,
+            dropped: p.counters.dropped,
+            rtt: p.handshake.rtt,
+            cipher: usable.map(|k| k.cipher),
+            path,
+            relay,
+        }
     }
 
     fn local_for_ip(&self, ip: &Ipv6Addr) -> Option<LocalId> {
@@ -633,25 +928,5 @@ impl Node {
                 return i;
             }
         }
-    }
-}
-
-/// What [`Node::peers`] shows of one peer.
-fn status_of(p: &peer::Peer, now: Instant) -> PeerStatus {
-    let usable = p.keys.current.as_ref().filter(|k| k.is_usable(now));
-    PeerStatus {
-        local: p.local,
-        address: p.address,
-        ipv6: p.ipv6,
-        endpoint: p.endpoint,
-        last_handshake: p.handshake.completed.map(|(_, u)| u),
-        connected: usable.is_some(),
-        rx_bytes: p.counters.rx_bytes,
-        tx_bytes: p.counters.tx_bytes,
-        rx_packets: p.counters.rx_packets,
-        tx_packets: p.counters.tx_packets,
-        dropped: p.counters.dropped,
-        rtt: p.handshake.rtt,
-        cipher: usable.map(|k| k.cipher),
     }
 }

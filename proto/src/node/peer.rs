@@ -69,6 +69,77 @@ pub(super) struct Peer {
     pub(super) timers: Timers,
     /// Its counters, for [`super::PeerStatus`].
     pub(super) counters: Counters,
+    /// Its paths: the relay it is reached through, direct candidates, hole punching.
+    pub(super) paths: Paths,
+}
+
+/// How a peer is reached besides [`Peer::endpoint`] (docs/protocol.md §8.3): the relay,
+/// which of the two paths is in use, the direct candidates and the punching under way.
+/// Roaming is per path: a relayed packet moves only `relay`, a direct one only the
+/// endpoint.
+#[derive(Debug, Default)]
+pub(super) struct Paths {
+    /// The endpoint of the relay the peer is reached through, if any (a relay this
+    /// peer's local identity holds a reservation with).
+    pub(super) relay: Option<SocketAddr>,
+    /// Whether packets go through the relay now rather than to the endpoint.
+    pub(super) relayed: bool,
+    /// Never use a direct path (the local identity is hidden behind its relays).
+    pub(super) relay_only: bool,
+    /// Direct candidates: the record's endpoints, signalled and peer-reflexive ones.
+    pub(super) candidates: Vec<SocketAddr>,
+    /// When an authenticated packet last came directly (not through a relay).
+    pub(super) direct_rx: Option<Instant>,
+    /// A check that the direct path still answers, while a relay is there to fall
+    /// back to.
+    pub(super) check: Option<DirectCheck>,
+    /// Hole punching under way.
+    pub(super) punch: Option<Box<Punch>>,
+    /// While relayed: when the next punch starts.
+    pub(super) punch_at: Option<Instant>,
+    /// Punches that failed in a row (the back-off exponent).
+    pub(super) punch_failures: u8,
+}
+
+/// Whether a direct path still answers (§8.5): armed by data sent on it, disarmed by
+/// any packet received on it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DirectCheck {
+    /// When it fires.
+    pub(super) due: Instant,
+    /// When it was armed: a direct packet received after this disarms it.
+    pub(super) since: Instant,
+    /// Whether a probe went out (the second firing falls back to the relay).
+    pub(super) probed: bool,
+    /// That probe's nonce.
+    pub(super) nonce: u64,
+}
+
+/// One hole punch (§8.4): candidates exchanged over the relayed session, then probes
+/// from both sides at once.
+#[derive(Debug)]
+pub(super) struct Punch {
+    /// Where it stands.
+    pub(super) stage: PunchStage,
+    /// The nonce every probe of this punch carries.
+    pub(super) nonce: u64,
+    /// When our candidates went out (the relay round trip is measured from it).
+    pub(super) started: Instant,
+    /// When the next step is due (next probe round, or giving up).
+    pub(super) next_at: Instant,
+    /// Probe rounds left.
+    pub(super) rounds_left: u8,
+}
+
+/// The stages of a punch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PunchStage {
+    /// We sent our candidates and wait for the peer's.
+    AwaitCandidates,
+    /// We answered the peer's candidates and wait for its sync.
+    AwaitSync,
+    /// Probing every candidate each round.
+    Probing,
 }
 
 /// A peer's keypairs by role (§6.4): it sends on `current` and receives on any.
@@ -225,6 +296,7 @@ impl Peer {
                 reply_due: None,
             },
             counters: Counters::default(),
+            paths: Paths::default(),
         }
     }
 
@@ -263,6 +335,9 @@ impl Peer {
             self.timers.reply_due,
             self.persistent_keepalive_at(persistent_keepalive),
             self.forget_at(),
+            self.paths.punch.as_ref().map(|p| p.next_at),
+            self.paths.punch_at.filter(|_| self.paths.relayed),
+            self.paths.check.map(|c| c.due),
         ]
         .into_iter()
         .flatten()
@@ -293,7 +368,9 @@ impl Peer {
     /// endpoint exist to send it with.
     pub(super) fn persistent_keepalive_at(&self, interval: Option<Duration>) -> Option<Instant> {
         let interval = interval?;
-        self.endpoint?;
+        if self.endpoint.is_none() && self.paths.relay.is_none() {
+            return None;
+        }
         let current = self.keys.current.as_ref()?;
         Some(
             self.timers

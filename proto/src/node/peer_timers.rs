@@ -31,7 +31,7 @@ impl Node {
         let Some(p) = self.peers.get(id) else {
             return;
         };
-        let at = p.next_deadline(self.config.persistent_keepalive);
+        let at = p.next_deadline(self.keepalive_for(p));
         let held = self.peers.scheduled(id).map(|(t, _)| t);
         if held == at || held.is_some_and(|h| at.is_none_or(|t| h <= t)) {
             return;
@@ -115,17 +115,22 @@ impl Node {
                 self.start_handshake(now, id);
             }
         }
-        let Some(p) = self.peers.get_mut(id) else {
+        let Some(p) = self.peers.get(id) else {
             return;
         };
         // Passive keepalive after received data, and persistent keepalive.
+        let interval = self.keepalive_for(p);
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
         let persistent_due = p
-            .persistent_keepalive_at(self.config.persistent_keepalive)
+            .persistent_keepalive_at(interval)
             .is_some_and(|t| now >= t);
         if p.timers.keepalive_at.is_some_and(|t| now >= t) || persistent_due {
             p.timers.keepalive_at = None;
             self.send_queued(now, id, &[]);
         }
+        self.path_timers(now, id);
         if self
             .peers
             .get(id)

@@ -229,6 +229,14 @@ impl Node {
             public_key: rec.public_key,
             noise_key: rec.noise_key,
         };
-        let _ = self.add_peer(now, local, remote, Some(endpoint), true, Origin::Driver);
+        let _ = self.add_peer(
+            now,
+            local,
+            remote,
+            Some(endpoint),
+            true,
+            Origin::Driver,
+            super::table::NewPaths::default(),
+        );
     }
 }

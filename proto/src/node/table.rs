@@ -21,6 +21,15 @@ const EVICT_IDLE: core::time::Duration = core::time::Duration::from_secs(
     crate::session::KEEPALIVE_TIMEOUT.as_secs() + crate::session::REKEY_TIMEOUT.as_secs(),
 );
 
+/// A new peer's paths besides its endpoint (docs/protocol.md §8.3).
+#[derive(Debug, Default)]
+pub(super) struct NewPaths {
+    /// Further direct endpoints to try.
+    pub(super) candidates: Vec<SocketAddr>,
+    /// The endpoint of a relay it is reached through.
+    pub(super) relay: Option<SocketAddr>,
+}
+
 /// Peers by slot. Every mutable access marks the peer *dirty*: its deadline may have
 /// changed, and the node re-queues it (`Node::flush_timers`) before the verb returns.
 /// So no code path that changes a peer can forget its timers.
@@ -173,6 +182,7 @@ impl Node {
         endpoint: Option<SocketAddr>,
         connect: bool,
         origin: Origin,
+        paths: NewPaths,
     ) -> Result<PeerId, CommandError> {
         if self.local(local).is_none() {
             return Err(CommandError::UnknownLocal);
@@ -221,6 +231,30 @@ impl Node {
                 id
             }
         };
+        let own = if paths.candidates.is_empty() {
+            Vec::new()
+        } else {
+            self.own_candidates(now)
+        };
+        let (relay_only, first_relay) = self.local(local).map_or((false, None), |l| {
+            let is_relay = l.relays.iter().any(|r| r.relay.address == address);
+            (
+                l.hidden && !l.relays.is_empty() && !is_relay,
+                l.relays.first().map(|r| r.relay.endpoint),
+            )
+        });
+        if let Some(p) = self.peers.get_mut(id) {
+            for c in paths.candidates.into_iter().filter(|c| !own.contains(c)) {
+                p.add_candidate(c);
+            }
+            if paths.relay.is_some() {
+                p.paths.relay = paths.relay;
+            }
+            p.paths.relay_only = relay_only;
+            if relay_only && p.paths.relay.is_none() {
+                p.paths.relay = first_relay;
+            }
+        }
         if let Some(waiting) = self.lookups.remove(&(local, ipv6)) {
             if let Some(p) = self.peers.get_mut(id) {
                 for pkt in waiting.queue {

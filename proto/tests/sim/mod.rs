@@ -269,6 +269,8 @@ impl Sim {
                 noise_key: rec.noise_key,
             },
             endpoint: Some(self.hosts[peer].addr),
+            candidates: Vec::new(),
+            relay: None,
             connect,
         };
         let now = self.now;
@@ -432,6 +434,8 @@ impl Sim {
                     noise_key: rec.noise_key,
                 },
                 endpoint: rec.endpoints.first().copied(),
+                candidates: Vec::new(),
+                relay: None,
                 connect: false,
             },
             None => Command::LookupFailed { local, ipv6 },
