@@ -142,6 +142,14 @@ impl Client {
         }
     }
 
+    /// The relay's state, the relays in use, the NAT as seen by others.
+    pub(crate) fn relay_status(&self) -> Result<metanet_proto::control::RelayInfo, Error> {
+        match self.request(Command::RelayStatus)? {
+            Reply::Relay(info) => Ok(info),
+            other => Err(self.unexpected("relay_status", &other)),
+        }
+    }
+
     /// All local identities.
     pub(crate) fn identities(&self) -> Result<Vec<IdentityInfo>, Error> {
         match self.request(Command::IdList)? {

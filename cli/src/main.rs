@@ -82,6 +82,10 @@ enum Command {
     /// Names on the chain registry: register, transfer, show, list.
     #[command(subcommand)]
     Name(cmd::name::Command),
+    /// Relays: `relay status` shows reservations and forwarded traffic (on a relay),
+    /// the relays in use and this daemon's NAT as its peers see it.
+    #[command(subcommand)]
+    Relay(cmd::relay::Command),
     /// The chain registry itself: deploy the contract.
     #[command(subcommand)]
     Chain(cmd::chain::Command),
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
         Command::Resolve(a) => cmd::resolve::run(&ctx, a, &mut out),
         Command::Name(c) => cmd::name::run(&ctx, c, &mut out),
         Command::Chain(c) => cmd::chain::run(&ctx, c, &mut out),
+        Command::Relay(c) => cmd::relay::run(&ctx, c, &mut out),
         Command::Completion { shell } => docgen::completion(shell, &mut out),
         Command::GenerateMan { dir } => docgen::generate_man(&dir).and_then(|pages| {
             for page in pages {

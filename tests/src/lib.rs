@@ -11,6 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod nat;
+
 /// Whether we may create namespaces; prints why a test is skipped otherwise.
 pub fn root_or_skip(test: &str) -> bool {
     let uid = Command::new("id")

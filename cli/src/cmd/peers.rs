@@ -35,6 +35,7 @@ pub(crate) fn render(peers: &[PeerInfo], now: u64) -> String {
         "TX",
         "RTT",
         "CIPHER",
+        "PATH",
     ];
     if many {
         headers.insert(0, "IDENTITY");
@@ -53,6 +54,7 @@ pub(crate) fn render(peers: &[PeerInfo], now: u64) -> String {
                 bytes(p.tx_bytes),
                 p.rtt_us.map_or_else(|| "-".into(), millis),
                 p.cipher.clone().unwrap_or_else(|| "-".into()),
+                if p.path.is_empty() { "-".into() } else { p.path.clone() },
             ];
             if many {
                 row.insert(0, p.identity.clone());
@@ -83,6 +85,7 @@ mod tests {
             tx_bytes: 10,
             rtt_us: Some(1500),
             cipher: Some("aes-256-gcm".into()),
+            path: "direct".into(),
         }
     }
 

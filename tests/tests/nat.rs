@@ -1,0 +1,362 @@
+//! NAT traversal with real NAT routers: nftables masquerade routers in namespaces in
+//! front of private LANs, a public relay host on the "internet" bridge (also the DHT
+//! bootstrap node), and real daemons behind the routers. What a user would see: ping
+//! and TCP through the tunnel, `metanet peers --json` paths, `metanet relay status
+//! --json` on the relay, captures. Skipped when not root.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use metanet_tests::nat::{Internet, Nat};
+use metanet_tests::{
+    log, ping, root_or_skip, tcp_receiver, tcp_sender, transfer_intact, wait_for, Daemon,
+    Netns, TempDir,
+};
+
+const PORT: u16 = 51820;
+
+/// An internet with a relay on it and daemons behind routers.
+struct World {
+    inet: Internet,
+    tmp: TempDir,
+    relay: Daemon,
+    relay_ip: String,
+    relay_addr: String,
+}
+
+impl World {
+    fn new(relay_flags: &[&str]) -> World {
+        let mut inet = Internet::new();
+        let tmp = TempDir::new();
+        let (r, relay_ip) = inet.public_host();
+        let dir = tmp.0.join("relay");
+        let mut flags = vec!["--relay"];
+        flags.extend_from_slice(relay_flags);
+        let relay = Daemon::start_with(
+            &inet.hosts[r],
+            &dir,
+            "mnrelay",
+            Path::new("/dev/null"),
+            &flags,
+        );
+        let (relay_addr, _) = relay.identity();
+        World {
+            inet,
+            tmp,
+            relay,
+            relay_ip,
+            relay_addr,
+        }
+    }
+
+    /// A daemon in `ns` that uses the relay (and joins the DHT through it).
+    fn client(&self, ns: &Netns, name: &str, extra: &[&str]) -> Daemon {
+        let via = format!("{}@{}:{PORT}", self.relay_addr, self.relay_ip);
+        let boot = format!("/ip4/{}/tcp/51821", self.relay_ip);
+        let mut flags = vec!["--relay-via", &via, "--bootstrap", &boot];
+        flags.extend_from_slice(extra);
+        let d = Daemon::start_with(
+            ns,
+            &self.tmp.0.join(name),
+            &format!("mn{name}"),
+            Path::new("/dev/null"),
+            &flags,
+        );
+        assert!(
+            wait_for(Duration::from_secs(10), || reserved(&d)),
+            "{name} got no reservation at the relay: {}",
+            log(&d)
+        );
+        d
+    }
+
+    fn relay_status(&self) -> serde_json::Value {
+        relay_status(&self.relay)
+    }
+}
+
+fn relay_status(d: &Daemon) -> serde_json::Value {
+    let out = d.cli(&["--json", "relay", "status"]);
+    assert!(
+        out.status.success(),
+        "relay status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn reserved(d: &Daemon) -> bool {
+    let out = d.cli(&["--json", "relay", "status"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| {
+        v["using"]
+            .as_array()
+            .is_some_and(|u| !u.is_empty() && u.iter().all(|r| r["reserved"] == true))
+    })
+}
+
+/// The `path` of `d`'s peer `address` in `metanet peers --json`.
+fn path_of(d: &Daemon, address: &str) -> String {
+    let out = d.cli(&["--json", "peers"]);
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    peers
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["address"] == address))
+        .and_then(|p| p["path"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Wait until `d` finds `address` in the DHT.
+fn resolvable(d: &Daemon, address: &str) -> bool {
+    wait_for(Duration::from_secs(30), || {
+        d.cli(&["--json", "resolve", address]).status.success()
+    })
+}
+
+fn forwarded(w: &World) -> u64 {
+    w.relay_status()["forwarded_bytes"].as_u64().unwrap()
+}
+
+#[test]
+fn easy_nats_start_relayed_and_upgrade_to_direct() {
+    if !root_or_skip("easy_nats_start_relayed_and_upgrade_to_direct") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Easy);
+    let r2 = w.inet.router(Nat::Easy);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(r2);
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let (b_addr, b_ip) = b.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+
+    let start = Instant::now();
+    let out = a.cli(&["connect", &b_addr]);
+    assert!(
+        out.status.success(),
+        "connect: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)),
+        "no ping through the relay: {}",
+        log(&a)
+    );
+    let direct = wait_for(Duration::from_secs(5), || {
+        path_of(&a, &b_addr) == "direct"
+    });
+    assert!(
+        direct,
+        "not direct within 5 s of connect (path {}): a {}\nb {}",
+        path_of(&a, &b_addr),
+        log(&a),
+        log(&b)
+    );
+    eprintln!("direct after {:?}", start.elapsed());
+    // Once direct, the relay forwards nothing more (after one second for what was in
+    // flight).
+    std::thread::sleep(Duration::from_secs(1));
+    let before = forwarded(&w);
+    for _ in 0..3 {
+        assert!(ping(&a_ns, &b_ip), "ping after the upgrade");
+    }
+    assert_eq!(forwarded(&w), before, "the relay still forwards after the upgrade");
+    // The relay counted both clients.
+    let status = w.relay_status();
+    assert_eq!(status["relay"], true);
+    assert!(status["reservations"].as_u64().unwrap() >= 2, "{status}");
+}
+
+#[test]
+fn hard_nats_stay_relayed_and_traffic_flows() {
+    if !root_or_skip("hard_nats_stay_relayed_and_traffic_flows") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Hard);
+    let r2 = w.inet.router(Nat::Hard);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(r2);
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let (b_addr, b_ip) = b.identity();
+    let (_, a_ip) = a.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    let start = Instant::now();
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(
+        wait_for(Duration::from_secs(3), || ping(&a_ns, &b_ip)),
+        "no relayed ping within 3 s: {}",
+        log(&a)
+    );
+    eprintln!("relayed ping after {:?}", start.elapsed());
+    // Punch retries go on; traffic is not disturbed and no direct path is claimed.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        assert!(ping(&a_ns, &b_ip), "a relayed ping was lost");
+        let path = path_of(&a, &b_addr);
+        assert!(path.starts_with("relay:"), "path {path}");
+    }
+    assert_eq!(path_of(&a, &b_addr), format!("relay:{}", w.relay_addr));
+    // TCP through the relay arrives intact.
+    let (rx, out_file) = tcp_receiver(&b_ns, &w.tmp, &b_ip);
+    let progress = w.tmp.0.join("progress");
+    let tx = tcp_sender(&a_ns, &b_ip, 4, 0.0, &progress);
+    assert_eq!(transfer_intact(tx, rx, &out_file, 4), a_ip);
+}
+
+#[test]
+fn a_hidden_identity_is_reached_through_the_relay_and_its_ip_never_shows() {
+    if !root_or_skip("a_hidden_identity_is_reached_through_the_relay_and_its_ip_never_shows") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Easy);
+    let r2 = w.inet.router(Nat::Easy);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (h_ns, h_lan_ip) = w.inet.host_behind(r2);
+    let h_public = w.inet.routers[r2].wan.clone();
+    let a = w.client(&a_ns, "a", &[]);
+    let h = w.client(&h_ns, "h", &["--hidden"]);
+    let (h_addr, h_ip) = h.identity();
+    assert!(resolvable(&a, &h_addr), "a cannot resolve h: {}", log(&a));
+    let rec: serde_json::Value =
+        serde_json::from_slice(&a.cli(&["--json", "resolve", &h_addr]).stdout).unwrap();
+    assert_eq!(rec["endpoints"], serde_json::json!([]), "{rec}");
+
+    // A capture on a's side of its router for the whole exchange.
+    let cap = w.tmp.0.join("a.pcap");
+    let mut dump = a_ns
+        .cmd(Path::new("timeout"))
+        .args(["40", "tcpdump", "-n", "-i", "eth0", "-w"])
+        .arg(&cap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // By overlay IPv6 alone (a lookup starts from the packet), then by address.
+    assert!(
+        wait_for(Duration::from_secs(10), || ping(&a_ns, &h_ip)),
+        "no ping to the hidden identity by IPv6: {}",
+        log(&a)
+    );
+    let out = a.cli(&["connect", &h_addr]);
+    assert!(out.status.success(), "connect by address: {}", String::from_utf8_lossy(&out.stderr));
+    // Long enough for a punch to be tried, were the hidden side to take part.
+    for _ in 0..8 {
+        assert!(ping(&a_ns, &h_ip), "ping to the hidden identity lost");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(path_of(&a, &h_addr), format!("relay:{}", w.relay_addr));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
+    let _ = dump.wait();
+    let text = a_ns.sh(&format!("tcpdump -n -r {} 2>/dev/null", cap.display()));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.lines().count() > 10, "capture is empty: {text}");
+    for ip in [&h_public, &h_lan_ip] {
+        assert!(
+            !text.contains(ip.as_str()),
+            "the hidden identity's IP {ip} shows in the capture:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
+    if !root_or_skip("a_relay_forwards_only_for_bound_legs_and_keeps_its_limits") {
+        return;
+    }
+    // 1 MB/s per client, one peer per client.
+    let mut w = World::new(&["--relay-rate", "1000000", "--relay-sessions", "1"]);
+    let r1 = w.inet.router(Nat::Hard);
+    let r2 = w.inet.router(Nat::Hard);
+    let r3 = w.inet.router(Nat::Hard);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(r2);
+    let (c_ns, _) = w.inet.host_behind(r3);
+    let (x, _) = w.inet.public_host();
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let c = w.client(&c_ns, "c", &[]);
+    let (b_addr, b_ip) = b.identity();
+    let (c_addr, _) = c.identity();
+    assert!(resolvable(&a, &b_addr) && resolvable(&a, &c_addr));
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+
+    // A client over its session limit is refused, and told so.
+    let out = a.cli(&["connect", &c_addr]);
+    assert!(!out.status.success(), "a second relayed peer was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("session-limit"), "{err}");
+
+    // A third address replaying a bound leg's relay message gets nothing forwarded:
+    // capture one of a's relay messages on the relay, send it again from x.
+    let relay_ns = &w.inet.hosts[0];
+    let cap = w.tmp.0.join("relay.pcap");
+    let mut dump = relay_ns
+        .cmd(Path::new("timeout"))
+        .args(["20", "tcpdump", "-n", "-i", "eth0", "-c", "5", "-w"])
+        .arg(&cap)
+        .args(["udp", "dst", "port", "51820", "and", "udp[8] == 8"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        ping(&a_ns, &b_ip);
+    }
+    let _ = dump.wait();
+    let replay = format!(
+        "import socket,struct\n\
+         d=open('{}','rb').read()[24:]\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         n=0\n\
+         while d:\n  incl=struct.unpack('<I',d[8:12])[0]\n  pkt=d[16:16+incl]\n  d=d[16+incl:]\n  udp=pkt[14+20+8:]\n  s.sendto(udp,('{}',{PORT}))\n  n+=1\n\
+         print(n)\n",
+        cap.display(),
+        w.relay_ip
+    );
+    let before = w.relay_status();
+    let sent = w.inet.hosts[x].cmd(Path::new("python3")).args(["-c", &replay]).output().unwrap();
+    let sent: u64 = String::from_utf8_lossy(&sent.stdout).trim().parse().unwrap_or(0);
+    assert!(sent > 0, "nothing captured to replay");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = w.relay_status();
+    assert_eq!(
+        after["forwarded_packets"], before["forwarded_packets"],
+        "replayed messages were forwarded"
+    );
+    assert!(
+        after["dropped_unbound"].as_u64().unwrap()
+            >= before["dropped_unbound"].as_u64().unwrap() + sent,
+        "{before} -> {after}"
+    );
+
+    // The rate cap: a bulk transfer through the relay forwards at most 1 MB/s (+10 %).
+    let (mut rx, _out_file) = tcp_receiver(&b_ns, &w.tmp, &b_ip);
+    let progress = w.tmp.0.join("progress");
+    let mut tx = tcp_sender(&a_ns, &b_ip, 64, 0.0, &progress);
+    std::thread::sleep(Duration::from_secs(2));
+    let (b0, t0) = (forwarded(&w), Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    let rate = (forwarded(&w) - b0) as f64 / t0.elapsed().as_secs_f64();
+    let limited = w.relay_status()["rate_limited"].as_u64().unwrap();
+    let _ = tx.kill();
+    let _ = rx.kill();
+    let _ = (tx.wait(), rx.wait());
+    eprintln!("relayed rate {rate:.0} B/s under a 1000000 B/s cap, {limited} dropped");
+    assert!(rate <= 1_100_000.0, "rate {rate} over the cap");
+    assert!(rate >= 500_000.0, "rate {rate}: the cap starves the transfer");
+    assert!(limited > 0, "the cap never bit");
+}
