@@ -324,7 +324,7 @@ impl Daemon {
 
     /// Make `rec` a peer of `local` and start a handshake on every path its record
     /// gives: each endpoint that can be a peer's, and its first relay (docs/protocol.md
-    /// §8.3). Returns where the peer is tried first.
+    /// §10.3). Returns where the peer is tried first.
     fn add_from_record(
         &mut self,
         local: LocalId,
@@ -481,7 +481,7 @@ impl Daemon {
             Vec::new()
         } else {
             let mut e = cfg.endpoints.unwrap_or_else(|| self.reg.endpoints.clone());
-            // Local candidates first, then reflexive ones (docs/protocol.md §8.3).
+            // Local candidates first, then reflexive ones (docs/protocol.md §10.3).
             for r in &self.reg.reflexive {
                 if !e.contains(r) && e.len() < metanet_proto::record::MAX_ENDPOINTS {
                     e.push(*r);

@@ -235,7 +235,7 @@ pub struct PeerRecord {
     pub seq: u64,
     /// Unix seconds after which the record must not be used.
     pub not_after: u64,
-    /// Relays that forward to this identity (docs/protocol.md §8), in order of
+    /// Relays that forward to this identity (docs/protocol.md §10), in order of
     /// preference: how a NATed or hidden identity is reached.
     pub relays: Vec<Relay>,
 }

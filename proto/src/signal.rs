@@ -1,4 +1,4 @@
-//! Signals: small control messages sealed inside a session (docs/protocol.md §8.1).
+//! Signals: small control messages sealed inside a session (docs/protocol.md §10.1).
 //!
 //! A signal travels as the plaintext of an ordinary data message, so it is
 //! authenticated, encrypted and replay-protected by the session it rides on and needs

@@ -23,7 +23,7 @@
 //! cookie reply or data message, end to end between two of its clients) to the client
 //! whose address is given; the relay sends it on as a relayed message naming the source
 //! client instead. Both headers are the same length, so a relay never sends more bytes
-//! than it received (docs/protocol.md §8).
+//! than it received (docs/protocol.md §10).
 //!
 //! A record request may carry a cookie from a record cookie message in the first 16
 //! bytes of its padding (zeros: none).
@@ -47,9 +47,9 @@ pub mod kind {
     pub const RECORD_RESPONSE: u8 = 6;
     /// A cookie demanded of a record request under load.
     pub const RECORD_COOKIE: u8 = 7;
-    /// A client asks its relay to forward an inner message (§8.2).
+    /// A client asks its relay to forward an inner message (§10.2).
     pub const RELAY: u8 = 8;
-    /// A relay hands a client an inner message from another client (§8.2).
+    /// A relay hands a client an inner message from another client (§10.2).
     pub const RELAYED: u8 = 9;
 }
 

@@ -980,3 +980,177 @@ fn record_cookies_match_vectors() {
 fn regenerate_record_cookies() {
     store("record-cookies.json", &record_cookie_file());
 }
+
+// ------------------------------------------------------------------------ NAT traversal
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatFile {
+    description: String,
+    /// Every signal (docs/protocol.md §10.1), as the plaintext of a data message.
+    signals: Vec<SignalVector>,
+    /// A data message wrapped as a relay message and as the relayed message the relay
+    /// makes of it (§10.2).
+    relay: RelayVector,
+    /// A signed peer record listing relays (§4.2, §10.3).
+    record_with_relays: RelayRecordVector,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayRecordVector {
+    /// 64 bytes for `Identity::generate`: wallet seed ‖ Noise secret.
+    identity_seed: String,
+    address: String,
+    relays: Vec<String>,
+    signed: String,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalVector {
+    name: String,
+    bytes: String,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayVector {
+    source: String,
+    destination: String,
+    inner: String,
+    relay_message: String,
+    relayed_message: String,
+}
+
+fn nat_file() -> NatFile {
+    use metanet_proto::signal::{RefuseReason, Signal, WANT_REPLY};
+    let v4: SocketAddr = "198.51.100.7:51820".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+    let other = Address::from_bytes(pattern(0x40));
+    let signals = [
+        ("observed", Signal::Observed(v4)),
+        ("reserve", Signal::Reserve),
+        (
+            "reserved",
+            Signal::Reserved {
+                lifetime_secs: 30,
+                observed: v6,
+            },
+        ),
+        (
+            "refused",
+            Signal::Refused {
+                reason: RefuseReason::SessionLimit,
+                address: other,
+            },
+        ),
+        (
+            "candidates",
+            Signal::Candidates {
+                flags: WANT_REPLY,
+                endpoints: vec![v4, v6],
+            },
+        ),
+        ("sync", Signal::Sync),
+        (
+            "probe",
+            Signal::Probe {
+                nonce: 0x0102_0304_0506_0708,
+            },
+        ),
+        (
+            "probe_ack",
+            Signal::ProbeAck {
+                nonce: 0x0102_0304_0506_0708,
+                observed: v4,
+            },
+        ),
+    ];
+    let source = Address::from_bytes(pattern(0x10));
+    let destination = Address::from_bytes(pattern(0x30));
+    let data = DataRepr {
+        receiver: 0x1122_3344,
+        counter: 7,
+        ciphertext: pattern::<32>(0x90).to_vec(),
+    };
+    let inner = emit(data.buffer_len(), |b| data.emit(b));
+    let relay_message = wire::relay_message(wire::kind::RELAY, &destination, &inner);
+    let mut relayed = relay_message.clone();
+    wire::put_relay_header(&mut relayed, wire::kind::RELAYED, &source);
+    let seed: [u8; 64] = pattern(0x01);
+    let id = Identity::generate(&seed);
+    let mut rec = PeerRecord::new(&id, vec![v4], vec![], 5, 2_000_000_000);
+    rec.relays = vec![
+        record::Relay {
+            address: destination,
+            endpoint: "198.18.0.1:51820".parse().unwrap(),
+        },
+        record::Relay {
+            address: other,
+            endpoint: "[2001:db8::1]:51820".parse().unwrap(),
+        },
+    ];
+    NatFile {
+        description: "NAT traversal (docs/protocol.md §10): every signal as the plaintext \
+            of a data message (marker 0x01, type, body; little-endian integers; endpoints \
+            as family ‖ ip ‖ port u16le), a relay message and the relayed message a relay \
+            forwards in its place (same length: the destination address is swapped for \
+            the source's), and a peer record with two relays after its services."
+            .into(),
+        signals: signals
+            .into_iter()
+            .map(|(name, s)| SignalVector {
+                name: name.into(),
+                bytes: hex(&s.encode()),
+            })
+            .collect(),
+        relay: RelayVector {
+            source: hex(source.as_bytes()),
+            destination: hex(destination.as_bytes()),
+            inner: hex(&inner),
+            relay_message: hex(&relay_message),
+            relayed_message: hex(&relayed),
+        },
+        record_with_relays: RelayRecordVector {
+            identity_seed: hex(&seed),
+            address: id.address().to_string(),
+            relays: rec.relays.iter().map(ToString::to_string).collect(),
+            signed: hex(&rec.sign(&id).unwrap()),
+        },
+    }
+}
+
+#[test]
+fn nat_messages_match_vectors() {
+    use metanet_proto::signal::Signal;
+    let file: NatFile = load("nat.json");
+    assert_eq!(file, nat_file());
+    for s in &file.signals {
+        let b = unhex(&s.bytes);
+        assert_eq!(Signal::parse(&b).unwrap().encode(), b, "{}", s.name);
+    }
+    let m = unhex(&file.relay.relay_message);
+    assert_eq!(wire::classify(&m), Ok(Kind::Relay));
+    let p = wire::RelayPacket::new_checked(&m[..]).unwrap();
+    assert_eq!(hex(p.address().as_bytes()), file.relay.destination);
+    assert_eq!(hex(p.inner()), file.relay.inner);
+    let r = unhex(&file.relay.relayed_message);
+    assert_eq!(r.len(), m.len(), "a relay never sends more than it got");
+    assert_eq!(wire::classify(&r), Ok(Kind::Relayed));
+    let rec = unhex(&file.record_with_relays.signed);
+    let parsed = PeerRecord::verify(
+        &rec,
+        Lookup::Address(file.record_with_relays.address.parse().unwrap()),
+        UnixTime::from_secs(1_900_000_000),
+    )
+    .unwrap();
+    let relays: Vec<String> = parsed.relays.iter().map(ToString::to_string).collect();
+    assert_eq!(relays, file.record_with_relays.relays);
+}
+
+#[test]
+#[ignore = "rewrites the committed NAT traversal vectors"]
+fn regenerate_nat() {
+    store("nat.json", &nat_file());
+}

@@ -93,6 +93,15 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Whatever a test left running inside (a sender whose `timeout` wrapper was
+        // killed, a capture) goes with the namespace.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ip netns pids {0} 2>/dev/null | xargs -r kill -9 2>/dev/null; true",
+                self.name
+            ))
+            .status();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

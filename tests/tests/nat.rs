@@ -295,7 +295,14 @@ fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
 
     // A client over its session limit is refused, and told so.
     let out = a.cli(&["connect", &c_addr]);
-    assert!(!out.status.success(), "a second relayed peer was accepted");
+    assert!(
+        !out.status.success(),
+        "a second relayed peer was accepted: {}\npeers {}\nrelay {}\na {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&a.cli(&["--json", "peers"]).stdout),
+        w.relay_status(),
+        log(&a)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("session-limit"), "{err}");
 
@@ -328,14 +335,17 @@ fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
         w.relay_ip
     );
     let before = w.relay_status();
+    let b_replayed = b.counter("replayed_data");
     let sent = w.inet.hosts[x].cmd(Path::new("python3")).args(["-c", &replay]).output().unwrap();
     let sent: u64 = String::from_utf8_lossy(&sent.stdout).trim().parse().unwrap_or(0);
     assert!(sent > 0, "nothing captured to replay");
     std::thread::sleep(Duration::from_millis(300));
     let after = w.relay_status();
+    // Had the relay forwarded them, b would have refused them as replays.
     assert_eq!(
-        after["forwarded_packets"], before["forwarded_packets"],
-        "replayed messages were forwarded"
+        b.counter("replayed_data"),
+        b_replayed,
+        "replayed messages were forwarded to b"
     );
     assert!(
         after["dropped_unbound"].as_u64().unwrap()
@@ -359,4 +369,279 @@ fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
     assert!(rate <= 1_100_000.0, "rate {rate} over the cap");
     assert!(rate >= 500_000.0, "rate {rate}: the cap starves the transfer");
     assert!(limited > 0, "the cap never bit");
+}
+
+#[test]
+fn endpoint_dependent_mapping_reaches_address_filtering_directly() {
+    if !root_or_skip("endpoint_dependent_mapping_reaches_address_filtering_directly") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Hard);
+    let r2 = w.inet.router(Nat::AddressFiltering { port: PORT });
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(r2);
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let (b_addr, b_ip) = b.identity();
+    let (a_addr, _) = a.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    assert!(
+        wait_for(Duration::from_secs(10), || path_of(&a, &b_addr) == "direct"),
+        "a never went direct (path {}): a {}\nb {}",
+        path_of(&a, &b_addr),
+        log(&a),
+        log(&b)
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || path_of(&b, &a_addr) == "direct"),
+        "b never went direct: {}",
+        path_of(&b, &a_addr)
+    );
+    assert!(ping(&a_ns, &b_ip));
+    // a's relay status shows the endpoint-dependent mapping its peers observed.
+    let status = relay_status(&a);
+    assert!(
+        status["reflexive"].as_array().is_some_and(|r| !r.is_empty()),
+        "{status}"
+    );
+}
+
+#[test]
+fn two_peers_behind_one_nat_use_the_lan() {
+    if !root_or_skip("two_peers_behind_one_nat_use_the_lan") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r = w.inet.router(Nat::Easy);
+    let (a_ns, _) = w.inet.host_behind(r);
+    let (b_ns, b_lan) = w.inet.host_behind(r);
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let (b_addr, b_ip) = b.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    assert!(
+        wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct"),
+        "not direct: {}",
+        path_of(&a, &b_addr)
+    );
+    let out = a.cli(&["--json", "peers"]);
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let peer = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == b_addr.as_str())
+        .unwrap();
+    assert_eq!(peer["endpoint"], format!("{b_lan}:{PORT}"), "{peer}");
+}
+
+#[test]
+fn relayed_traffic_never_shows_its_plaintext_on_the_relay() {
+    if !root_or_skip("relayed_traffic_never_shows_its_plaintext_on_the_relay") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Hard);
+    let r2 = w.inet.router(Nat::Hard);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(r2);
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let (b_addr, b_ip) = b.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    let cap = w.tmp.0.join("relay.pcap");
+    let mut dump = w.inet.hosts[0]
+        .cmd(Path::new("timeout"))
+        .args(["60", "tcpdump", "-n", "-s", "0", "-i", "eth0", "-w"])
+        .arg(&cap)
+        .arg("udp")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // 4 MiB of a marker pattern through the tunnel.
+    let marker = "metanet-marker-7f3a9c";
+    let recv = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6)\ns.bind(('{b_ip}',5002))\ns.listen(1)\n\
+         c,_=s.accept()\nn=0\nwhile True:\n  d=c.recv(1<<20)\n  if not d: break\n  n+=len(d)\nprint(n)\n"
+    );
+    let rx = b_ns
+        .cmd(Path::new("timeout"))
+        .args(["60", "python3", "-c", &recv])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let send = format!(
+        "import socket\nc=socket.create_connection(('{b_ip}',5002))\n\
+         m=b'{marker}'\nblk=(m*((1<<20)//len(m)+1))[:1<<20]\nfor i in range(4): c.sendall(blk)\nc.close()\n"
+    );
+    let tx = a_ns
+        .cmd(Path::new("timeout"))
+        .args(["60", "python3", "-c", &send])
+        .output()
+        .unwrap();
+    assert!(tx.status.success(), "sender: {}", String::from_utf8_lossy(&tx.stderr));
+    let got = rx.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "4194304");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
+    let _ = dump.wait();
+    let bytes = std::fs::read(&cap).unwrap();
+    assert!(
+        bytes.len() > 4 << 20,
+        "the capture holds {} bytes: the transfer did not cross the relay",
+        bytes.len()
+    );
+    let needle = &marker.as_bytes()[..12];
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the marker shows in the relay's capture"
+    );
+}
+
+/// NAT bindings that expire after 30 s idle on both routers.
+fn short_bindings(w: &World) {
+    for r in &w.inet.routers {
+        r.ns.sh("sysctl -qw net.netfilter.nf_conntrack_udp_timeout=30 net.netfilter.nf_conntrack_udp_timeout_stream=30");
+    }
+}
+
+#[test]
+fn keepalives_keep_a_direct_path_through_two_minutes_of_idle() {
+    if !root_or_skip("keepalives_keep_a_direct_path_through_two_minutes_of_idle") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Easy);
+    let r2 = w.inet.router(Nat::Easy);
+    short_bindings(&w);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(r2);
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let (b_addr, b_ip) = b.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    assert!(wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct"));
+    std::thread::sleep(Duration::from_secs(120));
+    let before = forwarded(&w);
+    assert!(ping(&a_ns, &b_ip), "the path died in 120 s of idle");
+    assert_eq!(path_of(&a, &b_addr), "direct");
+    assert_eq!(forwarded(&w), before, "the ping went through the relay");
+}
+
+#[test]
+fn without_keepalives_a_lost_binding_recovers_through_the_relay() {
+    if !root_or_skip("without_keepalives_a_lost_binding_recovers_through_the_relay") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Easy);
+    let r2 = w.inet.router(Nat::Easy);
+    short_bindings(&w);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(r2);
+    let a = w.client(&a_ns, "a", &["--keepalive", "0"]);
+    let b = w.client(&b_ns, "b", &["--keepalive", "0"]);
+    let (b_addr, b_ip) = b.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    assert!(wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct"));
+    std::thread::sleep(Duration::from_secs(120));
+    let start = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(10), || ping(&a_ns, &b_ip)),
+        "no recovery within 10 s: a {}\nb {}",
+        log(&a),
+        log(&b)
+    );
+    eprintln!("recovered after {:?}", start.elapsed());
+}
+
+#[test]
+fn a_relay_restart_and_a_path_change_keep_sessions_and_a_transfer_intact() {
+    if !root_or_skip("a_relay_restart_and_a_path_change_keep_sessions_and_a_transfer_intact") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Hard);
+    let r2 = w.inet.router(Nat::Hard);
+    let r3 = w.inet.router(Nat::Easy);
+    let r4 = w.inet.router(Nat::Easy);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(r2);
+    let (c_ns, _) = w.inet.host_behind(r3);
+    let (d_ns, _) = w.inet.host_behind(r4);
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let (b_addr, b_ip) = b.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+
+    // The relay restarts (same identity): clients re-reserve, the session recovers.
+    w.relay.stop();
+    let relay_dir = w.tmp.0.join("relay");
+    w.relay = Daemon::start_with(
+        &w.inet.hosts[0],
+        &relay_dir,
+        "mnrelay",
+        Path::new("/dev/null"),
+        &["--relay"],
+    );
+    let restarted = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(10), || ping(&a_ns, &b_ip)),
+        "no ping within 10 s of the relay's restart: a {}",
+        log(&a)
+    );
+    eprintln!("recovered {:?} after the relay restart", restarted.elapsed());
+    assert!(wait_for(Duration::from_secs(5), || reserved(&a) && reserved(&b)));
+
+    // A transfer that crosses a fall-back to the relay and an upgrade back to direct.
+    let c = w.client(&c_ns, "c", &[]);
+    let dd = w.client(&d_ns, "d", &[]);
+    let (d_addr, d_ip) = dd.identity();
+    let (c_addr, c_ip) = c.identity();
+    assert!(resolvable(&c, &d_addr), "c cannot resolve d: {}", log(&c));
+    let _ = c.cli(&["connect", &d_addr]);
+    assert!(wait_for(Duration::from_secs(5), || ping(&c_ns, &d_ip)));
+    assert!(wait_for(Duration::from_secs(5), || path_of(&c, &d_addr) == "direct"));
+    let (rx, out_file) = tcp_receiver(&d_ns, &w.tmp, &d_ip);
+    let progress = w.tmp.0.join("progress");
+    let tx = tcp_sender(&c_ns, &d_ip, 24, 0.5, &progress);
+    std::thread::sleep(Duration::from_secs(2));
+    // c's direct packets to d stop: c falls back to the relay.
+    let d_wan = w.inet.routers[r4].wan.clone();
+    let router = &w.inet.routers[r3].ns;
+    let out = router.sh(&format!(
+        "nft insert rule inet mfilter forward ip daddr {d_wan} udp dport {PORT} drop"
+    ));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        wait_for(Duration::from_secs(8), || path_of(&c, &d_addr).starts_with("relay:")),
+        "c never fell back: {}",
+        path_of(&c, &d_addr)
+    );
+    router.sh("nft flush chain inet mfilter forward && nft add rule inet mfilter forward ct state established,related accept && nft add rule inet mfilter forward iifname \"lanbr\" oifname \"wan\" accept");
+    assert!(
+        wait_for(Duration::from_secs(15), || path_of(&c, &d_addr) == "direct"),
+        "c never went direct again: {}",
+        path_of(&c, &d_addr)
+    );
+    assert_eq!(transfer_intact(tx, rx, &out_file, 24), c_ip);
+    let _ = c_addr;
 }

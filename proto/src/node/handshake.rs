@@ -416,7 +416,7 @@ impl Node {
 
 /// Where an initiation to `p` goes: its route, and while no session is up (a first
 /// contact, or recovery) every other path that may work: the endpoint, the direct
-/// candidates and the relay (docs/protocol.md §8.3). A hidden identity's peers get
+/// candidates and the relay (docs/protocol.md §10.3). A hidden identity's peers get
 /// only the relay.
 fn initiation_targets(p: &Peer, now: Instant) -> Vec<Via> {
     let mut out: Vec<Via> = p.route().into_iter().collect();

@@ -111,11 +111,11 @@ pub struct Config {
     /// offers it (docs/protocol.md §6.1); ChaCha20-Poly1305 otherwise. Set it where the
     /// CPU has AES instructions.
     pub aes_256_gcm: bool,
-    /// Keepalive for paths that cross a NAT (docs/protocol.md §8.6): peers reached
+    /// Keepalive for paths that cross a NAT (docs/protocol.md §10.6): peers reached
     /// through a relay, and every peer once the node has seen itself behind a NAT.
     /// `None` turns it off ([`Config::persistent_keepalive`] still applies).
     pub nat_keepalive: Option<Duration>,
-    /// Serve as a relay for other nodes (docs/protocol.md §8.2), with these limits.
+    /// Serve as a relay for other nodes (docs/protocol.md §10.2), with these limits.
     pub relay: Option<RelayLimits>,
 }
 
@@ -147,7 +147,7 @@ pub enum Command {
     /// `candidates` are further direct endpoints (a record lists several), tried
     /// together with `endpoint` until one answers; `relay` is a relay the peer holds a
     /// reservation with, which `local` reserves with too and handshakes through at the
-    /// same time (docs/protocol.md §8.3).
+    /// same time (docs/protocol.md §10.3).
     AddPeer {
         local: LocalId,
         remote: Remote,
@@ -157,10 +157,10 @@ pub enum Command {
         connect: bool,
     },
     /// The relays `local` keeps a session and a reservation with (docs/protocol.md
-    /// §8.2); its record should list them.
+    /// §10.2); its record should list them.
     SetRelays { local: LocalId, relays: Vec<Relay> },
     /// A hidden identity uses only its relays, never sends candidates and ignores
-    /// requests for them (docs/protocol.md §8.7).
+    /// requests for them (docs/protocol.md §10.7).
     SetHidden { local: LocalId, hidden: bool },
     /// This node's local endpoints: the candidates it offers for hole punching.
     SetCandidates { candidates: Vec<SocketAddr> },

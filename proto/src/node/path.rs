@@ -1,4 +1,4 @@
-//! Paths to a peer (docs/protocol.md §8.3–§8.6): which way a packet leaves (direct, or
+//! Paths to a peer (docs/protocol.md §10.3–§10.6): which way a packet leaves (direct, or
 //! through a relay), signals sealed on the session, observed endpoints, hole punching
 //! and the direct-path check that falls back to the relay.
 //!
@@ -63,7 +63,7 @@ impl Via {
     }
 }
 
-/// What the node has seen of its own endpoint (docs/protocol.md §8.3).
+/// What the node has seen of its own endpoint (docs/protocol.md §10.3).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NatStatus {
     /// Our endpoints as others see them, that are not one of our local candidates.
@@ -204,7 +204,7 @@ impl Node {
         }
     }
 
-    /// A signal arrived from peer `id` `via` (docs/protocol.md §8.1).
+    /// A signal arrived from peer `id` `via` (docs/protocol.md §10.1).
     pub(super) fn on_signal(&mut self, now: Instant, id: PeerId, via: Via, plaintext: &[u8]) {
         let Ok(signal) = Signal::parse(plaintext) else {
             self.stats.bad_signals += 1;
@@ -619,7 +619,7 @@ impl Node {
         self.relay_session_up(now, id);
     }
 
-    /// A relay refused to forward to `address` (docs/protocol.md §8.2).
+    /// A relay refused to forward to `address` (docs/protocol.md §10.2).
     fn relay_refused(&mut self, local: LocalId, address: Address, reason: RefuseReason) {
         self.stats.relay_refusals_received += 1;
         self.events.push_back(Event::RelayRefused {

@@ -73,7 +73,7 @@ pub(super) struct Peer {
     pub(super) paths: Paths,
 }
 
-/// How a peer is reached besides [`Peer::endpoint`] (docs/protocol.md §8.3): the relay,
+/// How a peer is reached besides [`Peer::endpoint`] (docs/protocol.md §10.3): the relay,
 /// which of the two paths is in use, the direct candidates and the punching under way.
 /// Roaming is per path: a relayed packet moves only `relay`, a direct one only the
 /// endpoint.
@@ -101,7 +101,7 @@ pub(super) struct Paths {
     pub(super) punch_failures: u8,
 }
 
-/// Whether a direct path still answers (§8.5): armed by data sent on it, disarmed by
+/// Whether a direct path still answers (§10.5): armed by data sent on it, disarmed by
 /// any packet received on it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DirectCheck {
@@ -115,7 +115,7 @@ pub(super) struct DirectCheck {
     pub(super) nonce: u64,
 }
 
-/// One hole punch (§8.4): candidates exchanged over the relayed session, then probes
+/// One hole punch (§10.4): candidates exchanged over the relayed session, then probes
 /// from both sides at once.
 #[derive(Debug)]
 pub(super) struct Punch {

@@ -1,4 +1,4 @@
-//! Relays (docs/protocol.md §8.2): the server side, which binds clients to their
+//! Relays (docs/protocol.md §10.2): the server side, which binds clients to their
 //! sessions and forwards opaque end-to-end messages between two bound clients, and the
 //! client side, which keeps a session and a reservation with each relay its
 //! identities use.
@@ -210,7 +210,7 @@ pub(super) enum Forward {
 
 impl Node {
     /// A relay message from `from`: rewrite it in place into a relayed message and
-    /// return where it goes, or drop it (docs/protocol.md §8.2).
+    /// return where it goes, or drop it (docs/protocol.md §10.2).
     pub(super) fn relay_forward(
         &mut self,
         now: Instant,
@@ -419,7 +419,7 @@ impl Node {
         self.relay_client_timers(now);
     }
 
-    /// The relays `local` reserves with (docs/protocol.md §8.2); at most
+    /// The relays `local` reserves with (docs/protocol.md §10.2); at most
     /// [`MAX_RELAYS_PER_IDENTITY`].
     pub(super) fn set_relays(&mut self, now: Instant, local: LocalId, relays: Vec<Relay>) {
         let Some(l) = self.local_mut(local) else {
@@ -473,7 +473,7 @@ impl Node {
         clients.chain(sweep).min()
     }
 
-    /// Keep every relay's session and reservation (docs/protocol.md §8.2): connect
+    /// Keep every relay's session and reservation (docs/protocol.md §10.2): connect
     /// when there is no peer yet, handshake when there is no session, reserve and
     /// renew, and treat an unanswered reservation as a lost session.
     pub(super) fn relay_client_timers(&mut self, now: Instant) {

@@ -21,7 +21,7 @@ const EVICT_IDLE: core::time::Duration = core::time::Duration::from_secs(
     crate::session::KEEPALIVE_TIMEOUT.as_secs() + crate::session::REKEY_TIMEOUT.as_secs(),
 );
 
-/// A new peer's paths besides its endpoint (docs/protocol.md §8.3).
+/// A new peer's paths besides its endpoint (docs/protocol.md §10.3).
 #[derive(Debug, Default)]
 pub(super) struct NewPaths {
     /// Further direct endpoints to try.
