@@ -63,11 +63,22 @@ impl Internet {
         self.links += 1;
         let port = format!("mn{}p{}", self.tag, self.links);
         run(Command::new("ip").args([
-            "link", "add", dev, "netns", &ns.name, "type", "veth", "peer", "name", &port,
-            "netns", &self.bridge.name,
+            "link",
+            "add",
+            dev,
+            "netns",
+            &ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.bridge.name,
         ]));
-        self.bridge
-            .sh(&format!("ip link set {port} master br0 && ip link set {port} up"));
+        self.bridge.sh(&format!(
+            "ip link set {port} master br0 && ip link set {port} up"
+        ));
     }
 
     /// A host on the internet itself; returns its index in `hosts` and its address.
@@ -129,6 +140,7 @@ impl Internet {
                  ct state established,related accept\n\
                  {fwd_dnat}\
                  iifname \"lanbr\" oifname \"wan\" accept\n\
+                 iifname \"lanbr\" oifname \"lanbr\" accept\n\
                }}\n\
              }}\n"
         );
@@ -171,9 +183,9 @@ impl Internet {
             "netns",
             &router.ns.name,
         ]));
-        router
-            .ns
-            .sh(&format!("ip link set {port} master lanbr && ip link set {port} up"));
+        router.ns.sh(&format!(
+            "ip link set {port} master lanbr && ip link set {port} up"
+        ));
         let ip = format!("{}.{}", router.lan, k + 1);
         ns.sh(&format!(
             "ip addr add {ip}/24 dev eth0 && ip link set eth0 up && ip route add default via {}.1",

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use metanet_tests::nat::{Internet, Nat};
 use metanet_tests::{
-    log, ping, root_or_skip, tcp_receiver, tcp_sender, transfer_intact, wait_for, Daemon,
-    Netns, TempDir,
+    log, ping, root_or_skip, tcp_receiver, tcp_sender, transfer_intact, wait_for, Daemon, Netns,
+    TempDir,
 };
 
 const PORT: u16 = 51820;
@@ -148,9 +148,7 @@ fn easy_nats_start_relayed_and_upgrade_to_direct() {
         "no ping through the relay: {}",
         log(&a)
     );
-    let direct = wait_for(Duration::from_secs(5), || {
-        path_of(&a, &b_addr) == "direct"
-    });
+    let direct = wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct");
     assert!(
         direct,
         "not direct within 5 s of connect (path {}): a {}\nb {}",
@@ -166,7 +164,11 @@ fn easy_nats_start_relayed_and_upgrade_to_direct() {
     for _ in 0..3 {
         assert!(ping(&a_ns, &b_ip), "ping after the upgrade");
     }
-    assert_eq!(forwarded(&w), before, "the relay still forwards after the upgrade");
+    assert_eq!(
+        forwarded(&w),
+        before,
+        "the relay still forwards after the upgrade"
+    );
     // The relay counted both clients.
     let status = w.relay_status();
     assert_eq!(status["relay"], true);
@@ -248,7 +250,11 @@ fn a_hidden_identity_is_reached_through_the_relay_and_its_ip_never_shows() {
         log(&a)
     );
     let out = a.cli(&["connect", &h_addr]);
-    assert!(out.status.success(), "connect by address: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "connect by address: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Long enough for a punch to be tried, were the hidden side to take part.
     for _ in 0..8 {
         assert!(ping(&a_ns, &h_ip), "ping to the hidden identity lost");
@@ -291,7 +297,14 @@ fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
     let (c_addr, _) = c.identity();
     assert!(resolvable(&a, &b_addr) && resolvable(&a, &c_addr));
     let _ = a.cli(&["connect", &b_addr]);
-    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    assert!(
+        wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)),
+        "no relayed ping: {}\nrelay {}\na {}\nb {}",
+        String::from_utf8_lossy(&a.cli(&["--json", "peers"]).stdout),
+        w.relay_status(),
+        log(&a),
+        log(&b)
+    );
 
     // A client over its session limit is refused, and told so.
     let out = a.cli(&["connect", &c_addr]);
@@ -336,8 +349,15 @@ fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
     );
     let before = w.relay_status();
     let b_replayed = b.counter("replayed_data");
-    let sent = w.inet.hosts[x].cmd(Path::new("python3")).args(["-c", &replay]).output().unwrap();
-    let sent: u64 = String::from_utf8_lossy(&sent.stdout).trim().parse().unwrap_or(0);
+    let sent = w.inet.hosts[x]
+        .cmd(Path::new("python3"))
+        .args(["-c", &replay])
+        .output()
+        .unwrap();
+    let sent: u64 = String::from_utf8_lossy(&sent.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     assert!(sent > 0, "nothing captured to replay");
     std::thread::sleep(Duration::from_millis(300));
     let after = w.relay_status();
@@ -367,7 +387,10 @@ fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
     let _ = (tx.wait(), rx.wait());
     eprintln!("relayed rate {rate:.0} B/s under a 1000000 B/s cap, {limited} dropped");
     assert!(rate <= 1_100_000.0, "rate {rate} over the cap");
-    assert!(rate >= 500_000.0, "rate {rate}: the cap starves the transfer");
+    assert!(
+        rate >= 500_000.0,
+        "rate {rate}: the cap starves the transfer"
+    );
     assert!(limited > 0, "the cap never bit");
 }
 
@@ -404,7 +427,9 @@ fn endpoint_dependent_mapping_reaches_address_filtering_directly() {
     // a's relay status shows the endpoint-dependent mapping its peers observed.
     let status = relay_status(&a);
     assert!(
-        status["reflexive"].as_array().is_some_and(|r| !r.is_empty()),
+        status["reflexive"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
         "{status}"
     );
 }
@@ -489,7 +514,11 @@ fn relayed_traffic_never_shows_its_plaintext_on_the_relay() {
         .args(["60", "python3", "-c", &send])
         .output()
         .unwrap();
-    assert!(tx.status.success(), "sender: {}", String::from_utf8_lossy(&tx.stderr));
+    assert!(
+        tx.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&tx.stderr)
+    );
     let got = rx.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "4194304");
     std::thread::sleep(Duration::from_millis(500));
@@ -608,7 +637,10 @@ fn a_relay_restart_and_a_path_change_keep_sessions_and_a_transfer_intact() {
         "no ping within 10 s of the relay's restart: a {}",
         log(&a)
     );
-    eprintln!("recovered {:?} after the relay restart", restarted.elapsed());
+    eprintln!(
+        "recovered {:?} after the relay restart",
+        restarted.elapsed()
+    );
     assert!(wait_for(Duration::from_secs(5), || reserved(&a) && reserved(&b)));
 
     // A transfer that crosses a fall-back to the relay and an upgrade back to direct.
@@ -630,13 +662,30 @@ fn a_relay_restart_and_a_path_change_keep_sessions_and_a_transfer_intact() {
     let out = router.sh(&format!(
         "nft insert rule inet mfilter forward ip daddr {d_wan} udp dport {PORT} drop"
     ));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        wait_for(Duration::from_secs(8), || path_of(&c, &d_addr).starts_with("relay:")),
-        "c never fell back: {}",
-        path_of(&c, &d_addr)
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    router.sh("nft flush chain inet mfilter forward && nft add rule inet mfilter forward ct state established,related accept && nft add rule inet mfilter forward iifname \"lanbr\" oifname \"wan\" accept");
+    assert!(
+        wait_for(Duration::from_secs(8), || path_of(&c, &d_addr)
+            .starts_with("relay:")),
+        "c never fell back: {}\n{}\nrouter {}\nc {}",
+        path_of(&c, &d_addr),
+        String::from_utf8_lossy(&c.cli(&["--json", "peers"]).stdout),
+        String::from_utf8_lossy(
+            &router
+                .sh("nft list ruleset; conntrack -L 2>/dev/null | head")
+                .stdout
+        ),
+        log(&c)
+    );
+    let out = router.sh("nft delete rule inet mfilter forward handle $(nft -a list chain inet mfilter forward | grep 'udp dport' | grep drop | sed 's/.*handle //')");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         wait_for(Duration::from_secs(15), || path_of(&c, &d_addr) == "direct"),
         "c never went direct again: {}",

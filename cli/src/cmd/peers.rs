@@ -54,7 +54,11 @@ pub(crate) fn render(peers: &[PeerInfo], now: u64) -> String {
                 bytes(p.tx_bytes),
                 p.rtt_us.map_or_else(|| "-".into(), millis),
                 p.cipher.clone().unwrap_or_else(|| "-".into()),
-                if p.path.is_empty() { "-".into() } else { p.path.clone() },
+                if p.path.is_empty() {
+                    "-".into()
+                } else {
+                    p.path.clone()
+                },
             ];
             if many {
                 row.insert(0, p.identity.clone());

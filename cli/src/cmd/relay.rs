@@ -77,14 +77,25 @@ pub(crate) fn render(info: &RelayInfo) -> String {
         s.push_str("uses no relay (give metanetd --relay-via ADDRESS@HOST:PORT)\n");
     } else {
         for u in &info.using {
-            let state = if u.reserved { "reserved" } else { "not reserved" };
-            s.push_str(&format!("identity {} uses {} ({state})\n", u.identity, u.relay));
+            let state = if u.reserved {
+                "reserved"
+            } else {
+                "not reserved"
+            };
+            s.push_str(&format!(
+                "identity {} uses {} ({state})\n",
+                u.identity, u.relay
+            ));
         }
     }
     let seen: Vec<String> = info.reflexive.iter().map(ToString::to_string).collect();
     s.push_str(&format!(
         "seen by others as: {} (mapping {})\n",
-        if seen.is_empty() { "-".into() } else { seen.join(", ") },
+        if seen.is_empty() {
+            "-".into()
+        } else {
+            seen.join(", ")
+        },
         info.mapping
     ));
     s

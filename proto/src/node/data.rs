@@ -285,19 +285,16 @@ impl Node {
         let is_signal = msg.get(range.clone()).is_some_and(crate::signal::is_signal);
         // Roaming is per path: a relayed packet moves only the relay, a direct one
         // only the endpoint, and only while the peer is direct (a relayed peer
-        // moves to a direct path by a probe's answer, or by direct tunnel data).
+        // moves to a direct path by a probe's answer).
         match via {
             Via::Direct(from) => {
                 p.paths.direct_rx = Some(now);
-                let upgrade = p.paths.relayed && !is_signal && !keepalive && !p.paths.relay_only;
-                if p.paths.relayed && !upgrade {
+                // Packets from the peer prove only that its path to us works, not
+                // ours to it: a relayed peer stays relayed until a probe of ours is
+                // answered.
+                if p.paths.relayed {
                     p.add_candidate(from);
                 } else {
-                    if upgrade {
-                        p.paths.relayed = false;
-                        p.paths.punch = None;
-                        p.paths.punch_at = None;
-                    }
                     if let Some(old) = p.endpoint.filter(|e| *e != from) {
                         p.endpoint = Some(from);
                         if let Some(server) = self.relay.as_mut() {
@@ -311,14 +308,6 @@ impl Node {
                         });
                     } else {
                         p.endpoint = Some(from);
-                    }
-                    if upgrade {
-                        self.events.push_back(Event::PathChanged {
-                            local: local_id,
-                            address,
-                            path: super::Path::Direct,
-                            endpoint: Some(from),
-                        });
                     }
                 }
             }

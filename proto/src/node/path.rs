@@ -36,7 +36,7 @@ pub(super) const PUNCH_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) const PUNCH_BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// Data sent directly with no direct packet back for this long makes the node probe
 /// the direct path (while a relay is there to fall back to).
-pub(super) const DIRECT_CHECK_AFTER: Duration = Duration::from_secs(3);
+pub(super) const DIRECT_CHECK_AFTER: Duration = Duration::from_secs(2);
 /// A probe of a silent direct path unanswered for this long falls back to the relay.
 pub(super) const DIRECT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Observations of our own endpoint kept, and how long each counts.
@@ -482,7 +482,16 @@ impl Node {
         let Some(check) = p.paths.check.filter(|c| now >= c.due) else {
             return;
         };
-        if p.paths.relayed || p.paths.direct_rx.is_some_and(|t| t >= check.since) {
+        // Heard from directly since the probe went out, or (before a probe) within the
+        // last check period: the path answers; the next data sent re-arms the check.
+        let heard = p.paths.direct_rx.is_some_and(|t| {
+            if check.probed {
+                t >= check.since
+            } else {
+                now.saturating_duration_since(t) < DIRECT_CHECK_AFTER
+            }
+        });
+        if p.paths.relayed || heard {
             p.paths.check = None;
             return;
         }
@@ -493,7 +502,7 @@ impl Node {
         if !check.probed {
             p.paths.check = Some(DirectCheck {
                 due: now + DIRECT_PROBE_TIMEOUT,
-                since: check.since,
+                since: now,
                 probed: true,
                 nonce,
             });

@@ -107,7 +107,7 @@ pub(super) struct Paths {
 pub(super) struct DirectCheck {
     /// When it fires.
     pub(super) due: Instant,
-    /// When it was armed: a direct packet received after this disarms it.
+    /// When it was armed, or when its probe went out.
     pub(super) since: Instant,
     /// Whether a probe went out (the second firing falls back to the relay).
     pub(super) probed: bool,

@@ -52,6 +52,43 @@ impl Default for LinkConfig {
     }
 }
 
+/// How a simulated NAT maps private sources to public ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// One public port per private source (endpoint-independent).
+    Independent,
+    /// One public port per private source and destination (endpoint-dependent).
+    Dependent,
+}
+
+/// Which unsolicited inbound packets a simulated NAT lets through to a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filtering {
+    /// Anyone (full cone).
+    Independent,
+    /// Hosts (any port) the mapping has sent to.
+    Address,
+    /// Exactly the addresses and ports the mapping has sent to.
+    AddressPort,
+}
+
+/// A NAT router in front of some hosts: public IP, behaviour and its bindings.
+#[derive(Debug)]
+pub struct Nat {
+    pub public_ip: std::net::IpAddr,
+    pub mapping: Mapping,
+    pub filtering: Filtering,
+    /// Bindings unused for this long are gone (`None`: never).
+    pub timeout: Option<Duration>,
+    next_port: u16,
+    /// (private source, destination when endpoint-dependent) → public port.
+    ports: BTreeMap<(SocketAddr, Option<SocketAddr>), u16>,
+    /// Public port → private source, destinations contacted, last use.
+    bindings: BTreeMap<u16, (SocketAddr, Vec<SocketAddr>, Instant)>,
+    /// Inbound packets dropped by the filter or for want of a binding.
+    pub dropped: u64,
+}
+
 /// One simulated machine.
 pub struct Host {
     pub node: Node,
@@ -65,6 +102,10 @@ pub struct Host {
     pub event_times: Vec<Instant>,
     /// Whether LookupNeeded is answered from the directory.
     pub auto_resolve: bool,
+    /// The NAT it sits behind (its `addr` is then private).
+    pub nat: Option<usize>,
+    /// The relays its records list.
+    pub relays: Vec<metanet_proto::record::Relay>,
 }
 
 type Address = metanet_proto::Address;
@@ -115,6 +156,8 @@ pub struct Sim {
     /// drains and deliveries, 1 by default; large scenarios raise it, since a check
     /// costs time linear in the number of peers.
     pub check_every: u64,
+    /// NAT routers.
+    pub nats: Vec<Nat>,
     checks: u64,
     rng: ChaCha20Rng,
     flights: BinaryHeap<Reverse<Flight>>,
@@ -151,6 +194,7 @@ impl Sim {
             taps: BTreeMap::new(),
             wire_log: Vec::new(),
             check_every: 1,
+            nats: Vec::new(),
             checks: 0,
             rng: ChaCha20Rng::seed_from_u64(seed),
             flights: BinaryHeap::new(),
@@ -201,19 +245,153 @@ impl Sim {
             events: Vec::new(),
             event_times: Vec::new(),
             auto_resolve: true,
+            nat: None,
+            relays: Vec::new(),
         });
         self.hosts.len() - 1
     }
 
+    /// A NAT router with public IP `ip`.
+    pub fn add_nat(&mut self, ip: &str, mapping: Mapping, filtering: Filtering) -> usize {
+        self.nats.push(Nat {
+            public_ip: ip.parse().unwrap(),
+            mapping,
+            filtering,
+            timeout: None,
+            next_port: 40000,
+            ports: BTreeMap::new(),
+            bindings: BTreeMap::new(),
+            dropped: 0,
+        });
+        self.nats.len() - 1
+    }
+
+    /// Put host `h` behind NAT `n` (its address becomes a private one).
+    pub fn put_behind(&mut self, h: usize, n: usize) {
+        self.hosts[h].nat = Some(n);
+    }
+
+    /// Make host `h`'s identities reserve with the relay on host `relay`, and list it
+    /// in their records.
+    pub fn use_relay(&mut self, h: usize, relay: usize) {
+        let r = metanet_proto::record::Relay {
+            address: self.address(relay),
+            endpoint: self.hosts[relay].addr,
+        };
+        self.hosts[h].relays = vec![r];
+        let now = self.now;
+        let locals: Vec<LocalId> = self.hosts[h].identities.iter().map(|(l, _)| *l).collect();
+        for local in locals {
+            self.hosts[h]
+                .node
+                .handle_command(
+                    now,
+                    Command::SetRelays {
+                        local,
+                        relays: vec![r],
+                    },
+                )
+                .unwrap();
+        }
+        self.drain(h);
+    }
+
+    /// The public source a datagram from host `h` to `to` leaves with: its own
+    /// address, or the NAT's mapping (made on first use).
+    fn translate_out(&mut self, h: usize, to: SocketAddr) -> SocketAddr {
+        let from = self.hosts[h].addr;
+        let Some(n) = self.hosts[h].nat else {
+            return from;
+        };
+        // Inside the same LAN: no translation.
+        if self.hosts.iter().any(|o| o.addr == to && o.nat == Some(n)) {
+            return from;
+        }
+        let now = self.now;
+        let nat = &mut self.nats[n];
+        let key = (from, (nat.mapping == Mapping::Dependent).then_some(to));
+        let expired = nat.ports.get(&key).is_some_and(|p| {
+            nat.timeout.is_some_and(|t| {
+                nat.bindings
+                    .get(p)
+                    .is_some_and(|(_, _, used)| now.saturating_duration_since(*used) > t)
+            })
+        });
+        if expired {
+            if let Some(p) = nat.ports.remove(&key) {
+                nat.bindings.remove(&p);
+            }
+        }
+        let port = match nat.ports.get(&key) {
+            Some(&p) => p,
+            None => {
+                let p = nat.next_port;
+                nat.next_port = nat.next_port.wrapping_add(1).max(1024);
+                nat.ports.insert(key, p);
+                nat.bindings.insert(p, (from, Vec::new(), now));
+                p
+            }
+        };
+        if let Some((_, contacted, used)) = nat.bindings.get_mut(&port) {
+            if !contacted.contains(&to) {
+                contacted.push(to);
+            }
+            *used = now;
+        }
+        SocketAddr::new(nat.public_ip, port)
+    }
+
+    /// Where a datagram to `to` from `from` ends up: a host address, after the NAT at
+    /// `to` (if any) let it in; `None` when a NAT drops it.
+    fn translate_in(&mut self, from: SocketAddr, to: SocketAddr) -> Option<SocketAddr> {
+        let now = self.now;
+        let Some(nat) = self.nats.iter_mut().find(|n| n.public_ip == to.ip()) else {
+            return Some(to);
+        };
+        let Some((private, contacted, used)) = nat.bindings.get_mut(&to.port()) else {
+            nat.dropped += 1;
+            return None;
+        };
+        if nat
+            .timeout
+            .is_some_and(|t| now.saturating_duration_since(*used) > t)
+        {
+            nat.dropped += 1;
+            return None;
+        }
+        let ok = match nat.filtering {
+            Filtering::Independent => true,
+            Filtering::Address => contacted.iter().any(|c| c.ip() == from.ip()),
+            Filtering::AddressPort => contacted.contains(&from),
+        };
+        if !ok {
+            nat.dropped += 1;
+            return None;
+        }
+        *used = now;
+        Some(*private)
+    }
+
     /// Sign and store a record for `identity` reachable at `addr`.
     pub fn publish(&mut self, identity: &Identity, addr: SocketAddr) {
-        let rec = PeerRecord::new(
+        self.publish_with(identity, vec![addr], vec![]);
+    }
+
+    /// Sign and store a record for `identity` with these endpoints and relays.
+    pub fn publish_with(
+        &mut self,
+        identity: &Identity,
+        endpoints: Vec<SocketAddr>,
+        relays: Vec<metanet_proto::record::Relay>,
+    ) {
+        let mut rec = PeerRecord::new(
             identity,
-            vec![addr],
+            endpoints,
             vec![],
             1,
             self.unix().as_secs() + 86_400 * 2,
         );
+        rec.relays = relays;
         let bytes = rec.sign(identity).unwrap();
         self.directory
             .insert(identity.address().ipv6_prefix(), bytes);
@@ -295,7 +473,7 @@ impl Sim {
         let mut out = vec![0u8; pkt.len() + 64];
         let now = self.now;
         if let Some(tx) = self.hosts[h].node.handle_tun_packet(now, pkt, &mut out) {
-            let from = self.hosts[h].addr;
+            let from = self.translate_out(h, tx.destination);
             self.transmit(from, tx.destination, out[..tx.len].to_vec());
         }
         self.drain(h);
@@ -312,7 +490,7 @@ impl Sim {
             .node
             .handle_tun_packet_in_place(now, &mut buf, pkt.len())
         {
-            let from = self.hosts[h].addr;
+            let from = self.translate_out(h, tx.destination);
             self.transmit(from, tx.destination, buf[..tx.len].to_vec());
         }
         self.drain(h);
@@ -403,9 +581,9 @@ impl Sim {
             }
         }
         let mut buf = vec![0u8; 65536];
-        let from = self.hosts[h].addr;
         while let Some(tx) = self.hosts[h].node.poll_transmit(&mut buf) {
             let bytes = buf[..tx.len].to_vec();
+            let from = self.translate_out(h, tx.destination);
             self.transmit(from, tx.destination, bytes);
         }
         while let Some(ev) = self.hosts[h].node.poll_event() {
@@ -434,8 +612,8 @@ impl Sim {
                     noise_key: rec.noise_key,
                 },
                 endpoint: rec.endpoints.first().copied(),
-                candidates: Vec::new(),
-                relay: None,
+                candidates: rec.endpoints.iter().skip(1).copied().collect(),
+                relay: rec.relays.first().copied(),
                 connect: false,
             },
             None => Command::LookupFailed { local, ipv6 },
@@ -488,7 +666,22 @@ impl Sim {
     }
 
     fn deliver(&mut self, f: Flight) {
-        let Some(h) = self.hosts.iter().position(|h| h.addr == f.to) else {
+        let Some(to) = self.translate_in(f.from, f.to) else {
+            return;
+        };
+        // A host behind a NAT is reached at its private address only from its LAN.
+        let lan_of = |addr: SocketAddr| {
+            self.hosts
+                .iter()
+                .find(|h| h.addr == addr)
+                .and_then(|h| h.nat)
+        };
+        let sender_nat = lan_of(f.from);
+        let Some(h) = self
+            .hosts
+            .iter()
+            .position(|h| h.addr == to && (to != f.to || h.nat.is_none() || h.nat == sender_nat))
+        else {
             self.link_stats.unroutable += 1;
             self.taps.entry(f.to).or_default().push(f.bytes);
             return;
@@ -498,6 +691,7 @@ impl Sim {
         }
         let mut bytes = f.bytes;
         let now = self.now;
+        let _ = to;
         if let Some(range) = self.hosts[h].node.handle_datagram(now, f.from, &mut bytes) {
             self.hosts[h].delivered.push((now, bytes[range].to_vec()));
         }
