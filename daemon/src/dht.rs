@@ -731,7 +731,10 @@ fn expiry(key: &RecordKey, value: &[u8]) -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(rec.not_after.saturating_sub(now.as_secs())))
 }
 
-/// Addresses worth handing to Kademlia: not loopback, unspecified or link-local.
+/// Addresses worth handing to Kademlia: not loopback, unspecified or link-local, and
+/// not an overlay address (the DHT carries records about the overlay: reaching a DHT
+/// node through the overlay would start a session, maybe through a relay, for every
+/// DHT contact).
 fn dialable(addr: &Multiaddr) -> bool {
     match addr.iter().next() {
         Some(Protocol::Ip4(ip)) => usable_ip(IpAddr::V4(ip)),
@@ -743,7 +746,12 @@ fn dialable(addr: &Multiaddr) -> bool {
 fn usable_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_unspecified() || v4.is_link_local()),
-        IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local()),
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unicast_link_local()
+                || v6.octets()[0] == metanet_proto::address::OVERLAY_FIRST_BYTE)
+        }
     }
 }
 

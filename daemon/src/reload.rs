@@ -197,6 +197,21 @@ impl Daemon {
                 file.overlay_filter.is_some_and(|f| f != o.overlay_filter),
                 "overlay-filter",
             ),
+            changed(
+                file.relay.is_some() && file.relay_limits() != o.relay,
+                "relay",
+            ),
+            changed(
+                file.relays()
+                    .is_ok_and(|r| r.iter().any(|x| !o.relays.contains(x))),
+                "relays",
+            ),
+            changed(
+                file.keepalive.is_some_and(|k| {
+                    (k != 0).then(|| std::time::Duration::from_secs(k)) != o.keepalive
+                }),
+                "keepalive",
+            ),
         ]
         .into_iter()
         .flatten()

@@ -104,6 +104,13 @@ impl Harness {
                 load_threshold: 1,
                 per_source_rate: 1,
                 persistent_keepalive: Some(Duration::from_secs(1)),
+                // A relay too, so relay messages reach the forwarding checks.
+                relay: Some(metanet_proto::node::RelayLimits {
+                    rate: 1000,
+                    sessions: 1,
+                    clients: 2,
+                    lifetime: Duration::from_secs(2),
+                }),
                 ..Config::default()
             }
         } else {

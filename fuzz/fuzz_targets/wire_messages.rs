@@ -69,6 +69,23 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(emit(r.buffer_len(), |b| r.emit(b)), data);
     }
 
+    let relay = wire::RelayPacket::new_checked(data);
+    assert_eq!(
+        relay.is_ok(),
+        matches!(kind, Ok(Kind::Relay | Kind::Relayed))
+    );
+    if let Ok(p) = relay {
+        assert_eq!(p.is_relayed(), kind == Ok(Kind::Relayed));
+        // The inner message is one a relay carries, itself valid.
+        let inner = wire::classify(p.inner()).unwrap();
+        assert!(matches!(
+            inner,
+            Kind::Initiation | Kind::Response | Kind::CookieReply | Kind::Data
+        ));
+        let again = wire::relay_message(data[0], &p.address(), p.inner());
+        assert_eq!(again, data);
+    }
+
     // Exhaustive on purpose: a new message kind does not build here until it has a
     // view checked above.
     match kind {
@@ -79,7 +96,9 @@ fuzz_target!(|data: &[u8]| {
             | Kind::Data
             | Kind::RecordRequest
             | Kind::RecordResponse
-            | Kind::RecordCookie,
+            | Kind::RecordCookie
+            | Kind::Relay
+            | Kind::Relayed,
         )
         | Err(_) => {}
     }

@@ -694,3 +694,127 @@ fn a_relay_restart_and_a_path_change_keep_sessions_and_a_transfer_intact() {
     assert_eq!(transfer_intact(tx, rx, &out_file, 24), c_ip);
     let _ = c_addr;
 }
+
+/// Seconds of CPU (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat (utime, stime), 12 and 13 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// One iperf3 run of `secs` seconds from `from` to `[ip]`; Gbit/s.
+fn iperf(from: &Netns, to: &Netns, ip: &str, secs: u32) -> f64 {
+    let mut server = to
+        .cmd(Path::new("timeout"))
+        .args(["60", "iperf3", "-s", "-1", "-B", ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = from
+        .cmd(Path::new("timeout"))
+        .args(["60", "iperf3", "-J", "-c", ip, "-t", &secs.to_string()])
+        .output()
+        .unwrap();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The NAT benchmark (bench/nat.sh runs it in release mode): per NAT pair, the median
+/// over 20 connects of the time to the first reply (through the relay) and to the
+/// direct path; relayed against direct single-stream TCP; the relay's CPU per
+/// forwarded Gbit. Prints a Markdown table.
+#[test]
+#[ignore = "a benchmark: bench/nat.sh"]
+fn bench_nat() {
+    if !root_or_skip("bench_nat") {
+        return;
+    }
+    let runs: usize = std::env::var("NAT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    println!("| NAT pair | first reply, median of {runs} | direct, median | direct in |");
+    println!("| --- | --- | --- | --- |");
+    let pairs = [
+        ("easy / easy", Nat::Easy, Nat::Easy),
+        (
+            "hard / address-filtering",
+            Nat::Hard,
+            Nat::AddressFiltering { port: PORT },
+        ),
+        ("hard / hard", Nat::Hard, Nat::Hard),
+    ];
+    let mut direct_gbps = 0.0;
+    let mut relayed = (0.0, 0.0);
+    for (name, na, nb) in pairs {
+        let mut w = World::new(&["--relay-rate", "0"]);
+        let r1 = w.inet.router(na);
+        let r2 = w.inet.router(nb);
+        let (a_ns, _) = w.inet.host_behind(r1);
+        let (b_ns, _) = w.inet.host_behind(r2);
+        let a = w.client(&a_ns, "a", &[]);
+        let b = w.client(&b_ns, "b", &[]);
+        let (b_addr, b_ip) = b.identity();
+        assert!(resolvable(&a, &b_addr));
+        let (mut first, mut direct, mut went) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..runs {
+            let _ = a.cli(&["disconnect", &b_addr]);
+            let _ = b.cli(&["disconnect", &a.identity().0]);
+            std::thread::sleep(Duration::from_millis(300));
+            let t0 = Instant::now();
+            let _ = a.cli(&["connect", &b_addr]);
+            if !wait_for(Duration::from_secs(5), || {
+                a_ns.sh(&format!("ping -6 -c1 -W1 {b_ip}")).status.success()
+            }) {
+                continue;
+            }
+            first.push(t0.elapsed().as_secs_f64() * 1e3);
+            if wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct") {
+                direct.push(t0.elapsed().as_secs_f64() * 1e3);
+                went += 1;
+            }
+        }
+        let direct_text = if direct.is_empty() {
+            "- (stays relayed)".to_owned()
+        } else {
+            format!("{:.0} ms", median(direct))
+        };
+        println!(
+            "| {name} | {:.0} ms | {direct_text} | {went} of {runs} |",
+            median(first)
+        );
+        if na == Nat::Easy {
+            assert!(wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct"));
+            direct_gbps = iperf(&a_ns, &b_ns, &b_ip, 5);
+        }
+        if na == Nat::Hard && nb == Nat::Hard {
+            let pid = w.relay.child.as_ref().unwrap().id();
+            let (cpu0, bytes0) = (cpu_seconds(pid), forwarded(&w));
+            let gbps = iperf(&a_ns, &b_ns, &b_ip, 5);
+            let (cpu1, bytes1) = (cpu_seconds(pid), forwarded(&w));
+            let gbit = (bytes1 - bytes0) as f64 * 8.0 / 1e9;
+            relayed = (gbps, (cpu1 - cpu0) / gbit.max(1e-9));
+        }
+    }
+    println!();
+    println!(
+        "single TCP stream: direct {direct_gbps:.2} Gbit/s, relayed {:.2} Gbit/s ({:.0} % of direct); relay CPU {:.2} s per forwarded Gbit",
+        relayed.0,
+        relayed.0 / direct_gbps * 100.0,
+        relayed.1
+    );
+}
