@@ -783,7 +783,9 @@ mod tests {
     #[test]
     fn classify_rejects_bad_input() {
         assert_eq!(classify(&[]), Err(Error::Empty));
-        assert_eq!(classify(&[9; 40]), Err(Error::UnknownType(9)));
+        assert_eq!(classify(&[10; 40]), Err(Error::UnknownType(10)));
+        // A relayed message whose reserved bytes are set.
+        assert_eq!(classify(&[9; 40]), Err(Error::Reserved));
         assert!(matches!(classify(&[1; 239]), Err(Error::BadLength { .. })));
         let mut d = [0u8; 32];
         d[0] = 4;

@@ -53,6 +53,16 @@ fn world(seed: u64, a: Option<NatType>, b: Option<NatType>, hidden_b: bool) -> (
             s.put_behind(h, n);
         }
         s.use_relay(h, relay);
+        let now = s.now;
+        s.hosts[h]
+            .node
+            .handle_command(
+                now,
+                metanet_proto::node::Command::SetCandidates {
+                    candidates: vec![endpoint],
+                },
+            )
+            .unwrap();
         let hide = hidden_b && i == 1;
         if hide {
             let local = s.local(h);

@@ -129,6 +129,13 @@ fn accepted_by(buf: &[u8]) -> Vec<Kind> {
     if wire::RecordCookiePacket::new_checked(buf).is_ok() {
         out.push(Kind::RecordCookie);
     }
+    if let Ok(p) = wire::RelayPacket::new_checked(buf) {
+        out.push(if p.is_relayed() {
+            Kind::Relayed
+        } else {
+            Kind::Relay
+        });
+    }
     out
 }
 
@@ -328,6 +335,16 @@ proptest! {
     #[test]
     fn wire_views_never_panic_near_valid_messages(buf in near_message()) {
         let kind = parse_everything(&buf);
+        // Relay messages are judged by their inner message too: classify agrees with
+        // their view, and an accepted one carries a valid inner message.
+        if matches!(buf.first(), Some(8 | 9)) {
+            let view = wire::RelayPacket::new_checked(&buf[..]);
+            prop_assert_eq!(view.is_ok(), matches!(kind, Ok(Kind::Relay | Kind::Relayed)));
+            if let Ok(v) = view {
+                prop_assert!(wire::classify(v.inner()).is_ok());
+            }
+            return Ok(());
+        }
         // Judged by type byte, length and reserved bytes only.
         let expected = match (buf.first(), buf.len()) {
             (None, _) => Err(wire::Error::Empty),

@@ -1142,7 +1142,7 @@ fn nat_messages_match_vectors() {
     let parsed = PeerRecord::verify(
         &rec,
         Lookup::Address(file.record_with_relays.address.parse().unwrap()),
-        UnixTime::from_secs(1_900_000_000),
+        UnixTime::from_secs(1_999_990_000),
     )
     .unwrap();
     let relays: Vec<String> = parsed.relays.iter().map(ToString::to_string).collect();

@@ -4,7 +4,7 @@
 //! and TCP through the tunnel, `metanet peers --json` paths, `metanet relay status
 //! --json` on the relay, captures. Skipped when not root.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::path::Path;
 use std::process::Stdio;

@@ -196,25 +196,17 @@ impl Node {
                 id
             }
             None => {
-                let (endpoint, paths) = match via {
-                    Via::Direct(from) => (Some(from), NewPaths::default()),
-                    Via::Relay { relay, .. } => (
-                        None,
-                        NewPaths {
-                            candidates: Vec::new(),
-                            relay: Some(relay),
-                        },
-                    ),
+                let paths = match via {
+                    Via::Direct(from) => NewPaths {
+                        endpoint: Some(from),
+                        ..Default::default()
+                    },
+                    Via::Relay { relay, .. } => NewPaths {
+                        relay: Some(relay),
+                        ..Default::default()
+                    },
                 };
-                match self.add_peer(
-                    now,
-                    local_id,
-                    remote,
-                    endpoint,
-                    false,
-                    Origin::Inbound,
-                    paths,
-                ) {
+                match self.add_peer(now, local_id, remote, false, Origin::Inbound, paths) {
                     Ok(id) => id,
                     Err(_) => return,
                 }

@@ -569,10 +569,11 @@ impl Node {
                     self.use_relay(now, local, relay);
                 }
                 let paths = table::NewPaths {
+                    endpoint,
                     candidates,
                     relay: relay.map(|r| r.endpoint),
                 };
-                self.add_peer(now, local, remote, endpoint, connect, Origin::Driver, paths)
+                self.add_peer(now, local, remote, connect, Origin::Driver, paths)
                     .map(|_| ())
             }
             Command::SetRelays { local, relays } => {

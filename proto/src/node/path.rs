@@ -107,10 +107,9 @@ impl Peer {
             relay,
             peer: self.address,
         });
-        if self.paths.relayed || self.paths.relay_only || self.endpoint.is_none() {
-            if relay.is_some() || self.paths.relay_only {
-                return relay;
-            }
+        let wants_relay = self.paths.relayed || self.paths.relay_only || self.endpoint.is_none();
+        if wants_relay && (relay.is_some() || self.paths.relay_only) {
+            return relay;
         }
         self.endpoint.map(Via::Direct)
     }
@@ -547,7 +546,8 @@ impl Node {
         let after = self.nat_status(now);
         if after.reflexive != before {
             // Behind a NAT: peers' paths need keepalives to keep their bindings.
-            if !after.reflexive.is_empty() && !self.nat_seen {
+            // Only against known local endpoints can an observation show a NAT.
+            if !after.reflexive.is_empty() && !self.candidates.is_empty() && !self.nat_seen {
                 self.nat_seen = true;
                 let ids: Vec<PeerId> = self.peers.iter().map(|(id, _)| id).collect();
                 for id in ids {

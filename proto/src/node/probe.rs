@@ -229,14 +229,10 @@ impl Node {
             public_key: rec.public_key,
             noise_key: rec.noise_key,
         };
-        let _ = self.add_peer(
-            now,
-            local,
-            remote,
-            Some(endpoint),
-            true,
-            Origin::Driver,
-            super::table::NewPaths::default(),
-        );
+        let paths = super::table::NewPaths {
+            endpoint: Some(endpoint),
+            ..Default::default()
+        };
+        let _ = self.add_peer(now, local, remote, true, Origin::Driver, paths);
     }
 }

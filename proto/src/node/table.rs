@@ -24,6 +24,8 @@ const EVICT_IDLE: core::time::Duration = core::time::Duration::from_secs(
 /// A new peer's paths besides its endpoint (docs/protocol.md §10.3).
 #[derive(Debug, Default)]
 pub(super) struct NewPaths {
+    /// Where it is reached directly.
+    pub(super) endpoint: Option<SocketAddr>,
     /// Further direct endpoints to try.
     pub(super) candidates: Vec<SocketAddr>,
     /// The endpoint of a relay it is reached through.
@@ -179,11 +181,11 @@ impl Node {
         now: Instant,
         local: LocalId,
         remote: Remote,
-        endpoint: Option<SocketAddr>,
         connect: bool,
         origin: Origin,
         paths: NewPaths,
     ) -> Result<PeerId, CommandError> {
+        let endpoint = paths.endpoint;
         if self.local(local).is_none() {
             return Err(CommandError::UnknownLocal);
         }
