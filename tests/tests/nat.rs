@@ -120,11 +120,10 @@ fn forwarded(w: &World) -> u64 {
     w.relay_status()["forwarded_bytes"].as_u64().unwrap()
 }
 
-#[test]
-fn easy_nats_start_relayed_and_upgrade_to_direct() {
-    if !root_or_skip("easy_nats_start_relayed_and_upgrade_to_direct") {
-        return;
-    }
+/// Two daemons behind easy NATs connect to each other, B `late` after A (`None`: B does
+/// not connect itself); they must be direct within 5 s of A's connect, and the relay
+/// must stop forwarding within 1 s of the upgrade.
+fn easy_pair(late: Option<Duration>) {
     let mut w = World::new(&[]);
     let r1 = w.inet.router(Nat::Easy);
     let r2 = w.inet.router(Nat::Easy);
@@ -133,22 +132,37 @@ fn easy_nats_start_relayed_and_upgrade_to_direct() {
     let a = w.client(&a_ns, "a", &[]);
     let b = w.client(&b_ns, "b", &[]);
     let (b_addr, b_ip) = b.identity();
+    let (a_addr, _) = a.identity();
     assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    assert!(resolvable(&b, &a_addr), "b cannot resolve a: {}", log(&b));
 
     let start = Instant::now();
-    let out = a.cli(&["connect", &b_addr]);
-    assert!(
-        out.status.success(),
-        "connect: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    std::thread::scope(|scope| {
+        if let Some(late) = late {
+            let b = &b;
+            let a_addr = a_addr.clone();
+            scope.spawn(move || {
+                std::thread::sleep(late);
+                let _ = b.cli(&["connect", &a_addr]);
+            });
+        }
+        let out = a.cli(&["connect", &b_addr]);
+        assert!(
+            out.status.success(),
+            "connect: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
     assert!(
         wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)),
-        "no ping through the relay: {}",
+        "no ping: {}",
         log(&a)
     );
-    let direct = wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct");
+    let direct = wait_for(
+        Duration::from_secs(5).saturating_sub(start.elapsed()),
+        || path_of(&a, &b_addr) == "direct",
+    );
     assert!(
         direct,
         "not direct within 5 s of connect (path {}): a {}\nb {}",
@@ -156,7 +170,8 @@ fn easy_nats_start_relayed_and_upgrade_to_direct() {
         log(&a),
         log(&b)
     );
-    eprintln!("direct after {:?}", start.elapsed());
+    eprintln!("direct after {:?} (b late by {late:?})", start.elapsed());
+    assert!(wait_for(Duration::from_secs(5), || path_of(&b, &a_addr) == "direct"));
     // Once direct, the relay forwards nothing more (after one second for what was in
     // flight).
     std::thread::sleep(Duration::from_secs(1));
@@ -164,15 +179,64 @@ fn easy_nats_start_relayed_and_upgrade_to_direct() {
     for _ in 0..3 {
         assert!(ping(&a_ns, &b_ip), "ping after the upgrade");
     }
-    assert_eq!(
-        forwarded(&w),
-        before,
-        "the relay still forwards after the upgrade"
-    );
+    assert_eq!(forwarded(&w), before, "the relay still forwards after the upgrade");
     // The relay counted both clients.
     let status = w.relay_status();
     assert_eq!(status["relay"], true);
     assert!(status["reservations"].as_u64().unwrap() >= 2, "{status}");
+}
+
+#[test]
+fn easy_nats_start_relayed_and_upgrade_to_direct() {
+    if !root_or_skip("easy_nats_start_relayed_and_upgrade_to_direct") {
+        return;
+    }
+    easy_pair(None);
+}
+
+#[test]
+fn easy_nats_connecting_both_ways_at_once_go_direct() {
+    if !root_or_skip("easy_nats_connecting_both_ways_at_once_go_direct") {
+        return;
+    }
+    easy_pair(Some(Duration::ZERO));
+}
+
+#[test]
+fn easy_nats_with_one_side_late_go_direct() {
+    if !root_or_skip("easy_nats_with_one_side_late_go_direct") {
+        return;
+    }
+    easy_pair(Some(Duration::from_millis(1500)));
+}
+
+#[test]
+fn a_nat_inside_a_hard_nat_stays_relayed() {
+    if !root_or_skip("a_nat_inside_a_hard_nat_stays_relayed") {
+        return;
+    }
+    let mut w = World::new(&[]);
+    let r1 = w.inet.router(Nat::Hard);
+    let outer = w.inet.router(Nat::Hard);
+    let inner = w.inet.router(Nat::Easy);
+    w.inet.nest(inner, outer);
+    let (a_ns, _) = w.inet.host_behind(r1);
+    let (b_ns, _) = w.inet.host_behind(inner);
+    let a = w.client(&a_ns, "a", &[]);
+    let b = w.client(&b_ns, "b", &[]);
+    let (b_addr, b_ip) = b.identity();
+    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+    let _ = a.cli(&["connect", &b_addr]);
+    assert!(
+        wait_for(Duration::from_secs(3), || ping(&a_ns, &b_ip)),
+        "no relayed ping within 3 s: {}",
+        log(&a)
+    );
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        assert!(ping(&a_ns, &b_ip), "a relayed ping was lost");
+        assert!(path_of(&a, &b_addr).starts_with("relay:"));
+    }
 }
 
 #[test]
@@ -783,7 +847,9 @@ fn bench_nat() {
                 continue;
             }
             first.push(t0.elapsed().as_secs_f64() * 1e3);
-            if wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct") {
+            // A hard / hard pair cannot go direct: a short look is enough there.
+            let look = if nb == Nat::Hard { 1 } else { 5 };
+            if wait_for(Duration::from_secs(look), || path_of(&a, &b_addr) == "direct") {
                 direct.push(t0.elapsed().as_secs_f64() * 1e3);
                 went += 1;
             }
