@@ -179,7 +179,11 @@ fn easy_pair(late: Option<Duration>) {
     for _ in 0..3 {
         assert!(ping(&a_ns, &b_ip), "ping after the upgrade");
     }
-    assert_eq!(forwarded(&w), before, "the relay still forwards after the upgrade");
+    assert_eq!(
+        forwarded(&w),
+        before,
+        "the relay still forwards after the upgrade"
+    );
     // The relay counted both clients.
     let status = w.relay_status();
     assert_eq!(status["relay"], true);
@@ -849,7 +853,9 @@ fn bench_nat() {
             first.push(t0.elapsed().as_secs_f64() * 1e3);
             // A hard / hard pair cannot go direct: a short look is enough there.
             let look = if nb == Nat::Hard { 1 } else { 5 };
-            if wait_for(Duration::from_secs(look), || path_of(&a, &b_addr) == "direct") {
+            if wait_for(Duration::from_secs(look), || {
+                path_of(&a, &b_addr) == "direct"
+            }) {
                 direct.push(t0.elapsed().as_secs_f64() * 1e3);
                 went += 1;
             }
