@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod chain;
 pub mod nat;
 
 /// Whether we may create namespaces; prints why a test is skipped otherwise.

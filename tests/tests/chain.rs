@@ -10,110 +10,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use metanet_tests::{
-    bin, ping, root_or_skip, spawn_silent, terminate, wait_for, Daemon, Lan, Netns, TempDir,
-};
+use metanet_tests::chain::{prerequisites, Anvil, DEV_KEY};
+use metanet_tests::{bin, ping, root_or_skip, wait_for, Daemon, Lan, TempDir};
 
 const DHT_PORT: u16 = 51821;
-const RPC_PORT: u16 = 8545;
-/// anvil's first development account: a published key that holds test ether only on
-/// development nodes.
-const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 /// Port of the `.meta` DNS view on each host's loopback.
 const DNS_PORT: u16 = 5353;
-
-/// The anvil binary, as `contracts/anvil.sh path` finds it (`METANET_ANVIL`, the one
-/// `contracts/anvil.sh install` put under `contracts/node_modules`, or one on `PATH`).
-fn anvil_binary() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contracts/anvil.sh");
-    let out = Command::new(script).arg("path").output().ok()?;
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    (out.status.success() && path.is_file()).then_some(path)
-}
-
-/// Root and anvil, or a message saying why the test is skipped.
-fn prerequisites(test: &str) -> Option<PathBuf> {
-    if !root_or_skip(test) {
-        return None;
-    }
-    let anvil = anvil_binary();
-    if anvil.is_none() {
-        eprintln!(
-            "SKIP {test}: anvil is not installed (run contracts/anvil.sh install, or set METANET_ANVIL)"
-        );
-    }
-    anvil
-}
-
-/// anvil in a namespace, on that host's segment address, mining a block every second
-/// (so that the reveal delay passes without anyone sending transactions). Its state is
-/// kept in a file, so a restart continues the same chain. Killed on drop.
-struct Anvil {
-    bin: PathBuf,
-    ns: String,
-    ip: String,
-    state: PathBuf,
-    child: Option<Child>,
-}
-
-impl Anvil {
-    fn start(bin: PathBuf, ns: &Netns, ip: &str, dir: &Path) -> Anvil {
-        let mut a = Anvil {
-            bin,
-            ns: ns.name.clone(),
-            ip: ip.to_owned(),
-            state: dir.join("anvil-state.json"),
-            child: None,
-        };
-        a.up();
-        a
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}:{RPC_PORT}", self.ip)
-    }
-
-    fn up(&mut self) {
-        assert!(self.child.is_none());
-        let port = RPC_PORT.to_string();
-        self.child = Some(spawn_silent(
-            Command::new("ip")
-                .args(["netns", "exec", &self.ns])
-                .arg(&self.bin)
-                .args(["--host", &self.ip, "--port", &port])
-                .args(["--block-time", "1", "--silent", "--state"])
-                .arg(&self.state),
-        ));
-        let listening = wait_for(Duration::from_secs(20), || {
-            Command::new("ip")
-                .args(["netns", "exec", &self.ns, "ss", "-ltnH"])
-                .output()
-                .is_ok_and(|o| {
-                    String::from_utf8_lossy(&o.stdout).contains(&format!("{}:{RPC_PORT}", self.ip))
-                })
-        });
-        assert!(listening, "anvil did not listen on {}", self.url());
-    }
-
-    /// SIGTERM (anvil writes its state file), bounded wait, then SIGKILL.
-    fn down(&mut self) {
-        if let Some(child) = self.child.take() {
-            terminate(child, Duration::from_secs(10));
-        }
-    }
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// A segment with anvil on its last host and the registry deployed; the daemons are
 /// started by the tests. Fields drop in order: daemons, then anvil, then namespaces.
