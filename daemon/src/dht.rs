@@ -144,6 +144,10 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Nodes to join through; a `/p2p/<peer id>` suffix is optional.
     pub bootstrap: Vec<Multiaddr>,
+    /// Take part as a Kademlia client only: publish and look up, but never be dialled
+    /// as a server, so no DHT node learns this host's addresses (a hidden identity's
+    /// daemon, whose IP must not reach its peers through the DHT either).
+    pub client_only: bool,
 }
 
 /// Why the DHT node could not start.
@@ -378,7 +382,13 @@ impl Driver {
                 yamux::Config::default,
             )
             .map_err(|e| Error::Setup(e.to_string()))?
-            .with_behaviour(Behaviour::new)
+            .with_behaviour(|key| {
+                let mut b = Behaviour::new(key);
+                if config.client_only {
+                    b.kad.set_mode(Some(kad::Mode::Client));
+                }
+                b
+            })
             .map_err(|e| Error::Setup(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
             .build();

@@ -365,6 +365,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             keypair: state.dht_key()?,
             listen: dht_listen(opts.dht_port),
             bootstrap: opts.bootstrap.clone(),
+            // A hidden default identity: the DHT must not spread this host's IP.
+            client_only: opts
+                .identities
+                .iter()
+                .any(|c| c.name == state::DEFAULT_NAME && c.hidden),
         },
         dht_tx,
     )?;

@@ -41,6 +41,7 @@ pub fn prerequisites(test: &str) -> Option<PathBuf> {
 /// anvil in a namespace, on that host's address, mining a block every second (so that
 /// the reveal delay passes without anyone sending transactions). Its state is kept in
 /// a file, so a restart continues the same chain. Killed on drop.
+#[derive(Debug)]
 pub struct Anvil {
     bin: PathBuf,
     ns: String,

@@ -297,8 +297,12 @@ fn a_hidden_identity_is_reached_through_the_relay_and_its_ip_never_shows() {
     // name.
     let chain = metanet_tests::chain::anvil_binary().map(|bin| {
         let anvil = Anvil::start(bin, &w.inet.hosts[0], &w.relay_ip, &w.tmp.0);
-        let (key, contract) =
-            metanet_tests::chain::deploy(&w.inet.hosts[0], &anvil, &w.tmp.0, &["--min-reveal-delay", "2"]);
+        let (key, contract) = metanet_tests::chain::deploy(
+            &w.inet.hosts[0],
+            &anvil,
+            &w.tmp.0,
+            &["--min-reveal-delay", "2"],
+        );
         (anvil, key, contract)
     });
     let chain_flags: Vec<String> = chain
@@ -362,12 +366,28 @@ fn a_hidden_identity_is_reached_through_the_relay_and_its_ip_never_shows() {
             "register: {}",
             String::from_utf8_lossy(&reg.stderr)
         );
-        let by_name = wait_for(Duration::from_secs(20), || {
-            a.cli(&["ping", "shadow", "-c", "1", "-W", "2"])
-                .status
-                .success()
-        });
-        assert!(by_name, "no ping to the hidden identity by name: {}", log(&a));
+        // `metanet ping` inside a's namespace (its ICMPv6 socket must be there).
+        let ping_name = || {
+            a_ns.cmd(Path::new("timeout"))
+                .arg("30")
+                .arg(metanet_tests::bin("metanet"))
+                .arg("--socket")
+                .arg(&a.socket)
+                .args(["ping", "shadow", "-c", "1", "-W", "2"])
+                .output()
+                .unwrap()
+        };
+        let by_name = wait_for(Duration::from_secs(20), || ping_name().status.success());
+        assert!(
+            by_name,
+            "no ping to the hidden identity by name: register {}\nping {}\nshow {}",
+            String::from_utf8_lossy(&reg.stdout),
+            {
+                let o = ping_name();
+                String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+            },
+            String::from_utf8_lossy(&a.cli(&["--json", "name", "show", "shadow"]).stdout),
+        );
         assert_eq!(path_of(&a, &h_addr), format!("relay:{}", w.relay_addr));
     } else {
         eprintln!("SKIP the name part: anvil is not installed (contracts/anvil.sh install)");

@@ -89,6 +89,7 @@ fn main() -> Result<(), String> {
                     .parse()
                     .map_err(|e| format!("{e}"))?],
                 bootstrap: vec![bootstrap],
+                client_only: false,
             },
             tx,
         )
