@@ -204,6 +204,71 @@ impl Daemon {
                 "Record cookies sent instead of signing a record (record requests under load).",
                 s.record_cookies_sent,
             ),
+            (
+                "bad_signals",
+                "Signals (session control messages) that did not parse.",
+                s.bad_signals,
+            ),
+            (
+                "punches_started",
+                "Hole punches started.",
+                s.punches_started,
+            ),
+            (
+                "punches_succeeded",
+                "Hole punches that moved a peer to a direct path.",
+                s.punches_succeeded,
+            ),
+            (
+                "punches_failed",
+                "Hole punches that ran out (retried with back-off).",
+                s.punches_failed,
+            ),
+            (
+                "path_fallbacks",
+                "Direct paths that went silent and fell back to the relay.",
+                s.path_fallbacks,
+            ),
+            (
+                "relay_forwarded",
+                "Relay: messages forwarded between clients.",
+                s.relay_forwarded,
+            ),
+            (
+                "relay_forwarded_bytes",
+                "Relay: bytes forwarded between clients.",
+                s.relay_forwarded_bytes,
+            ),
+            (
+                "relay_unbound",
+                "Relay: messages from an endpoint with no reservation, dropped.",
+                s.relay_unbound,
+            ),
+            (
+                "relay_refused",
+                "Relay: messages refused (destination not bound, session limit, full).",
+                s.relay_refused,
+            ),
+            (
+                "relay_rate_limited",
+                "Relay: messages over the sender's rate cap, dropped.",
+                s.relay_rate_limited,
+            ),
+            (
+                "relay_unsolicited",
+                "Relayed messages from an endpoint that is none of our relays, dropped.",
+                s.relay_unsolicited,
+            ),
+            (
+                "relay_refusals_received",
+                "Refusals our relays sent us.",
+                s.relay_refusals_received,
+            ),
+            (
+                "relay_reservations_lost",
+                "Relay reservations found lost (the relay stopped answering).",
+                s.relay_reservations_lost,
+            ),
             ("tun_reads", "Reads from the TUN device.", c.tun_reads),
             (
                 "tun_packets_in",

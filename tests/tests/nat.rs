@@ -77,6 +77,61 @@ impl World {
     fn relay_status(&self) -> serde_json::Value {
         relay_status(&self.relay)
     }
+
+    /// A behind a new router of kind `na`, B behind one of kind `nb`, both clients of
+    /// the relay started with `flags`, and A able to resolve B in the DHT.
+    fn pair(&mut self, na: Nat, nb: Nat, flags: &[&str]) -> Pair {
+        let r1 = self.inet.router(na);
+        let r2 = self.inet.router(nb);
+        let (a_ns, _) = self.inet.host_behind(r1);
+        let (b_ns, _) = self.inet.host_behind(r2);
+        let a = self.client(&a_ns, "a", flags);
+        let b = self.client(&b_ns, "b", flags);
+        let (b_addr, b_ip) = b.identity();
+        assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
+        Pair {
+            a,
+            b,
+            a_ns,
+            b_ns,
+            b_addr,
+            b_ip,
+        }
+    }
+}
+
+/// `a` (in `a_ns`) connects to `b_addr` by address; returns once a ping to `b_ip`
+/// arrives, which must be within `secs` seconds.
+fn connect_and_ping(a: &Daemon, a_ns: &Netns, b_addr: &str, b_ip: &str, secs: u64) -> Duration {
+    let start = Instant::now();
+    let _ = a.cli(&["connect", b_addr]);
+    assert!(
+        wait_for(Duration::from_secs(secs), || ping(a_ns, b_ip)),
+        "no ping within {secs} s of connect: {}",
+        log(a)
+    );
+    start.elapsed()
+}
+
+/// For `secs` seconds every ping arrives and the path stays relayed (punches are
+/// retried meanwhile).
+fn stays_relayed(a: &Daemon, a_ns: &Netns, b_addr: &str, b_ip: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        assert!(ping(a_ns, b_ip), "a relayed ping was lost");
+        let path = path_of(a, b_addr);
+        assert!(path.starts_with("relay:"), "path {path}");
+    }
+}
+
+/// Two clients of the relay (the daemons drop before their namespaces).
+struct Pair {
+    a: Daemon,
+    b: Daemon,
+    a_ns: Netns,
+    b_ns: Netns,
+    b_addr: String,
+    b_ip: String,
 }
 
 fn relay_status(d: &Daemon) -> serde_json::Value {
@@ -126,15 +181,15 @@ fn forwarded(w: &World) -> u64 {
 /// must stop forwarding within 1 s of the upgrade.
 fn easy_pair(late: Option<Duration>) {
     let mut w = World::new(&[]);
-    let r1 = w.inet.router(Nat::Easy);
-    let r2 = w.inet.router(Nat::Easy);
-    let (a_ns, _) = w.inet.host_behind(r1);
-    let (b_ns, _) = w.inet.host_behind(r2);
-    let a = w.client(&a_ns, "a", &[]);
-    let b = w.client(&b_ns, "b", &[]);
-    let (b_addr, b_ip) = b.identity();
+    let Pair {
+        a,
+        b,
+        a_ns,
+        b_ns: _b_ns,
+        b_addr,
+        b_ip,
+    } = w.pair(Nat::Easy, Nat::Easy, &[]);
     let (a_addr, _) = a.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
     assert!(resolvable(&b, &a_addr), "b cannot resolve a: {}", log(&b));
 
     let start = Instant::now();
@@ -230,18 +285,8 @@ fn a_nat_inside_a_hard_nat_stays_relayed() {
     let a = w.client(&a_ns, "a", &[]);
     let b = w.client(&b_ns, "b", &[]);
     let (b_addr, b_ip) = b.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
-    let _ = a.cli(&["connect", &b_addr]);
-    assert!(
-        wait_for(Duration::from_secs(3), || ping(&a_ns, &b_ip)),
-        "no relayed ping within 3 s: {}",
-        log(&a)
-    );
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
-        assert!(ping(&a_ns, &b_ip), "a relayed ping was lost");
-        assert!(path_of(&a, &b_addr).starts_with("relay:"));
-    }
+    connect_and_ping(&a, &a_ns, &b_addr, &b_ip, 3);
+    stays_relayed(&a, &a_ns, &b_addr, &b_ip, 8);
 }
 
 #[test]
@@ -250,30 +295,19 @@ fn hard_nats_stay_relayed_and_traffic_flows() {
         return;
     }
     let mut w = World::new(&[]);
-    let r1 = w.inet.router(Nat::Hard);
-    let r2 = w.inet.router(Nat::Hard);
-    let (a_ns, _) = w.inet.host_behind(r1);
-    let (b_ns, _) = w.inet.host_behind(r2);
-    let a = w.client(&a_ns, "a", &[]);
-    let b = w.client(&b_ns, "b", &[]);
-    let (b_addr, b_ip) = b.identity();
+    let Pair {
+        a,
+        b: _b,
+        a_ns,
+        b_ns,
+        b_addr,
+        b_ip,
+    } = w.pair(Nat::Hard, Nat::Hard, &[]);
     let (_, a_ip) = a.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
-    let start = Instant::now();
-    let _ = a.cli(&["connect", &b_addr]);
-    assert!(
-        wait_for(Duration::from_secs(3), || ping(&a_ns, &b_ip)),
-        "no relayed ping within 3 s: {}",
-        log(&a)
-    );
-    eprintln!("relayed ping after {:?}", start.elapsed());
+    let took = connect_and_ping(&a, &a_ns, &b_addr, &b_ip, 3);
+    eprintln!("relayed ping after {took:?}");
     // Punch retries go on; traffic is not disturbed and no direct path is claimed.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
-        assert!(ping(&a_ns, &b_ip), "a relayed ping was lost");
-        let path = path_of(&a, &b_addr);
-        assert!(path.starts_with("relay:"), "path {path}");
-    }
+    stays_relayed(&a, &a_ns, &b_addr, &b_ip, 8);
     assert_eq!(path_of(&a, &b_addr), format!("relay:{}", w.relay_addr));
     // TCP through the relay arrives intact.
     let (rx, out_file) = tcp_receiver(&b_ns, &w.tmp, &b_ip);
@@ -531,17 +565,16 @@ fn endpoint_dependent_mapping_reaches_address_filtering_directly() {
         return;
     }
     let mut w = World::new(&[]);
-    let r1 = w.inet.router(Nat::Hard);
-    let r2 = w.inet.router(Nat::AddressFiltering { port: PORT });
-    let (a_ns, _) = w.inet.host_behind(r1);
-    let (b_ns, _) = w.inet.host_behind(r2);
-    let a = w.client(&a_ns, "a", &[]);
-    let b = w.client(&b_ns, "b", &[]);
-    let (b_addr, b_ip) = b.identity();
+    let Pair {
+        a,
+        b,
+        a_ns,
+        b_ns: _b_ns,
+        b_addr,
+        b_ip,
+    } = w.pair(Nat::Hard, Nat::AddressFiltering { port: PORT }, &[]);
     let (a_addr, _) = a.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
-    let _ = a.cli(&["connect", &b_addr]);
-    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    connect_and_ping(&a, &a_ns, &b_addr, &b_ip, 5);
     assert!(
         wait_for(Duration::from_secs(10), || path_of(&a, &b_addr) == "direct"),
         "a never went direct (path {}): a {}\nb {}",
@@ -577,9 +610,7 @@ fn two_peers_behind_one_nat_use_the_lan() {
     let a = w.client(&a_ns, "a", &[]);
     let b = w.client(&b_ns, "b", &[]);
     let (b_addr, b_ip) = b.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
-    let _ = a.cli(&["connect", &b_addr]);
-    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    connect_and_ping(&a, &a_ns, &b_addr, &b_ip, 5);
     assert!(
         wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct"),
         "not direct: {}",
@@ -602,16 +633,15 @@ fn relayed_traffic_never_shows_its_plaintext_on_the_relay() {
         return;
     }
     let mut w = World::new(&[]);
-    let r1 = w.inet.router(Nat::Hard);
-    let r2 = w.inet.router(Nat::Hard);
-    let (a_ns, _) = w.inet.host_behind(r1);
-    let (b_ns, _) = w.inet.host_behind(r2);
-    let a = w.client(&a_ns, "a", &[]);
-    let b = w.client(&b_ns, "b", &[]);
-    let (b_addr, b_ip) = b.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
-    let _ = a.cli(&["connect", &b_addr]);
-    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    let Pair {
+        a,
+        b: _b,
+        a_ns,
+        b_ns,
+        b_addr,
+        b_ip,
+    } = w.pair(Nat::Hard, Nat::Hard, &[]);
+    connect_and_ping(&a, &a_ns, &b_addr, &b_ip, 5);
     let cap = w.tmp.0.join("relay.pcap");
     let mut dump = w.inet.hosts[0]
         .cmd(Path::new("timeout"))
@@ -683,17 +713,16 @@ fn keepalives_keep_a_direct_path_through_two_minutes_of_idle() {
         return;
     }
     let mut w = World::new(&[]);
-    let r1 = w.inet.router(Nat::Easy);
-    let r2 = w.inet.router(Nat::Easy);
+    let Pair {
+        a,
+        b: _b,
+        a_ns,
+        b_ns: _b_ns,
+        b_addr,
+        b_ip,
+    } = w.pair(Nat::Easy, Nat::Easy, &[]);
     short_bindings(&w);
-    let (a_ns, _) = w.inet.host_behind(r1);
-    let (b_ns, _) = w.inet.host_behind(r2);
-    let a = w.client(&a_ns, "a", &[]);
-    let b = w.client(&b_ns, "b", &[]);
-    let (b_addr, b_ip) = b.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
-    let _ = a.cli(&["connect", &b_addr]);
-    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    connect_and_ping(&a, &a_ns, &b_addr, &b_ip, 5);
     assert!(wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct"));
     std::thread::sleep(Duration::from_secs(120));
     let before = forwarded(&w);
@@ -708,17 +737,16 @@ fn without_keepalives_a_lost_binding_recovers_through_the_relay() {
         return;
     }
     let mut w = World::new(&[]);
-    let r1 = w.inet.router(Nat::Easy);
-    let r2 = w.inet.router(Nat::Easy);
+    let Pair {
+        a,
+        b,
+        a_ns,
+        b_ns: _b_ns,
+        b_addr,
+        b_ip,
+    } = w.pair(Nat::Easy, Nat::Easy, &["--keepalive", "0"]);
     short_bindings(&w);
-    let (a_ns, _) = w.inet.host_behind(r1);
-    let (b_ns, _) = w.inet.host_behind(r2);
-    let a = w.client(&a_ns, "a", &["--keepalive", "0"]);
-    let b = w.client(&b_ns, "b", &["--keepalive", "0"]);
-    let (b_addr, b_ip) = b.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
-    let _ = a.cli(&["connect", &b_addr]);
-    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    connect_and_ping(&a, &a_ns, &b_addr, &b_ip, 5);
     assert!(wait_for(Duration::from_secs(5), || path_of(&a, &b_addr) == "direct"));
     std::thread::sleep(Duration::from_secs(120));
     let start = Instant::now();
@@ -748,9 +776,7 @@ fn a_relay_restart_and_a_path_change_keep_sessions_and_a_transfer_intact() {
     let a = w.client(&a_ns, "a", &[]);
     let b = w.client(&b_ns, "b", &[]);
     let (b_addr, b_ip) = b.identity();
-    assert!(resolvable(&a, &b_addr), "a cannot resolve b: {}", log(&a));
-    let _ = a.cli(&["connect", &b_addr]);
-    assert!(wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)));
+    connect_and_ping(&a, &a_ns, &b_addr, &b_ip, 5);
 
     // The relay restarts (same identity): clients re-reserve, the session recovers.
     w.relay.stop();
