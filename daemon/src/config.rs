@@ -19,7 +19,7 @@ pub const DEFAULT_TUN: &str = "metanet0";
 /// Default DHT port (TCP).
 pub const DEFAULT_DHT_PORT: u16 = 51821;
 /// Tunnel MTU when no underlay interface tells: 1500 - [`OVERHEAD`].
-pub const DEFAULT_MTU: u16 = 1396;
+pub const DEFAULT_MTU: u16 = 1376;
 /// Default `socket-buffer`: 8 MiB.
 pub const DEFAULT_SOCKET_BUFFER: usize = 8 << 20;
 /// Smallest accepted `socket-buffer`: 64 KiB.
@@ -27,9 +27,9 @@ pub const MIN_SOCKET_BUFFER: usize = 64 << 10;
 /// Largest accepted `socket-buffer`: 256 MiB.
 pub const MAX_SOCKET_BUFFER: usize = 256 << 20;
 /// Bytes the tunnel adds to a packet on the worst-case underlay: 40 IPv6 + 8 UDP + 32
-/// metanet data header and tag, + 24 for a relay header (docs/protocol.md §10.2), so
+/// metanet data header and tag, + 44 for a relay header (docs/protocol.md §10.2), so
 /// that a peer can move between a direct path and a relay without a change of MTU.
-pub const OVERHEAD: u16 = 104;
+pub const OVERHEAD: u16 = 124;
 
 /// The config file.
 #[derive(Debug, Default, Deserialize)]
@@ -39,7 +39,7 @@ pub struct File {
     pub port: Option<u16>,
     /// TUN interface name. Default `metanet0`.
     pub tun: Option<String>,
-    /// Tunnel MTU in bytes. Default: the underlay's minus 104 (1396 on 1500).
+    /// Tunnel MTU in bytes. Default: the underlay's minus 124 (1376 on 1500).
     pub mtu: Option<u16>,
     /// State directory. Default `/var/lib/metanet`.
     pub state_dir: Option<PathBuf>,

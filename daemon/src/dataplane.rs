@@ -221,7 +221,9 @@ impl DataPlane {
                         }
                         self.rx.push((at + range.start, at + range.end));
                     }
-                    Received::Forward(to) => self.fwd.push((at, at + datagram.len(), to)),
+                    Received::Forward { to, start } => {
+                        self.fwd.push((at + start, at + datagram.len(), to));
+                    }
                     Received::Nothing => {}
                 }
             }

@@ -45,7 +45,7 @@ struct Args {
     /// TUN interface name [default: metanet0].
     #[arg(long, value_name = "NAME")]
     tun: Option<String>,
-    /// Tunnel MTU [default: the smallest underlay MTU minus 104, e.g. 1396].
+    /// Tunnel MTU [default: the smallest underlay MTU minus 124, e.g. 1376].
     #[arg(long, value_name = "BYTES")]
     mtu: Option<u16>,
     /// Data cipher policy [default: auto: AES-256-GCM with peers that offer it when the

@@ -82,7 +82,10 @@ fuzz_target!(|data: &[u8]| {
             inner,
             Kind::Initiation | Kind::Response | Kind::CookieReply | Kind::Data
         ));
-        let again = wire::relay_message(data[0], &p.address(), p.inner());
+        let again = match p.destination() {
+            Some(d) => wire::relay_message(&d, &p.source(), p.inner()),
+            None => wire::relayed_message(&p.source(), p.inner()),
+        };
         assert_eq!(again, data);
     }
 

@@ -15,15 +15,16 @@
 //! record request (1200): type=5 | 0 0 0 | nonce u32 | target address[20] | zero padding
 //! record response (9..=1032): type=6 | 0 0 0 | nonce u32 | signed peer record
 //! record cookie (24): type=7 | 0 0 0 | nonce u32 | cookie[16]
-//! relay     (24+n): type=8 | 0 0 0 | destination address[20] | inner message[n]
+//! relay     (44+n): type=8 | 0 0 0 | destination address[20] | source address[20] | inner[n]
 //! relayed   (24+n): type=9 | 0 0 0 | source address[20] | inner message[n]
 //! ```
 //!
 //! A relay message asks a relay to forward the inner message (an initiation, response,
 //! cookie reply or data message, end to end between two of its clients) to the client
-//! whose address is given; the relay sends it on as a relayed message naming the source
-//! client instead. Both headers are the same length, so a relay never sends more bytes
-//! than it received (docs/protocol.md §10).
+//! whose address is given; the relay checks the source against the endpoint that
+//! client is bound to and sends the inner message on as a relayed message naming the
+//! source. The relayed header is shorter, so a relay never sends more bytes than it
+//! received (docs/protocol.md §10).
 //!
 //! A record request may carry a cookie from a record cookie message in the first 16
 //! bytes of its padding (zeros: none).
@@ -53,8 +54,10 @@ pub mod kind {
     pub const RELAYED: u8 = 9;
 }
 
-/// Header of a relay or relayed message: type, three zero bytes, an address.
-pub const RELAY_HEADER_LEN: usize = 4 + crate::address::LEN;
+/// Header of a relay message: type, three zero bytes, destination and source addresses.
+pub const RELAY_HEADER_LEN: usize = 4 + 2 * crate::address::LEN;
+/// Header of a relayed message: type, three zero bytes, the source address.
+pub const RELAYED_HEADER_LEN: usize = 4 + crate::address::LEN;
 
 /// Record request length (padded: see the module docs).
 pub const RECORD_REQUEST_LEN: usize = 1200;
@@ -241,13 +244,15 @@ impl<T: AsRef<[u8]>> RelayPacket<T> {
     pub fn new_checked(buf: T) -> Result<Self, Error> {
         let b = buf.as_ref();
         let first = *b.first().ok_or(Error::Empty)?;
-        if first != kind::RELAY && first != kind::RELAYED {
-            return Err(Error::UnknownType(first));
-        }
-        check_header(b, first, None, RELAY_HEADER_LEN + 1)?;
+        let header = match first {
+            kind::RELAY => RELAY_HEADER_LEN,
+            kind::RELAYED => RELAYED_HEADER_LEN,
+            other => return Err(Error::UnknownType(other)),
+        };
+        check_header(b, first, None, header + 1)?;
         // The inner type is checked before the inner message is classified, so a
         // relay message inside a relay message is refused without recursion.
-        let inner = &b[RELAY_HEADER_LEN..];
+        let inner = &b[header..];
         match inner[0] {
             kind::INITIATION | kind::RESPONSE | kind::COOKIE_REPLY | kind::DATA => {
                 classify(inner)?;
@@ -260,28 +265,71 @@ impl<T: AsRef<[u8]>> RelayPacket<T> {
     pub fn is_relayed(&self) -> bool {
         self.0.as_ref()[0] == kind::RELAYED
     }
-    /// The destination (relay message) or source (relayed message) client.
-    pub fn address(&self) -> crate::address::Address {
-        crate::address::Address::from_bytes(arr(self.0.as_ref(), 4))
+    /// A relay message's destination client; `None` for a relayed message.
+    pub fn destination(&self) -> Option<crate::address::Address> {
+        (!self.is_relayed()).then(|| crate::address::Address::from_bytes(arr(self.0.as_ref(), 4)))
+    }
+    /// The source client: the sender of a relay message, as it claims (a relay checks
+    /// it against the sender's bound endpoint), or the one a relay names in a relayed
+    /// message.
+    pub fn source(&self) -> crate::address::Address {
+        let at = if self.is_relayed() {
+            4
+        } else {
+            4 + crate::address::LEN
+        };
+        crate::address::Address::from_bytes(arr(self.0.as_ref(), at))
     }
     /// The inner message.
     pub fn inner(&self) -> &[u8] {
-        &self.0.as_ref()[RELAY_HEADER_LEN..]
+        let header = if self.is_relayed() {
+            RELAYED_HEADER_LEN
+        } else {
+            RELAY_HEADER_LEN
+        };
+        &self.0.as_ref()[header..]
     }
 }
 
-/// Write a relay header of type `kind` (relay or relayed) naming `address` into
+/// Write a relay message header (to `destination`, from `source`) into
 /// `buf[..RELAY_HEADER_LEN]`.
-pub fn put_relay_header(buf: &mut [u8], kind: u8, address: &crate::address::Address) {
-    put_header(buf, kind);
-    buf[4..RELAY_HEADER_LEN].copy_from_slice(address.as_bytes());
+pub fn put_relay_header(
+    buf: &mut [u8],
+    destination: &crate::address::Address,
+    source: &crate::address::Address,
+) {
+    put_header(buf, kind::RELAY);
+    buf[4..4 + crate::address::LEN].copy_from_slice(destination.as_bytes());
+    buf[4 + crate::address::LEN..RELAY_HEADER_LEN].copy_from_slice(source.as_bytes());
 }
 
-/// `inner` wrapped in a relay message of type `kind` naming `address`.
-pub fn relay_message(kind: u8, address: &crate::address::Address, inner: &[u8]) -> Vec<u8> {
+/// `inner` wrapped in a relay message from `source` to `destination`.
+pub fn relay_message(
+    destination: &crate::address::Address,
+    source: &crate::address::Address,
+    inner: &[u8],
+) -> Vec<u8> {
     let mut out = vec![0u8; RELAY_HEADER_LEN + inner.len()];
-    put_relay_header(&mut out, kind, address);
+    put_relay_header(&mut out, destination, source);
     out[RELAY_HEADER_LEN..].copy_from_slice(inner);
+    out
+}
+
+/// Turn the relay message `msg` into the relayed message a relay sends on, in place:
+/// the relayed message is `msg[RELAY_HEADER_LEN - RELAYED_HEADER_LEN..]` (the
+/// destination is dropped; the source stays where it is). Returns that offset.
+pub fn relay_to_relayed(msg: &mut [u8]) -> usize {
+    let at = RELAY_HEADER_LEN - RELAYED_HEADER_LEN;
+    put_header(&mut msg[at..], kind::RELAYED);
+    at
+}
+
+/// `inner` wrapped in a relayed message naming `source`.
+pub fn relayed_message(source: &crate::address::Address, inner: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; RELAYED_HEADER_LEN + inner.len()];
+    put_header(&mut out, kind::RELAYED);
+    out[4..RELAYED_HEADER_LEN].copy_from_slice(source.as_bytes());
+    out[RELAYED_HEADER_LEN..].copy_from_slice(inner);
     out
 }
 
@@ -785,7 +833,7 @@ mod tests {
         assert_eq!(classify(&[]), Err(Error::Empty));
         assert_eq!(classify(&[10; 40]), Err(Error::UnknownType(10)));
         // A relayed message whose reserved bytes are set.
-        assert_eq!(classify(&[9; 40]), Err(Error::Reserved));
+        assert_eq!(classify(&[9; 60]), Err(Error::Reserved));
         assert!(matches!(classify(&[1; 239]), Err(Error::BadLength { .. })));
         let mut d = [0u8; 32];
         d[0] = 4;

@@ -170,9 +170,11 @@ fn a_replayed_relay_message_from_a_third_address_is_not_forwarded() {
     let unbound = s.hosts[0].node.stats().relay_unbound;
     // The bytes are not logged; a forged relay message of the same shape will do: the
     // relay drops it on the source check before it looks further.
-    let mut bytes = vec![0u8; last.len];
-    bytes[0] = metanet_proto::wire::kind::RELAY;
-    bytes[24] = metanet_proto::wire::kind::DATA;
+    // It names A as its source, but comes from elsewhere.
+    let inner = vec![0u8; last.len - metanet_proto::wire::RELAY_HEADER_LEN];
+    let mut inner = inner;
+    inner[0] = metanet_proto::wire::kind::DATA;
+    let bytes = metanet_proto::wire::relay_message(&s.address(b), &s.address(a), &inner);
     s.inject("198.18.0.66:4444".parse().unwrap(), relay_addr, bytes);
     s.run_for(Duration::from_millis(100));
     assert_eq!(s.hosts[0].node.stats().relay_forwarded, forwarded);
@@ -278,4 +280,50 @@ fn two_hosts_behind_one_nat_talk_over_the_lan() {
         .find(|p| p.address == s.address(b))
         .unwrap();
     assert_eq!(peer.endpoint, Some("198.19.1.3:51820".parse().unwrap()));
+}
+
+#[test]
+fn two_identities_behind_one_socket_each_hold_a_reservation() {
+    let mut s = Sim::new(8, LinkConfig::default());
+    let relay_config = Config {
+        relay: Some(RelayLimits::default()),
+        ..Config::default()
+    };
+    let id = s.new_identity();
+    let relay = s.add_host_with("198.18.0.1:51820", vec![id], relay_config);
+    let a = s.add_host("198.18.0.5:51820");
+    s.use_relay(a, relay);
+    let seeds = [s.random_bytes::<64>(), s.random_bytes::<64>()];
+    let ids = seeds.map(|x| metanet_proto::Identity::generate(&x)).into();
+    let b = s.add_host_with("198.19.2.2:51820", ids, Config::default());
+    let n = s.add_nat("198.18.0.102", Mapping::Dependent, Filtering::AddressPort);
+    s.put_behind(b, n);
+    s.use_relay(b, relay);
+    let relays = s.hosts[b].relays.clone();
+    for x in &seeds {
+        s.publish_with(
+            &metanet_proto::Identity::generate(x),
+            vec![],
+            relays.clone(),
+        );
+    }
+    s.run_for(Duration::from_secs(2));
+    // Both of B's identities are reached through the relay, each on its own
+    // reservation, for longer than the renewals take.
+    let src = s.ip(a);
+    for round in 0..10 {
+        for k in 0..2 {
+            let dst = s.hosts[b].identities[k].1.ipv6();
+            let before = s.hosts[b].delivered.len();
+            s.send_raw(a, &metanet_proto::ip::build_ipv6(src, dst, b"hi"));
+            s.run_for(Duration::from_secs(1));
+            assert_eq!(
+                s.hosts[b].delivered.len(),
+                before + 1,
+                "identity {k}, round {round}"
+            );
+        }
+    }
+    let status = s.hosts[relay].node.relay_status(s.now).unwrap();
+    assert_eq!(status.clients.len(), 3);
 }

@@ -1075,9 +1075,11 @@ fn nat_file() -> NatFile {
         ciphertext: pattern::<32>(0x90).to_vec(),
     };
     let inner = emit(data.buffer_len(), |b| data.emit(b));
-    let relay_message = wire::relay_message(wire::kind::RELAY, &destination, &inner);
-    let mut relayed = relay_message.clone();
-    wire::put_relay_header(&mut relayed, wire::kind::RELAYED, &source);
+    let relay_message = wire::relay_message(&destination, &source, &inner);
+    let mut rewritten = relay_message.clone();
+    let at = wire::relay_to_relayed(&mut rewritten);
+    let relayed = rewritten[at..].to_vec();
+    assert_eq!(relayed, wire::relayed_message(&source, &inner));
     let seed: [u8; 64] = pattern(0x01);
     let id = Identity::generate(&seed);
     let mut rec = PeerRecord::new(&id, vec![v4], vec![], 5, 2_000_000_000);
@@ -1095,8 +1097,9 @@ fn nat_file() -> NatFile {
         description: "NAT traversal (docs/protocol.md §10): every signal as the plaintext \
             of a data message (marker 0x01, type, body; little-endian integers; endpoints \
             as family ‖ ip ‖ port u16le), a relay message and the relayed message a relay \
-            forwards in its place (same length: the destination address is swapped for \
-            the source's), and a peer record with two relays after its services."
+            forwards in its place (the relay message from byte 20 on with type 9: the \
+            destination dropped, the source kept), and a peer record with two relays \
+            after its services."
             .into(),
         signals: signals
             .into_iter()
@@ -1133,11 +1136,18 @@ fn nat_messages_match_vectors() {
     let m = unhex(&file.relay.relay_message);
     assert_eq!(wire::classify(&m), Ok(Kind::Relay));
     let p = wire::RelayPacket::new_checked(&m[..]).unwrap();
-    assert_eq!(hex(p.address().as_bytes()), file.relay.destination);
+    assert_eq!(
+        p.destination().map(|d| hex(d.as_bytes())),
+        Some(file.relay.destination.clone())
+    );
+    assert_eq!(hex(p.source().as_bytes()), file.relay.source);
     assert_eq!(hex(p.inner()), file.relay.inner);
     let r = unhex(&file.relay.relayed_message);
-    assert_eq!(r.len(), m.len(), "a relay never sends more than it got");
+    assert!(r.len() < m.len(), "a relay never sends more than it got");
     assert_eq!(wire::classify(&r), Ok(Kind::Relayed));
+    let p = wire::RelayPacket::new_checked(&r[..]).unwrap();
+    assert_eq!(hex(p.source().as_bytes()), file.relay.source);
+    assert_eq!(hex(p.inner()), file.relay.inner);
     let rec = unhex(&file.record_with_relays.signed);
     let parsed = PeerRecord::verify(
         &rec,

@@ -15,8 +15,8 @@ use metanet_tests::{
 };
 
 const PORT: u16 = 51820;
-/// Default tunnel MTU on a 1500-byte veth (1500 - 104 overhead).
-const MTU: usize = 1396;
+/// Default tunnel MTU on a 1500-byte veth (1500 - 124 overhead).
+const MTU: usize = 1376;
 /// Largest UDP payload in one IPv6 packet of `MTU` bytes.
 const MAX_UDP: usize = MTU - 40 - 8;
 

@@ -38,17 +38,17 @@ fn tunnel_mtu_follows_the_underlay() {
     let b = Daemon::start(&pair.b, &tmp.0.join("b"), "mnmb");
     assert_eq!(
         link_mtu(&pair, "mnma"),
-        1296,
-        "1400 underlay - 104 overhead (80 and a relay header)"
+        1276,
+        "1400 underlay - 124 overhead (80 and a relay header)"
     );
     let (addr_b, ip_b) = b.identity();
     let r = a.connect(&addr_b, &format!("{}:{PORT}", pair.ip_b));
     assert!(r.get("error").is_none(), "{r}");
     assert!(wait_for(Duration::from_secs(10), || ping(&pair.a, &ip_b)));
-    // A full-size packet (1248 + 8 ICMP + 40 IPv6 = 1296) crosses unfragmented.
+    // A full-size packet (1228 + 8 ICMP + 40 IPv6 = 1276) crosses unfragmented.
     let out = pair
         .a
-        .sh(&format!("ping -6 -c 2 -W 2 -s 1248 -M do {ip_b}"));
+        .sh(&format!("ping -6 -c 2 -W 2 -s 1228 -M do {ip_b}"));
     assert!(
         out.status.success(),
         "{}",
@@ -84,7 +84,7 @@ fn oversized_packets_get_packet_too_big_and_tcp_still_flows() {
         "an oversized ping got through: {text}"
     );
     assert!(
-        text.contains("mtu=1296") || text.contains("mtu = 1296"),
+        text.contains("mtu=1276") || text.contains("mtu = 1276"),
         "no Packet Too Big with the MTU that fits: {text}"
     );
     assert!(a.counter("too_big") > 0);

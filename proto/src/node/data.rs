@@ -178,11 +178,19 @@ impl Node {
             }
             Via::Relay { relay, peer } => {
                 let total = sealed + wire::RELAY_HEADER_LEN;
+                let Some(source) = self
+                    .locals
+                    .get(usize::from(p.local.0))
+                    .and_then(Option::as_ref)
+                    .map(|l| l.identity.address())
+                else {
+                    return Sealed::Failed;
+                };
                 if buf.len() < total {
                     return Sealed::Failed;
                 }
                 buf.copy_within(0..sealed, wire::RELAY_HEADER_LEN);
-                wire::put_relay_header(buf, wire::kind::RELAY, &peer);
+                wire::put_relay_header(buf, &peer, &source);
                 Transmit {
                     destination: relay,
                     len: total,

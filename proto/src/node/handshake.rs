@@ -106,10 +106,11 @@ impl Node {
                     with_cookie,
                 });
                 self.by_index.insert(sender, id);
+                let local_id = p.local;
                 // The same initiation on every path that may work: the responder takes
                 // the first copy and refuses the rest as replays (same timestamp).
                 for via in targets {
-                    self.push_via(via, msg.clone());
+                    self.push_via(local_id, via, msg.clone());
                 }
             }
             Err(_) => {
@@ -241,7 +242,7 @@ impl Node {
         p.handshake.completed = Some((now, unix));
         p.timers.last_active = now;
         self.by_index.insert(index, id);
-        self.push_via(via, response);
+        self.push_via(local_id, via, response);
         if !was_up {
             self.events.push_back(Event::PeerUp {
                 local: local_id,

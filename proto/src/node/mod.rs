@@ -274,9 +274,9 @@ pub enum Received {
     Nothing,
     /// This range of the datagram is an IPv6 packet for the TUN.
     Tun(Range<usize>),
-    /// The datagram, rewritten in place, is to be sent whole to this address (a relay
-    /// forwarding between two clients).
-    Forward(SocketAddr),
+    /// The datagram, rewritten in place, is to be sent from byte `start` on to `to`
+    /// (a relay forwarding between two clients).
+    Forward { to: SocketAddr, start: usize },
 }
 
 /// A datagram to send: `len` bytes at the start of the caller's buffer.
@@ -658,8 +658,10 @@ impl Node {
         match self.handle_datagram_forwarding(now, from, datagram) {
             Received::Nothing => None,
             Received::Tun(range) => Some(range),
-            Received::Forward(to) => {
-                self.transmits.push_back((to, datagram.to_vec()));
+            Received::Forward { to, start } => {
+                if let Some(bytes) = datagram.get(start..) {
+                    self.transmits.push_back((to, bytes.to_vec()));
+                }
                 None
             }
         }
@@ -676,7 +678,7 @@ impl Node {
     ) -> Received {
         let received = match wire::classify(datagram) {
             Ok(Kind::Relay) => match self.relay_forward(now, from, datagram) {
-                Forward::To(to) => Received::Forward(to),
+                Forward::To { to, start } => Received::Forward { to, start },
                 Forward::Dropped(refusal) => {
                     if let Some((id, signal)) = refusal {
                         self.send_signal(now, id, &signal, None);
@@ -705,15 +707,18 @@ impl Node {
             self.stats.malformed += 1;
             return Received::Nothing;
         };
+        if !packet.is_relayed() {
+            self.stats.malformed += 1;
+            return Received::Nothing;
+        }
         let via = Via::Relay {
             relay: from,
-            peer: packet.address(),
+            peer: packet.source(),
         };
-        let inner = &mut datagram[wire::RELAY_HEADER_LEN..];
+        let h = wire::RELAYED_HEADER_LEN;
+        let inner = &mut datagram[h..];
         match self.on_message(now, via, inner) {
-            Some(r) => {
-                Received::Tun(r.start + wire::RELAY_HEADER_LEN..r.end + wire::RELAY_HEADER_LEN)
-            }
+            Some(r) => Received::Tun(r.start + h..r.end + h),
             None => Received::Nothing,
         }
     }
@@ -761,7 +766,8 @@ impl Node {
     }
 
     /// An IPv6 packet from the TUN. With a usable session it is sealed into `out`
-    /// (which needs `packet.len() + wire::DATA_OVERHEAD` bytes) and returned for sending
+    /// (which needs `packet.len() + wire::DATA_OVERHEAD` bytes, and
+    /// `wire::RELAY_HEADER_LEN` more for a relayed peer) and returned for sending
     /// now; otherwise it is queued (or dropped and counted) and `None` is returned.
     pub fn handle_tun_packet(
         &mut self,
@@ -776,7 +782,8 @@ impl Node {
 
     /// [`Node::handle_tun_packet`] for a packet already in place: it is
     /// `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]`, and `buf` has room for the tag
-    /// after it. Sealed where it lies, which saves the data path a copy.
+    /// after it (and for a relay header, `wire::RELAY_HEADER_LEN` more, when the peer
+    /// is relayed). Sealed where it lies, which saves the data path a copy.
     pub fn handle_tun_packet_in_place(
         &mut self,
         now: Instant,

@@ -152,13 +152,16 @@ impl Peer {
 }
 
 impl Node {
-    /// Queue `msg` (a whole metanet message) to leave `via`: relayed messages get the
-    /// relay header naming the peer.
-    pub(super) fn push_via(&mut self, via: Via, msg: Vec<u8>) {
+    /// Queue `msg` (a whole metanet message) from local identity `local` to leave
+    /// `via`: relayed messages get the relay header naming the peer and `local`.
+    pub(super) fn push_via(&mut self, local: LocalId, via: Via, msg: Vec<u8>) {
         match via {
             Via::Direct(to) => self.transmits.push_back((to, msg)),
             Via::Relay { relay, peer } => {
-                let out = wire::relay_message(wire::kind::RELAY, &peer, &msg);
+                let Some(source) = self.local(local).map(|l| l.identity.address()) else {
+                    return;
+                };
+                let out = wire::relay_message(&peer, &source, &msg);
                 self.transmits.push_back((relay, out));
             }
         }

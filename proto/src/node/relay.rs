@@ -3,12 +3,13 @@
 //! client side, which keeps a session and a reservation with each relay its
 //! identities use.
 //!
-//! A relay forwards a relay message only when its source endpoint is the endpoint of
-//! a client's authenticated session (so a third address replaying a bound leg's
-//! packets gets nothing forwarded), its destination holds an unexpired reservation,
-//! the pair is one of the sender's at most `sessions` circuits and the sender's byte
-//! rate is under its cap. The forwarded message is the same length as the one
-//! received: the header swaps the destination address for the source's.
+//! A relay forwards a relay message only when the source it names holds a reservation
+//! bound to the endpoint the message came from (the endpoint of that client's
+//! authenticated session: a third address replaying a bound leg's packets gets nothing
+//! forwarded), its destination holds an unexpired reservation, the pair is one of the
+//! sender's at most `sessions` circuits and the sender's byte rate is under its cap.
+//! The forwarded message is shorter than the one received: the destination address is
+//! dropped from the header.
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -64,7 +65,6 @@ impl Default for RelayLimits {
 pub(super) struct RelayServer {
     limits: RelayLimits,
     clients: BTreeMap<Address, Client>,
-    by_endpoint: BTreeMap<SocketAddr, Address>,
     next_sweep: Instant,
 }
 
@@ -141,7 +141,6 @@ impl RelayServer {
         RelayServer {
             limits,
             clients: BTreeMap::new(),
-            by_endpoint: BTreeMap::new(),
             next_sweep: now + limits.lifetime,
         }
     }
@@ -152,17 +151,7 @@ impl RelayServer {
 
     /// Drop expired reservations and idle circuits.
     pub(super) fn sweep(&mut self, now: Instant) {
-        let expired: Vec<Address> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.expires <= now)
-            .map(|(a, _)| *a)
-            .collect();
-        for a in expired {
-            if let Some(c) = self.clients.remove(&a) {
-                self.by_endpoint.remove(&c.endpoint);
-            }
-        }
+        self.clients.retain(|_, c| c.expires > now);
         for c in self.clients.values_mut() {
             c.circuits
                 .retain(|_, t| now.saturating_duration_since(*t) < CIRCUIT_IDLE);
@@ -173,9 +162,7 @@ impl RelayServer {
     /// A client whose session moved: its binding follows its authenticated session.
     pub(super) fn roamed(&mut self, address: &Address, to: SocketAddr) {
         if let Some(c) = self.clients.get_mut(address) {
-            self.by_endpoint.remove(&c.endpoint);
             c.endpoint = to;
-            self.by_endpoint.insert(to, *address);
         }
     }
 
@@ -202,8 +189,8 @@ impl RelayServer {
 
 /// What became of a relay message.
 pub(super) enum Forward {
-    /// Rewritten in place: send the whole datagram here.
-    To(SocketAddr),
+    /// Rewritten in place: send the datagram from byte `start` on to `to`.
+    To { to: SocketAddr, start: usize },
     /// Dropped (counted); maybe a refusal to signal to a client.
     Dropped(Option<(PeerId, Signal)>),
 }
@@ -225,22 +212,22 @@ impl Node {
             self.stats.malformed += 1;
             return Forward::Dropped(None);
         };
-        let dest = packet.address();
-        let len = msg.len() as u64;
-        let Some(src_addr) = server.by_endpoint.get(&from).copied() else {
-            self.stats.relay_unbound += 1;
+        let (Some(dest), src_addr) = (packet.destination(), packet.source()) else {
+            self.stats.malformed += 1;
             return Forward::Dropped(None);
         };
+        let len = msg.len() as u64;
         let limits = server.limits;
         let dest_endpoint = server
             .clients
             .get(&dest)
             .filter(|c| c.expires > now && dest != src_addr)
             .map(|c| c.endpoint);
+        // The source must be bound, and to the endpoint this came from.
         let Some(src) = server
             .clients
             .get_mut(&src_addr)
-            .filter(|c| c.expires > now)
+            .filter(|c| c.expires > now && c.endpoint == from)
         else {
             self.stats.relay_unbound += 1;
             return Forward::Dropped(None);
@@ -290,10 +277,10 @@ impl Node {
         src.circuits.insert(dest, now);
         src.rx_bytes += len;
         src.rx_packets += 1;
-        wire::put_relay_header(msg, wire::kind::RELAYED, &src_addr);
+        let start = wire::relay_to_relayed(msg);
         self.stats.relay_forwarded += 1;
         self.stats.relay_forwarded_bytes += len;
-        Forward::To(to)
+        Forward::To { to, start }
     }
 
     /// A client asks this relay for a reservation on its session from `from`.
@@ -332,21 +319,13 @@ impl Node {
                     rx_packets: 0,
                     refused_at: None,
                 });
-                let old = client.endpoint;
+                // Several identities behind one socket each hold their own
+                // reservation: a relay message names its source, checked against
+                // the endpoint bound here.
                 client.local = local;
                 client.peer = id;
                 client.endpoint = from;
                 client.expires = now + limits.lifetime;
-                if old != from {
-                    server.by_endpoint.remove(&old);
-                }
-                // One client per endpoint: a newer reservation from the same endpoint
-                // (another identity behind the same socket) takes it over.
-                if let Some(prev) = server.by_endpoint.insert(from, address) {
-                    if prev != address {
-                        server.clients.remove(&prev);
-                    }
-                }
                 Signal::Reserved {
                     lifetime_secs: limits.lifetime.as_secs() as u32,
                     observed: from,

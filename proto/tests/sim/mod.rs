@@ -470,7 +470,7 @@ impl Sim {
     }
 
     pub fn send_raw(&mut self, h: usize, pkt: &[u8]) {
-        let mut out = vec![0u8; pkt.len() + 64];
+        let mut out = vec![0u8; pkt.len() + wire::DATA_OVERHEAD + wire::RELAY_HEADER_LEN];
         let now = self.now;
         if let Some(tx) = self.hosts[h].node.handle_tun_packet(now, pkt, &mut out) {
             let from = self.translate_out(h, tx.destination);
@@ -483,7 +483,7 @@ impl Sim {
     /// where it is sealed, as the daemon's data plane does.
     pub fn send_in_place(&mut self, h: usize, dst: Ipv6Addr, payload: &[u8]) {
         let pkt = ip::build_ipv6(self.ip(h), dst, payload);
-        let mut buf = vec![0u8; pkt.len() + wire::DATA_OVERHEAD];
+        let mut buf = vec![0u8; pkt.len() + wire::DATA_OVERHEAD + wire::RELAY_HEADER_LEN];
         buf[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + pkt.len()].copy_from_slice(&pkt);
         let now = self.now;
         if let Some(tx) = self.hosts[h]
