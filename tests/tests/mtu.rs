@@ -33,22 +33,22 @@ fn tunnel_mtu_follows_the_underlay() {
         return;
     }
     let (pair, tmp) = (Pair::new(), TempDir::new());
-    shrink(&pair, 1400);
+    shrink(&pair, 1420);
     let a = Daemon::start(&pair.a, &tmp.0.join("a"), "mnma");
     let b = Daemon::start(&pair.b, &tmp.0.join("b"), "mnmb");
     assert_eq!(
         link_mtu(&pair, "mnma"),
-        1276,
-        "1400 underlay - 124 overhead (80 and a relay header)"
+        1296,
+        "1420 underlay - 124 overhead (80 and a relay header)"
     );
     let (addr_b, ip_b) = b.identity();
     let r = a.connect(&addr_b, &format!("{}:{PORT}", pair.ip_b));
     assert!(r.get("error").is_none(), "{r}");
     assert!(wait_for(Duration::from_secs(10), || ping(&pair.a, &ip_b)));
-    // A full-size packet (1228 + 8 ICMP + 40 IPv6 = 1276) crosses unfragmented.
+    // A full-size packet (1248 + 8 ICMP + 40 IPv6 = 1296) crosses unfragmented.
     let out = pair
         .a
-        .sh(&format!("ping -6 -c 2 -W 2 -s 1228 -M do {ip_b}"));
+        .sh(&format!("ping -6 -c 2 -W 2 -s 1248 -M do {ip_b}"));
     assert!(
         out.status.success(),
         "{}",
@@ -62,7 +62,7 @@ fn oversized_packets_get_packet_too_big_and_tcp_still_flows() {
         return;
     }
     let (pair, tmp) = (Pair::new(), TempDir::new());
-    shrink(&pair, 1400);
+    shrink(&pair, 1420);
     // The operator forces a tunnel MTU the underlay cannot carry.
     let cfg = tmp.0.join("mtu.toml");
     std::fs::write(&cfg, "mtu = 1420\n").unwrap();
@@ -84,7 +84,7 @@ fn oversized_packets_get_packet_too_big_and_tcp_still_flows() {
         "an oversized ping got through: {text}"
     );
     assert!(
-        text.contains("mtu=1276") || text.contains("mtu = 1276"),
+        text.contains("mtu=1296") || text.contains("mtu = 1296"),
         "no Packet Too Big with the MTU that fits: {text}"
     );
     assert!(a.counter("too_big") > 0);
