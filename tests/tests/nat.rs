@@ -100,14 +100,32 @@ impl World {
     }
 }
 
+/// `metanet connect <address>` on `d`. A connect whose DHT lookup found nothing is
+/// retried for up to 10 s: a lookup racing the peer's republication (its reflexive
+/// endpoints changed) can come back empty. Returns the last output and when that
+/// connect started.
+fn connect(d: &Daemon, address: &str) -> (std::process::Output, Instant) {
+    let retry_until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let start = Instant::now();
+        let out = d.cli(&["connect", address]);
+        let unresolved = String::from_utf8_lossy(&out.stderr).contains("cannot resolve");
+        if !unresolved || Instant::now() >= retry_until {
+            return (out, start);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `a` (in `a_ns`) connects to `b_addr` by address; returns once a ping to `b_ip`
-/// arrives, which must be within `secs` seconds.
+/// arrives, which must be within `secs` seconds of the connect that found the record.
 fn connect_and_ping(a: &Daemon, a_ns: &Netns, b_addr: &str, b_ip: &str, secs: u64) -> Duration {
-    let start = Instant::now();
-    let _ = a.cli(&["connect", b_addr]);
+    let (out, start) = connect(a, b_addr);
     assert!(
         wait_for(Duration::from_secs(secs), || ping(a_ns, b_ip)),
-        "no ping within {secs} s of connect: {}",
+        "no ping within {secs} s of connect ({}{}): {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
         log(a)
     );
     start.elapsed()
@@ -199,10 +217,10 @@ fn easy_pair(late: Option<Duration>) {
             let a_addr = a_addr.clone();
             scope.spawn(move || {
                 std::thread::sleep(late);
-                let _ = b.cli(&["connect", &a_addr]);
+                let _ = connect(b, &a_addr);
             });
         }
-        let out = a.cli(&["connect", &b_addr]);
+        let (out, _) = connect(&a, &b_addr);
         assert!(
             out.status.success(),
             "connect: {}{}",
@@ -380,7 +398,7 @@ fn a_hidden_identity_is_reached_through_the_relay_and_its_ip_never_shows() {
         "no ping to the hidden identity by IPv6: {}",
         log(&a)
     );
-    let out = a.cli(&["connect", &h_addr]);
+    let (out, _) = connect(&a, &h_addr);
     assert!(
         out.status.success(),
         "connect by address: {}",
@@ -461,7 +479,7 @@ fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
     let (b_addr, b_ip) = b.identity();
     let (c_addr, _) = c.identity();
     assert!(resolvable(&a, &b_addr) && resolvable(&a, &c_addr));
-    let _ = a.cli(&["connect", &b_addr]);
+    let _ = connect(&a, &b_addr);
     assert!(
         wait_for(Duration::from_secs(5), || ping(&a_ns, &b_ip)),
         "no relayed ping: {}\nrelay {}\na {}\nb {}",
@@ -472,7 +490,7 @@ fn a_relay_forwards_only_for_bound_legs_and_keeps_its_limits() {
     );
 
     // A client over its session limit is refused, and told so.
-    let out = a.cli(&["connect", &c_addr]);
+    let (out, _) = connect(&a, &c_addr);
     assert!(
         !out.status.success(),
         "a second relayed peer was accepted: {}\npeers {}\nrelay {}\na {}",
@@ -806,8 +824,7 @@ fn a_relay_restart_and_a_path_change_keep_sessions_and_a_transfer_intact() {
     let (d_addr, d_ip) = dd.identity();
     let (c_addr, c_ip) = c.identity();
     assert!(resolvable(&c, &d_addr), "c cannot resolve d: {}", log(&c));
-    let _ = c.cli(&["connect", &d_addr]);
-    assert!(wait_for(Duration::from_secs(5), || ping(&c_ns, &d_ip)));
+    connect_and_ping(&c, &c_ns, &d_addr, &d_ip, 5);
     assert!(wait_for(Duration::from_secs(5), || path_of(&c, &d_addr) == "direct"));
     let (rx, out_file) = tcp_receiver(&d_ns, &w.tmp, &d_ip);
     let progress = w.tmp.0.join("progress");
