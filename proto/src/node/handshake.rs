@@ -238,7 +238,7 @@ impl Node {
         if let Some(old) = p.keys.previous.take() {
             free_index(&mut self.by_index, old.local_index, id);
         }
-        p.take_path(via);
+        p.take_path(via, now);
         p.handshake.completed = Some((now, unix));
         p.timers.last_active = now;
         self.by_index.insert(index, id);
@@ -327,7 +327,7 @@ impl Node {
             Via::Direct(from) => p.endpoint.filter(|e| *e != from),
             Via::Relay { .. } => None,
         };
-        p.take_path(via);
+        p.take_path(via, now);
         let (local_id, address, has_queue) = (p.local, p.address, !p.queue.is_empty());
         for i in retired {
             free_index(&mut self.by_index, i, id);

@@ -125,16 +125,31 @@ impl Peer {
 
     /// A handshake message came `via`: that path is the one to answer on. Direct, the
     /// source is the endpoint and the peer is direct; relayed, the relay is the one
-    /// to use (the endpoint stays, for a later punch).
-    pub(super) fn take_path(&mut self, via: Via) {
+    /// to use (the endpoint stays, for a later punch) unless the direct path was heard
+    /// from just now (crossing handshakes send copies on both paths, and whichever
+    /// lands last must not undo a working direct path). A peer that becomes relayed
+    /// gets a punch scheduled.
+    pub(super) fn take_path(&mut self, via: Via, now: Instant) {
         match via {
             Via::Direct(from) => {
                 self.endpoint = Some(from);
                 self.paths.relayed = false;
+                self.paths.direct_rx = Some(now);
             }
             Via::Relay { relay, .. } => {
                 self.paths.relay = Some(relay);
-                self.paths.relayed = true;
+                let direct_alive = self.endpoint.is_some()
+                    && self
+                        .paths
+                        .direct_rx
+                        .is_some_and(|t| now.saturating_duration_since(t) < DIRECT_CHECK_AFTER);
+                if !direct_alive {
+                    self.paths.relayed = true;
+                }
+                if self.paths.relayed && self.paths.punch.is_none() && self.paths.punch_at.is_none()
+                {
+                    self.paths.punch_at = Some(now);
+                }
             }
         }
     }
