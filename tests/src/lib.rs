@@ -64,6 +64,13 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// A veth pair: `a_dev` in namespace `a_ns`, `b_dev` in namespace `b_ns`.
+pub fn veth(a_dev: &str, a_ns: &str, b_dev: &str, b_ns: &str) {
+    run(Command::new("ip").args([
+        "link", "add", a_dev, "netns", a_ns, "type", "veth", "peer", "name", b_dev, "netns", b_ns,
+    ]));
+}
+
 /// A network namespace, deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
@@ -126,10 +133,7 @@ impl Pair {
         let a = Netns::new(format!("mnt-{t}-a"));
         let b = Netns::new(format!("mnt-{t}-b"));
         let (va, vb) = (format!("mv{t}a"), format!("mv{t}b"));
-        run(Command::new("ip").args([
-            "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns",
-            &b.name,
-        ]));
+        veth(&va, &a.name, &vb, &b.name);
         let (ip_a, ip_b) = (format!("198.18.{net}.1"), format!("198.18.{net}.2"));
         run(Command::new("ip").args([
             "-n",
@@ -190,20 +194,7 @@ impl Lan {
         for i in 0..n {
             let ns = Netns::new(format!("mnt-{t}-h{i}"));
             let port = format!("mp{t}{i}");
-            run(Command::new("ip").args([
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                &ns.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &switch.name,
-            ]));
+            veth("eth0", &ns.name, &port, &switch.name);
             run(Command::new("ip").args([
                 "-n",
                 &switch.name,

@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use crate::{run, tag, Netns};
+use crate::{run, tag, veth, Netns};
 
 /// How a router maps and filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,20 +62,7 @@ impl Internet {
     fn attach(&mut self, ns: &Netns, dev: &str) {
         self.links += 1;
         let port = format!("mn{}p{}", self.tag, self.links);
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            dev,
-            "netns",
-            &ns.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            &self.bridge.name,
-        ]));
+        veth(dev, &ns.name, &port, &self.bridge.name);
         self.bridge.sh(&format!(
             "ip link set {port} master br0 && ip link set {port} up"
         ));
@@ -169,20 +156,7 @@ impl Internet {
         let k = router.hosts;
         let ns = Netns::new(format!("mnat-{}-r{r}h{k}", self.tag));
         let port = format!("mn{}r{r}h{k}", self.tag);
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            &ns.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            &router.ns.name,
-        ]));
+        veth("eth0", &ns.name, &port, &router.ns.name);
         router.ns.sh(&format!(
             "ip link set {port} master lanbr && ip link set {port} up"
         ));
@@ -206,10 +180,7 @@ impl Internet {
         // Replace the WAN link by one into the outer router's LAN bridge.
         r.ns.sh("ip link del wan");
         let port = format!("mn{}n{inner}", self.tag);
-        run(Command::new("ip").args([
-            "link", "add", "wan", "netns", &r.ns.name, "type", "veth", "peer", "name", &port,
-            "netns", &outer_ns,
-        ]));
+        veth("wan", &r.ns.name, &port, &outer_ns);
         run(Command::new("ip").args([
             "-n", &outer_ns, "link", "set", &port, "master", "lanbr", "up",
         ]));

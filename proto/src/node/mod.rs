@@ -498,13 +498,7 @@ impl Node {
     pub fn remove_identity(&mut self, local: LocalId) -> Option<Identity> {
         let slot = self.locals.get_mut(usize::from(local.0))?;
         let removed = slot.take()?;
-        let ids: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.local == local)
-            .map(|(id, _)| id)
-            .collect();
-        for id in ids {
+        for id in self.peers_of(local) {
             self.drop_peer(id);
         }
         self.lookups.retain(|(l, _), _| *l != local);

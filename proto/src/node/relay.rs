@@ -422,13 +422,7 @@ impl Node {
         let relay_only = l.hidden && !l.relays.is_empty();
         let first = l.relays.first().map(|r| r.relay.endpoint);
         let relay_addrs: Vec<Address> = l.relays.iter().map(|r| r.relay.address).collect();
-        let ids: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.local == local)
-            .map(|(id, _)| id)
-            .collect();
-        for id in ids {
+        for id in self.peers_of(local) {
             if let Some(p) = self.peers.get_mut(id) {
                 let is_relay = relay_addrs.contains(&p.address);
                 p.paths.relay_only = relay_only && !is_relay;

@@ -271,6 +271,15 @@ impl Node {
         Ok(id)
     }
 
+    /// The peers of local identity `local`.
+    pub(super) fn peers_of(&self, local: LocalId) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.local == local)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// Forget peer `id`: its keys, indices and history (§7.6).
     pub(super) fn drop_peer(&mut self, id: PeerId) {
         self.erase_sessions(id);
