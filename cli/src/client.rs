@@ -6,13 +6,12 @@
 //! socket is closed to us, the error says what to do next. Everything the daemon can
 //! be asked is in `proto::control`; this module adds nothing to that contract.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use metanet_proto::control::{self, Command, IdentityInfo, PeerInfo, Reply, Request, Response};
+use metanet_proto::control::{self, Command, IdentityInfo, PeerInfo, Reply, Request};
 
 /// Where metanetd listens unless told otherwise.
 pub(crate) const DEFAULT_SOCKET: &str = "/run/metanet/metanetd.sock";
@@ -89,30 +88,24 @@ impl Client {
 
     /// Send `command` and return the daemon's successful reply.
     pub(crate) fn request(&self, command: Command) -> Result<Reply, Error> {
+        self.request_with_fds(command, &[])
+    }
+
+    /// Send `command` with descriptors attached (`SCM_RIGHTS`: `attach` carries the
+    /// namespace's TUN and netlink socket) and return the daemon's successful reply.
+    pub(crate) fn request_with_fds(
+        &self,
+        command: Command,
+        fds: &[std::os::fd::RawFd],
+    ) -> Result<Reply, Error> {
         let id = next_id();
         let mut stream = self.connect()?;
-        let mut line = serde_json::to_vec(&Request { id, command }).map_err(|e| {
-            // Serialising our own types cannot fail short of a bug; report it, don't panic.
-            self.protocol(format!("cannot encode request: {e}"))
-        })?;
-        line.push(b'\n');
-        stream.write_all(&line).map_err(|e| self.io(e))?;
-        stream.flush().map_err(|e| self.io(e))?;
-
-        let mut reader = BufReader::new(Read::by_ref(&mut stream).take(MAX_REPLY));
-        let mut buf = Vec::new();
-        reader.read_until(b'\n', &mut buf).map_err(|e| self.io(e))?;
-        if buf.last() != Some(&b'\n') {
-            return Err(self.protocol(if buf.is_empty() {
-                "connection closed without a reply".into()
-            } else if buf.len() as u64 >= MAX_REPLY {
-                format!("reply longer than {MAX_REPLY} bytes")
-            } else {
-                "reply not terminated by a newline".into()
-            }));
-        }
-        let response: Response = serde_json::from_slice(&buf)
-            .map_err(|e| self.protocol(format!("invalid JSON: {e}")))?;
+        let response =
+            metanet_attach::exchange(&mut stream, &Request { id, command }, fds, MAX_REPLY)
+                .map_err(|e| match e {
+                    metanet_attach::ExchangeError::Io(e) => self.io(e),
+                    metanet_attach::ExchangeError::Protocol(why) => self.protocol(why),
+                })?;
         if response.id != id {
             return Err(self.protocol(format!(
                 "reply id {} does not match request id {id}",

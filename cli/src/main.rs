@@ -86,6 +86,14 @@ enum Command {
     /// the relays in use and this daemon's NAT as its peers see it.
     #[command(subcommand)]
     Relay(cmd::relay::Command),
+    /// Attach a network namespace (a container's) to an identity: it gets an interface
+    /// of its own with only that identity's overlay address (the identity is created
+    /// when missing).
+    Attach(cmd::attach::AttachArgs),
+    /// Remove a namespace's attachment (by identity or namespace).
+    Detach(cmd::attach::DetachArgs),
+    /// List attached namespaces: identity, address, namespace, interface, state.
+    Attachments,
     /// The chain registry itself: deploy the contract.
     #[command(subcommand)]
     Chain(cmd::chain::Command),
@@ -135,6 +143,9 @@ fn main() -> ExitCode {
         Command::Name(c) => cmd::name::run(&ctx, c, &mut out),
         Command::Chain(c) => cmd::chain::run(&ctx, c, &mut out),
         Command::Relay(c) => cmd::relay::run(&ctx, c, &mut out),
+        Command::Attach(a) => cmd::attach::attach(&ctx, a, &mut out),
+        Command::Detach(a) => cmd::attach::detach(&ctx, a, &mut out),
+        Command::Attachments => cmd::attach::attachments(&ctx, &mut out),
         Command::Completion { shell } => docgen::completion(shell, &mut out),
         Command::GenerateMan { dir } => docgen::generate_man(&dir).and_then(|pages| {
             for page in pages {
@@ -174,6 +185,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 client::Error::Timeout { .. } => ErrorKind::Timeout.exit_code(),
                 client::Error::Io { .. } | client::Error::Protocol { .. } => FAILURE,
             };
+        }
+        if let Some(metanet_attach::Error::Permission(_)) = cause.downcast_ref() {
+            return DENIED;
         }
         if let Some(e) = cause.downcast_ref::<state::Error>() {
             return match e {

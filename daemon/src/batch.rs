@@ -64,6 +64,10 @@ pub(crate) struct Counters {
     pub udp_send_errors: u64,
     /// Node events the data plane dropped because the control task fell behind.
     pub notes_dropped: u64,
+    /// Packets between two identities of this daemon, delivered without UDP.
+    pub local_packets: u64,
+    /// TUN packets refused because their source is not an identity of that TUN's.
+    pub source_refused: u64,
 }
 
 impl Counters {
@@ -83,13 +87,63 @@ impl Counters {
             tun_write_errors: self.tun_write_errors + o.tun_write_errors,
             udp_send_errors: self.udp_send_errors + o.udp_send_errors,
             notes_dropped: self.notes_dropped + o.notes_dropped,
+            local_packets: self.local_packets + o.local_packets,
+            source_refused: self.source_refused + o.source_refused,
+        }
+    }
+}
+
+/// A TUN device: the host's own (built by tun-rs) or an attachment's, adopted by
+/// descriptor from inside its network namespace.
+#[derive(Clone)]
+pub(crate) enum TunDev {
+    Host(Arc<SyncDevice>),
+    Attached(Arc<crate::sys::TunFd>),
+}
+
+impl std::fmt::Debug for TunDev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TunDev::Host(_) => f.write_str("TunDev::Host"),
+            TunDev::Attached(t) => write!(f, "TunDev::Attached({})", t.name()),
+        }
+    }
+}
+
+impl TunDev {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            TunDev::Host(d) => d.recv(buf),
+            TunDev::Attached(d) => d.recv(buf),
+        }
+    }
+
+    fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            TunDev::Host(d) => d.send_vectored(iov),
+            TunDev::Attached(d) => d.send_vectored(iov),
+        }
+    }
+
+    /// Whether reads and writes carry the virtio-net header.
+    pub(crate) fn vnet(&self) -> bool {
+        match self {
+            TunDev::Host(d) => d.tcp_gso(),
+            TunDev::Attached(d) => d.vnet(),
+        }
+    }
+
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            TunDev::Host(d) => d.as_raw_fd(),
+            TunDev::Attached(d) => d.raw(),
         }
     }
 }
 
 /// The TUN device: reads are split by [`Split`], writes merged by [`Gro`].
 pub(crate) struct Tun {
-    pub dev: Arc<SyncDevice>,
+    pub dev: TunDev,
     /// Whether reads and writes carry a virtio-net header (offload on).
     vnet: bool,
     /// The last read (after its virtio header), and how it divides.
@@ -108,8 +162,8 @@ impl std::fmt::Debug for Tun {
 
 impl Tun {
     /// `dev` must be non-blocking.
-    pub(crate) fn new(dev: Arc<SyncDevice>) -> Self {
-        let vnet = dev.tcp_gso();
+    pub(crate) fn new(dev: TunDev) -> Self {
+        let vnet = dev.vnet();
         Tun {
             dev,
             vnet,
@@ -179,6 +233,32 @@ impl Tun {
         self.split.write(&self.rbuf[self.rpkt.clone()], i, out)
     }
 
+    /// The last read's source and destination (all its packets share them).
+    pub(crate) fn addresses(&self) -> Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
+        let p = self.rbuf.get(self.rpkt.clone())?;
+        if p.len() < 40 || p[0] >> 4 != 6 {
+            return None;
+        }
+        let src: [u8; 16] = p[8..24].try_into().ok()?;
+        let dst: [u8; 16] = p[24..40].try_into().ok()?;
+        Some((src.into(), dst.into()))
+    }
+
+    /// The last read as it came, virtio header first, when it is a super-packet the
+    /// kernel left whole: another TUN with offloads takes it as it is.
+    pub(crate) fn whole_read(&self) -> Option<&[u8]> {
+        (self.vnet && self.split.is_gso()).then(|| &self.rbuf[..self.rpkt.end])
+    }
+
+    /// Write `bytes` (virtio header first) as one write.
+    pub(crate) fn write_whole(&self, bytes: &[u8], packets: usize, c: &mut Counters) {
+        c.tun_packets_out += packets as u64;
+        if let Err(e) = self.dev.send_vectored(&[IoSlice::new(bytes)]) {
+            c.tun_write_errors += 1;
+            tracing::debug!(error = %e, "tun write failed");
+        }
+    }
+
     /// Packet `i` of the last read, copied (for the rare paths that keep it).
     pub(crate) fn packet_vec(&self, i: usize) -> Vec<u8> {
         let mut v = vec![0; self.len(i)];
@@ -223,9 +303,9 @@ impl Tun {
 }
 
 /// Write one packet of our own (an ICMPv6 error, checksum complete) to `dev`.
-pub(crate) fn write_own(dev: &SyncDevice, packet: &[u8], c: &mut Counters) {
+pub(crate) fn write_own(dev: &TunDev, packet: &[u8], c: &mut Counters) {
     let hdr = [0u8; VNET_HDR_LEN];
-    let head: &[u8] = if dev.tcp_gso() { &hdr } else { &[] };
+    let head: &[u8] = if dev.vnet() { &hdr } else { &[] };
     c.tun_packets_out += 1;
     if let Err(e) = dev.send_vectored(&[IoSlice::new(head), IoSlice::new(packet)]) {
         c.tun_write_errors += 1;

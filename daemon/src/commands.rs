@@ -97,6 +97,9 @@ impl Daemon {
             L::IdRotate { name } => self.rotate(name.as_deref()),
             L::IdRemove { name } => {
                 let local = self.local_named(Some(&name))?;
+                if self.attachments.holds(&name) {
+                    self.detach(&name, false, "its identity is removed")?;
+                }
                 if self.names.len() == 1 {
                     return Err(err(
                         ErrorKind::BadRequest,
@@ -216,6 +219,17 @@ impl Daemon {
     }
 
     pub(crate) fn add_identity(&mut self, name: String, id: Identity) -> Result<Reply, api::Error> {
+        self.add_identity_at(name, id, true)
+    }
+
+    /// Add identity `name`; `on_host`: its address goes on the host's TUN (not for an
+    /// identity made for an attachment, whose address lives in its namespace).
+    pub(crate) fn add_identity_at(
+        &mut self,
+        name: String,
+        id: Identity,
+        on_host: bool,
+    ) -> Result<Reply, api::Error> {
         if self.names.contains(&name) {
             return Err(err(
                 ErrorKind::AlreadyExists,
@@ -228,8 +242,10 @@ impl Daemon {
             other => err(ErrorKind::Internal, &other.to_string()),
         })?;
         let ipv6 = id.address().ipv6();
-        sys::add_deprecated_address(&self.opts.tun, ipv6)
-            .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
+        if on_host {
+            sys::add_deprecated_address(&self.opts.tun, ipv6)
+                .map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
+        }
         let local = self
             .node
             .add_identity(id)

@@ -6,20 +6,26 @@
 //! Every request is checked against the caller's credentials (`SO_PEERCRED`,
 //! `SO_PEERGROUPS`) before it reaches the daemon: see [`Right`].
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metanet_proto::control::{self, Request, Response};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-/// A request and where to send its answer.
+/// A request, the descriptors that came with it (`SCM_RIGHTS`; only `attach` uses
+/// them, the others are closed) and where to send its answer.
 pub type Job = (
     control::Command,
+    Vec<OwnedFd>,
     oneshot::Sender<Result<control::Reply, control::Error>>,
 );
+
+/// Descriptors a client may have in flight (an `attach` carries two).
+const FDS_PER_CLIENT: usize = 4;
 
 /// Why the socket could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -81,14 +87,18 @@ impl Right {
             | C::Resolve { .. }
             | C::NameShow { .. }
             | C::NameList { .. }
-            | C::RelayStatus => Right::ReadState,
+            | C::RelayStatus
+            | C::Attachments => Right::ReadState,
             C::Connect { .. } | C::Disconnect { .. } => Right::ManageSessions,
             C::IdNew { .. }
             | C::IdRemove { .. }
             | C::IdImport { .. }
             | C::IdExport { .. }
             | C::IdRotate { .. }
-            | C::IdRevoke { .. } => Right::ManageKeys,
+            | C::IdRevoke { .. }
+            // An attachment lets a namespace speak as the identity (and may create it).
+            | C::Attach { .. }
+            | C::Detach { .. } => Right::ManageKeys,
             C::NameRegister { .. } | C::NameTransfer { .. } => Right::SpendGas,
         }
     }
@@ -242,70 +252,92 @@ async fn refuse(mut stream: UnixStream) {
 }
 
 async fn client(
-    stream: UnixStream,
+    mut stream: UnixStream,
     jobs: mpsc::Sender<Job>,
     caller: Caller,
     access: Arc<RwLock<Access>>,
     idle: Duration,
 ) -> std::io::Result<()> {
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut line = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        line.clear();
-        let mut limited = (&mut rd).take(control::MAX_LINE as u64 + 1);
-        let read = limited.read_until(b'\n', &mut line);
-        let Ok(n) = tokio::time::timeout(idle, read).await else {
-            return Ok(()); // idle: close
-        };
-        if n? == 0 {
-            return Ok(());
-        }
-        let response = if line.len() > control::MAX_LINE {
-            bad(0, "request line too long")
-        } else {
-            let allowed = |req: &Request| {
-                let access = access
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                access.check(&caller, Right::of(&req.command))
-            };
-            match serde_json::from_slice::<Request>(&line) {
-                Err(e) => bad(id_of(&line), &format!("malformed request: {e}")),
-                Ok(req) => match allowed(&req) {
-                    Err(error) => Response {
-                        id: req.id,
-                        result: None,
-                        error: Some(error),
-                    },
-                    Ok(()) => {
-                        let (tx, rx) = oneshot::channel();
-                        if jobs.send((req.command, tx)).await.is_err() {
-                            return Ok(());
-                        }
-                        match rx.await {
-                            Ok(Ok(result)) => Response {
-                                id: req.id,
-                                result: Some(result),
-                                error: None,
-                            },
-                            Ok(Err(error)) => Response {
-                                id: req.id,
-                                result: None,
-                                error: Some(error),
-                            },
-                            Err(_) => return Ok(()),
-                        }
-                    }
-                },
+        // One line (newline included), or `None` when it grew past the limit.
+        let line = loop {
+            if let Some(at) = pending.iter().position(|&b| b == b'\n') {
+                break Some(pending.drain(..=at).collect::<Vec<u8>>());
             }
+            if pending.len() > control::MAX_LINE {
+                break None;
+            }
+            let read = async {
+                loop {
+                    stream.readable().await?;
+                    let fd = stream.as_raw_fd();
+                    match stream.try_io(Interest::READABLE, || {
+                        crate::sys::recv_with_fds(fd, &mut chunk, &mut fds, FDS_PER_CLIENT)
+                    }) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        other => return other,
+                    }
+                }
+            };
+            let Ok(n) = tokio::time::timeout(idle, read).await else {
+                return Ok(()); // idle: close
+            };
+            let n = n?;
+            if n == 0 {
+                return Ok(());
+            }
+            pending.extend_from_slice(&chunk[..n]);
+        };
+        let Some(line) = line else {
+            let mut out = serde_json::to_vec(&bad(0, "request line too long")).unwrap_or_default();
+            out.push(b'\n');
+            stream.write_all(&out).await?;
+            return Ok(());
+        };
+        // Descriptors travel with the line they came with; a request that takes none
+        // closes them here.
+        let passed = std::mem::take(&mut fds);
+        let allowed = |req: &Request| {
+            let access = access
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            access.check(&caller, Right::of(&req.command))
+        };
+        let response = match serde_json::from_slice::<Request>(&line) {
+            Err(e) => bad(id_of(&line), &format!("malformed request: {e}")),
+            Ok(req) => match allowed(&req) {
+                Err(error) => Response {
+                    id: req.id,
+                    result: None,
+                    error: Some(error),
+                },
+                Ok(()) => {
+                    let (tx, rx) = oneshot::channel();
+                    if jobs.send((req.command, passed, tx)).await.is_err() {
+                        return Ok(());
+                    }
+                    match rx.await {
+                        Ok(Ok(result)) => Response {
+                            id: req.id,
+                            result: Some(result),
+                            error: None,
+                        },
+                        Ok(Err(error)) => Response {
+                            id: req.id,
+                            result: None,
+                            error: Some(error),
+                        },
+                        Err(_) => return Ok(()),
+                    }
+                }
+            },
         };
         let mut out = serde_json::to_vec(&response).unwrap_or_default();
         out.push(b'\n');
-        wr.write_all(&out).await?;
-        if line.len() > control::MAX_LINE {
-            return Ok(());
-        }
+        stream.write_all(&out).await?;
     }
 }
 
@@ -335,7 +367,7 @@ fn id_of(line: &[u8]) -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
     fn caller(uid: u32, gid: u32, groups: Vec<u32>) -> Caller {
         Caller { uid, gid, groups }
@@ -394,7 +426,7 @@ mod tests {
             };
             tokio::spawn(serve(listener, tx, Default::default(), limits));
             tokio::spawn(async move {
-                while let Some((_, reply)) = rx.recv().await {
+                while let Some((_, _, reply)) = rx.recv().await {
                     let _ = reply.send(Ok(control::Reply::Done));
                 }
             });

@@ -27,6 +27,27 @@ pub(crate) enum Routed {
     Registry(RegistryRequest),
     /// Reads the chain view, or submits a claim and is answered once it is applied.
     Chain(ChainRequest),
+    /// Network namespaces attached to identities (answered at once).
+    Attach(AttachRequest),
+}
+
+/// Requests about attachments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AttachRequest {
+    Attach {
+        netns: String,
+        identity: String,
+        interface: Option<String>,
+        container_id: Option<String>,
+        network: Option<String>,
+    },
+    Detach {
+        identity: Option<String>,
+        container_id: Option<String>,
+        network: Option<String>,
+        remove_identity: bool,
+    },
+    List,
 }
 
 /// Requests answered at once.
@@ -152,6 +173,31 @@ pub(crate) fn route(command: api::Command) -> Routed {
         C::NameShow { name } => Routed::Chain(ChainRequest::NameShow { name }),
         C::NameList { mine } => Routed::Chain(ChainRequest::NameList { mine }),
         C::IdRevoke { name } => Routed::Chain(ChainRequest::IdRevoke { name }),
+        C::Attach {
+            netns,
+            identity,
+            interface,
+            container_id,
+            network,
+        } => Routed::Attach(AttachRequest::Attach {
+            netns,
+            identity,
+            interface,
+            container_id,
+            network,
+        }),
+        C::Detach {
+            identity,
+            container_id,
+            network,
+            remove_identity,
+        } => Routed::Attach(AttachRequest::Detach {
+            identity,
+            container_id,
+            network,
+            remove_identity,
+        }),
+        C::Attachments => Routed::Attach(AttachRequest::List),
     }
 }
 

@@ -9,6 +9,7 @@
 //! `unsafe` lives only in [`sys`] (the crate denies it everywhere else).
 #![deny(unsafe_code)]
 
+mod attach;
 mod batch;
 pub mod chain;
 mod commands;
@@ -190,6 +191,10 @@ struct Daemon {
     own_ips: std::collections::BTreeSet<IpAddr>,
     /// Answers of `id rotate --wallet` from the chain writer, adopted in the loop.
     rotated: mpsc::Sender<Rotated>,
+    /// Network namespaces attached to identities.
+    attachments: attach::Attachments,
+    /// The tunnel MTU (the host's TUN and every attachment's).
+    mtu: u16,
 }
 
 /// A finished wallet rotation: the identity's name, the chain writer's answer and the
@@ -247,6 +252,9 @@ pub(crate) type ReplyTo = tokio::sync::oneshot::Sender<Result<Reply, api::Error>
 
 /// Run until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> Result<(), Error> {
+    // Before anything opens a descriptor of its own: what the service manager kept.
+    let stored: std::collections::BTreeMap<String, std::os::fd::OwnedFd> =
+        sys::listen_fds().into_iter().collect();
     let state = state::StateDir::open(&opts.state_dir)?;
     let identities = state.load_identities()?;
     // Before any device exists, so that a bad funding key or RPC URL changes nothing.
@@ -395,11 +403,24 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         wake.clone(),
         node.identities().map(|(l, id)| (l, link::duplicate(id))),
     );
+    let host = dataplane::Slot {
+        tun: batch::Tun::new(batch::TunDev::Host(tun.clone())),
+        ip: None,
+        stats: Default::default(),
+    };
+    let locals = node
+        .identities()
+        .map(|(_, id)| (id.address().ipv6(), 0))
+        .collect();
     let plane = dataplane::DataPlane {
         node,
         requests,
         udp: batch::Udp::new(udp.clone()),
-        tun: batch::Tun::new(tun.clone()),
+        tuns: vec![Some(host)],
+        locals,
+        poller: sys::Poller::new()?,
+        ready: Vec::with_capacity(8),
+        local_buf: vec![Vec::with_capacity(dataplane::LOCAL_BUF)],
         origin,
         path_mtu: underlay,
         wake: wake.clone(),
@@ -411,6 +432,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         obuf: vec![0u8; wire::MAX_DATAGRAM],
         heartbeat: heartbeat.clone(),
     };
+    plane.register()?;
     let data_thread = std::thread::Builder::new()
         .name("data".into())
         .spawn(move || plane.run())?;
@@ -439,7 +461,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         own_ips: Default::default(),
         pending_rotations,
         rotated: rotated_tx,
+        attachments: Default::default(),
+        mtu,
     };
+    d.restore_attachments(stored);
     d.housekeeping();
     for p in d.opts.static_peers.clone() {
         let address = match Target::parse(&p.address) {
@@ -482,8 +507,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             Some(note) = notes.recv() => match note {
                 dataplane::Note::Event(ev, trigger) => d.event(ev, trigger.as_deref()),
                 dataplane::Note::TunFailed(e) => break Err(Error::Io(e)),
+                dataplane::Note::AttachmentFailed(slot, e) => d.attachment_failed(slot, &e),
             },
-            Some((cmd, reply)) = jobs.recv() => d.job(cmd, reply),
+            Some((cmd, fds, reply)) = jobs.recv() => d.job(cmd, fds, reply),
             Some(reply) = scrapes.recv() => {
                 let _ = reply.send(d.metrics_snapshot());
                 continue;
@@ -491,6 +517,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             Some(out) = dht_rx.recv() => d.on_dht(out),
             Some((name, result, reply)) = rotated_rx.recv() => d.finish_rotation(&name, result, reply),
             _ = housekeeping.tick() => {
+                d.check_attachments();
                 d.housekeeping();
                 d.refresh_hosts();
             }
@@ -555,7 +582,15 @@ impl Daemon {
     fn after_input(&mut self) {
         self.expire_waiting();
         for packet in std::mem::take(&mut self.tun_out) {
-            batch::write_own(&self.tun, &packet, &mut self.counters);
+            // An ICMPv6 error goes to the TUN of the identity it is addressed to.
+            let dev = ip::Ipv6Packet::new_checked(&packet[..])
+                .ok()
+                .and_then(|p| self.attachments.device_for(p.dst()))
+                .map_or_else(
+                    || batch::TunDev::Host(self.tun.clone()),
+                    batch::TunDev::Attached,
+                );
+            batch::write_own(&dev, &packet, &mut self.counters);
         }
     }
 

@@ -43,6 +43,14 @@ pub(crate) enum Request {
     RemoveIdentity(LocalId),
     /// Every peer, the node's counters and the data plane's.
     Snapshot(Answer<Snapshot>),
+    /// Read attachment TUN `dev` for the identity at `ip`; answered with its slot.
+    Attach {
+        ip: std::net::Ipv6Addr,
+        dev: Arc<crate::sys::TunFd>,
+        answer: Answer<Option<usize>>,
+    },
+    /// Stop reading an attachment's slot (its TUN is closed once nothing holds it).
+    Detach(usize),
     /// One peer's state.
     Peer {
         local: LocalId,
@@ -63,6 +71,8 @@ pub(crate) struct Snapshot {
     pub relays: Vec<metanet_proto::node::RelayUseStatus>,
     /// What the node has seen of its own endpoint.
     pub nat: metanet_proto::node::NatStatus,
+    /// What each TUN slot moved (0: the host's).
+    pub slots: Vec<(usize, crate::dataplane::SlotStats)>,
 }
 
 /// The data plane did not take or answer a request in time (or has stopped).
@@ -174,6 +184,22 @@ impl Link {
     /// Every local identity.
     pub(crate) fn identities(&self) -> impl Iterator<Item = (LocalId, &Identity)> {
         self.identities.iter().map(|(l, i)| (*l, i))
+    }
+
+    /// Start reading an attachment's TUN; its slot, `None` when it cannot be polled.
+    pub(crate) fn attach(
+        &self,
+        ip: std::net::Ipv6Addr,
+        dev: Arc<crate::sys::TunFd>,
+    ) -> Result<Option<usize>, Unanswered> {
+        self.ask(|answer| Request::Attach { ip, dev, answer })
+    }
+
+    /// Stop reading an attachment's slot.
+    pub(crate) fn detach(&self, slot: usize) {
+        if self.send(Request::Detach(slot)).is_err() {
+            tracing::warn!("the data plane did not take a detach in time");
+        }
     }
 
     /// Peers and counters now.

@@ -166,6 +166,11 @@ impl Split {
         })
     }
 
+    /// Whether the read is a super-packet the kernel left to segment (untouched here).
+    pub(crate) fn is_gso(&self) -> bool {
+        self.gso_size != 0
+    }
+
     /// How many packets the read holds.
     pub(crate) fn count(&self) -> usize {
         if self.gso_size == 0 {

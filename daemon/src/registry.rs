@@ -135,8 +135,17 @@ impl Publications {
 impl Daemon {
     /// A control request, carried out where [`controller::route`] sends it: registry
     /// and chain requests may answer later, the rest answer now.
-    pub(crate) fn job(&mut self, cmd: api::Command, reply: ReplyTo) {
+    pub(crate) fn job(
+        &mut self,
+        cmd: api::Command,
+        fds: Vec<std::os::fd::OwnedFd>,
+        reply: ReplyTo,
+    ) {
         match controller::route(cmd) {
+            Routed::Attach(c) => {
+                let result = self.attachment_request(c, fds);
+                let _ = reply.send(result);
+            }
             Routed::Local(c) => {
                 let result = self.local(c);
                 self.answer(result, reply);

@@ -70,7 +70,13 @@ impl StateDir {
         Ok(StateDir { root: root.into() })
     }
 
-    /// Every identity, sorted by name; creates `default` when there is none.
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every identity, `default` first (the host's own), the rest sorted by name;
+    /// creates `default` when there is none.
     pub fn load_identities(&self) -> Result<Vec<(String, Identity)>, Error> {
         let dir = self.root.join("identities");
         let rd = fs::read_dir(&dir).map_err(|source| Error::Io {
@@ -88,7 +94,8 @@ impl StateDir {
                 names.push(stem.to_owned());
             }
         }
-        names.sort();
+        // `default` first: it stays the default identity whatever the others are called.
+        names.sort_by(|a, b| (a != DEFAULT_NAME, a).cmp(&(b != DEFAULT_NAME, b)));
         self.remove_stale_temporaries();
         let mut out: Vec<(String, Identity)> = Vec::new();
         for name in names {
@@ -397,6 +404,15 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let again = StateDir::open(&root).unwrap().load_identities().unwrap();
         assert_eq!(again[0].1.address(), first[0].1.address());
+        // Identities named before "default" do not take its place after a restart.
+        s.write("c1", &Identity::generate(&[7; 64]), false).unwrap();
+        let names: Vec<String> = s
+            .load_identities()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["default", "c1"]);
         fs::remove_dir_all(&root).unwrap();
     }
 

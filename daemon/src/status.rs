@@ -318,6 +318,16 @@ impl Daemon {
                 "Node events dropped because the control task fell behind.",
                 c.notes_dropped,
             ),
+            (
+                "local_packets",
+                "Packets between two identities of this daemon (containers, the host), delivered without UDP.",
+                c.local_packets,
+            ),
+            (
+                "source_refused",
+                "TUN packets refused: their source is not an identity of the TUN they came from.",
+                c.source_refused,
+            ),
         ]
         .into()
     }

@@ -88,7 +88,45 @@ pub enum Command {
     /// The relay's state (when this daemon is a relay), the relays its identities use
     /// and what it has seen of its own NAT.
     RelayStatus,
+    /// Attach a network namespace to local identity `identity` (created when missing):
+    /// the daemon gives the namespace a TUN interface of its own carrying only that
+    /// identity's overlay /128 and the `fd00::/8` route. The request line travels with
+    /// two descriptors opened inside the namespace (`SCM_RIGHTS`, in this order): an
+    /// unattached `/dev/net/tun` and a `NETLINK_ROUTE` socket.
+    Attach {
+        /// The namespace's path (`/run/netns/NAME` for an `ip netns` name): watched,
+        /// and the attachment removed when it disappears.
+        netns: String,
+        identity: String,
+        /// Interface name inside the namespace ([`DEFAULT_INTERFACE`] when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interface: Option<String>,
+        /// The container this is for (the CNI plugin's `CNI_CONTAINERID`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container_id: Option<String>,
+        /// The CNI network name the attachment belongs to (for `GC`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
+    /// Remove an attachment, named by its identity or by its container (and network).
+    /// Detaching what is not attached is not an error (answered `Done`).
+    Detach {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+        /// Also remove the identity (its key is deleted).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remove_identity: bool,
+    },
+    /// Every attachment.
+    Attachments,
 }
+
+/// The interface an attachment gets inside its namespace unless told otherwise.
+pub const DEFAULT_INTERFACE: &str = "metanet0";
 
 /// The answer to one request: exactly one of `result` and `error` is set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,8 +183,49 @@ pub enum Reply {
     },
     /// For `RelayStatus`.
     Relay(RelayInfo),
+    /// For `Attach`.
+    Attachment(AttachmentInfo),
+    /// For `Attachments`.
+    Attachments { attachments: Vec<AttachmentInfo> },
     /// For commands with nothing to report.
     Done,
+}
+
+/// One namespace attached to a local identity (`metanet attachments`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    /// The local identity the namespace speaks as.
+    pub identity: String,
+    /// Its address text.
+    pub address: String,
+    /// Its overlay IPv6: the only address on the namespace's interface.
+    pub ipv6: Ipv6Addr,
+    /// The namespace's path.
+    pub netns: String,
+    /// The interface inside the namespace.
+    pub interface: String,
+    /// Its MTU.
+    pub mtu: u16,
+    /// `up`; `lost` when the daemon restarted without the descriptors and could not
+    /// enter the namespace again (attach it again); `broken` when the interface failed.
+    pub state: String,
+    /// The container it is for, when the CNI plugin made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The CNI network it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Where the `.meta` DNS view answers (reachable from the namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<SocketAddr>,
+    /// Packets the namespace sent and received through the daemon.
+    #[serde(default)]
+    pub tx_packets: u64,
+    #[serde(default)]
+    pub rx_packets: u64,
+    /// Packets from the namespace refused for a source address not its own.
+    #[serde(default)]
+    pub spoofed: u64,
 }
 
 /// What `metanet relay status` shows.

@@ -6,6 +6,7 @@
 //! directly, so their output can be tested and a closed pipe is an ordinary error.
 //! Warnings and notes go to stderr.
 
+pub(crate) mod attach;
 pub(crate) mod chain;
 pub(crate) mod connect;
 pub(crate) mod disconnect;

@@ -4,6 +4,11 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
+mod fds;
+mod tun;
+pub use fds::{listen_fds, notify_with_fds, recv_with_fds, Poller};
+pub use tun::{namespace_of, NetnsLink, TunFd};
+
 /// Set the socket's receive and send buffers to `bytes`, beyond `net.core.rmem_max`
 /// when we hold CAP_NET_ADMIN (SO_RCVBUFFORCE); otherwise as large as the limit allows.
 pub fn set_buffers_force(sock: &impl AsRawFd, bytes: usize) -> io::Result<()> {
@@ -191,15 +196,7 @@ pub fn set_address(
 /// An RTM_NEWADDR request (create or replace, acknowledged) for `ip/prefix` on interface
 /// `index`, valid lifetime forever, preferred forever or (not `preferred`) 0.
 fn new_address_message(index: u32, ip: std::net::Ipv6Addr, prefix: u8, preferred: bool) -> Vec<u8> {
-    const NLMSG_HDR: usize = 16;
     const IFA_F_NODAD: u8 = 0x02;
-    fn attr(msg: &mut Vec<u8>, kind: u16, data: &[u8]) {
-        let len = 4 + data.len();
-        msg.extend_from_slice(&(len as u16).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(data);
-        msg.resize(msg.len().next_multiple_of(4), 0);
-    }
     let mut msg = vec![0u8; NLMSG_HDR];
     // struct ifaddrmsg: family, prefixlen, flags, scope, index.
     msg.extend_from_slice(&[libc::AF_INET6 as u8, prefix, IFA_F_NODAD, 0]);
@@ -213,17 +210,35 @@ fn new_address_message(index: u32, ip: std::net::Ipv6Addr, prefix: u8, preferred
         cache.extend_from_slice(&v.to_ne_bytes());
     }
     attr(&mut msg, libc::IFA_CACHEINFO, &cache);
-    let len = msg.len() as u32;
     let flags =
         (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
-    msg[0..4].copy_from_slice(&len.to_ne_bytes());
-    msg[4..6].copy_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
-    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    header(&mut msg, libc::RTM_NEWADDR, flags);
     msg
 }
 
-/// Send one rtnetlink request and wait (bounded) for its acknowledgement.
+/// Length of `struct nlmsghdr`.
+const NLMSG_HDR: usize = 16;
+
+/// Append a netlink attribute, padded to 4 bytes.
+fn attr(msg: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    msg.extend_from_slice(&(len as u16).to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(data);
+    msg.resize(msg.len().next_multiple_of(4), 0);
+}
+
+/// Fill in the `nlmsghdr` at the front of `msg` (length, type, flags, sequence 1).
+fn header(msg: &mut [u8], kind: u16, flags: u16) {
+    let len = msg.len() as u32;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&kind.to_ne_bytes());
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+}
+
+/// Send one rtnetlink request on a socket of our own and wait (bounded) for its
+/// acknowledgement.
 fn netlink_request(msg: &[u8]) -> io::Result<()> {
     // SAFETY: plain socket(2); the descriptor is owned below.
     let fd = unsafe {
@@ -238,6 +253,12 @@ fn netlink_request(msg: &[u8]) -> io::Result<()> {
     }
     // SAFETY: `fd` is a fresh descriptor nothing else owns.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    netlink_on(sock.as_raw_fd(), msg)
+}
+
+/// Send one rtnetlink request on netlink socket `fd` (it acts in the socket's network
+/// namespace) and wait up to 2 s for its acknowledgement.
+fn netlink_on(fd: libc::c_int, msg: &[u8]) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: 2,
         tv_usec: 0,
@@ -245,7 +266,7 @@ fn netlink_request(msg: &[u8]) -> io::Result<()> {
     // SAFETY: `tv` outlives the call and the length is its size.
     unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
             (&tv as *const libc::timeval).cast(),
@@ -258,7 +279,7 @@ fn netlink_request(msg: &[u8]) -> io::Result<()> {
     // SAFETY: `msg` and `kernel` are valid for the lengths given.
     let sent = unsafe {
         libc::sendto(
-            sock.as_raw_fd(),
+            fd,
             msg.as_ptr().cast(),
             msg.len(),
             0,
@@ -271,7 +292,7 @@ fn netlink_request(msg: &[u8]) -> io::Result<()> {
     }
     let mut buf = [0u8; 1024];
     // SAFETY: `buf` is valid for its length.
-    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
