@@ -622,7 +622,7 @@ mod tests {
             v,
             serde_json::json!({
                 "cniVersion": "1.0.0",
-                "interfaces": [{"name": "metanet0", "sandbox": "/proc/self/ns/net"}],
+                "interfaces": [{"name": "metanet0", "mac": "00:00:00:00:00:00", "sandbox": "/proc/self/ns/net"}],
                 "ips": [{"address": "fd12:3456::1/128", "interface": 0}],
                 "routes": [{"dst": "fd00::/8"}],
                 "dns": {"nameservers": ["fd12:3456::53"], "search": ["meta"]}

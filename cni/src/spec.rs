@@ -37,6 +37,12 @@ pub(crate) const OVERLAY_ROUTE: &str = "fd00::/8";
 /// The DNS search domain of overlay names.
 pub(crate) const SEARCH_DOMAIN: &str = "meta";
 
+/// The `mac` reported for our interface. A TUN has no hardware address, but podman's
+/// CNI backend (containers/common `CNIResultToStatus`) parses the `mac` of every
+/// interface with a `sandbox` and fails the whole `podman run` on an absent one
+/// ("invalid MAC address"); the all-zero address is what the kernel would show.
+pub(crate) const TUN_MAC: &str = "00:00:00:00:00:00";
+
 /// Longest identity name derived from a container id (`c-` included).
 const DERIVED_LEN: usize = 26;
 
@@ -467,7 +473,7 @@ impl CniResult {
         let index = result.interfaces.len();
         result.interfaces.push(Interface {
             name: ours.interface.to_owned(),
-            mac: None,
+            mac: Some(TUN_MAC.to_owned()),
             sandbox: Some(ours.sandbox.to_owned()),
             extra,
         });
@@ -720,7 +726,7 @@ mod tests {
             v,
             serde_json::json!({
                 "cniVersion": "1.0.0",
-                "interfaces": [{"name": "metanet0", "sandbox": "/var/run/netns/cni-1"}],
+                "interfaces": [{"name": "metanet0", "mac": "00:00:00:00:00:00", "sandbox": "/var/run/netns/cni-1"}],
                 "ips": [{"address": "fd12:3456::1/128", "interface": 0}],
                 "routes": [{"dst": "fd00::/8"}],
                 "dns": {"nameservers": ["fd12:3456::53"], "search": ["meta"]}
@@ -775,7 +781,7 @@ mod tests {
                   {"name": "cni0", "mac": "aa:bb:cc:dd:ee:01"},
                   {"name": "veth1234", "mac": "aa:bb:cc:dd:ee:02"},
                   {"name": "eth0", "mac": "aa:bb:cc:dd:ee:03", "sandbox": "/var/run/netns/cni-1"},
-                  {"name": "metanet0", "sandbox": "/var/run/netns/cni-1"}
+                  {"name": "metanet0", "mac": "00:00:00:00:00:00", "sandbox": "/var/run/netns/cni-1"}
                 ],
                 "ips": [
                   {"address": "198.18.210.5/24", "gateway": "198.18.210.1", "interface": 2},

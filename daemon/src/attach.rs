@@ -310,7 +310,7 @@ impl Daemon {
             let seed = state::random64().map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;
             self.add_identity_at(saved.identity.clone(), Identity::generate(&seed), false)?;
         }
-        match self.bring_up(&saved, tun, netlink) {
+        match self.bring_up(&saved, tun, netlink, true) {
             Ok(()) => {}
             Err(e) => {
                 if created {
@@ -328,12 +328,14 @@ impl Daemon {
     }
 
     /// Attach the TUN, configure the interface, hand it to the data plane and record
-    /// it (with the service manager's store, when there is one).
+    /// it; `store`: hand the descriptors to the service manager's store, when there is
+    /// one (not when they came from it).
     fn bring_up(
         &mut self,
         saved: &Saved,
         tun: OwnedFd,
         netlink: OwnedFd,
+        store: bool,
     ) -> Result<(), api::Error> {
         let internal = |what: &str, e: &dyn std::fmt::Display| {
             err(ErrorKind::Internal, &format!("{what}: {e}"))
@@ -372,7 +374,8 @@ impl Daemon {
         // The address now lives in the namespace, not on the host's TUN.
         let _ = self.tun.remove_address_v6(ip, 128);
         let [tun_name, nl_name] = fd_names(&saved.identity);
-        for (name, fd) in [(tun_name, dev.raw()), (nl_name, netlink.as_raw_fd())] {
+        let kept = [(tun_name, dev.raw()), (nl_name, netlink.as_raw_fd())];
+        for (name, fd) in kept.into_iter().filter(|_| store) {
             if let Err(e) = sys::notify_with_fds(&format!("FDSTORE=1\nFDNAME={name}"), &[fd]) {
                 tracing::warn!(error = %e, "cannot keep an attachment's descriptor in the service manager's store");
             }
@@ -516,9 +519,13 @@ impl Daemon {
                     .map(|d| (d.tun, d.netlink, "the saved state"))
                     .map_err(|e| e.to_string()),
             };
-            let restored = fds
-                .map_err(|e| err(ErrorKind::Internal, &e))
-                .and_then(|(tun, nl, from)| self.bring_up(&saved, tun, nl).map(|()| from));
+            // Descriptors from the store stay there; fresh ones are stored.
+            let restored =
+                fds.map_err(|e| err(ErrorKind::Internal, &e))
+                    .and_then(|(tun, nl, from)| {
+                        let fresh = from == "the saved state";
+                        self.bring_up(&saved, tun, nl, fresh).map(|()| from)
+                    });
             match restored {
                 Ok(from) => {
                     tracing::info!(identity = %name, netns = %saved.netns, from, "attachment restored")

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod chain;
+pub mod fdstore;
 pub mod nat;
 
 /// Whether we may create namespaces; prints why a test is skipped otherwise.
@@ -264,6 +265,22 @@ impl Daemon {
         wrap: &[String],
         daemon: &Path,
     ) -> Self {
+        Self::start_prepared(ns, dir, tun, config, extra, wrap, daemon, |_| {})
+    }
+
+    /// Like [`Daemon::start_as`], with `prepare` applied to the command before it is
+    /// spawned (environment, descriptors: [`fdstore::FdStore::pass`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_prepared(
+        ns: &Netns,
+        dir: &Path,
+        tun: &str,
+        config: &Path,
+        extra: &[&str],
+        wrap: &[String],
+        daemon: &Path,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join("metanetd.sock");
         let state_dir = dir.join("state");
@@ -276,6 +293,7 @@ impl Daemon {
             }
             None => ns.cmd(daemon),
         };
+        prepare(&mut cmd);
         let child = cmd
             .arg("--config")
             .arg(config)

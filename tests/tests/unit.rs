@@ -348,3 +348,114 @@ fn daemon_notifies_the_service_manager_and_logs_journal_priorities() {
         "a line without priority: {text}"
     );
 }
+
+/// Attachments under the unit's privileges (CAP_NET_ADMIN, not root): `metanet attach`
+/// run as root hands the daemon the namespace's descriptors; across a restart they
+/// stay in the service manager's store (here the stand-in of `metanet_tests::fdstore`,
+/// PID 1 not being systemd), so the interface never goes away and traffic goes on.
+/// Without the store the daemon cannot enter the namespace (no CAP_SYS_ADMIN): the
+/// attachment is listed as lost until attached again.
+#[test]
+fn attachments_under_the_units_privileges_survive_a_restart_through_the_fd_store() {
+    if !root_or_skip(
+        "attachments_under_the_units_privileges_survive_a_restart_through_the_fd_store",
+    ) {
+        return;
+    }
+    use metanet_tests::fdstore::{FdStore, LISTEN_WRAP};
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/metanetd.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    assert!(
+        !unit_values(&unit, "FileDescriptorStoreMax").is_empty(),
+        "the unit keeps no descriptor store: attachments would not survive a restart"
+    );
+    let bounding = unit_values(&unit, "CapabilityBoundingSet");
+    let ambient = unit_values(&unit, "AmbientCapabilities");
+    let _tun = TunMode::debian_default();
+    let (pair, tmp) = (Pair::new(), TempDir::new());
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bindir = tmp.0.join("bin");
+    std::fs::create_dir_all(&bindir).unwrap();
+    let metanetd = bindir.join("metanetd");
+    std::fs::copy(bin("metanetd"), &metanetd).unwrap();
+    let dir_a: PathBuf = tmp.0.join("a");
+    std::fs::create_dir_all(&dir_a).unwrap();
+    let chown = Command::new("chown")
+        .arg(format!("{DAEMON_UID}:{GROUP_GID}"))
+        .arg(&dir_a)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let store_dir = tmp.0.join("store");
+    std::fs::create_dir_all(&store_dir).unwrap();
+    let mut store = FdStore::new(&store_dir);
+    std::fs::set_permissions(&store.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut wrap: Vec<String> = [
+        "setpriv".to_owned(),
+        format!("--reuid={DAEMON_UID}"),
+        format!("--regid={GROUP_GID}"),
+        "--clear-groups".to_owned(),
+        format!("--bounding-set={}", setpriv_caps(&bounding)),
+        format!("--inh-caps={}", setpriv_caps(&ambient)),
+        format!("--ambient-caps={}", setpriv_caps(&ambient)),
+    ]
+    .into();
+    wrap.extend(LISTEN_WRAP.iter().map(|s| (*s).to_owned()));
+    let none = Path::new("/dev/null");
+    let start = |store: Option<&mut FdStore>| {
+        Daemon::start_prepared(&pair.a, &dir_a, "mnua", none, &[], &wrap, &metanetd, |c| {
+            if let Some(s) = store {
+                s.pass(c);
+            }
+        })
+    };
+    let mut a = start(Some(&mut store));
+    let c = metanet_tests::Netns::new(format!("mnc-{}-u", metanet_tests::tag()));
+    let o = a.cli(&["--json", "attach", "--netns", &c.name, "--identity", "web"]);
+    assert!(
+        o.status.success(),
+        "attach under the unit's privileges: {}",
+        text(&o)
+    );
+    let (_, ip_a) = a.identity();
+    assert!(ping(&c, &ip_a), "attached namespace -> host");
+    let mut names = store.names();
+    names.sort();
+    assert_eq!(names, ["attach-web-nl", "attach-web-tun"]);
+    let index = |c: &metanet_tests::Netns| {
+        String::from_utf8_lossy(&c.sh("cat /sys/class/net/metanet0/ifindex").stdout)
+            .trim()
+            .to_owned()
+    };
+    let before = index(&c);
+    assert!(!before.is_empty());
+
+    // Restart with the store: the interface stayed while the daemon was down.
+    a.stop();
+    assert_eq!(index(&c), before, "the interface went away with the daemon");
+    let mut a = start(Some(&mut store));
+    assert!(
+        wait_for(Duration::from_secs(10), || ping(&c, &ip_a)),
+        "no traffic after a restart through the store: {}",
+        std::fs::read_to_string(&a.log).unwrap_or_default()
+    );
+    assert_eq!(
+        index(&c),
+        before,
+        "a new interface instead of the stored one"
+    );
+    let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(log.contains("the service manager's store"), "{log}");
+
+    // Without the store (and without CAP_SYS_ADMIN to enter the namespace): lost.
+    a.stop();
+    drop(store);
+    let a = start(None);
+    let o = a.cli(&["--json", "attachments"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["state"], "lost", "{list}");
+    // Attaching again brings it back.
+    let o = a.cli(&["--json", "attach", "--netns", &c.name, "--identity", "web"]);
+    assert!(o.status.success(), "re-attach: {}", text(&o));
+    assert!(ping(&c, &ip_a), "re-attached namespace -> host");
+}
