@@ -14,7 +14,8 @@ fail() { printf 'check-deb: FAILED: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (it installs the package with dpkg -i)"
 
 files=(
-    /usr/bin/metanetd /usr/bin/metanet
+    /usr/bin/metanetd /usr/bin/metanet /usr/lib/cni/metanet-cni
+    /usr/share/doc/metanet/examples/metanet-cni.conflist
     /usr/lib/systemd/system/metanetd.service
     /usr/lib/sysusers.d/metanet.conf /usr/lib/tmpfiles.d/metanet.conf
     /etc/metanet/metanetd.toml
@@ -26,7 +27,7 @@ files=(
     /usr/share/doc/metanet/copyright /usr/share/doc/metanet/changelog.gz
 )
 # What must not exist before the install and after the purge.
-leftovers=(/usr/bin/metanetd /usr/bin/metanet /etc/metanet /var/lib/metanet /run/metanet
+leftovers=(/usr/bin/metanetd /usr/bin/metanet /usr/lib/cni/metanet-cni /etc/metanet /var/lib/metanet /run/metanet
     /usr/lib/systemd/system/metanetd.service /usr/lib/sysusers.d/metanet.conf
     /usr/lib/tmpfiles.d/metanet.conf /usr/share/doc/metanet)
 

@@ -3,6 +3,8 @@
 # (no debian/ directory, no debhelper), from this source tree:
 #
 #   /usr/bin/metanetd, /usr/bin/metanet                 release binaries, stripped
+#   /usr/lib/cni/metanet-cni                            the CNI plugin (with the reference plugins)
+#   /usr/share/doc/metanet/examples/metanet-cni.conflist   an example CNI network
 #   /usr/lib/systemd/system/metanetd.service            packaging/metanetd.service, /usr paths
 #   /usr/lib/sysusers.d/metanet.conf                    the user and group metanet
 #   /usr/lib/tmpfiles.d/metanet.conf                    /var/lib/metanet, /etc/metanet
@@ -37,10 +39,10 @@ for cmd in dpkg-deb dpkg strip objdump readelf gzip ldd; do
 done
 
 if [ "$BUILD" = 1 ]; then
-    cargo build --release --locked -p metanet-cli -p metanet-daemon --bins
+    cargo build --release --locked -p metanet-cli -p metanet-daemon -p metanet-cni --bins
 fi
 bin=${CARGO_TARGET_DIR:-target}/release
-for b in metanetd metanet; do
+for b in metanetd metanet metanet-cni; do
     [ -x "$bin/$b" ] || die "$bin/$b is missing (run without --no-build)"
 done
 
@@ -63,7 +65,7 @@ d() { install -d -m 0755 "$root$1"; }
 for dir in /DEBIAN /usr/bin /usr/lib/systemd/system /usr/lib/sysusers.d /usr/lib/tmpfiles.d \
     /etc/metanet /usr/share/man/man1 /usr/share/man/man8 /usr/share/doc/metanet \
     /usr/share/bash-completion/completions /usr/share/zsh/vendor-completions \
-    /usr/share/fish/vendor_completions.d; do
+    /usr/share/fish/vendor_completions.d /usr/lib/cni /usr/share/doc/metanet/examples; do
     d "$dir"
 done
 
@@ -72,6 +74,9 @@ for b in metanetd metanet; do
     strip --strip-unneeded -o "$root/usr/bin/$b" "$bin/$b"
     chmod 0755 "$root/usr/bin/$b"
 done
+strip --strip-unneeded -o "$root/usr/lib/cni/metanet-cni" "$bin/metanet-cni"
+chmod 0755 "$root/usr/lib/cni/metanet-cni"
+install -m 0644 packaging/metanet-cni.conflist "$root/usr/share/doc/metanet/examples/metanet-cni.conflist"
 
 # The unit: one source, the /usr/local paths of the source install rewritten.
 sed -e 's|/usr/local/bin/|/usr/bin/|g' -e 's|/usr/local/share/doc/metanet|/usr/share/doc/metanet|g' \
@@ -141,7 +146,7 @@ commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 # dpkg-shlibdeps would find), libc6 at least the newest GLIBC_ symbol version used.
 lib_packages() {
     local lib pkg
-    for lib in $(ldd "$root/usr/bin/metanetd" "$root/usr/bin/metanet" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); do
+    for lib in $(ldd "$root/usr/bin/metanetd" "$root/usr/bin/metanet" "$root/usr/lib/cni/metanet-cni" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); do
         pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$(realpath "$lib")" 2>/dev/null ||
             dpkg -S "/usr$lib" 2>/dev/null || dpkg -S "${lib#/usr}" 2>/dev/null) ||
             die "no Debian package holds $lib, which the binaries load"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install metanet on this machine from the source tree, as root:
 #   $PREFIX/bin/metanetd, $PREFIX/bin/metanet     (PREFIX=/usr/local by default)
+#   $PREFIX/lib/cni/metanet-cni                   (the CNI plugin; podman looks there)
 #   /etc/systemd/system/metanetd.service          (ExecStart points at $PREFIX/bin)
 #   /etc/sysusers.d/metanet.conf                  (user and group metanet, created now)
 #   /etc/tmpfiles.d/metanet.conf                  (/var/lib/metanet 0700 metanet, /etc/metanet)
@@ -66,7 +67,7 @@ uninstall() {
     if systemd_running && [ -e "$UNIT" ]; then
         systemctl disable --now metanetd.service || say "could not stop metanetd (continuing)"
     fi
-    rm -f "$D$PREFIX/bin/metanetd" "$D$PREFIX/bin/metanet" "$D$UNIT" "$D$SYSUSERS" "$D$TMPFILES" \
+    rm -f "$D$PREFIX/bin/metanetd" "$D$PREFIX/bin/metanet" "$D$PREFIX/lib/cni/metanet-cni" "$D$UNIT" "$D$SYSUSERS" "$D$TMPFILES" \
         "$D$MAN1/metanet.1" "$D$MAN1"/metanet-*.1 "$D$MAN8/metanetd.8" \
         "$D$BASH_COMPLETION" "$D$ZSH_COMPLETION" "$D$FISH_COMPLETION" \
         "$D/etc/metanet/metanetd.toml.example"
@@ -117,9 +118,9 @@ fi
 
 bin=${CARGO_TARGET_DIR:-target}/release
 if [ "$BUILD" = 1 ]; then
-    cargo build --release --locked --bins -p metanet-cli -p metanet-daemon
+    cargo build --release --locked --bins -p metanet-cli -p metanet-daemon -p metanet-cni
 fi
-for b in metanetd metanet; do
+for b in metanetd metanet metanet-cni; do
     [ -x "$bin/$b" ] || { echo "install.sh: $bin/$b is missing (run without --no-build)" >&2; exit 1; }
 done
 
@@ -131,7 +132,10 @@ for b in metanetd metanet; do
     install -m 0755 "$bin/$b" "$D$PREFIX/bin/$b"
     if command -v strip >/dev/null; then strip --strip-unneeded "$D$PREFIX/bin/$b"; fi
 done
-say "binaries in $D$PREFIX/bin"
+install -d -m 0755 "$D$PREFIX/lib/cni"
+install -m 0755 "$bin/metanet-cni" "$D$PREFIX/lib/cni/metanet-cni"
+if command -v strip >/dev/null; then strip --strip-unneeded "$D$PREFIX/lib/cni/metanet-cni"; fi
+say "binaries in $D$PREFIX/bin, the CNI plugin in $D$PREFIX/lib/cni"
 
 sed -e "s|/usr/local/bin/metanetd|$PREFIX/bin/metanetd|" \
     -e "s|/usr/local/share/doc/metanet|$PREFIX/share/doc/metanet|" \

@@ -300,8 +300,11 @@ fn next_id() -> u64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
     use std::thread;
+
+    use metanet_proto::control::Response;
 
     use super::*;
     use crate::testutil::TempDir;

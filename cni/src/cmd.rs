@@ -125,6 +125,42 @@ fn is_for(a: &AttachmentInfo, id: &str, network: &str) -> bool {
     a.container_id.as_deref() == Some(id) && a.network.as_deref() == Some(network)
 }
 
+/// Longest interface name the kernel takes, in bytes.
+const MAX_IFNAME: usize = 15;
+
+/// The interface made for the runtime's `CNI_IFNAME`: that name, unless an earlier
+/// plugin of the chain already made it inside the container (every plugin of a chain
+/// is handed the same `CNI_IFNAME`, and `bridge` makes it a veth): then
+/// [`chained_interface`].
+fn our_interface(ifname: &str, prev: Option<&CniResult>) -> String {
+    let taken = prev.is_some_and(|p| {
+        p.interfaces
+            .iter()
+            .any(|i| i.name == ifname && i.sandbox.as_deref().is_some_and(|s| !s.is_empty()))
+    });
+    if taken {
+        chained_interface(ifname)
+    } else {
+        ifname.to_owned()
+    }
+}
+
+/// Our interface beside the runtime's `ifname` made by an earlier plugin: `mn-` and
+/// the name, cut to [`MAX_IFNAME`] bytes.
+fn chained_interface(ifname: &str) -> String {
+    let mut name = format!("mn-{ifname}");
+    while name.len() > MAX_IFNAME {
+        name.pop();
+    }
+    name
+}
+
+/// Whether `a` is the interface made for the runtime's `ifname`, alone or chained
+/// (`CHECK` and `GC` get no result of the previous plugins to tell which).
+fn is_for_interface(a: &AttachmentInfo, ifname: &str) -> bool {
+    a.interface == ifname || a.interface == chained_interface(ifname)
+}
+
 /// Whether two namespace paths name one namespace.
 fn same_namespace(a: &str, b: &Path) -> bool {
     Path::new(a) == b
@@ -140,13 +176,14 @@ fn add(env: &Env, config: &Config, daemon: &Daemon) -> Result<Vec<u8>, Error> {
     let ifname = env.ifname()?;
     let identity = config.identity(&env.cni_args()?, id)?;
     let prev = config.prev_result()?;
+    let interface = our_interface(ifname, prev.as_ref());
     let path = metanet_attach::resolve(netns);
     let network = config.name.as_str();
 
     let attachments = daemon.attachments().map_err(daemon_error)?;
     if let Some(a) = attachments
         .iter()
-        .find(|a| is_for(a, id, network) && a.interface == ifname)
+        .find(|a| is_for(a, id, network) && a.interface == interface)
     {
         if a.state == "up" && a.identity == identity.name && same_namespace(&a.netns, &path) {
             // ADD again: the same answer.
@@ -170,7 +207,7 @@ fn add(env: &Env, config: &Config, daemon: &Daemon) -> Result<Vec<u8>, Error> {
             Command::Attach {
                 netns: path.to_string_lossy().into_owned(),
                 identity: identity.name,
-                interface: Some(ifname.to_owned()),
+                interface: Some(interface),
                 container_id: Some(id.to_owned()),
                 network: Some(network.to_owned()),
             },
@@ -252,7 +289,7 @@ fn check(env: &Env, config: &Config, daemon: &Daemon) -> Result<(), Error> {
     let attachments = daemon.attachments().map_err(daemon_error)?;
     let Some(a) = attachments
         .iter()
-        .find(|a| is_for(a, id, network) && a.interface == ifname)
+        .find(|a| is_for(a, id, network) && is_for_interface(a, ifname))
     else {
         return Err(Error::new(
             code::UNKNOWN_CONTAINER,
@@ -279,7 +316,7 @@ fn check(env: &Env, config: &Config, daemon: &Daemon) -> Result<(), Error> {
             a.netns
         )));
     }
-    metanet_attach::in_namespace(&path, || inspect::check_here(ifname, a.ipv6))
+    metanet_attach::in_namespace(&path, || inspect::check_here(&a.interface, a.ipv6))
         .map_err(namespace_error)?
         .map_err(broken)
 }
@@ -302,7 +339,7 @@ fn gc(config: &Config, daemon: &Daemon) -> Result<(), Error> {
         }
         if valid
             .iter()
-            .any(|v| v.container_id == id && v.ifname == a.interface)
+            .any(|v| v.container_id == id && is_for_interface(a, &v.ifname))
         {
             in_use.push(id);
         } else {
@@ -698,6 +735,36 @@ mod tests {
     }
 
     #[test]
+    fn chained_after_a_plugin_that_made_the_interface_ours_is_beside_it() {
+        let prev = |name: &str, sandbox: Option<&str>| CniResult {
+            interfaces: vec![spec::Interface {
+                name: name.into(),
+                sandbox: sandbox.map(str::to_owned),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // Alone, or after a plugin that made another interface: the runtime's name.
+        assert_eq!(our_interface("eth0", None), "eth0");
+        assert_eq!(
+            our_interface("eth0", Some(&prev("eth1", Some("/run/netns/x")))),
+            "eth0"
+        );
+        // A host-side interface of that name does not count.
+        assert_eq!(our_interface("eth0", Some(&prev("eth0", None))), "eth0");
+        assert_eq!(our_interface("eth0", Some(&prev("eth0", Some("")))), "eth0");
+        // After `bridge`, which made eth0 in the container.
+        assert_eq!(
+            our_interface("eth0", Some(&prev("eth0", Some("/run/netns/x")))),
+            "mn-eth0"
+        );
+        assert_eq!(chained_interface("abcdefghijklmno"), "mn-abcdefghijkl");
+        let a = attachment("ABC123", "mn-eth0", "c-abc123", "up");
+        assert!(is_for_interface(&a, "eth0") && is_for_interface(&a, "mn-eth0"));
+        assert!(!is_for_interface(&a, "eth1"));
+    }
+
+    #[test]
     fn add_maps_daemon_failures() {
         let err = run(&env("ADD"), &conf("1.0.0", &missing_socket(), "")).unwrap_err();
         assert_eq!(err.code, code::TRY_AGAIN);
@@ -822,6 +889,14 @@ mod tests {
         assert_eq!(err.code, code::BROKEN);
         assert!(err.msg.contains("metanet0"), "{}", err.msg);
         fake.finish();
+
+        // Chained beside the runtime's interface: found by the runtime's name, and the
+        // interface looked at is ours.
+        let fake = with("up", "mn-metanet0");
+        let err = run(&env("CHECK"), &conf("1.0.0", &fake.socket, prev)).unwrap_err();
+        assert_eq!(err.code, code::BROKEN);
+        assert!(err.msg.contains("mn-metanet0"), "{}", err.msg);
+        fake.finish();
     }
 
     #[test]
@@ -838,6 +913,8 @@ mod tests {
                 // Listed under another interface: the container stays whole.
                 attachment("multi", "metanet0", "c-multi", "up"),
                 attachment("multi", "metanet1", "c-multi", "up"),
+                // Chained after bridge: listed by the runtime's name.
+                attachment("chained", "mn-eth0", "c-chained", "up"),
                 on(
                     "othernet",
                     attachment("foreign", "metanet0", "c-foreign", "up"),
@@ -851,7 +928,8 @@ mod tests {
         });
         let valid = r#","cni.dev/valid-attachments":[
             {"containerID":"keep","ifname":"metanet0"},
-            {"containerID":"multi","ifname":"metanet1"}]"#;
+            {"containerID":"multi","ifname":"metanet1"},
+            {"containerID":"chained","ifname":"eth0"}]"#;
         assert_eq!(
             run(&env("GC"), &conf("1.1.0", &fake.socket, valid)),
             Ok(None)

@@ -905,6 +905,13 @@ impl Daemon {
         let (reg, _) = self.chain()?.registry()?;
         let local = self.local_named(identity)?;
         let who = self.name_of(local);
+        if self.attachments.holds(&who) {
+            // Its address is the namespace's interface address: it cannot move under it.
+            return Err(err(
+                ErrorKind::BadRequest,
+                &format!("identity `{who}` is attached to a namespace: detach it before a wallet rotation (its address changes)"),
+            ));
+        }
         let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, &e.to_string());
         let id = self
             .node

@@ -367,7 +367,7 @@ fn id_of(line: &[u8]) -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, BufReader};
 
     fn caller(uid: u32, gid: u32, groups: Vec<u32>) -> Caller {
         Caller { uid, gid, groups }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod chain;
 pub mod fdstore;
 pub mod nat;
+pub mod podman;
 
 /// Whether we may create namespaces; prints why a test is skipped otherwise.
 pub fn root_or_skip(test: &str) -> bool {

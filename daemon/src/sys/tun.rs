@@ -262,8 +262,9 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_NEWROUTE);
         assert_eq!(m[16], libc::AF_INET6 as u8);
         assert_eq!(m[17], 8);
-        // RTA_DST first: fd00::
-        assert_eq!(m[28], 0xfd);
+        // After the 16-byte header and the 12-byte rtmsg, RTA_DST first: fd00::
+        assert_eq!(u16::from_ne_bytes([m[30], m[31]]), libc::RTA_DST);
+        assert_eq!(m[32], 0xfd);
         assert_eq!(&m[m.len() - 16..], &ip.octets());
     }
 
