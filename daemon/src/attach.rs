@@ -305,6 +305,19 @@ impl Daemon {
                 "the default identity is the host's own: attach another identity (it is created when missing)",
             ));
         }
+        let clash = sys::NetnsLink {
+            sock: &netlink,
+            name: &saved.interface,
+        };
+        if clash.index().is_ok() {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                &format!(
+                    "{} already has an interface named {}: pick another name (--interface)",
+                    saved.netns, saved.interface
+                ),
+            ));
+        }
         let created = !self.names.contains(&saved.identity);
         if created {
             let seed = state::random64().map_err(|e| err(ErrorKind::Internal, &e.to_string()))?;

@@ -188,6 +188,22 @@ fn attach_refuses_what_it_cannot_do_and_leaves_nothing_behind() {
     let (code, err) = fail(&["attach", "--netns", &c.name, "--identity", "other"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("already has metanet0"), "{err}");
+    // An interface of that name that is not metanet's: refused, naming the clash.
+    c.sh("ip link add mnclash type veth peer name mnclashp");
+    let (code, err) = fail(&[
+        "attach",
+        "--netns",
+        &c.name,
+        "--identity",
+        "other",
+        "--interface",
+        "mnclash",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("already has an interface named mnclash"),
+        "{err}"
+    );
     // From inside the namespace (`ip netns exec`), a second interface.
     let out = c
         .cmd(&metanet_tests::bin("metanet"))
