@@ -86,6 +86,10 @@ enum Command {
     /// the relays in use and this daemon's NAT as its peers see it.
     #[command(subcommand)]
     Relay(cmd::relay::Command),
+    /// Access policies: `policy show` lists each identity's allow list and inbound
+    /// rules (set in metanetd.toml) with what they refused and decided.
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
     /// Attach a network namespace (a container's) to an identity: it gets an interface
     /// of its own with only that identity's overlay address (the identity is created
     /// when missing).
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         Command::Name(c) => cmd::name::run(&ctx, c, &mut out),
         Command::Chain(c) => cmd::chain::run(&ctx, c, &mut out),
         Command::Relay(c) => cmd::relay::run(&ctx, c, &mut out),
+        Command::Policy(c) => cmd::policy::run(&ctx, c, &mut out),
         Command::Attach(a) => cmd::attach::attach(&ctx, a, &mut out),
         Command::Detach(a) => cmd::attach::detach(&ctx, a, &mut out),
         Command::Attachments => cmd::attach::attachments(&ctx, &mut out),

@@ -48,6 +48,7 @@ impl Daemon {
             L::Peers => Ok(Reply::Peers {
                 peers: self.peer_infos(),
             }),
+            L::PolicyShow => self.policy_show(),
             L::RelayStatus => {
                 let snap = self
                     .node
@@ -257,6 +258,7 @@ impl Daemon {
         }
         self.refilter();
         self.publish(&name, true);
+        self.apply_policies(false);
         self.identity_info(&name, local)
             .map(Reply::Identity)
             .ok_or_else(|| err(ErrorKind::Internal, "identity vanished"))
@@ -303,7 +305,7 @@ pub(crate) fn command_failed(e: &link::CommandFailed) -> api::Error {
             C::UnknownLocal | C::UnknownPeer => ErrorKind::NotFound,
             C::TooManyPeers => ErrorKind::TooManyPeers,
             C::Denied => ErrorKind::Denied,
-            C::SelfPeer => ErrorKind::BadRequest,
+            C::SelfPeer | C::BadPolicy(_) => ErrorKind::BadRequest,
             C::TooManyDenied => ErrorKind::Internal,
         },
     };

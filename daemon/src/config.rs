@@ -220,6 +220,13 @@ pub struct IdentityConfig {
     /// Services offered on the overlay address.
     #[serde(default)]
     pub service: Vec<metanet_proto::record::Service>,
+    /// Who may open a session with this identity: addresses and chain names. Absent:
+    /// everyone (docs/protocol.md §11.1).
+    pub allow: Option<Vec<String>>,
+    /// Inbound rules on decrypted packets, first match decides; with any rule, what
+    /// matches none is dropped (replies to this identity's own flows pass).
+    #[serde(default)]
+    pub rule: Vec<crate::policy::RuleConfig>,
 }
 
 /// A peer known by address and endpoint.
@@ -404,6 +411,7 @@ impl File {
                     metanet_proto::record::MAX_SERVICES
                 )));
             }
+            crate::policy::validate(id).map_err(bad)?;
             for s in &id.service {
                 s.validate().map_err(|e| {
                     bad(format!("identity `{}` service `{}`: {e}", id.name, s.name))

@@ -88,6 +88,7 @@ impl Right {
             | C::NameShow { .. }
             | C::NameList { .. }
             | C::RelayStatus
+            | C::PolicyShow
             | C::Attachments => Right::ReadState,
             C::Connect { .. } | C::Disconnect { .. } => Right::ManageSessions,
             C::IdNew { .. }

@@ -54,6 +54,7 @@ pub(crate) enum AttachRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LocalRequest {
     Status,
+    PolicyShow,
     Peers,
     RelayStatus,
     IdList,
@@ -135,6 +136,7 @@ pub(crate) fn route(command: api::Command) -> Routed {
         C::Status => Routed::Local(LocalRequest::Status),
         C::Peers => Routed::Local(LocalRequest::Peers),
         C::RelayStatus => Routed::Local(LocalRequest::RelayStatus),
+        C::PolicyShow => Routed::Local(LocalRequest::PolicyShow),
         C::IdList => Routed::Local(LocalRequest::IdList),
         C::IdShow { name } => Routed::Local(LocalRequest::IdShow { name }),
         C::IdNew { name } => Routed::Local(LocalRequest::IdNew { name }),

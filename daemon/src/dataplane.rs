@@ -253,6 +253,10 @@ impl DataPlane {
                 Request::Attach { ip, dev, answer } => {
                     let _ = answer.try_send(self.attach(ip, dev));
                 }
+                Request::Policy { local, answer } => {
+                    let policy = self.node.policy(local).map(|(p, c)| (p.clone(), c.clone()));
+                    let _ = answer.try_send(policy);
+                }
                 Request::Detach(slot) => {
                     if slot > 0 {
                         self.drop_slot(slot);

@@ -25,6 +25,7 @@ pub mod journal;
 mod link;
 pub mod metrics;
 mod offload;
+pub mod policy;
 mod registry;
 mod reload;
 pub mod state;
@@ -195,6 +196,9 @@ struct Daemon {
     attachments: attach::Attachments,
     /// The tunnel MTU (the host's TUN and every attachment's).
     mtu: u16,
+    /// The access policy last given to each identity, and its entries that did not
+    /// resolve.
+    policies: std::collections::BTreeMap<String, (node::Policy, Vec<String>)>,
 }
 
 /// A finished wallet rotation: the identity's name, the chain writer's answer and the
@@ -463,7 +467,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         rotated: rotated_tx,
         attachments: Default::default(),
         mtu,
+        policies: Default::default(),
     };
+    d.apply_policies(true);
     d.restore_attachments(stored);
     d.housekeeping();
     for p in d.opts.static_peers.clone() {
@@ -518,6 +524,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             Some((name, result, reply)) = rotated_rx.recv() => d.finish_rotation(&name, result, reply),
             _ = housekeeping.tick() => {
                 d.check_attachments();
+                d.apply_policies(false);
                 d.housekeeping();
                 d.refresh_hosts();
             }

@@ -51,6 +51,16 @@ pub(crate) enum Request {
     },
     /// Stop reading an attachment's slot (its TUN is closed once nothing holds it).
     Detach(usize),
+    /// One identity's access policy and its counters.
+    Policy {
+        local: LocalId,
+        answer: Answer<
+            Option<(
+                metanet_proto::node::Policy,
+                metanet_proto::node::PolicyCounts,
+            )>,
+        >,
+    },
     /// One peer's state.
     Peer {
         local: LocalId,
@@ -193,6 +203,20 @@ impl Link {
         dev: Arc<crate::sys::TunFd>,
     ) -> Result<Option<usize>, Unanswered> {
         self.ask(|answer| Request::Attach { ip, dev, answer })
+    }
+
+    /// An identity's access policy and what it counted.
+    pub(crate) fn policy(
+        &self,
+        local: LocalId,
+    ) -> Result<
+        Option<(
+            metanet_proto::node::Policy,
+            metanet_proto::node::PolicyCounts,
+        )>,
+        Unanswered,
+    > {
+        self.ask(|answer| Request::Policy { local, answer })
     }
 
     /// Stop reading an attachment's slot.

@@ -72,6 +72,7 @@ impl Daemon {
             }
         }
         self.reg.set_configs(file.identity.clone());
+        self.apply_policies(false);
         let names = self.names.names();
         for name in names {
             if let Ok(local) = self.local_named(Some(&name)) {

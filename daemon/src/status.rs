@@ -200,6 +200,16 @@ impl Daemon {
                 s.denied,
             ),
             (
+                "policy_refused",
+                "Initiations an identity's allow list refused.",
+                s.policy_refused,
+            ),
+            (
+                "rule_dropped",
+                "Decrypted packets an identity's inbound rules dropped.",
+                s.rule_dropped,
+            ),
+            (
                 "record_cookies_sent",
                 "Record cookies sent instead of signing a record (record requests under load).",
                 s.record_cookies_sent,

@@ -123,6 +123,8 @@ pub enum Command {
     },
     /// Every attachment.
     Attachments,
+    /// Each identity's access policy and what it counted (`metanet policy show`).
+    PolicyShow,
 }
 
 /// The interface an attachment gets inside its namespace unless told otherwise.
@@ -187,8 +189,46 @@ pub enum Reply {
     Attachment(AttachmentInfo),
     /// For `Attachments`.
     Attachments { attachments: Vec<AttachmentInfo> },
+    /// For `PolicyShow`.
+    Policies { policies: Vec<PolicyInfo> },
     /// For commands with nothing to report.
     Done,
+}
+
+/// One identity's access policy (`metanet policy show`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    pub identity: String,
+    /// Whether every initiator is admitted (no `allow` list).
+    pub open: bool,
+    /// The `allow` entries as configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// The addresses they resolve to now.
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    /// Entries (names) that resolve to nothing now: they admit nobody.
+    #[serde(default)]
+    pub unresolved: Vec<String>,
+    /// The inbound rules, in order, with the packets each decided.
+    #[serde(default)]
+    pub rules: Vec<RuleInfo>,
+    /// Whether packets no rule matches are dropped (there are rules).
+    pub default_deny: bool,
+    /// Initiations the allow list refused.
+    pub refused: u64,
+    /// Packets no rule matched, dropped.
+    pub default_dropped: u64,
+}
+
+/// One inbound rule and the packets it decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleInfo {
+    pub proto: String,
+    pub port: String,
+    pub from: String,
+    pub action: String,
+    pub hits: u64,
 }
 
 /// One namespace attached to a local identity (`metanet attachments`).

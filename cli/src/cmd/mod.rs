@@ -14,6 +14,7 @@ pub(crate) mod id;
 pub(crate) mod name;
 pub(crate) mod peers;
 pub(crate) mod ping;
+pub(crate) mod policy;
 pub(crate) mod relay;
 pub(crate) mod resolve;
 pub(crate) mod status;

@@ -5,11 +5,13 @@
 
 use core::ops::Range;
 use core::time::Duration;
+use std::net::Ipv6Addr;
 
 use super::path::Via;
 use super::peer::{PeerId, Role};
 use super::table::free_index;
-use super::{Event, Node, Transmit};
+use super::{Event, LocalId, Node, Transmit};
+use crate::address::Address;
 use crate::ip::Ipv6Packet;
 use crate::session;
 use crate::time::Instant;
@@ -80,6 +82,18 @@ impl Node {
         if dst.octets()[0] != crate::address::OVERLAY_FIRST_BYTE || dst == src {
             self.stats.tun_invalid += 1;
             return None;
+        }
+        // An identity with inbound rules remembers the flows it opens: their replies
+        // pass (§11.2).
+        let tracks = self
+            .locals
+            .get(usize::from(local.0))
+            .and_then(Option::as_ref)
+            .is_some_and(|l| !l.policy.rules.is_empty());
+        if tracks {
+            if let Some(f) = super::Flow::of(packet) {
+                self.flows.outbound(now, src, dst, &f);
+            }
         }
         let Some(&id) = self.by_ip.get(&(local, dst)) else {
             self.queue_for_lookup(now, local, dst, packet);
@@ -363,11 +377,63 @@ impl Node {
             self.stats.spoofed += 1;
             return None;
         }
+        let (peer_address, peer_ipv6) = (p.address, p.ipv6);
+        if !self.inbound_passes(now, local_id, peer_address, peer_ipv6, inner) {
+            self.stats.rule_dropped += 1;
+            return None;
+        }
+        let p = self.peers.get_mut(id)?;
+        let inner = msg.get(range.clone())?;
         p.counters.rx_bytes += inner.len() as u64;
         p.counters.rx_packets += 1;
         if p.timers.keepalive_at.is_none() {
             p.timers.keepalive_at = Some(now + session::KEEPALIVE_TIMEOUT);
         }
         Some(range)
+    }
+}
+
+impl Node {
+    /// Whether a decrypted packet from `peer` passes `local`'s inbound rules (§11.2):
+    /// no rules, a reply to a flow it opened, an ICMPv6 error, or a rule that allows
+    /// it. Counted per rule, and as default-dropped when none matches.
+    fn inbound_passes(
+        &mut self,
+        now: Instant,
+        local: LocalId,
+        peer: Address,
+        peer_ipv6: Ipv6Addr,
+        packet: &[u8],
+    ) -> bool {
+        let flows = &self.flows;
+        let Some(l) = self
+            .locals
+            .get_mut(usize::from(local.0))
+            .and_then(Option::as_mut)
+        else {
+            return false;
+        };
+        if l.policy.rules.is_empty() {
+            return true;
+        }
+        let Some(flow) = super::Flow::of(packet) else {
+            l.policy_counts.default_dropped += 1;
+            return false;
+        };
+        if flow.is_icmp_error() || flows.answers(now, l.ipv6, peer_ipv6, &flow) {
+            return true;
+        }
+        match l.policy.decide(&peer, &flow) {
+            Some((i, action)) => {
+                if let Some(h) = l.policy_counts.rule_hits.get_mut(i) {
+                    *h += 1;
+                }
+                action == super::Action::Allow
+            }
+            None => {
+                l.policy_counts.default_dropped += 1;
+                false
+            }
+        }
     }
 }

@@ -178,6 +178,14 @@ impl Node {
             self.stats.denied += 1;
             return;
         }
+        // The allow list (§11.1): before the responder's DH work and any peer state.
+        if let Some(l) = self.local_mut(local_id) {
+            if !l.policy.admits(&address) {
+                l.policy_counts.refused += 1;
+                self.stats.policy_refused += 1;
+                return;
+            }
+        }
         let existing = self.by_ip.get(&(local_id, address.ipv6())).copied();
         if let Some(id) = existing {
             let last = self

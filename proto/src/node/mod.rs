@@ -39,12 +39,17 @@ mod lookup;
 mod path;
 mod peer;
 mod peer_timers;
+mod policy;
 mod probe;
 mod relay;
 mod table;
 mod timers;
 
 pub use path::{Mapping, NatStatus};
+pub use policy::{
+    Action, Flow, Policy, PolicyError, Proto, Rule, Source, FLOW_IDLE, MAX_ADDRESSES, MAX_FLOWS,
+    MAX_RULES,
+};
 pub use relay::{RelayClientStatus, RelayLimits, RelayStatus, RelayUseStatus};
 
 use core::ops::Range;
@@ -182,6 +187,10 @@ pub enum Command {
     /// (counted in [`Stats::denied`]), and adding or connecting to it fails with
     /// [`CommandError::Denied`]. At most [`MAX_DENIED`] addresses.
     Deny { address: Address },
+    /// `local`'s access policy (docs/protocol.md §11): who may open a session (its
+    /// inbound peers that may not are dropped now) and which packets reach it. Its
+    /// rule counters start again from zero.
+    SetPolicy { local: LocalId, policy: Policy },
 }
 
 /// Most addresses a node refuses ([`Command::Deny`]).
@@ -196,6 +205,8 @@ pub enum CommandError {
     UnknownPeer,
     #[error("peer table is full")]
     TooManyPeers,
+    #[error("bad policy: {0}")]
+    BadPolicy(PolicyError),
     #[error("a peer cannot be one of this node's own identities")]
     SelfPeer,
     #[error("the address is refused (revoked)")]
@@ -322,6 +333,11 @@ pub struct Stats {
     pub bad_records: u64,
     /// Initiations from refused addresses ([`Command::Deny`]), dropped.
     pub denied: u64,
+    /// Initiations an identity's allow list refused (§11.1), dropped before the
+    /// responder's DH work and before any peer state.
+    pub policy_refused: u64,
+    /// Decrypted packets an identity's inbound rules dropped (§11.2).
+    pub rule_dropped: u64,
     /// Record cookies sent instead of signing a record (record requests under load).
     pub record_cookies_sent: u64,
     /// Signals (session control messages) that did not parse.
@@ -402,6 +418,8 @@ pub struct Node {
     by_index: BTreeMap<u32, PeerId>,
     /// Addresses refused on every local identity ([`Command::Deny`]).
     denied: BTreeSet<Address>,
+    /// Flows local identities with inbound rules opened (their replies pass, §11.2).
+    flows: policy::Flows,
     lookups: BTreeMap<(LocalId, Ipv6Addr), PendingLookup>,
     /// Cookies received per responder endpoint, shared by every peer there (bounded).
     endpoint_cookies: BTreeMap<SocketAddr, crate::handshake::Cookie>,
@@ -435,6 +453,20 @@ struct Local {
     hidden: bool,
     /// The relays it keeps a reservation with.
     relays: Vec<RelayUse>,
+    /// Who may connect and what reaches it (§11), with its counters.
+    policy: Policy,
+    policy_counts: PolicyCounts,
+}
+
+/// What a local identity's policy refused and decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyCounts {
+    /// Initiations refused by the allow list.
+    pub refused: u64,
+    /// Packets each rule decided (allowed or dropped), in rule order.
+    pub rule_hits: Vec<u64>,
+    /// Packets no rule matched, dropped (default deny).
+    pub default_dropped: u64,
 }
 
 impl Node {
@@ -453,6 +485,7 @@ impl Node {
             by_ip: BTreeMap::new(),
             by_index: BTreeMap::new(),
             denied: BTreeSet::new(),
+            flows: policy::Flows::default(),
             lookups: BTreeMap::new(),
             endpoint_cookies: BTreeMap::new(),
             endpoint_record_cookies: BTreeMap::new(),
@@ -485,6 +518,8 @@ impl Node {
             ipv6,
             hidden: false,
             relays: Vec::new(),
+            policy: Policy::default(),
+            policy_counts: PolicyCounts::default(),
         };
         if let Some(i) = self.locals.iter().position(Option::is_none) {
             self.locals[i] = Some(local);
@@ -502,6 +537,7 @@ impl Node {
             self.drop_peer(id);
         }
         self.lookups.retain(|(l, _), _| *l != local);
+        self.flows.forget(removed.ipv6);
         self.flush_timers();
         Some(removed.identity)
     }
@@ -609,7 +645,49 @@ impl Node {
                 Ok(())
             }
             Command::Deny { address } => self.deny(address),
+            Command::SetPolicy { local, policy } => self.set_policy(local, policy),
         }
+    }
+
+    /// [`Command::SetPolicy`].
+    fn set_policy(&mut self, local: LocalId, policy: Policy) -> Result<(), CommandError> {
+        policy.check().map_err(CommandError::BadPolicy)?;
+        let Some(l) = self.local_mut(local) else {
+            return Err(CommandError::UnknownLocal);
+        };
+        l.policy_counts = PolicyCounts {
+            rule_hits: vec![0; policy.rules.len()],
+            ..Default::default()
+        };
+        let ipv6 = l.ipv6;
+        l.policy = policy;
+        self.flows.forget(ipv6);
+        // Inbound peers the allow list no longer admits go now; those this identity
+        // connected to itself stay (the policy says who may connect to it).
+        let refused: Vec<PeerId> = self
+            .peers_of(local)
+            .into_iter()
+            .filter(|&id| {
+                self.peers.get(id).is_some_and(|p| {
+                    p.origin == peer::Origin::Inbound
+                        && !self
+                            .locals
+                            .get(usize::from(local.0))
+                            .and_then(Option::as_ref)
+                            .is_some_and(|l| l.policy.admits(&p.address))
+                })
+            })
+            .collect();
+        for id in refused {
+            self.drop_peer(id);
+        }
+        Ok(())
+    }
+
+    /// `local`'s policy and what it counted.
+    pub fn policy(&self, local: LocalId) -> Option<(&Policy, &PolicyCounts)> {
+        let l = self.locals.get(usize::from(local.0))?.as_ref()?;
+        Some((&l.policy, &l.policy_counts))
     }
 
     /// [`Command::Deny`]: refuse `address` from now on and drop everything of it.

@@ -1,0 +1,344 @@
+//! Access policies from the config (`[[identity]] allow`, `[[identity.rule]]`), resolved
+//! to the address sets the node checks (docs/protocol.md §11).
+//!
+//! Entries name addresses (`mn1…`) or chain names (`alice`); a name is resolved through
+//! the chain view the DNS view serves, again at every housekeeping turn, so a name that
+//! moves to another address moves its rights with it. A name that does not resolve
+//! matches nobody (and `metanet policy show` lists it as unresolved). Groups
+//! (`group:NAME`) are refused for now: they need the group claims on chain.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::RangeInclusive;
+
+use metanet_proto::control::{self as api, ErrorKind, PolicyInfo, Reply, RuleInfo};
+use metanet_proto::node::{Action, Command, Policy, Proto, Rule, Source};
+use metanet_proto::Address;
+use serde::Deserialize;
+
+use crate::config::IdentityConfig;
+use crate::{err, Daemon};
+
+/// One inbound rule as written in the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuleConfig {
+    /// `any` (default), `tcp`, `udp`, `icmp`.
+    pub proto: Option<String>,
+    /// Destination port or range (`22`, `8000-8100`, `any`); default any.
+    pub port: Option<String>,
+    /// Who: `any` (default), an address or a chain name.
+    pub from: Option<String>,
+    /// `allow` (default) or `deny`.
+    pub action: Option<String>,
+}
+
+/// Who an entry names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Who {
+    Any,
+    Address(Address),
+    Name(String),
+}
+
+fn who(text: &str, any_ok: bool) -> Result<Who, String> {
+    let t = text.trim();
+    if t == "any" {
+        return if any_ok {
+            Ok(Who::Any)
+        } else {
+            Err("`any` in an allow list: leave `allow` out to admit everyone".into())
+        };
+    }
+    if t.starts_with("group:") {
+        return Err(format!(
+            "`{t}`: groups are not available yet (they need group claims on chain): name addresses or chain names"
+        ));
+    }
+    if t.starts_with("mn1") {
+        return t
+            .parse::<Address>()
+            .map(Who::Address)
+            .map_err(|e| format!("`{t}`: {e}"));
+    }
+    metanet_proto::name::Name::parse(t)
+        .map(|n| Who::Name(n.as_str().to_owned()))
+        .map_err(|e| format!("`{t}` is neither an address nor a chain name: {e}"))
+}
+
+fn proto(text: Option<&str>) -> Result<Proto, String> {
+    match text.unwrap_or("any") {
+        "any" => Ok(Proto::Any),
+        "tcp" => Ok(Proto::Tcp),
+        "udp" => Ok(Proto::Udp),
+        "icmp" | "icmpv6" => Ok(Proto::Icmp),
+        other => Err(format!("proto `{other}`: use any, tcp, udp or icmp")),
+    }
+}
+
+fn ports(text: Option<&str>) -> Result<Option<RangeInclusive<u16>>, String> {
+    let Some(t) = text.map(str::trim).filter(|t| *t != "any") else {
+        return Ok(None);
+    };
+    let num = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("port `{t}`: use a port (22), a range (8000-8100) or any"))
+    };
+    let (lo, hi) = match t.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(t)?, num(t)?),
+    };
+    if lo > hi {
+        return Err(format!("port range `{t}` is empty"));
+    }
+    Ok(Some(lo..=hi))
+}
+
+fn action(text: Option<&str>) -> Result<Action, String> {
+    match text.unwrap_or("allow") {
+        "allow" => Ok(Action::Allow),
+        "deny" | "drop" => Ok(Action::Deny),
+        other => Err(format!("action `{other}`: use allow or deny")),
+    }
+}
+
+/// Check an identity's `allow` and `rule` entries (at load and reload).
+pub fn validate(id: &IdentityConfig) -> Result<(), String> {
+    for a in id.allow.iter().flatten() {
+        who(a, false).map_err(|e| format!("identity `{}` allow: {e}", id.name))?;
+    }
+    if id.rule.len() > metanet_proto::node::MAX_RULES {
+        return Err(format!(
+            "identity `{}`: at most {} rules",
+            id.name,
+            metanet_proto::node::MAX_RULES
+        ));
+    }
+    for (i, r) in id.rule.iter().enumerate() {
+        let at = |e: String| format!("identity `{}` rule {}: {e}", id.name, i + 1);
+        proto(r.proto.as_deref()).map_err(at)?;
+        ports(r.port.as_deref()).map_err(at)?;
+        who(r.from.as_deref().unwrap_or("any"), true).map_err(at)?;
+        action(r.action.as_deref()).map_err(at)?;
+    }
+    Ok(())
+}
+
+/// The node's policy for `id`, names looked up in `names`; also the entries that did
+/// not resolve.
+pub fn resolve(id: &IdentityConfig, names: &HashMap<String, Address>) -> (Policy, Vec<String>) {
+    let mut unresolved = Vec::new();
+    let mut set = |entries: &[&str]| -> BTreeSet<Address> {
+        let mut out = BTreeSet::new();
+        for e in entries {
+            match who(e, true) {
+                Ok(Who::Address(a)) => {
+                    out.insert(a);
+                }
+                Ok(Who::Name(n)) => match names.get(&n) {
+                    Some(a) => {
+                        out.insert(*a);
+                    }
+                    None => unresolved.push((*e).to_owned()),
+                },
+                Ok(Who::Any) | Err(_) => {}
+            }
+        }
+        out
+    };
+    let allow = id
+        .allow
+        .as_ref()
+        .map(|a| set(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+    let rules = id
+        .rule
+        .iter()
+        .filter_map(|r| {
+            let from = r.from.as_deref().unwrap_or("any");
+            let source = match who(from, true).ok()? {
+                Who::Any => Source::Any,
+                _ => Source::Addresses(set(&[from])),
+            };
+            Some(Rule {
+                proto: proto(r.proto.as_deref()).ok()?,
+                ports: ports(r.port.as_deref()).ok()?,
+                from: source,
+                action: action(r.action.as_deref()).ok()?,
+            })
+        })
+        .collect();
+    (Policy { allow, rules }, unresolved)
+}
+
+impl Daemon {
+    /// Give every identity its configured policy (names resolved now); only what
+    /// changed is sent to the node, unless `force`.
+    pub(crate) fn apply_policies(&mut self, force: bool) {
+        let names = self.dns_names.read().map(|n| n.clone()).unwrap_or_default();
+        let entries: Vec<(String, metanet_proto::node::LocalId)> =
+            self.names.iter().map(|(n, l)| (n.to_owned(), l)).collect();
+        for (name, local) in entries {
+            let cfg = self.reg.config_of(&name);
+            let (policy, unresolved) = resolve(&cfg, &names);
+            let before = self.policies.get(&name);
+            if !force && before.is_some_and(|(p, _)| *p == policy) {
+                continue;
+            }
+            if before.is_none() && policy == Policy::default() && !force {
+                continue;
+            }
+            if let Err(e) = self.node.handle_command(Command::SetPolicy {
+                local,
+                policy: policy.clone(),
+            }) {
+                tracing::error!(identity = %name, error = %e, "cannot set the access policy");
+                continue;
+            }
+            if policy != Policy::default() {
+                tracing::info!(
+                    identity = %name,
+                    allow = policy.allow.as_ref().map_or("everyone".to_owned(), |a| format!("{} addresses", a.len())),
+                    rules = policy.rules.len(),
+                    ?unresolved,
+                    "access policy"
+                );
+            }
+            self.policies.insert(name, (policy, unresolved));
+        }
+    }
+
+    /// `metanet policy show`.
+    pub(crate) fn policy_show(&self) -> Result<Reply, api::Error> {
+        let mut out = Vec::new();
+        for (name, local) in self.names.iter() {
+            let cfg = self.reg.config_of(name);
+            let (policy, counts) = self
+                .node
+                .policy(local)
+                .map_err(|e| err(ErrorKind::Timeout, &e.to_string()))?
+                .unwrap_or_default();
+            let unresolved = self
+                .policies
+                .get(name)
+                .map(|(_, u)| u.clone())
+                .unwrap_or_default();
+            let rules = cfg
+                .rule
+                .iter()
+                .zip(policy.rules.iter())
+                .enumerate()
+                .map(|(i, (c, r))| RuleInfo {
+                    proto: c.proto.clone().unwrap_or_else(|| "any".into()),
+                    port: c.port.clone().unwrap_or_else(|| "any".into()),
+                    from: c.from.clone().unwrap_or_else(|| "any".into()),
+                    action: match r.action {
+                        Action::Allow => "allow".into(),
+                        Action::Deny => "deny".into(),
+                    },
+                    hits: counts.rule_hits.get(i).copied().unwrap_or(0),
+                })
+                .collect();
+            out.push(PolicyInfo {
+                identity: name.to_owned(),
+                open: policy.allow.is_none(),
+                allow: cfg.allow.clone(),
+                allowed: policy
+                    .allow
+                    .iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect(),
+                unresolved,
+                rules,
+                default_deny: !policy.rules.is_empty(),
+                refused: counts.refused,
+                default_dropped: counts.default_dropped,
+            });
+        }
+        Ok(Reply::Policies { policies: out })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(allow: Option<Vec<&str>>, rule: Vec<RuleConfig>) -> IdentityConfig {
+        IdentityConfig {
+            name: "default".into(),
+            allow: allow.map(|a| a.into_iter().map(str::to_owned).collect()),
+            rule,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entries_parse_and_say_what_is_wrong() {
+        let a = metanet_proto::Identity::generate(&[1; 64]).address();
+        let ok = id(
+            Some(vec![&a.to_string(), "alice"]),
+            vec![RuleConfig {
+                proto: Some("tcp".into()),
+                port: Some("8000-8100".into()),
+                from: Some("alice".into()),
+                action: None,
+            }],
+        );
+        assert!(validate(&ok).is_ok());
+        for (bad, why) in [
+            (
+                id(Some(vec!["group:ops"]), vec![]),
+                "groups are not available",
+            ),
+            (id(Some(vec!["any"]), vec![]), "leave `allow` out"),
+            (id(Some(vec!["mn1nope"]), vec![]), "mn1nope"),
+            (
+                id(
+                    None,
+                    vec![RuleConfig {
+                        port: Some("90-80".into()),
+                        ..Default::default()
+                    }],
+                ),
+                "empty",
+            ),
+            (
+                id(
+                    None,
+                    vec![RuleConfig {
+                        proto: Some("sctp".into()),
+                        ..Default::default()
+                    }],
+                ),
+                "use any, tcp",
+            ),
+        ] {
+            let e = validate(&bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn names_resolve_through_the_chain_view_and_the_rest_is_reported() {
+        let a = metanet_proto::Identity::generate(&[1; 64]).address();
+        let b = metanet_proto::Identity::generate(&[2; 64]).address();
+        let names: HashMap<String, Address> = [("alice".to_owned(), b)].into();
+        let cfg = id(
+            Some(vec![&a.to_string(), "alice", "bob"]),
+            vec![RuleConfig {
+                proto: Some("tcp".into()),
+                port: Some("22".into()),
+                from: Some("alice".into()),
+                action: None,
+            }],
+        );
+        let (p, unresolved) = resolve(&cfg, &names);
+        assert_eq!(p.allow, Some([a, b].into()));
+        assert_eq!(unresolved, ["bob"]);
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.rules[0].ports, Some(22..=22));
+        assert_eq!(p.rules[0].from, Source::Addresses([b].into()));
+        let (open, _) = resolve(&id(None, vec![]), &names);
+        assert_eq!(open, Policy::default());
+    }
+}
