@@ -387,6 +387,28 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The JSON of `metanet --json <args>` against this daemon, asserting it succeeded.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "metanet {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `metanet attachments --json`.
+    pub fn attachments(&self) -> Vec<serde_json::Value> {
+        self.cli_json(&["attachments"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Stop with SIGTERM and wait (bounded); returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
         terminate(self.child.take()?, Duration::from_secs(5))

@@ -141,26 +141,8 @@ impl Container {
     }
 }
 
-/// The JSON of `metanet --json <args>` against `d`, asserting it succeeded.
-fn json(d: &Daemon, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = d.cli(&all);
-    assert!(
-        out.status.success(),
-        "metanet {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn attachments(d: &Daemon) -> Vec<Value> {
-    json(d, &["attachments"]).as_array().unwrap().clone()
-}
-
 fn identities(d: &Daemon) -> Vec<String> {
-    json(d, &["id", "list"])
+    d.cli_json(&["id", "list"])
         .as_array()
         .unwrap()
         .iter()
@@ -215,7 +197,7 @@ fn add_check_del_against_a_real_daemon() {
 
     // ADD: the overlay /128 on the runtime's interface, the overlay route, the DNS view.
     let result = add().ok();
-    let list = attachments(d);
+    let list = d.attachments();
     assert_eq!(list.len(), 1, "{list:?}");
     let a = &list[0];
     let ip = a["ipv6"].as_str().unwrap().to_owned();
@@ -249,7 +231,7 @@ fn add_check_del_against_a_real_daemon() {
 
     // ADD again: the same answer, still one attachment.
     assert_eq!(add().ok(), result);
-    assert_eq!(attachments(d).len(), 1);
+    assert_eq!(d.attachments().len(), 1);
 
     // CHECK with the cached result: fine, nothing printed.
     let check = || c.cni("CHECK", "eth0", "", &h.with_prev("1.0.0", &result));
@@ -264,7 +246,7 @@ fn add_check_del_against_a_real_daemon() {
     // DEL: the attachment, its interface and the derived identity go; again is fine.
     let del = || c.cni("DEL", "eth0", "", &h.with_prev("1.0.0", &result));
     assert_eq!(del().ok(), Value::Null);
-    assert!(attachments(d).is_empty(), "{:?}", attachments(d));
+    assert!(d.attachments().is_empty(), "{:?}", d.attachments());
     assert!(!identities(d).contains(&c.derived()), "{:?}", identities(d));
     assert!(
         wait_for(Duration::from_secs(5), || !c
@@ -307,7 +289,7 @@ fn chained_after_a_bridge_like_plugin_and_a_named_identity() {
     let result = c
         .cni("ADD", "eth0", args, &h.with_prev("1.1.0", &prev))
         .ok();
-    let list = attachments(d);
+    let list = d.attachments();
     assert_eq!(list.len(), 1, "{list:?}");
     let a = &list[0];
     assert_eq!(a["identity"], "web", "{a}");
@@ -346,7 +328,7 @@ fn chained_after_a_bridge_like_plugin_and_a_named_identity() {
         .cni("ADD", "eth0", args, &h.with_prev("1.1.0", &prev))
         .ok();
     assert_eq!(again, result);
-    assert_eq!(attachments(d).len(), 1);
+    assert_eq!(d.attachments().len(), 1);
     // CHECK and GC know the attachment by the runtime's interface name.
     let check = c.cni("CHECK", "eth0", args, &h.with_prev("1.1.0", &result));
     assert_eq!(check.ok(), Value::Null);
@@ -355,13 +337,13 @@ fn chained_after_a_bridge_like_plugin_and_a_named_identity() {
         c.id
     );
     assert_eq!(cni("GC", &[], &h.conf("1.1.0", &valid)).ok(), Value::Null);
-    assert_eq!(attachments(d).len(), 1, "GC dropped a listed attachment");
+    assert_eq!(d.attachments().len(), 1, "GC dropped a listed attachment");
 
     // DEL: the attachment goes, the named identity stays (its address is the name's),
     // and so does the bridge's interface.
     let del = c.cni("DEL", "eth0", args, &h.with_prev("1.1.0", &result));
     assert_eq!(del.ok(), Value::Null);
-    assert!(attachments(d).is_empty());
+    assert!(d.attachments().is_empty());
     assert!(identities(d).contains(&"web".to_owned()));
     assert!(c.sh("ip -o link").contains("eth0"));
     assert!(!c.sh("ip -o link").contains("mn-eth0"));
@@ -381,11 +363,8 @@ fn gc_detaches_only_what_the_runtime_no_longer_lists() {
     }
     // One attached by hand (`metanet attach`): not the runtime's, GC leaves it.
     let manual = Netns::new(format!("mncni-{t}-m"));
-    json(
-        d,
-        &["attach", "--netns", &manual.name, "--identity", "manual"],
-    );
-    assert_eq!(attachments(d).len(), 4);
+    d.cli_json(&["attach", "--netns", &manual.name, "--identity", "manual"]);
+    assert_eq!(d.attachments().len(), 4);
 
     let valid = format!(
         r#","cni.dev/valid-attachments":[{{"containerID":"{}","ifname":"eth0"}}]"#,
@@ -393,9 +372,10 @@ fn gc_detaches_only_what_the_runtime_no_longer_lists() {
     );
     // GC is 1.1 only.
     cni("GC", &[], &h.conf("1.0.0", &valid)).error(1);
-    assert_eq!(attachments(d).len(), 4);
+    assert_eq!(d.attachments().len(), 4);
     assert_eq!(cni("GC", &[], &h.conf("1.1.0", &valid)).ok(), Value::Null);
-    let left: Vec<String> = attachments(d)
+    let left: Vec<String> = d
+        .attachments()
         .iter()
         .map(|a| a["identity"].as_str().unwrap().to_owned())
         .collect();
@@ -472,7 +452,7 @@ fn version_status_and_the_errors_a_runtime_sees() {
     assert_eq!(old["cniVersion"], "1.1.0");
 
     // None of that made anything: no attachment, no identity, no interface.
-    assert!(attachments(d).is_empty(), "{:?}", attachments(d));
+    assert!(d.attachments().is_empty(), "{:?}", d.attachments());
     assert_eq!(identities(d), ["default"]);
     let links = c.sh("ip -o link");
     assert_eq!(links.lines().count(), 1, "{links}");

@@ -13,23 +13,9 @@ use metanet_tests::{
     Pair, TempDir,
 };
 
-/// The JSON of a `metanet --json` command, asserting it succeeded.
-fn json(d: &Daemon, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = d.cli(&all);
-    assert!(
-        out.status.success(),
-        "metanet {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Attach namespace `ns` to identity `identity`; returns (address, ipv6).
 fn attach(d: &Daemon, ns: &Netns, identity: &str) -> (String, String) {
-    let a = json(d, &["attach", "--netns", &ns.name, "--identity", identity]);
+    let a = d.cli_json(&["attach", "--netns", &ns.name, "--identity", identity]);
     assert_eq!(a["identity"], identity);
     assert_eq!(a["state"], "up");
     (
@@ -114,7 +100,7 @@ fn attached_namespaces_reach_each_other_and_a_remote_host_as_their_own_identitie
     let spoof = c1.sh(&format!("ping -6 -c 3 -i 0.2 -W 1 -I {ip2} {ip_h2}"));
     assert!(!spoof.status.success(), "a spoofed ping was answered");
     assert!(h1.counter("source_refused") >= refused + 3);
-    let list = json(&h1, &["attachments"]);
+    let list = h1.cli_json(&["attachments"]);
     let c1_info = list
         .as_array()
         .unwrap()
@@ -125,18 +111,19 @@ fn attached_namespaces_reach_each_other_and_a_remote_host_as_their_own_identitie
     assert!(c1_info["spoofed"].as_u64().unwrap() >= 3, "{c1_info}");
 
     // Detach by identity: the interface goes, the address returns to the host.
-    json(&h1, &["detach", "--identity", "c2"]);
+    h1.cli_json(&["detach", "--identity", "c2"]);
     let links = String::from_utf8_lossy(&c2.sh("ip -o link").stdout).to_string();
     assert!(!links.contains("metanet0"), "{links}");
     let host = String::from_utf8_lossy(&pair.a.sh("ip -6 -o addr show dev mn0").stdout).to_string();
     assert!(host.contains(&ip2), "{host}");
     // Detaching again is not an error.
-    json(&h1, &["detach", "--identity", "c2"]);
+    h1.cli_json(&["detach", "--identity", "c2"]);
 
     // A namespace that disappears takes its attachment with it.
     drop(c1);
     assert!(
-        wait_for(Duration::from_secs(10), || json(&h1, &["attachments"])
+        wait_for(Duration::from_secs(10), || h1
+            .cli_json(&["attachments"])
             .as_array()
             .unwrap()
             .is_empty()),
@@ -176,9 +163,9 @@ fn attach_refuses_what_it_cannot_do_and_leaves_nothing_behind() {
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("two descriptors"), "{v}");
     // Nothing was created: no identity, no attachment, no interface.
-    let ids = json(&h1, &["id", "list"]);
+    let ids = h1.cli_json(&["id", "list"]);
     assert_eq!(ids.as_array().unwrap().len(), 1, "{ids}");
-    assert!(json(&h1, &["attachments"]).as_array().unwrap().is_empty());
+    assert!(h1.cli_json(&["attachments"]).as_array().unwrap().is_empty());
     let links = String::from_utf8_lossy(&c.sh("ip -o link").stdout).to_string();
     assert!(!links.contains("metanet0"), "{links}");
     // The same attachment twice is answered as it is; another identity on the same
@@ -280,7 +267,7 @@ fn attachments_survive_a_daemon_restart_and_traffic_resumes_within_10_s() {
         metanet_tests::log(&h1)
     );
     eprintln!("traffic resumed {took:?} after the restart");
-    let list = json(&h1, &["attachments"]);
+    let list = h1.cli_json(&["attachments"]);
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2, "{list:?}");
     assert!(list.iter().all(|a| a["state"] == "up"), "{list:?}");

@@ -48,27 +48,11 @@ struct World {
     b: Ctr,
 }
 
-/// The JSON of `metanet --json <args>` against `d`, asserting it succeeded.
-fn json(d: &Daemon, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = d.cli(&all);
-    assert!(
-        out.status.success(),
-        "metanet {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn attachments(d: &Daemon) -> Vec<Value> {
-    json(d, &["attachments"]).as_array().unwrap().clone()
-}
-
 /// The attachment of container `id` on `d`.
 fn attachment_of(d: &Daemon, id: &str) -> Option<Value> {
-    attachments(d).into_iter().find(|a| a["container_id"] == id)
+    d.attachments()
+        .into_iter()
+        .find(|a| a["container_id"] == id)
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -156,7 +140,7 @@ impl World {
         let a = attachment_of(d, &id).unwrap_or_else(|| {
             panic!(
                 "no attachment for {name} ({id}): {:?}\n{}",
-                attachments(d),
+                d.attachments(),
                 log(d)
             )
         });
@@ -283,9 +267,9 @@ fn podman_containers_on_two_hosts_reach_each_other_over_the_overlay() {
         wait_for(Duration::from_secs(10), || attachment_of(&w.h1, &a_id)
             .is_none()),
         "A's attachment outlived the container: {:?}",
-        attachments(&w.h1)
+        w.h1.attachments()
     );
-    let ids = json(&w.h1, &["id", "list"]);
+    let ids = w.h1.cli_json(&["id", "list"]);
     assert!(
         !ids.as_array()
             .unwrap()
@@ -299,7 +283,7 @@ fn podman_containers_on_two_hosts_reach_each_other_over_the_overlay() {
         wait_for(Duration::from_secs(10), || attachment_of(&w.h2, &b_id)
             .is_none()),
         "B's attachment outlived the container: {:?}",
-        attachments(&w.h2)
+        w.h2.attachments()
     );
 }
 
@@ -319,10 +303,8 @@ fn a_podman_container_reaches_another_by_its_name_on_the_chain() {
 
     // Host 2 registers a name for B's identity (commit, reveal after 2 blocks).
     let name = format!("pod-{}", tag());
-    let reg = json(
-        &w.h2,
-        &["name", "register", &name, "--identity", &b.identity],
-    );
+    let reg =
+        w.h2.cli_json(&["name", "register", &name, "--identity", &b.identity]);
     assert_eq!(reg["owner"], b.address.as_str(), "{reg}");
     assert_eq!(reg["status"], "registered", "{reg}");
 

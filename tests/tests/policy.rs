@@ -12,15 +12,9 @@ use metanet_tests::{
     ping, root_or_skip, tcp_receiver, tcp_sender, transfer_intact, wait_for, Daemon, Lan, TempDir,
 };
 
+/// The default identity's entry of `metanet policy show --json`.
 fn policy_json(d: &Daemon) -> serde_json::Value {
-    let out = d.cli(&["--json", "policy", "show"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().unwrap()[0].clone()
+    d.cli_json(&["policy", "show"])[0].clone()
 }
 
 #[test]

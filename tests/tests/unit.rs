@@ -41,6 +41,19 @@ fn setpriv_caps(caps: &[String]) -> String {
     s
 }
 
+/// `setpriv` with the unit's user, group and capabilities, to run metanetd through.
+fn unit_wrap(bounding: &[String], ambient: &[String]) -> Vec<String> {
+    vec![
+        "setpriv".to_owned(),
+        format!("--reuid={DAEMON_UID}"),
+        format!("--regid={GROUP_GID}"),
+        "--clear-groups".to_owned(),
+        format!("--bounding-set={}", setpriv_caps(bounding)),
+        format!("--inh-caps={}", setpriv_caps(ambient)),
+        format!("--ambient-caps={}", setpriv_caps(ambient)),
+    ]
+}
+
 /// The kernel's capability number of `CAP_NAME` (the few the unit may name).
 fn cap_bit(name: &str) -> u32 {
     match name {
@@ -89,25 +102,43 @@ fn text(o: &Output) -> String {
 
 /// Debian's udev makes `/dev/net/tun` mode 0666 (the kernel checks CAP_NET_ADMIN on
 /// TUNSETIFF); some container hosts leave it 0600, where no non-root daemon can open it.
-/// Gives it the distribution's mode for the test and puts the old one back on drop.
-struct TunMode(Option<u32>);
+/// Gives it the distribution's mode while any test of this file holds a guard, and puts
+/// the old mode back when the last one drops (the tests run in parallel: one must not
+/// restore the mode under another's daemon).
+struct TunMode;
+
+/// How many guards are alive, and the mode to restore after the last.
+static TUN_MODE: std::sync::Mutex<(usize, Option<u32>)> = std::sync::Mutex::new((0, None));
 
 impl TunMode {
     fn debian_default() -> Self {
-        let tun = Path::new("/dev/net/tun");
-        let mode = std::fs::metadata(tun).unwrap().permissions().mode() & 0o777;
-        if mode == 0o666 {
-            return TunMode(None);
+        let mut state = TUN_MODE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.0 == 0 {
+            let tun = Path::new("/dev/net/tun");
+            let mode = std::fs::metadata(tun).unwrap().permissions().mode() & 0o777;
+            if mode != 0o666 {
+                std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).unwrap();
+                state.1 = Some(mode);
+            }
         }
-        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).unwrap();
-        TunMode(Some(mode))
+        state.0 += 1;
+        TunMode
     }
 }
 
 impl Drop for TunMode {
     fn drop(&mut self) {
-        if let Some(mode) = self.0 {
-            let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
+        let mut state = TUN_MODE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.0 -= 1;
+        if state.0 == 0 {
+            if let Some(mode) = state.1.take() {
+                let _ =
+                    std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
+            }
         }
     }
 }
@@ -150,16 +181,7 @@ fn daemon_under_the_units_privileges_serves_dns_connect_ping_and_checks_rights()
     assert!(chown.success());
     std::fs::set_permissions(&dir_a, std::fs::Permissions::from_mode(0o750)).unwrap();
 
-    let wrap: Vec<String> = [
-        "setpriv".to_owned(),
-        format!("--reuid={DAEMON_UID}"),
-        format!("--regid={GROUP_GID}"),
-        "--clear-groups".to_owned(),
-        format!("--bounding-set={}", setpriv_caps(&bounding)),
-        format!("--inh-caps={}", setpriv_caps(&ambient)),
-        format!("--ambient-caps={}", setpriv_caps(&ambient)),
-    ]
-    .into();
+    let wrap = unit_wrap(&bounding, &ambient);
     let mut a = Daemon::start_as(&pair.a, &dir_a, "mnua", &config, &[], &wrap, &metanetd);
     let b = Daemon::start(&pair.b, &tmp.0.join("b"), "mnub");
 
@@ -390,16 +412,7 @@ fn attachments_under_the_units_privileges_survive_a_restart_through_the_fd_store
     std::fs::create_dir_all(&store_dir).unwrap();
     let mut store = FdStore::new(&store_dir);
     std::fs::set_permissions(&store.path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mut wrap: Vec<String> = [
-        "setpriv".to_owned(),
-        format!("--reuid={DAEMON_UID}"),
-        format!("--regid={GROUP_GID}"),
-        "--clear-groups".to_owned(),
-        format!("--bounding-set={}", setpriv_caps(&bounding)),
-        format!("--inh-caps={}", setpriv_caps(&ambient)),
-        format!("--ambient-caps={}", setpriv_caps(&ambient)),
-    ]
-    .into();
+    let mut wrap = unit_wrap(&bounding, &ambient);
     wrap.extend(LISTEN_WRAP.iter().map(|s| (*s).to_owned()));
     let none = Path::new("/dev/null");
     let start = |store: Option<&mut FdStore>| {
