@@ -1,4 +1,5 @@
-//! Registry claims: what a wallet key signs for the chain (docs/protocol.md §9.3).
+//! Registry claims: what a wallet key signs for the chain (docs/protocol.md §9.3, group
+//! claims §9.8).
 //!
 //! A claim is a signed envelope (docs/protocol.md §4.1) with purpose
 //! [`CLAIM_PURPOSE`] and the claim kind as payload type. Every payload starts with the
@@ -80,16 +81,31 @@ pub enum Kind {
     Rotation = 4,
     /// Key revocation (§9.3.5).
     Revocation = 5,
+    /// Group creation (§9.8).
+    GroupCreate = 6,
+    /// Group member added (§9.8).
+    GroupAdd = 7,
+    /// Group member removed (§9.8).
+    GroupRemove = 8,
+    /// Group admin added (§9.8).
+    AdminAdd = 9,
+    /// Group admin removed (§9.8).
+    AdminRemove = 10,
 }
 
 impl Kind {
     /// Every kind, in payload-type order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Commit,
         Kind::Reveal,
         Kind::Transfer,
         Kind::Rotation,
         Kind::Revocation,
+        Kind::GroupCreate,
+        Kind::GroupAdd,
+        Kind::GroupRemove,
+        Kind::AdminAdd,
+        Kind::AdminRemove,
     ];
 }
 
@@ -143,6 +159,33 @@ pub enum Claim {
     },
     /// Revoke the signer's key for good.
     Revocation,
+    /// Create group `name` with the signer as its first admin and member. Group names
+    /// are a namespace of their own, unrelated to registered names.
+    GroupCreate { name: Name },
+    /// Add `member` to a group; `seq` is the group's current change count.
+    GroupAdd {
+        name: Name,
+        seq: u64,
+        member: Address,
+    },
+    /// Remove `member` (and its admin role) from a group.
+    GroupRemove {
+        name: Name,
+        seq: u64,
+        member: Address,
+    },
+    /// Make `member` an admin of a group (and a member, if it is not).
+    AdminAdd {
+        name: Name,
+        seq: u64,
+        member: Address,
+    },
+    /// Take the admin role from `member`; it stays a member.
+    AdminRemove {
+        name: Name,
+        seq: u64,
+        member: Address,
+    },
 }
 
 /// A claim whose envelope, signature and registry were checked.
@@ -180,6 +223,11 @@ impl Claim {
             Claim::Transfer { .. } => Kind::Transfer,
             Claim::Rotation { .. } => Kind::Rotation,
             Claim::Revocation => Kind::Revocation,
+            Claim::GroupCreate { .. } => Kind::GroupCreate,
+            Claim::GroupAdd { .. } => Kind::GroupAdd,
+            Claim::GroupRemove { .. } => Kind::GroupRemove,
+            Claim::AdminAdd { .. } => Kind::AdminAdd,
+            Claim::AdminRemove { .. } => Kind::AdminRemove,
         }
     }
 
@@ -194,14 +242,35 @@ impl Claim {
             Claim::Transfer {
                 name,
                 seq,
-                new_owner,
+                new_owner: address,
+            }
+            | Claim::GroupAdd {
+                name,
+                seq,
+                member: address,
+            }
+            | Claim::GroupRemove {
+                name,
+                seq,
+                member: address,
+            }
+            | Claim::AdminAdd {
+                name,
+                seq,
+                member: address,
+            }
+            | Claim::AdminRemove {
+                name,
+                seq,
+                member: address,
             } => {
                 push_name(out, name);
                 out.extend_from_slice(&seq.to_be_bytes());
-                out.extend_from_slice(new_owner.as_bytes());
+                out.extend_from_slice(address.as_bytes());
             }
             Claim::Rotation { acceptance, .. } => out.extend_from_slice(acceptance),
             Claim::Revocation => {}
+            Claim::GroupCreate { name } => push_name(out, name),
         }
     }
 }
@@ -239,11 +308,14 @@ pub fn open(bytes: &[u8], registry: &RegistryId) -> Result<SignedClaim, Error> {
             name: r.name()?,
             salt: Salt(r.array()?),
         },
-        Kind::Transfer => Claim::Transfer {
-            name: r.name()?,
-            seq: u64::from_be_bytes(r.array()?),
-            new_owner: Address::from_bytes(r.array()?),
-        },
+        Kind::Transfer => {
+            let (name, seq, new_owner) = r.name_seq_address()?;
+            Claim::Transfer {
+                name,
+                seq,
+                new_owner,
+            }
+        }
         Kind::Rotation => {
             let acceptance = r.rest();
             let new_key = open_acceptance(acceptance, registry, &envelope.signer)?;
@@ -253,6 +325,23 @@ pub fn open(bytes: &[u8], registry: &RegistryId) -> Result<SignedClaim, Error> {
             }
         }
         Kind::Revocation => Claim::Revocation,
+        Kind::GroupCreate => Claim::GroupCreate { name: r.name()? },
+        Kind::GroupAdd => {
+            let (name, seq, member) = r.name_seq_address()?;
+            Claim::GroupAdd { name, seq, member }
+        }
+        Kind::GroupRemove => {
+            let (name, seq, member) = r.name_seq_address()?;
+            Claim::GroupRemove { name, seq, member }
+        }
+        Kind::AdminAdd => {
+            let (name, seq, member) = r.name_seq_address()?;
+            Claim::AdminAdd { name, seq, member }
+        }
+        Kind::AdminRemove => {
+            let (name, seq, member) = r.name_seq_address()?;
+            Claim::AdminRemove { name, seq, member }
+        }
     };
     r.finish()?;
     Ok(SignedClaim {
@@ -324,6 +413,13 @@ impl<'a> Reader<'a> {
         Ok(Name::from_canonical(self.take(usize::from(len))?)?)
     }
 
+    /// `name_len u8 ‖ name ‖ seq u64be ‖ address[20]`: a transfer or a group change.
+    fn name_seq_address(&mut self) -> Result<(Name, u64, Address), Error> {
+        let name = self.name()?;
+        let seq = u64::from_be_bytes(self.array()?);
+        Ok((name, seq, Address::from_bytes(self.array()?)))
+    }
+
     fn rest(&mut self) -> &'a [u8] {
         core::mem::take(&mut self.0)
     }
@@ -367,13 +463,36 @@ mod tests {
                 salt,
             },
             Claim::Transfer {
-                name,
+                name: name.clone(),
                 seq: 7,
                 new_owner: bob.address(),
             },
             Claim::rotation(&bob, &registry(), &alice.public_key()).unwrap(),
             Claim::Revocation,
+            Claim::GroupCreate { name: name.clone() },
+            Claim::GroupAdd {
+                name: name.clone(),
+                seq: 0,
+                member: bob.address(),
+            },
+            Claim::GroupRemove {
+                name: name.clone(),
+                seq: 1,
+                member: bob.address(),
+            },
+            Claim::AdminAdd {
+                name: name.clone(),
+                seq: u64::MAX,
+                member: bob.address(),
+            },
+            Claim::AdminRemove {
+                name,
+                seq: 3,
+                member: alice.address(),
+            },
         ];
+        let kinds: Vec<Kind> = claims.iter().map(Claim::kind).collect();
+        assert_eq!(kinds, Kind::ALL);
         for c in claims {
             let bytes = seal(&alice, &registry(), &c).unwrap();
             let opened = open(&bytes, &registry()).unwrap();
@@ -438,8 +557,10 @@ mod tests {
         assert_eq!(open(&bytes, &registry()), Err(Error::BadSignature));
         let other = Envelope::seal(&alice, "metanet/peer-record", 1, b"x").unwrap();
         assert_eq!(open(&other, &registry()), Err(Error::UnknownKind));
-        let unknown = Envelope::seal(&alice, CLAIM_PURPOSE, 6, b"x").unwrap();
-        assert_eq!(open(&unknown, &registry()), Err(Error::UnknownKind));
+        for t in [0, 11, u16::MAX] {
+            let unknown = Envelope::seal(&alice, CLAIM_PURPOSE, t, b"x").unwrap();
+            assert_eq!(open(&unknown, &registry()), Err(Error::UnknownKind));
+        }
         assert!(matches!(open(&[], &registry()), Err(Error::Malformed(_))));
     }
 
@@ -465,6 +586,98 @@ mod tests {
         assert!(matches!(
             open(&bytes, &registry()),
             Err(Error::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn group_payloads_are_strict() {
+        let alice = id(1);
+        let with = |kind: Kind, body: &[u8]| {
+            let mut payload = Vec::new();
+            registry().encode(&mut payload);
+            payload.extend_from_slice(body);
+            let bytes = Envelope::seal(&alice, CLAIM_PURPOSE, kind as u16, &payload).unwrap();
+            open(&bytes, &registry())
+        };
+        let change = |name: &[u8]| {
+            let mut b = vec![name.len() as u8];
+            b.extend_from_slice(name);
+            b.extend_from_slice(&5u64.to_be_bytes());
+            b.extend_from_slice(&[3; 20]);
+            b
+        };
+        let ops = change(b"ops");
+        for kind in [
+            Kind::GroupAdd,
+            Kind::GroupRemove,
+            Kind::AdminAdd,
+            Kind::AdminRemove,
+        ] {
+            let opened = with(kind, &ops).unwrap();
+            assert_eq!(opened.claim.kind(), kind);
+            // One byte more or less.
+            let mut long = ops.clone();
+            long.push(0);
+            assert!(matches!(with(kind, &long), Err(Error::Malformed(_))));
+            assert!(matches!(
+                with(kind, &ops[..ops.len() - 1]),
+                Err(Error::Malformed(_))
+            ));
+            // Names must be canonical, as everywhere.
+            for bad in [&b"Ops"[..], b"", b"o..p", b"-ops", b"mn1ops"] {
+                assert!(matches!(with(kind, &change(bad)), Err(Error::BadName(_))));
+            }
+        }
+        assert_eq!(
+            with(Kind::GroupCreate, b"\x03ops").unwrap().claim,
+            Claim::GroupCreate {
+                name: Name::parse("ops").unwrap()
+            }
+        );
+        assert!(matches!(
+            with(Kind::GroupCreate, b"\x03opsx"),
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            with(Kind::GroupCreate, b"\x04ops"),
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            with(Kind::GroupCreate, b""),
+            Err(Error::Malformed(_))
+        ));
+        assert_eq!(
+            with(Kind::GroupCreate, b"\x03OPS"),
+            Err(Error::BadName(name::Error::NotCanonical))
+        );
+        // A payload under another kind's type does not fit it.
+        assert!(matches!(
+            with(Kind::GroupCreate, &ops),
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            with(Kind::GroupAdd, b"\x03ops"),
+            Err(Error::Malformed(_))
+        ));
+        // Another registry's group claim is refused like any other.
+        let bytes = seal(
+            &alice,
+            &registry(),
+            &Claim::GroupCreate {
+                name: Name::parse("ops").unwrap(),
+            },
+        )
+        .unwrap();
+        let other = RegistryId {
+            chain_id: 2,
+            ..registry()
+        };
+        assert!(matches!(
+            open(&bytes, &other),
+            Err(Error::WrongRegistry {
+                chain_id: 31337,
+                ..
+            })
         ));
     }
 
@@ -495,12 +708,43 @@ mod tests {
             };
             assert_eq!(len(&reveal), 182 + n);
             let transfer = Claim::Transfer {
-                name,
+                name: name.clone(),
                 seq: 0,
                 new_owner: bob.address(),
             };
             assert_eq!(len(&transfer), 178 + n);
+            // §9.8.
+            let create = Claim::GroupCreate { name: name.clone() };
+            assert_eq!(len(&create), 150 + n);
+            let (seq, member) = (u64::MAX, bob.address());
+            for change in [
+                Claim::GroupAdd {
+                    name: name.clone(),
+                    seq,
+                    member,
+                },
+                Claim::GroupRemove {
+                    name: name.clone(),
+                    seq,
+                    member,
+                },
+                Claim::AdminAdd {
+                    name: name.clone(),
+                    seq,
+                    member,
+                },
+                Claim::AdminRemove {
+                    name: name.clone(),
+                    seq,
+                    member,
+                },
+            ] {
+                assert_eq!(len(&change), 178 + n);
+            }
         }
+        let longest = Name::parse(&["a".repeat(63), "b".repeat(62), "c".into()].join(".")).unwrap();
+        assert_eq!(longest.as_bytes().len(), name::MAX_LEN);
+        assert_eq!(len(&Claim::GroupCreate { name: longest }), 278);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! metanet-chain: the chain registry of metanet (docs/protocol.md §9).
 //!
 //! The `MetanetRegistry` contract (`contracts/`) is an ordered log of ed25519-signed
-//! claims: name commits and reveals, transfers, key rotations and revocations. The EVM
-//! cannot check ed25519, so the contract only orders and emits claims; every resolver
-//! replays the log under the same rules and so reaches the same state.
+//! claims: name commits and reveals, transfers, key rotations and revocations, and the
+//! membership changes of groups (networks). The EVM cannot check ed25519, so the
+//! contract only orders and emits claims; every resolver replays the log under the same
+//! rules and so reaches the same state.
 //!
 //! The crate has two layers:
 //!
@@ -19,7 +20,8 @@
 //!   log in a file).
 //!
 //! Data flows one way: the chain's `Claim` events become [`LogEntry`]s, which
-//! [`Registry::apply`] turns into names, owners and key states that callers query.
+//! [`Registry::apply`] turns into names, owners, key states and groups that callers
+//! query.
 #![forbid(unsafe_code)]
 
 pub mod abi;
@@ -37,4 +39,6 @@ pub use claim::{Claim, RegistryId, SignedClaim};
 pub use evm::EvmAddress;
 /// Registry names live in `metanet_proto` (the control API's targets use them too).
 pub use metanet_proto::name::{self, Name};
-pub use registry::{KeyStatus, LogEntry, Outcome, Params, Registry, Resolution};
+pub use registry::{
+    Group, GroupChange, GroupEvent, KeyStatus, LogEntry, Outcome, Params, Registry, Resolution,
+};

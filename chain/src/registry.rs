@@ -1,13 +1,14 @@
-//! The resolver state machine: replays the registry log (docs/protocol.md §9.5, §9.6).
+//! The resolver state machine: replays the registry log (docs/protocol.md §9.5, §9.6,
+//! §9.8).
 //!
 //! [`Registry::apply`] takes log entries in index order and updates who owns which
-//! name and which keys are rotated or revoked. It is a pure function of the log and
-//! the deployment [`Params`]: no clock, no IO, no randomness, and only ordered maps,
-//! so every resolver that replays the same log reaches the same state and answers the
-//! same. A claim that is malformed, badly signed or not allowed is *ignored*: it leaves
-//! the state as it was and is reported as [`Outcome::Ignored`] with the reason, never
-//! as an error. The only errors are the caller's: an entry out of index order, or a
-//! block number that goes backwards.
+//! name, which keys are rotated or revoked, and who belongs to which group. It is a
+//! pure function of the log and the deployment [`Params`]: no clock, no IO, no
+//! randomness, and only ordered maps, so every resolver that replays the same log
+//! reaches the same state and answers the same. A claim that is malformed, badly
+//! signed or not allowed is *ignored*: it leaves the state as it was and is reported as
+//! [`Outcome::Ignored`] with the reason, never as an error. The only errors are the
+//! caller's: an entry out of index order, or a block number that goes backwards.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,6 +79,15 @@ pub enum Effect {
     },
     /// `address` revoked its key.
     Revoked { address: Address },
+    /// Group `name` changed: `by` did `change` to `subject` (for a creation both are the
+    /// creator); `seq` is the group's new change count.
+    Group {
+        name: Name,
+        change: GroupChange,
+        subject: Address,
+        by: Address,
+        seq: u64,
+    },
 }
 
 /// Why a claim was ignored (docs/protocol.md §9.5, §9.6).
@@ -105,13 +115,29 @@ pub enum Ignored {
     UnknownName,
     #[error("only the owner can transfer a name")]
     NotOwner,
-    #[error("transfer names seq {got}, but the name's seq is {current}")]
+    #[error("claim names seq {got}, but the current seq is {current} (stale or replayed)")]
     WrongSeq { got: u64, current: u64 },
     #[error("cannot hand over to that address: {0}")]
     BadRecipient(Recipient),
+    #[error("no such group")]
+    UnknownGroup,
+    #[error("a group of that name already exists")]
+    GroupExists,
+    #[error("only an admin of the group can change it")]
+    NotAdmin,
+    #[error("the address is already a member of the group")]
+    AlreadyMember,
+    #[error("the address is not a member of the group")]
+    NotMember,
+    #[error("the address is already an admin of the group")]
+    AlreadyAdmin,
+    #[error("the address is not an admin of the group")]
+    NotGroupAdmin,
+    #[error("the group's last admin cannot be removed")]
+    LastAdmin,
 }
 
-/// Why an address cannot receive a name or a rotation.
+/// Why an address cannot receive a name, a rotation, or a group membership or role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Recipient {
     #[error("it is the signer itself")]
@@ -133,7 +159,7 @@ pub enum KeyStatus {
     Revoked { block: u64 },
 }
 
-/// What a name resolves to (docs/protocol.md §9.7).
+/// What a name resolves to (docs/protocol.md §9.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
     /// Nobody registered the name.
@@ -157,6 +183,56 @@ pub struct NameRecord {
     pub changed: u64,
 }
 
+/// A change to a group (docs/protocol.md §9.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupChange {
+    /// The group was created; its creator is its first admin and member.
+    Created,
+    /// A member was added.
+    Added,
+    /// A member was removed (with its admin role, if it had one).
+    Removed,
+    /// A member became an admin (added as a member first if it was not one).
+    AdminAdded,
+    /// An admin lost its role; it stays a member.
+    AdminRemoved,
+}
+
+/// One applied group claim: the group's join and leave record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupEvent {
+    /// Log index of the claim.
+    pub index: u64,
+    /// Block of the claim.
+    pub block: u64,
+    /// What it did.
+    pub kind: GroupChange,
+    /// The address it was done to (the creator for [`GroupChange::Created`]).
+    pub subject: Address,
+    /// The admin that signed it.
+    pub by: Address,
+}
+
+/// A group (network): a named set of member addresses run by its admins.
+///
+/// Addresses are as the log left them: a rotation moves memberships and roles to the
+/// new address without an event (the old key's [`KeyStatus`] tells), and a revoked
+/// member stays listed (its key status flags it). Nothing bounds the number of groups,
+/// members or events but the public log they are replayed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Who may change the group; never empty, always members.
+    pub admins: BTreeSet<Address>,
+    /// Every member, admins included.
+    pub members: BTreeSet<Address>,
+    /// Change count: 0 at creation, one more per applied add, remove or role change.
+    pub seq: u64,
+    /// Block of the creation.
+    pub created_block: u64,
+    /// Every applied claim of the group, creation first, in log order.
+    pub log: Vec<GroupEvent>,
+}
+
 /// The replayed state of one registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
@@ -168,6 +244,8 @@ pub struct Registry {
     keys: BTreeMap<Address, KeyStatus>,
     commits: BTreeMap<Commitment, PendingCommit>,
     commits_by_block: BTreeSet<(u64, Commitment)>,
+    groups: BTreeMap<Name, Group>,
+    memberships: BTreeMap<Address, BTreeSet<Name>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +266,8 @@ impl Registry {
             keys: BTreeMap::new(),
             commits: BTreeMap::new(),
             commits_by_block: BTreeSet::new(),
+            groups: BTreeMap::new(),
+            memberships: BTreeMap::new(),
         }
     }
 
@@ -270,6 +350,24 @@ impl Registry {
     /// What the log says about `address`.
     pub fn key_status(&self, address: &Address) -> KeyStatus {
         self.keys.get(address).copied().unwrap_or(KeyStatus::Active)
+    }
+
+    /// A group (docs/protocol.md §9.8); group names are not registered names.
+    pub fn group(&self, name: &Name) -> Option<&Group> {
+        self.groups.get(name)
+    }
+
+    /// Every group, in order.
+    pub fn groups(&self) -> impl Iterator<Item = (&Name, &Group)> {
+        self.groups.iter()
+    }
+
+    /// The groups `address` is a member of, in order.
+    pub fn groups_of(&self, address: &Address) -> Vec<Name> {
+        self.memberships
+            .get(address)
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Number of pending (unexpired, unrevealed) commits.
@@ -397,6 +495,7 @@ impl Registry {
                 }
                 let names = moved.len();
                 self.owned.entry(to).or_default().extend(moved);
+                self.move_memberships(&signer, &to);
                 Ok(Effect::Rotated {
                     from: signer,
                     to,
@@ -407,6 +506,178 @@ impl Registry {
                 self.keys.insert(signer, KeyStatus::Revoked { block });
                 Ok(Effect::Revoked { address: signer })
             }
+            Claim::GroupCreate { name } => {
+                if self.groups.contains_key(&name) {
+                    return Err(Ignored::GroupExists);
+                }
+                let event = GroupEvent {
+                    index: entry.index,
+                    block,
+                    kind: GroupChange::Created,
+                    subject: signer,
+                    by: signer,
+                };
+                self.groups.insert(
+                    name.clone(),
+                    Group {
+                        admins: BTreeSet::from([signer]),
+                        members: BTreeSet::from([signer]),
+                        seq: 0,
+                        created_block: block,
+                        log: vec![event],
+                    },
+                );
+                self.memberships
+                    .entry(signer)
+                    .or_default()
+                    .insert(name.clone());
+                Ok(Effect::Group {
+                    name,
+                    change: GroupChange::Created,
+                    subject: signer,
+                    by: signer,
+                    seq: 0,
+                })
+            }
+            Claim::GroupAdd { name, seq, member } => {
+                self.change_group(entry, signer, name, seq, member, GroupChange::Added)
+            }
+            Claim::GroupRemove { name, seq, member } => {
+                self.change_group(entry, signer, name, seq, member, GroupChange::Removed)
+            }
+            Claim::AdminAdd { name, seq, member } => {
+                self.change_group(entry, signer, name, seq, member, GroupChange::AdminAdded)
+            }
+            Claim::AdminRemove { name, seq, member } => {
+                self.change_group(entry, signer, name, seq, member, GroupChange::AdminRemoved)
+            }
+        }
+    }
+
+    /// §9.8: a group change by `signer` to `subject`, checked in full before any change.
+    fn change_group(
+        &mut self,
+        entry: &LogEntry,
+        signer: Address,
+        name: Name,
+        seq: u64,
+        subject: Address,
+        change: GroupChange,
+    ) -> Result<Effect, Ignored> {
+        let group = self.groups.get(&name).ok_or(Ignored::UnknownGroup)?;
+        if !group.admins.contains(&signer) {
+            return Err(Ignored::NotAdmin);
+        }
+        if seq != group.seq {
+            return Err(Ignored::WrongSeq {
+                got: seq,
+                current: group.seq,
+            });
+        }
+        let member = group.members.contains(&subject);
+        let admin = group.admins.contains(&subject);
+        let last_admin = admin && group.admins.len() == 1;
+        match change {
+            // A creation is not a change; the caller handles it.
+            GroupChange::Created => return Err(Ignored::GroupExists),
+            GroupChange::Added => {
+                self.check_live(&subject)?;
+                if member {
+                    return Err(Ignored::AlreadyMember);
+                }
+            }
+            GroupChange::AdminAdded => {
+                self.check_live(&subject)?;
+                if admin {
+                    return Err(Ignored::AlreadyAdmin);
+                }
+            }
+            GroupChange::Removed if !member => return Err(Ignored::NotMember),
+            GroupChange::AdminRemoved if !admin => return Err(Ignored::NotGroupAdmin),
+            GroupChange::Removed | GroupChange::AdminRemoved if last_admin => {
+                return Err(Ignored::LastAdmin)
+            }
+            GroupChange::Removed | GroupChange::AdminRemoved => {}
+        }
+        let Some(group) = self.groups.get_mut(&name) else {
+            return Err(Ignored::UnknownGroup);
+        };
+        match change {
+            GroupChange::Created => {}
+            GroupChange::Added => {
+                group.members.insert(subject);
+            }
+            GroupChange::Removed => {
+                group.members.remove(&subject);
+                group.admins.remove(&subject);
+            }
+            GroupChange::AdminAdded => {
+                group.members.insert(subject);
+                group.admins.insert(subject);
+            }
+            GroupChange::AdminRemoved => {
+                group.admins.remove(&subject);
+            }
+        }
+        group.seq += 1;
+        group.log.push(GroupEvent {
+            index: entry.index,
+            block: entry.block,
+            kind: change,
+            subject,
+            by: signer,
+        });
+        let seq = group.seq;
+        if change == GroupChange::Removed {
+            self.leave(&subject, &name);
+        } else {
+            self.memberships
+                .entry(subject)
+                .or_default()
+                .insert(name.clone());
+        }
+        Ok(Effect::Group {
+            name,
+            change,
+            subject,
+            by: signer,
+            seq,
+        })
+    }
+
+    /// §9.8: memberships and admin roles follow a rotation, like names; the group's
+    /// `seq` and log stay as they are.
+    fn move_memberships(&mut self, from: &Address, to: &Address) {
+        let Some(moved) = self.memberships.remove(from) else {
+            return;
+        };
+        for name in &moved {
+            if let Some(g) = self.groups.get_mut(name) {
+                g.members.remove(from);
+                g.members.insert(*to);
+                if g.admins.remove(from) {
+                    g.admins.insert(*to);
+                }
+            }
+        }
+        self.memberships.entry(*to).or_default().extend(moved);
+    }
+
+    fn leave(&mut self, member: &Address, name: &Name) {
+        if let Some(set) = self.memberships.get_mut(member) {
+            set.remove(name);
+            if set.is_empty() {
+                self.memberships.remove(member);
+            }
+        }
+    }
+
+    /// §9.8: memberships and roles are only given to a live key.
+    fn check_live(&self, to: &Address) -> Result<(), Ignored> {
+        match self.key_status(to) {
+            KeyStatus::Active => Ok(()),
+            KeyStatus::Revoked { .. } => Err(Ignored::BadRecipient(Recipient::Revoked)),
+            KeyStatus::Rotated { .. } => Err(Ignored::BadRecipient(Recipient::Rotated)),
         }
     }
 
@@ -415,11 +686,7 @@ impl Registry {
         if to == signer {
             return Err(Ignored::BadRecipient(Recipient::Itself));
         }
-        match self.key_status(to) {
-            KeyStatus::Active => Ok(()),
-            KeyStatus::Revoked { .. } => Err(Ignored::BadRecipient(Recipient::Revoked)),
-            KeyStatus::Rotated { .. } => Err(Ignored::BadRecipient(Recipient::Rotated)),
-        }
+        self.check_live(to)
     }
 
     fn disown(&mut self, owner: &Address, name: &Name) {
@@ -535,6 +802,48 @@ mod tests {
         fn owner(&self, name: &str) -> Option<Address> {
             self.reg.name(&n(name)).map(|r| r.owner)
         }
+
+        fn create(&mut self, who: &Identity, group: &str) -> Outcome {
+            self.submit(who, Claim::GroupCreate { name: n(group) })
+        }
+
+        /// A group claim of `change` by `who` about `subject` at the group's current seq.
+        fn change(
+            &mut self,
+            who: &Identity,
+            change: GroupChange,
+            group: &str,
+            subject: &Identity,
+        ) -> Outcome {
+            let seq = self.reg.group(&n(group)).map_or(0, |g| g.seq);
+            self.submit(who, group_claim(change, group, seq, subject.address()))
+        }
+
+        fn members(&self, group: &str) -> Vec<Address> {
+            let g = self.reg.group(&n(group)).unwrap();
+            g.members.iter().copied().collect()
+        }
+
+        fn admins(&self, group: &str) -> Vec<Address> {
+            let g = self.reg.group(&n(group)).unwrap();
+            g.admins.iter().copied().collect()
+        }
+    }
+
+    fn group_claim(change: GroupChange, group: &str, seq: u64, member: Address) -> Claim {
+        let name = n(group);
+        match change {
+            GroupChange::Created => Claim::GroupCreate { name },
+            GroupChange::Added => Claim::GroupAdd { name, seq, member },
+            GroupChange::Removed => Claim::GroupRemove { name, seq, member },
+            GroupChange::AdminAdded => Claim::AdminAdd { name, seq, member },
+            GroupChange::AdminRemoved => Claim::AdminRemove { name, seq, member },
+        }
+    }
+
+    fn sorted(mut a: Vec<Address>) -> Vec<Address> {
+        a.sort();
+        a
     }
 
     fn id(seed: u8) -> Identity {
@@ -865,6 +1174,344 @@ mod tests {
         ));
         assert_eq!(c.reg.next_index(), 3);
         assert!(matches!(c.register(&alice, "alice"), Outcome::Applied(_)));
+    }
+
+    #[test]
+    fn group_history_is_recorded() {
+        use GroupChange::*;
+        let (a, b, c) = (id(1), id(2), id(3));
+        let mut ch = Chain::new();
+        assert_eq!(
+            ch.create(&a, "ops"),
+            Outcome::Applied(Effect::Group {
+                name: n("ops"),
+                change: Created,
+                subject: a.address(),
+                by: a.address(),
+                seq: 0
+            })
+        );
+        let created = ch.block;
+        ch.mine(1);
+        assert_eq!(
+            ch.change(&a, Added, "ops", &b),
+            Outcome::Applied(Effect::Group {
+                name: n("ops"),
+                change: Added,
+                subject: b.address(),
+                by: a.address(),
+                seq: 1
+            })
+        );
+        ch.mine(1);
+        assert!(matches!(
+            ch.change(&a, Added, "ops", &c),
+            Outcome::Applied(_)
+        ));
+        assert_eq!(
+            ch.members("ops"),
+            sorted(vec![a.address(), b.address(), c.address()])
+        );
+        ch.mine(2);
+        assert!(matches!(
+            ch.change(&a, Removed, "ops", &c),
+            Outcome::Applied(Effect::Group { seq: 3, .. })
+        ));
+        let g = ch.reg.group(&n("ops")).unwrap();
+        assert_eq!(g.seq, 3);
+        assert_eq!(g.created_block, created);
+        assert_eq!(ch.members("ops"), sorted(vec![a.address(), b.address()]));
+        assert_eq!(ch.admins("ops"), vec![a.address()]);
+        let history: Vec<_> = g
+            .log
+            .iter()
+            .map(|e| (e.index, e.block, e.kind, e.subject, e.by))
+            .collect();
+        assert_eq!(
+            history,
+            [
+                (0, created, Created, a.address(), a.address()),
+                (1, created + 1, Added, b.address(), a.address()),
+                (2, created + 2, Added, c.address(), a.address()),
+                (3, created + 4, Removed, c.address(), a.address()),
+            ]
+        );
+        assert_eq!(ch.reg.groups_of(&b.address()), [n("ops")]);
+        assert!(ch.reg.groups_of(&c.address()).is_empty());
+        assert_eq!(ch.reg.groups().count(), 1);
+        // The group namespace is not the name namespace.
+        assert_eq!(ch.reg.name(&n("ops")), None);
+        assert!(matches!(ch.register(&b, "ops"), Outcome::Applied(_)));
+        assert_eq!(ch.reg.group(&n("ops")).unwrap().seq, 3);
+        assert_eq!(ch.reg.group(&n("alice")), None);
+    }
+
+    #[test]
+    fn groups_are_created_once() {
+        let (a, b) = (id(1), id(2));
+        let mut ch = Chain::new();
+        ch.create(&a, "ops");
+        assert_eq!(ignored(ch.create(&b, "ops")), Ignored::GroupExists);
+        assert_eq!(ignored(ch.create(&a, "ops")), Ignored::GroupExists);
+        assert_eq!(ch.admins("ops"), vec![a.address()]);
+        // Dotted group names need no parent group.
+        assert!(matches!(ch.create(&b, "a.b.ops"), Outcome::Applied(_)));
+        assert_eq!(ch.reg.groups_of(&a.address()), [n("ops")]);
+    }
+
+    #[test]
+    fn only_admins_change_a_group() {
+        use GroupChange::*;
+        let (a, b, c, d) = (id(1), id(2), id(3), id(4));
+        let mut ch = Chain::new();
+        assert_eq!(
+            ignored(ch.change(&a, Added, "ops", &b)),
+            Ignored::UnknownGroup
+        );
+        ch.create(&a, "ops");
+        ch.change(&a, Added, "ops", &b);
+        // A member who is no admin changes nothing; nor does an outsider.
+        for change in [Added, Removed, AdminAdded, AdminRemoved] {
+            assert_eq!(ignored(ch.change(&b, change, "ops", &c)), Ignored::NotAdmin);
+            assert_eq!(ignored(ch.change(&d, change, "ops", &b)), Ignored::NotAdmin);
+        }
+        assert_eq!(
+            ignored(ch.change(&b, Removed, "ops", &a)),
+            Ignored::NotAdmin
+        );
+        assert_eq!(
+            ignored(ch.change(&a, Added, "ops", &b)),
+            Ignored::AlreadyMember
+        );
+        assert_eq!(
+            ignored(ch.change(&a, Added, "ops", &a)),
+            Ignored::AlreadyMember
+        );
+        assert_eq!(
+            ignored(ch.change(&a, Removed, "ops", &c)),
+            Ignored::NotMember
+        );
+        assert_eq!(
+            ignored(ch.change(&a, AdminRemoved, "ops", &b)),
+            Ignored::NotGroupAdmin
+        );
+        assert_eq!(
+            ignored(ch.change(&a, AdminAdded, "ops", &a)),
+            Ignored::AlreadyAdmin
+        );
+        assert_eq!(ch.reg.group(&n("ops")).unwrap().seq, 1);
+        // Promoted, B may add; a non-member promoted becomes a member too.
+        ch.change(&a, AdminAdded, "ops", &b);
+        assert!(matches!(
+            ch.change(&b, AdminAdded, "ops", &c),
+            Outcome::Applied(_)
+        ));
+        assert_eq!(
+            ch.members("ops"),
+            sorted(vec![a.address(), b.address(), c.address()])
+        );
+        assert!(matches!(
+            ch.change(&c, Added, "ops", &d),
+            Outcome::Applied(_)
+        ));
+        // Demoted, C stays a member but changes nothing.
+        ch.change(&a, AdminRemoved, "ops", &c);
+        assert!(ch.members("ops").contains(&c.address()));
+        assert!(!ch.admins("ops").contains(&c.address()));
+        assert_eq!(
+            ignored(ch.change(&c, Removed, "ops", &d)),
+            Ignored::NotAdmin
+        );
+        // Removing an admin takes its role too.
+        ch.change(&a, Removed, "ops", &b);
+        assert_eq!(ch.admins("ops"), vec![a.address()]);
+        ch.change(&a, Added, "ops", &b);
+        assert_eq!(ch.admins("ops"), vec![a.address()]);
+        assert_eq!(ch.reg.group(&n("ops")).unwrap().seq, 7);
+    }
+
+    #[test]
+    fn the_last_admin_stays() {
+        use GroupChange::*;
+        let (a, b) = (id(1), id(2));
+        let mut ch = Chain::new();
+        ch.create(&a, "ops");
+        assert_eq!(
+            ignored(ch.change(&a, Removed, "ops", &a)),
+            Ignored::LastAdmin
+        );
+        assert_eq!(
+            ignored(ch.change(&a, AdminRemoved, "ops", &a)),
+            Ignored::LastAdmin
+        );
+        ch.change(&a, AdminAdded, "ops", &b);
+        // With another admin left, an admin may step down or leave.
+        assert!(matches!(
+            ch.change(&a, AdminRemoved, "ops", &a),
+            Outcome::Applied(_)
+        ));
+        assert_eq!(
+            ignored(ch.change(&b, Removed, "ops", &b)),
+            Ignored::LastAdmin
+        );
+        ch.change(&b, AdminAdded, "ops", &a);
+        assert!(matches!(
+            ch.change(&a, Removed, "ops", &a),
+            Outcome::Applied(_)
+        ));
+        assert_eq!(ch.members("ops"), vec![b.address()]);
+        assert_eq!(ch.admins("ops"), vec![b.address()]);
+        assert!(ch.reg.groups_of(&a.address()).is_empty());
+    }
+
+    #[test]
+    fn recorded_group_claims_cannot_be_replayed() {
+        let (a, b) = (id(1), id(2));
+        let mut ch = Chain::new();
+        ch.create(&a, "ops");
+        let add = seal(
+            &a,
+            &params().registry,
+            &group_claim(GroupChange::Added, "ops", 0, b.address()),
+        )
+        .unwrap();
+        assert!(matches!(ch.raw(add.clone()), Outcome::Applied(_)));
+        ch.change(&a, GroupChange::Removed, "ops", &b);
+        // The same add again names seq 0; the group is at 2.
+        assert_eq!(
+            ignored(ch.raw(add)),
+            Ignored::WrongSeq { got: 0, current: 2 }
+        );
+        assert_eq!(
+            ignored(ch.submit(&a, group_claim(GroupChange::Added, "ops", 3, b.address()))),
+            Ignored::WrongSeq { got: 3, current: 2 }
+        );
+        assert_eq!(ch.members("ops"), vec![a.address()]);
+    }
+
+    #[test]
+    fn forged_group_claims_are_ignored() {
+        let (a, b, m) = (id(1), id(2), id(9));
+        let mut ch = Chain::new();
+        ch.create(&a, "ops");
+        // Mallory signs an add "for" A: the signer is Mallory, no admin.
+        assert_eq!(
+            ignored(ch.change(&m, GroupChange::Added, "ops", &m)),
+            Ignored::NotAdmin
+        );
+        // A's claim with Mallory's address put in: the signature breaks.
+        let mut bytes = seal(
+            &a,
+            &params().registry,
+            &group_claim(GroupChange::Added, "ops", 0, b.address()),
+        )
+        .unwrap();
+        let at = bytes.len() - 64 - 20;
+        bytes[at..at + 20].copy_from_slice(m.address().as_bytes());
+        assert_eq!(
+            ignored(ch.raw(bytes)),
+            Ignored::Invalid(claim::Error::BadSignature)
+        );
+        // A's claim for another registry.
+        let other = RegistryId {
+            chain_id: 1,
+            ..params().registry
+        };
+        let foreign = seal(
+            &a,
+            &other,
+            &group_claim(GroupChange::Added, "ops", 0, m.address()),
+        )
+        .unwrap();
+        assert!(matches!(
+            ignored(ch.raw(foreign)),
+            Ignored::Invalid(claim::Error::WrongRegistry { .. })
+        ));
+        assert_eq!(ch.members("ops"), vec![a.address()]);
+        assert_eq!(ch.reg.group(&n("ops")).unwrap().seq, 0);
+    }
+
+    #[test]
+    fn rotation_moves_memberships_and_roles() {
+        use GroupChange::*;
+        let (old, new, b, c) = (id(1), id(2), id(3), id(4));
+        let mut ch = Chain::new();
+        ch.create(&old, "ops");
+        ch.create(&b, "dev");
+        ch.change(&b, Added, "dev", &old);
+        ch.change(&b, Added, "dev", &new);
+        let rot = Claim::rotation(&new, &params().registry, &old.public_key()).unwrap();
+        assert!(matches!(ch.submit(&old, rot), Outcome::Applied(_)));
+        assert_eq!(ch.admins("ops"), vec![new.address()]);
+        assert_eq!(ch.members("ops"), vec![new.address()]);
+        assert_eq!(ch.members("dev"), sorted(vec![b.address(), new.address()]));
+        assert_eq!(ch.reg.groups_of(&new.address()), [n("dev"), n("ops")]);
+        assert!(ch.reg.groups_of(&old.address()).is_empty());
+        // A rotation is no group change.
+        assert_eq!(ch.reg.group(&n("ops")).unwrap().seq, 0);
+        assert_eq!(ch.reg.group(&n("dev")).unwrap().log.len(), 3);
+        // The old key signs nothing and receives nothing; the new one is the admin.
+        assert_eq!(
+            ignored(ch.change(&old, Added, "ops", &c)),
+            Ignored::SignerRotated
+        );
+        assert_eq!(
+            ignored(ch.change(&new, Added, "ops", &old)),
+            Ignored::BadRecipient(Recipient::Rotated)
+        );
+        assert_eq!(
+            ignored(ch.change(&b, AdminAdded, "dev", &old)),
+            Ignored::BadRecipient(Recipient::Rotated)
+        );
+        assert_eq!(
+            ignored(ch.change(&b, Removed, "dev", &old)),
+            Ignored::NotMember
+        );
+        assert!(matches!(
+            ch.change(&new, Added, "ops", &c),
+            Outcome::Applied(_)
+        ));
+    }
+
+    #[test]
+    fn revoked_members_stay_listed_and_get_nothing_new() {
+        use GroupChange::*;
+        let (a, b, c) = (id(1), id(2), id(3));
+        let mut ch = Chain::new();
+        ch.create(&a, "ops");
+        ch.change(&a, Added, "ops", &b);
+        ch.submit(&b, Claim::Revocation);
+        ch.submit(&c, Claim::Revocation);
+        assert!(ch.members("ops").contains(&b.address()));
+        assert!(matches!(
+            ch.reg.key_status(&b.address()),
+            KeyStatus::Revoked { .. }
+        ));
+        assert_eq!(
+            ignored(ch.change(&a, Added, "ops", &c)),
+            Ignored::BadRecipient(Recipient::Revoked)
+        );
+        assert_eq!(
+            ignored(ch.change(&a, AdminAdded, "ops", &b)),
+            Ignored::BadRecipient(Recipient::Revoked)
+        );
+        assert_eq!(
+            ignored(ch.change(&b, Removed, "ops", &a)),
+            Ignored::SignerRevoked
+        );
+        // An admin may still remove a revoked member.
+        assert!(matches!(
+            ch.change(&a, Removed, "ops", &b),
+            Outcome::Applied(_)
+        ));
+        assert_eq!(ch.members("ops"), vec![a.address()]);
+        // A group whose only admin is revoked is frozen, like its names.
+        ch.submit(&a, Claim::Revocation);
+        assert_eq!(
+            ignored(ch.change(&a, Added, "ops", &c)),
+            Ignored::SignerRevoked
+        );
+        assert_eq!(ch.admins("ops"), vec![a.address()]);
     }
 
     #[test]

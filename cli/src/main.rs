@@ -86,6 +86,10 @@ enum Command {
     /// the relays in use and this daemon's NAT as its peers see it.
     #[command(subcommand)]
     Relay(cmd::relay::Command),
+    /// Groups (networks) on the chain registry: create, add, remove, admin, list,
+    /// show, log.
+    #[command(subcommand)]
+    Group(cmd::group::Command),
     /// Access policies: `policy show` lists each identity's allow list and inbound
     /// rules (set in metanetd.toml) with what they refused and decided.
     #[command(subcommand)]
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
         Command::Chain(c) => cmd::chain::run(&ctx, c, &mut out),
         Command::Relay(c) => cmd::relay::run(&ctx, c, &mut out),
         Command::Policy(c) => cmd::policy::run(&ctx, c, &mut out),
+        Command::Group(c) => cmd::group::run(&ctx, c, &mut out),
         Command::Attach(a) => cmd::attach::attach(&ctx, a, &mut out),
         Command::Detach(a) => cmd::attach::detach(&ctx, a, &mut out),
         Command::Attachments => cmd::attach::attachments(&ctx, &mut out),

@@ -96,7 +96,7 @@ pub(crate) struct Write {
 }
 
 #[derive(Debug)]
-enum Submission {
+pub(crate) enum Submission {
     /// Commit, wait the reveal delay, reveal.
     Register {
         name: Name,
@@ -120,10 +120,15 @@ enum Submission {
         to: Address,
         claim: Vec<u8>,
     },
+    /// A group claim (create, add, remove, admin).
+    Group {
+        name: Name,
+        claim: Vec<u8>,
+    },
 }
 
 /// What a chain request comes to: an answer now, or a claim to submit.
-enum Queued {
+pub(crate) enum Queued {
     Now(Box<Reply>),
     Write(Submission),
 }
@@ -225,7 +230,7 @@ impl ChainClient {
     }
 
     /// The registry, or an error that says why there is none yet.
-    fn registry(&self) -> Result<(Arc<Registry>, Status), api::Error> {
+    pub(crate) fn registry(&self) -> Result<(Arc<Registry>, Status), api::Error> {
         match self.snapshot() {
             (Some(r), s) => Ok((r, s)),
             (None, s) => Err(err(
@@ -404,6 +409,16 @@ fn carry_out(
                 block,
             })
         }
+        Submission::Group { name, claim } => {
+            let block = submit(claim)?;
+            settle(outcome_of(shared, claim, block)?, name.as_str())?;
+            let v = shared.view.read().unwrap_or_else(|e| e.into_inner());
+            v.registry
+                .as_ref()
+                .and_then(|r| crate::groups::group_info(r, name, &w.locals, v.status.is_stale()))
+                .map(Reply::Group)
+                .ok_or_else(|| err(ErrorKind::Internal, "the group vanished from the registry"))
+        }
         Submission::Rotate {
             identity,
             from,
@@ -486,6 +501,13 @@ fn settle(outcome: Outcome, subject: &str) -> Result<Effect, api::Error> {
                 Ignored::NotParentOwner | Ignored::NotOwner | Ignored::UnknownName => {
                     ErrorKind::BadRequest
                 }
+                Ignored::GroupExists | Ignored::AlreadyMember | Ignored::AlreadyAdmin => {
+                    ErrorKind::AlreadyExists
+                }
+                Ignored::UnknownGroup | Ignored::NotMember => ErrorKind::NotFound,
+                Ignored::NotAdmin | Ignored::NotGroupAdmin | Ignored::LastAdmin => {
+                    ErrorKind::BadRequest
+                }
                 _ => ErrorKind::Internal,
             };
             Err(err(
@@ -565,7 +587,7 @@ fn name_info(
 }
 
 /// Why `address` must not be used (docs/protocol.md §9.6), if it must not.
-fn refusal(reg: &Registry, address: &Address, what: &str) -> Option<api::Error> {
+pub(crate) fn refusal(reg: &Registry, address: &Address, what: &str) -> Option<api::Error> {
     match reg.key_status(address) {
         KeyStatus::Active => None,
         KeyStatus::Revoked { block } => Some(err(
@@ -597,6 +619,7 @@ impl Daemon {
             C::NameRegister { name, identity } => self.register(&name, identity.as_deref()),
             C::NameTransfer { name, to } => self.transfer(&name, &to),
             C::IdRevoke { name } => self.revoke(name.as_deref()),
+            C::Group(g) => self.group_request(g),
             C::RotateWallet { name } => match self.rotate_wallet(name.as_deref()) {
                 Ok((job, name)) => {
                     // The answer comes back through the daemon's loop, which adopts
@@ -732,14 +755,14 @@ impl Daemon {
         }
     }
 
-    fn locals(&self) -> Vec<(String, Address)> {
+    pub(crate) fn locals(&self) -> Vec<(String, Address)> {
         self.names
             .iter()
             .filter_map(|(n, l)| Some((n.to_owned(), self.node.identity(l)?.address())))
             .collect()
     }
 
-    fn chain(&self) -> Result<&ChainClient, api::Error> {
+    pub(crate) fn chain(&self) -> Result<&ChainClient, api::Error> {
         self.chain
             .as_ref()
             .ok_or_else(|| not_configured("names and revocations"))
@@ -1031,7 +1054,7 @@ impl Daemon {
         }
     }
 
-    fn queue(&self, job: Submission, reply: ReplyTo) {
+    pub(crate) fn queue(&self, job: Submission, reply: ReplyTo) {
         let w = Write {
             job,
             locals: self.locals(),
@@ -1046,7 +1069,7 @@ impl Daemon {
     }
 }
 
-fn parse_name(text: &str) -> Result<Name, api::Error> {
+pub(crate) fn parse_name(text: &str) -> Result<Name, api::Error> {
     Name::parse(text.trim()).map_err(|e| {
         err(
             ErrorKind::BadRequest,

@@ -89,7 +89,10 @@ impl Right {
             | C::NameList { .. }
             | C::RelayStatus
             | C::PolicyShow
-            | C::Attachments => Right::ReadState,
+            | C::Attachments
+            | C::GroupList { .. }
+            | C::GroupShow { .. }
+            | C::GroupLog { .. } => Right::ReadState,
             C::Connect { .. } | C::Disconnect { .. } => Right::ManageSessions,
             C::IdNew { .. }
             | C::IdRemove { .. }
@@ -100,7 +103,12 @@ impl Right {
             // An attachment lets a namespace speak as the identity (and may create it).
             | C::Attach { .. }
             | C::Detach { .. } => Right::ManageKeys,
-            C::NameRegister { .. } | C::NameTransfer { .. } => Right::SpendGas,
+            C::NameRegister { .. }
+            | C::NameTransfer { .. }
+            | C::GroupCreate { .. }
+            | C::GroupAdd { .. }
+            | C::GroupRemove { .. }
+            | C::GroupAdmin { .. } => Right::SpendGas,
         }
     }
 

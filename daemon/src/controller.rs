@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use metanet_chain::registry::GroupChange;
 use metanet_proto::address::Ipv6Prefix;
 use metanet_proto::control::{self as api, ErrorKind, PeerInfo, Reply};
 use metanet_proto::node::{self, Event, LocalId};
@@ -127,6 +128,33 @@ pub(crate) enum ChainRequest {
     RotateWallet {
         name: Option<String>,
     },
+    /// Groups on chain.
+    Group(GroupRequest),
+}
+
+/// Requests about groups (docs/protocol.md §9.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GroupRequest {
+    Create {
+        name: String,
+        identity: Option<String>,
+    },
+    /// Add, remove, make admin or not (`change`).
+    Change {
+        name: String,
+        member: Target,
+        change: metanet_chain::registry::GroupChange,
+        identity: Option<String>,
+    },
+    List {
+        mine: bool,
+    },
+    Show {
+        name: String,
+    },
+    Log {
+        name: String,
+    },
 }
 
 /// Sort `command` by where it is carried out.
@@ -200,7 +228,50 @@ pub(crate) fn route(command: api::Command) -> Routed {
             remove_identity,
         }),
         C::Attachments => Routed::Attach(AttachRequest::List),
+        C::GroupCreate { name, identity } => {
+            Routed::Chain(ChainRequest::Group(GroupRequest::Create { name, identity }))
+        }
+        C::GroupAdd {
+            name,
+            member,
+            identity,
+        } => group_change(name, member, GroupChange::Added, identity),
+        C::GroupRemove {
+            name,
+            member,
+            identity,
+        } => group_change(name, member, GroupChange::Removed, identity),
+        C::GroupAdmin {
+            name,
+            member,
+            remove,
+            identity,
+        } => {
+            let change = if remove {
+                GroupChange::AdminRemoved
+            } else {
+                GroupChange::AdminAdded
+            };
+            group_change(name, member, change, identity)
+        }
+        C::GroupList { mine } => Routed::Chain(ChainRequest::Group(GroupRequest::List { mine })),
+        C::GroupShow { name } => Routed::Chain(ChainRequest::Group(GroupRequest::Show { name })),
+        C::GroupLog { name } => Routed::Chain(ChainRequest::Group(GroupRequest::Log { name })),
     }
+}
+
+fn group_change(
+    name: String,
+    member: Target,
+    change: GroupChange,
+    identity: Option<String>,
+) -> Routed {
+    Routed::Chain(ChainRequest::Group(GroupRequest::Change {
+        name,
+        member,
+        change,
+        identity,
+    }))
 }
 
 /// The local identities by name, in order: the first is the default identity. Lookups

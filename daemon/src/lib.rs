@@ -20,6 +20,7 @@ mod dataplane;
 pub mod dht;
 pub mod dns;
 pub mod filter;
+mod groups;
 pub mod hostdns;
 pub mod journal;
 mod link;

@@ -3,9 +3,10 @@
 //!
 //! Entries name addresses (`mn1…`) or chain names (`alice`); a name is resolved through
 //! the chain view the DNS view serves, again at every housekeeping turn, so a name that
-//! moves to another address moves its rights with it. A name that does not resolve
-//! matches nobody (and `metanet policy show` lists it as unresolved). Groups
-//! (`group:NAME`) are refused for now: they need the group claims on chain.
+//! moves to another address moves its rights with it. `group:NAME` stands for the
+//! members of the group on chain (docs/protocol.md §9.8), again at every turn, so a
+//! member removed on chain loses its sessions within seconds. An entry that does not
+//! resolve matches nobody (and `metanet policy show` lists it as unresolved).
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
@@ -38,6 +39,7 @@ enum Who {
     Any,
     Address(Address),
     Name(String),
+    Group(String),
 }
 
 fn who(text: &str, any_ok: bool) -> Result<Who, String> {
@@ -49,10 +51,10 @@ fn who(text: &str, any_ok: bool) -> Result<Who, String> {
             Err("`any` in an allow list: leave `allow` out to admit everyone".into())
         };
     }
-    if t.starts_with("group:") {
-        return Err(format!(
-            "`{t}`: groups are not available yet (they need group claims on chain): name addresses or chain names"
-        ));
+    if let Some(g) = t.strip_prefix("group:") {
+        return metanet_proto::name::Name::parse(g)
+            .map(|n| Who::Group(n.as_str().to_owned()))
+            .map_err(|e| format!("`{t}`: not a group name: {e}"));
     }
     if t.starts_with("mn1") {
         return t
@@ -126,7 +128,11 @@ pub fn validate(id: &IdentityConfig) -> Result<(), String> {
 
 /// The node's policy for `id`, names looked up in `names`; also the entries that did
 /// not resolve.
-pub fn resolve(id: &IdentityConfig, names: &HashMap<String, Address>) -> (Policy, Vec<String>) {
+pub fn resolve(
+    id: &IdentityConfig,
+    names: &HashMap<String, Address>,
+    groups: &HashMap<String, BTreeSet<Address>>,
+) -> (Policy, Vec<String>) {
     let mut unresolved = Vec::new();
     let mut set = |entries: &[&str]| -> BTreeSet<Address> {
         let mut out = BTreeSet::new();
@@ -139,6 +145,10 @@ pub fn resolve(id: &IdentityConfig, names: &HashMap<String, Address>) -> (Policy
                     Some(a) => {
                         out.insert(*a);
                     }
+                    None => unresolved.push((*e).to_owned()),
+                },
+                Ok(Who::Group(g)) => match groups.get(&g) {
+                    Some(m) => out.extend(m.iter().copied()),
                     None => unresolved.push((*e).to_owned()),
                 },
                 Ok(Who::Any) | Err(_) => {}
@@ -175,11 +185,12 @@ impl Daemon {
     /// changed is sent to the node, unless `force`.
     pub(crate) fn apply_policies(&mut self, force: bool) {
         let names = self.dns_names.read().map(|n| n.clone()).unwrap_or_default();
+        let groups = self.group_members();
         let entries: Vec<(String, metanet_proto::node::LocalId)> =
             self.names.iter().map(|(n, l)| (n.to_owned(), l)).collect();
         for (name, local) in entries {
             let cfg = self.reg.config_of(&name);
-            let (policy, unresolved) = resolve(&cfg, &names);
+            let (policy, unresolved) = resolve(&cfg, &names, &groups);
             let before = self.policies.get(&name);
             if !force && before.is_some_and(|(p, _)| *p == policy) {
                 continue;
@@ -287,8 +298,8 @@ mod tests {
         assert!(validate(&ok).is_ok());
         for (bad, why) in [
             (
-                id(Some(vec!["group:ops"]), vec![]),
-                "groups are not available",
+                id(Some(vec!["group:Not A Name"]), vec![]),
+                "not a group name",
             ),
             (id(Some(vec!["any"]), vec![]), "leave `allow` out"),
             (id(Some(vec!["mn1nope"]), vec![]), "mn1nope"),
@@ -323,8 +334,16 @@ mod tests {
         let a = metanet_proto::Identity::generate(&[1; 64]).address();
         let b = metanet_proto::Identity::generate(&[2; 64]).address();
         let names: HashMap<String, Address> = [("alice".to_owned(), b)].into();
+        let c = metanet_proto::Identity::generate(&[3; 64]).address();
+        let groups: HashMap<String, BTreeSet<Address>> = [("ops".to_owned(), [c].into())].into();
         let cfg = id(
-            Some(vec![&a.to_string(), "alice", "bob"]),
+            Some(vec![
+                &a.to_string(),
+                "alice",
+                "bob",
+                "group:ops",
+                "group:dev",
+            ]),
             vec![RuleConfig {
                 proto: Some("tcp".into()),
                 port: Some("22".into()),
@@ -332,13 +351,13 @@ mod tests {
                 action: None,
             }],
         );
-        let (p, unresolved) = resolve(&cfg, &names);
-        assert_eq!(p.allow, Some([a, b].into()));
-        assert_eq!(unresolved, ["bob"]);
+        let (p, unresolved) = resolve(&cfg, &names, &groups);
+        assert_eq!(p.allow, Some([a, b, c].into()));
+        assert_eq!(unresolved, ["bob", "group:dev"]);
         assert_eq!(p.rules.len(), 1);
         assert_eq!(p.rules[0].ports, Some(22..=22));
         assert_eq!(p.rules[0].from, Source::Addresses([b].into()));
-        let (open, _) = resolve(&id(None, vec![]), &names);
+        let (open, _) = resolve(&id(None, vec![]), &names, &groups);
         assert_eq!(open, Policy::default());
     }
 }

@@ -125,6 +125,39 @@ pub enum Command {
     Attachments,
     /// Each identity's access policy and what it counted (`metanet policy show`).
     PolicyShow,
+    /// Create group `name` on the chain (docs/protocol.md §9.8), `identity` its first
+    /// admin; answered once the claim is applied.
+    GroupCreate {
+        name: String,
+        identity: Option<String>,
+    },
+    /// Add `member` (an address or chain name) to group `name`, signed by a local
+    /// admin of it (`identity`, or the first local identity that is one).
+    GroupAdd {
+        name: String,
+        member: Target,
+        identity: Option<String>,
+    },
+    /// Remove `member` from group `name`.
+    GroupRemove {
+        name: String,
+        member: Target,
+        identity: Option<String>,
+    },
+    /// Make `member` an admin of group `name` (or, with `remove`, no longer one).
+    GroupAdmin {
+        name: String,
+        member: Target,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remove: bool,
+        identity: Option<String>,
+    },
+    /// Every group (`mine`: those a local identity belongs to).
+    GroupList { mine: bool },
+    /// One group: admins, members.
+    GroupShow { name: String },
+    /// One group's history: who joined and left, when, admitted by whom.
+    GroupLog { name: String },
 }
 
 /// The interface an attachment gets inside its namespace unless told otherwise.
@@ -191,8 +224,50 @@ pub enum Reply {
     Attachments { attachments: Vec<AttachmentInfo> },
     /// For `PolicyShow`.
     Policies { policies: Vec<PolicyInfo> },
+    /// For `GroupCreate`, `GroupAdd`, `GroupRemove`, `GroupAdmin`, `GroupShow`.
+    Group(GroupInfo),
+    /// For `GroupList`.
+    Groups { groups: Vec<GroupInfo> },
+    /// For `GroupLog`.
+    GroupLog {
+        name: String,
+        events: Vec<GroupEventInfo>,
+    },
     /// For commands with nothing to report.
     Done,
+}
+
+/// A group on the chain (`metanet group show`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    /// Admin addresses.
+    pub admins: Vec<String>,
+    /// Member addresses (admins included).
+    pub members: Vec<String>,
+    /// Local identities that are members.
+    #[serde(default)]
+    pub local_members: Vec<String>,
+    /// Changes applied so far (the next add or remove names this `seq`).
+    pub seq: u64,
+    /// Block of its creation.
+    pub created_block: u64,
+    /// True when the chain client could not reach its node in its last round.
+    pub stale: bool,
+}
+
+/// One change in a group's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEventInfo {
+    pub block: u64,
+    /// The claim's index in the registry log.
+    pub index: u64,
+    /// `created`, `added`, `removed`, `admin-added`, `admin-removed`.
+    pub change: String,
+    /// Whom it concerns.
+    pub subject: String,
+    /// Who signed it (an admin).
+    pub by: String,
 }
 
 /// One identity's access policy (`metanet policy show`).

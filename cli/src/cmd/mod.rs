@@ -10,6 +10,7 @@ pub(crate) mod attach;
 pub(crate) mod chain;
 pub(crate) mod connect;
 pub(crate) mod disconnect;
+pub(crate) mod group;
 pub(crate) mod id;
 pub(crate) mod name;
 pub(crate) mod peers;

@@ -660,21 +660,24 @@ impl Node {
             ..Default::default()
         };
         let ipv6 = l.ipv6;
-        l.policy = policy;
+        let old = std::mem::replace(&mut l.policy, policy);
         self.flows.forget(ipv6);
-        // Inbound peers the allow list no longer admits go now; those this identity
-        // connected to itself stay (the policy says who may connect to it).
+        // Peers the allow list no longer admits go now: inbound ones, and those it
+        // listed before (a member removed from a group). A peer this identity
+        // connected to without ever listing it stays: the list says who may connect
+        // *to* it.
+        let new = self
+            .locals
+            .get(usize::from(local.0))
+            .and_then(Option::as_ref);
         let refused: Vec<PeerId> = self
             .peers_of(local)
             .into_iter()
             .filter(|&id| {
                 self.peers.get(id).is_some_and(|p| {
-                    p.origin == peer::Origin::Inbound
-                        && !self
-                            .locals
-                            .get(usize::from(local.0))
-                            .and_then(Option::as_ref)
-                            .is_some_and(|l| l.policy.admits(&p.address))
+                    let admitted = new.is_some_and(|l| l.policy.admits(&p.address));
+                    let listed_before = old.allow.as_ref().is_some_and(|a| a.contains(&p.address));
+                    !admitted && (p.origin == peer::Origin::Inbound || listed_before)
                 })
             })
             .collect();
