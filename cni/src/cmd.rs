@@ -210,6 +210,7 @@ fn add(env: &Env, config: &Config, daemon: &Daemon) -> Result<Vec<u8>, Error> {
                 interface: Some(interface),
                 container_id: Some(id.to_owned()),
                 network: Some(network.to_owned()),
+                ephemeral: identity.derived,
             },
             &descriptors.raw(),
         )

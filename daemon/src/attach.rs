@@ -49,6 +49,9 @@ pub(crate) struct Saved {
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The identity goes with the attachment (made for it alone by the CNI plugin).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 /// An attachment as the daemon holds it.
@@ -66,6 +69,8 @@ pub(crate) enum State {
         dev: Arc<sys::TunFd>,
         netlink: OwnedFd,
         slot: usize,
+        /// The slot's occupant: notes and detaches name it, not just the slot.
+        gen: u64,
     },
     /// The descriptors are gone (a restart without them); attach again.
     Lost,
@@ -90,11 +95,11 @@ pub(crate) struct Attachments {
 }
 
 impl Attachments {
-    /// The one on data-plane slot `slot`.
-    pub(crate) fn by_slot(&mut self, slot: usize) -> Option<&mut Attachment> {
+    /// The one on data-plane slot `slot` as occupant `gen`.
+    pub(crate) fn by_slot(&mut self, slot: usize, gen: u64) -> Option<&mut Attachment> {
         self.by_identity
             .values_mut()
-            .find(|a| matches!(a.state, State::Up { slot: s, .. } if s == slot))
+            .find(|a| matches!(a.state, State::Up { slot: s, gen: g, .. } if s == slot && g == gen))
     }
 
     /// The device that reaches local address `ip`, when an attachment holds it.
@@ -165,6 +170,7 @@ impl Daemon {
                 interface,
                 container_id,
                 network,
+                ephemeral,
             } => {
                 let saved = Saved {
                     identity,
@@ -173,6 +179,7 @@ impl Daemon {
                     netns,
                     container_id,
                     network,
+                    ephemeral,
                 };
                 self.attach(saved, fds).map(Reply::Attachment)
             }
@@ -280,17 +287,19 @@ impl Daemon {
                 ));
             }
         }
+        // One identity per namespace: the namespace's one `fd00::/8` route goes
+        // through one interface, and that interface takes only its identity's source.
         if let Some(a) = self
             .attachments
             .by_identity
             .values()
-            .find(|a| a.saved.ns == ns && a.saved.interface == saved.interface)
+            .find(|a| a.saved.ns == ns)
         {
             return Err(err(
                 ErrorKind::AlreadyExists,
                 &format!(
-                    "{} already has {} (identity `{}`): pick another interface name",
-                    saved.netns, saved.interface, a.saved.identity
+                    "{} is attached to identity `{}` already ({}): one identity per namespace; detach it first",
+                    saved.netns, a.saved.identity, a.saved.interface
                 ),
             ));
         }
@@ -360,7 +369,7 @@ impl Daemon {
             .ok_or_else(|| err(ErrorKind::NotFound, "no such identity"))?
             .address()
             .ipv6();
-        let dev = sys::TunFd::attach(tun, &saved.interface).map_err(|e| {
+        let dev = sys::TunFd::attach(tun, &saved.interface, !store).map_err(|e| {
             internal(
                 &format!("cannot create {} in {}", saved.interface, saved.netns),
                 &e,
@@ -379,7 +388,7 @@ impl Daemon {
                 )
             })?;
         let dev = Arc::new(dev);
-        let slot = self
+        let (slot, gen) = self
             .node
             .attach(ip, dev.clone())
             .map_err(|e| err(ErrorKind::Timeout, &e.to_string()))?
@@ -398,23 +407,35 @@ impl Daemon {
             Attachment {
                 saved: saved.clone(),
                 ip,
-                state: State::Up { dev, netlink, slot },
+                state: State::Up {
+                    dev,
+                    netlink,
+                    slot,
+                    gen,
+                },
             },
         );
         Ok(())
     }
 
     /// Remove identity `name`'s attachment (if any): its interface goes with its TUN,
-    /// its address comes back to the host (or the identity goes, `remove_identity`).
+    /// its address comes back to the host (or the identity goes: `remove_identity`, or
+    /// an ephemeral attachment's, unless the attachment is only being replaced).
     pub(crate) fn detach(
         &mut self,
         name: &str,
         remove_identity: bool,
         why: &str,
     ) -> Result<(), api::Error> {
+        let remove_identity = remove_identity
+            || self
+                .attachments
+                .by_identity
+                .get(name)
+                .is_some_and(|a| a.saved.ephemeral && why != "replaced");
         if let Some(a) = self.attachments.by_identity.remove(name) {
-            if let State::Up { slot, .. } = a.state {
-                self.node.detach(slot);
+            if let State::Up { slot, gen, .. } = a.state {
+                self.node.detach(slot, gen);
             }
             let [tun_name, nl_name] = fd_names(name);
             for n in [tun_name, nl_name] {
@@ -523,6 +544,9 @@ impl Daemon {
             let path = PathBuf::from(&saved.netns);
             if metanet_attach::namespace_id(&path).ok() != Some(saved.ns) {
                 tracing::info!(identity = %name, netns = %saved.netns, "saved attachment's namespace is gone: dropped");
+                if saved.ephemeral {
+                    let _ = self.local(crate::controller::LocalRequest::IdRemove { name });
+                }
                 continue;
             }
             let [tun_name, nl_name] = fd_names(&name);
@@ -587,8 +611,8 @@ impl Daemon {
     }
 
     /// The data plane stopped reading an attachment's TUN after an error.
-    pub(crate) fn attachment_failed(&mut self, slot: usize, e: &std::io::Error) {
-        if let Some(a) = self.attachments.by_slot(slot) {
+    pub(crate) fn attachment_failed(&mut self, slot: usize, gen: u64, e: &std::io::Error) {
+        if let Some(a) = self.attachments.by_slot(slot, gen) {
             tracing::warn!(identity = %a.saved.identity, netns = %a.saved.netns, error = %e, "attachment's interface failed");
             a.state = State::Broken(e.to_string());
         }
@@ -612,6 +636,7 @@ mod tests {
             interface: "metanet0".into(),
             container_id: Some("abc".into()),
             network: None,
+            ephemeral: false,
         };
         std::fs::write(
             dir.join(FILE),

@@ -41,6 +41,7 @@ pub(crate) enum AttachRequest {
         interface: Option<String>,
         container_id: Option<String>,
         network: Option<String>,
+        ephemeral: bool,
     },
     Detach {
         identity: Option<String>,
@@ -209,12 +210,14 @@ pub(crate) fn route(command: api::Command) -> Routed {
             interface,
             container_id,
             network,
+            ephemeral,
         } => Routed::Attach(AttachRequest::Attach {
             netns,
             identity,
             interface,
             container_id,
             network,
+            ephemeral,
         }),
         C::Detach {
             identity,

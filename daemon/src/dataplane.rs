@@ -34,7 +34,8 @@ pub(crate) enum Note {
     /// The host's TUN device failed: the daemon stops.
     TunFailed(std::io::Error),
     /// An attachment's TUN failed (its interface was deleted): it is no longer read.
-    AttachmentFailed(usize, std::io::Error),
+    /// (slot, its generation, the error.)
+    AttachmentFailed(usize, u64, std::io::Error),
 }
 
 /// A TUN the data plane reads: the host's (slot 0, its identities' packets) or an
@@ -44,6 +45,9 @@ pub(crate) struct Slot {
     /// The one source address an attachment may send from; `None` for the host.
     pub ip: Option<Ipv6Addr>,
     pub stats: SlotStats,
+    /// Which occupant of the slot this is: a freed slot may take a new attachment
+    /// while a note or request about the old one is still on its way.
+    pub gen: u64,
 }
 
 /// What one attachment moved.
@@ -167,10 +171,11 @@ impl DataPlane {
                         }
                         Err(e) => {
                             self.ready.swap_remove(k);
+                            let gen = self.tuns[slot].as_ref().map_or(0, |s| s.gen);
                             self.drop_slot(slot);
                             if self
                                 .notes
-                                .try_send(Note::AttachmentFailed(slot, e))
+                                .try_send(Note::AttachmentFailed(slot, gen, e))
                                 .is_err()
                             {
                                 self.counters.notes_dropped += 1;
@@ -257,8 +262,10 @@ impl DataPlane {
                     let policy = self.node.policy(local).map(|(p, c)| (p.clone(), c.clone()));
                     let _ = answer.try_send(policy);
                 }
-                Request::Detach(slot) => {
-                    if slot > 0 {
+                Request::Detach(slot, gen) => {
+                    // Only the occupant asked about: the slot may hold a newer one.
+                    let current = self.tuns.get(slot).and_then(Option::as_ref);
+                    if slot > 0 && current.is_some_and(|s| s.gen == gen) {
                         self.drop_slot(slot);
                         self.relocate();
                     }
@@ -417,6 +424,13 @@ impl DataPlane {
     /// a super-packet both TUNs take whole, else packet by packet through the target's
     /// GRO (as if decrypted).
     fn deliver(&mut self, s: &mut Slot, target: usize) {
+        // The destination's policy holds for its neighbours too (one check per read:
+        // a super-packet's segments share their headers).
+        let now = crate::now(self.origin);
+        let first = s.tun.packet_vec(0);
+        if !self.node.local_delivery_passes(now, &first) {
+            return;
+        }
         let Some(Some(t)) = self.tuns.get_mut(target) else {
             return;
         };
@@ -501,8 +515,9 @@ impl DataPlane {
     }
 
     /// Start reading attachment TUN `dev`, whose identity's address is `ip`; returns
-    /// its slot.
-    fn attach(&mut self, ip: Ipv6Addr, dev: std::sync::Arc<sys::TunFd>) -> Option<usize> {
+    /// its slot and the occupant's generation.
+    fn attach(&mut self, ip: Ipv6Addr, dev: std::sync::Arc<sys::TunFd>) -> Option<(usize, u64)> {
+        static GENERATION: AtomicU64 = AtomicU64::new(1);
         let slot = match self.tuns.iter().skip(1).position(Option::is_none) {
             Some(k) => k + 1,
             None => {
@@ -515,13 +530,15 @@ impl DataPlane {
             tracing::warn!(error = %e, "cannot poll an attachment's TUN");
             return None;
         }
+        let gen = GENERATION.fetch_add(1, Ordering::Relaxed);
         self.tuns[slot] = Some(Slot {
             tun,
             ip: Some(ip),
             stats: SlotStats::default(),
+            gen,
         });
         self.relocate();
-        Some(slot)
+        Some((slot, gen))
     }
 }
 

@@ -412,6 +412,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tun: batch::Tun::new(batch::TunDev::Host(tun.clone())),
         ip: None,
         stats: Default::default(),
+        gen: 0,
     };
     let locals = node
         .identities()
@@ -514,7 +515,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             Some(note) = notes.recv() => match note {
                 dataplane::Note::Event(ev, trigger) => d.event(ev, trigger.as_deref()),
                 dataplane::Note::TunFailed(e) => break Err(Error::Io(e)),
-                dataplane::Note::AttachmentFailed(slot, e) => d.attachment_failed(slot, &e),
+                dataplane::Note::AttachmentFailed(slot, gen, e) => d.attachment_failed(slot, gen, &e),
             },
             Some((cmd, fds, reply)) = jobs.recv() => d.job(cmd, fds, reply),
             Some(reply) = scrapes.recv() => {

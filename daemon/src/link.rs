@@ -47,10 +47,11 @@ pub(crate) enum Request {
     Attach {
         ip: std::net::Ipv6Addr,
         dev: Arc<crate::sys::TunFd>,
-        answer: Answer<Option<usize>>,
+        answer: Answer<Option<(usize, u64)>>,
     },
-    /// Stop reading an attachment's slot (its TUN is closed once nothing holds it).
-    Detach(usize),
+    /// Stop reading an attachment's slot, if it still holds that generation (its TUN
+    /// is closed once nothing holds it).
+    Detach(usize, u64),
     /// One identity's access policy and its counters.
     Policy {
         local: LocalId,
@@ -201,7 +202,7 @@ impl Link {
         &self,
         ip: std::net::Ipv6Addr,
         dev: Arc<crate::sys::TunFd>,
-    ) -> Result<Option<usize>, Unanswered> {
+    ) -> Result<Option<(usize, u64)>, Unanswered> {
         self.ask(|answer| Request::Attach { ip, dev, answer })
     }
 
@@ -220,8 +221,8 @@ impl Link {
     }
 
     /// Stop reading an attachment's slot.
-    pub(crate) fn detach(&self, slot: usize) {
-        if self.send(Request::Detach(slot)).is_err() {
+    pub(crate) fn detach(&self, slot: usize, gen: u64) {
+        if self.send(Request::Detach(slot, gen)).is_err() {
             tracing::warn!("the data plane did not take a detach in time");
         }
     }

@@ -107,6 +107,11 @@ pub enum Command {
         /// The CNI network name the attachment belongs to (for `GC`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         network: Option<String>,
+        /// The identity is the attachment's alone (the CNI plugin's name derived from
+        /// a container id): it is removed with the attachment, however that goes
+        /// (detach, the namespace gone).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
     },
     /// Remove an attachment, named by its identity or by its container (and network).
     /// Detaching what is not attached is not an error (answered `Done`).

@@ -457,3 +457,22 @@ fn version_status_and_the_errors_a_runtime_sees() {
     let links = c.sh("ip -o link");
     assert_eq!(links.lines().count(), 1, "{links}");
 }
+
+#[test]
+fn a_derived_identity_goes_with_its_namespace_even_without_del() {
+    if !root_or_skip("a_derived_identity_goes_with_its_namespace_even_without_del") {
+        return;
+    }
+    let h = Host::new();
+    let d = &h.daemon;
+    let c = Container::new(&tag(), 1);
+    c.cni("ADD", "eth0", "", &h.conf("1.0.0", "")).ok();
+    let derived = d.attachments()[0]["identity"].as_str().unwrap().to_owned();
+    assert!(identities(d).contains(&derived));
+    // The runtime never calls DEL (a crash, a reboot): the namespace just goes.
+    drop(c);
+    let gone = wait_for(Duration::from_secs(10), || {
+        d.attachments().is_empty() && !identities(d).contains(&derived)
+    });
+    assert!(gone, "{:?} {:?}", d.attachments(), identities(d));
+}

@@ -168,19 +168,28 @@ fn attach_refuses_what_it_cannot_do_and_leaves_nothing_behind() {
     assert!(h1.cli_json(&["attachments"]).as_array().unwrap().is_empty());
     let links = String::from_utf8_lossy(&c.sh("ip -o link").stdout).to_string();
     assert!(!links.contains("metanet0"), "{links}");
-    // The same attachment twice is answered as it is; another identity on the same
-    // interface is refused.
+    // The same attachment twice is answered as it is; another identity in the same
+    // namespace is refused (one identity per namespace).
     attach(&h1, &c, "web");
     attach(&h1, &c, "web");
-    let (code, err) = fail(&["attach", "--netns", &c.name, "--identity", "other"]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("already has metanet0"), "{err}");
-    // An interface of that name that is not metanet's: refused, naming the clash.
-    c.sh("ip link add mnclash type veth peer name mnclashp");
     let (code, err) = fail(&[
         "attach",
         "--netns",
         &c.name,
+        "--identity",
+        "other",
+        "--interface",
+        "mn1",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("one identity per namespace"), "{err}");
+    // An interface of that name that is not metanet's: refused, naming the clash.
+    let c2 = Netns::new(format!("mnc-{}-y", tag()));
+    c2.sh("ip link add mnclash type veth peer name mnclashp");
+    let (code, err) = fail(&[
+        "attach",
+        "--netns",
+        &c2.name,
         "--identity",
         "other",
         "--interface",
@@ -191,15 +200,15 @@ fn attach_refuses_what_it_cannot_do_and_leaves_nothing_behind() {
         err.contains("already has an interface named mnclash"),
         "{err}"
     );
-    // From inside the namespace (`ip netns exec`), a second interface.
-    let out = c
+    // From inside the namespace (`ip netns exec`).
+    let out = c2
         .cmd(&metanet_tests::bin("metanet"))
         .arg("--socket")
         .arg(&h1.socket)
         .args([
             "attach",
             "--netns",
-            &c.name,
+            &c2.name,
             "--identity",
             "web2",
             "--interface",
@@ -212,7 +221,7 @@ fn attach_refuses_what_it_cannot_do_and_leaves_nothing_behind() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let links = String::from_utf8_lossy(&c.sh("ip -o link").stdout).to_string();
+    let links = String::from_utf8_lossy(&c2.sh("ip -o link").stdout).to_string();
     assert!(links.contains("mn1"), "{links}");
 }
 
@@ -279,4 +288,40 @@ fn attachments_survive_a_daemon_restart_and_traffic_resumes_within_10_s() {
 /// One ping with a short wait.
 fn quick_ping(ns: &Netns, ip: &str) -> bool {
     ns.sh(&format!("ping -6 -c 1 -W 1 {ip}")).status.success()
+}
+
+#[test]
+fn local_delivery_obeys_the_destination_identitys_policy() {
+    if !root_or_skip("local_delivery_obeys_the_destination_identitys_policy") {
+        return;
+    }
+    let pair = Pair::new();
+    let tmp = TempDir::new();
+    // Identity `db` (created by the attach below) takes TCP 5001 and nothing else.
+    let config = tmp.0.join("h1.toml");
+    std::fs::write(
+        &config,
+        "[[identity]]\nname = \"db\"\n[[identity.rule]]\nproto = \"tcp\"\nport = \"5001\"\n",
+    )
+    .unwrap();
+    let h1 = Daemon::start_with_config(&pair.a, &tmp.0.join("h1"), "mn0", &config);
+    let t = tag();
+    let (app, db) = (
+        Netns::new(format!("mnc-{t}-a")),
+        Netns::new(format!("mnc-{t}-d")),
+    );
+    let (_, ip_app) = attach(&h1, &app, "app");
+    let (_, ip_db) = attach(&h1, &db, "db");
+    let dropped = h1.counter("rule_dropped");
+    assert!(
+        !ping(&app, &ip_db),
+        "a ping reached db, whose rules take only TCP 5001"
+    );
+    assert!(
+        h1.counter("rule_dropped") > dropped,
+        "the drop was not counted"
+    );
+    assert_eq!(transfer(&app, &db, &ip_db), ip_app, "TCP 5001 app -> db");
+    // db's own pings get their replies (the reply to its own flow passes).
+    assert!(ping(&db, &ip_app), "db -> app");
 }

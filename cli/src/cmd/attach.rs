@@ -17,7 +17,9 @@ use super::{table, write_json, BadInput, Context};
 /// `metanet attach`.
 #[derive(Debug, ClapArgs)]
 pub(crate) struct AttachArgs {
-    /// The namespace: an `ip netns` name or a path (/run/netns/NAME, /proc/PID/ns/net).
+    /// The namespace: an `ip netns` name or a path (/run/netns/NAME; /proc/PID/ns/net
+    /// only where the daemon can see that process, not under the shipped unit). One
+    /// identity per namespace.
     #[arg(long, value_name = "NAME|PATH")]
     pub(crate) netns: String,
     /// The identity it speaks as; created when missing (never the default identity).
@@ -61,6 +63,7 @@ pub(crate) fn attach(ctx: &Context, a: AttachArgs, out: &mut dyn Write) -> Resul
         interface: Some(a.interface),
         container_id: None,
         network: None,
+        ephemeral: false,
     };
     let reply = ctx
         .client()

@@ -26,14 +26,21 @@ pub struct TunFd {
 impl TunFd {
     /// Attach the unattached TUN descriptor `fd` as interface `name` (`IFF_TUN`,
     /// `IFF_NO_PI`, `IFF_VNET_HDR`, TCP and, where the kernel has them, UDP
-    /// offloads), or adopt it as it is when it is attached already (a descriptor kept
-    /// across a restart). The interface appears in the namespace `fd` was opened in.
-    pub fn attach(fd: OwnedFd, name: &str) -> io::Result<TunFd> {
+    /// offloads); with `adopt`, a descriptor attached already (one kept across a
+    /// restart) is taken as it is, otherwise refused. The interface appears in the
+    /// namespace `fd` was opened in.
+    pub fn attach(fd: OwnedFd, name: &str, adopt: bool) -> io::Result<TunFd> {
         let raw = fd.as_raw_fd();
         set_nonblocking(raw)?;
         let mut req = ifreq(name)?;
         // SAFETY: `req` is a live ifreq; TUNGETIFF writes at most its size.
         let attached = unsafe { libc::ioctl(raw, TUNGETIFF, &mut req) } == 0;
+        if attached && !adopt {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the descriptor is an attached TUN or TAP already: pass an unattached /dev/net/tun",
+            ));
+        }
         if attached {
             // SAFETY: reading the union's flags field the kernel just filled in.
             let flags = unsafe { req.ifr_ifru.ifru_flags };

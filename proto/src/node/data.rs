@@ -436,4 +436,40 @@ impl Node {
             }
         }
     }
+
+    /// A packet from one local identity to another, delivered by the driver without
+    /// the wire (containers on one host): whether the destination's policy lets it in,
+    /// as if it had come through a session — its allow list (the sender must be one it
+    /// admits) and its inbound rules — and, when the sender has rules, its flow is
+    /// remembered so the reply passes. Counted like remote packets. `false` also when
+    /// either address is no local identity.
+    pub fn local_delivery_passes(&mut self, now: Instant, packet: &[u8]) -> bool {
+        let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+            return false;
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        let (Some(from), Some(to)) = (self.local_for_ip(&src), self.local_for_ip(&dst)) else {
+            return false;
+        };
+        let Some(sender) = self.local(from).map(|l| l.identity.address()) else {
+            return false;
+        };
+        if self.local(from).is_some_and(|l| !l.policy.rules.is_empty()) {
+            if let Some(f) = super::Flow::of(packet) {
+                self.flows.outbound(now, src, dst, &f);
+            }
+        }
+        if let Some(l) = self.local_mut(to) {
+            if !l.policy.admits(&sender) {
+                l.policy_counts.refused += 1;
+                self.stats.policy_refused += 1;
+                return false;
+            }
+        }
+        if !self.inbound_passes(now, to, sender, src, packet) {
+            self.stats.rule_dropped += 1;
+            return false;
+        }
+        true
+    }
 }
