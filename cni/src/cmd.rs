@@ -731,6 +731,7 @@ mod tests {
                 interface: Some("metanet0".into()),
                 container_id: Some("ABC123".into()),
                 network: Some("metanet".into()),
+                ephemeral: false,
             }
         );
     }
