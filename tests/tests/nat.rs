@@ -233,13 +233,16 @@ fn easy_pair(late: Option<Duration>) {
         "no ping: {}",
         log(&a)
     );
+    // Direct within 12 s: the first punch (3 s of rounds), and on a loaded 2-core
+    // machine one retry after the 5 s backoff (PUNCH_BACKOFF); bench/nat.sh measures
+    // the time itself (tens of milliseconds here).
     let direct = wait_for(
-        Duration::from_secs(5).saturating_sub(start.elapsed()),
+        Duration::from_secs(12).saturating_sub(start.elapsed()),
         || path_of(&a, &b_addr) == "direct",
     );
     assert!(
         direct,
-        "not direct within 5 s of connect (path {}): a {}\nb {}",
+        "not direct within 12 s of connect (path {}): a {}\nb {}",
         path_of(&a, &b_addr),
         log(&a),
         log(&b)
