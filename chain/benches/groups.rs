@@ -3,7 +3,7 @@
 //! group's N members), what an admin's daemon spends to make one add or remove claim
 //! (the signature), and what every member's resolver spends to apply it to a group of
 //! N members. Single-threaded: `1 / time` is one core's rate.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
