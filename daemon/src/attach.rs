@@ -427,7 +427,10 @@ impl Daemon {
         remove_identity: bool,
         why: &str,
     ) -> Result<(), api::Error> {
-        let remove_identity = remove_identity
+        // The identity goes only with an attachment: `detach --remove-identity` of an
+        // identity that is not attached leaves it alone.
+        let attached = self.attachments.holds(name);
+        let remove_identity = remove_identity && attached
             || self
                 .attachments
                 .by_identity
@@ -569,6 +572,10 @@ impl Daemon {
                 }
                 Err(e) => {
                     tracing::warn!(identity = %name, netns = %saved.netns, error = %e.message, "attachment lost: attach it again");
+                    // The store must not keep the interface alive for a lost attachment.
+                    for n in fd_names(&name) {
+                        let _ = sys::notify_with_fds(&format!("FDSTOREREMOVE=1\nFDNAME={n}"), &[]);
+                    }
                     let ip = self
                         .local_named(Some(&name))
                         .ok()

@@ -116,8 +116,10 @@ fn attached_namespaces_reach_each_other_and_a_remote_host_as_their_own_identitie
     assert!(!links.contains("metanet0"), "{links}");
     let host = String::from_utf8_lossy(&pair.a.sh("ip -6 -o addr show dev mn0").stdout).to_string();
     assert!(host.contains(&ip2), "{host}");
-    // Detaching again is not an error.
-    h1.cli_json(&["detach", "--identity", "c2"]);
+    // Detaching again is not an error, and removes no identity that is not attached.
+    h1.cli_json(&["detach", "--identity", "c2", "--remove-identity"]);
+    let ids = h1.cli_json(&["id", "list"]).to_string();
+    assert!(ids.contains("\"c2\""), "{ids}");
 
     // A namespace that disappears takes its attachment with it.
     drop(c1);
