@@ -88,6 +88,36 @@ impl State {
     }
 }
 
+/// Why an attachment goes: what the log says, and whether an ephemeral identity
+/// goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// Asked for (`detach`, CNI `DEL` or `GC`).
+    Detached,
+    /// Its namespace disappeared.
+    NamespaceGone,
+    /// A new attachment of the same identity takes its place: the identity stays.
+    Replaced,
+    /// Its identity is being removed (by the caller, not here).
+    IdentityRemoved,
+}
+
+impl Removal {
+    fn reason(self) -> &'static str {
+        match self {
+            Removal::Detached => "detached",
+            Removal::NamespaceGone => "its namespace is gone",
+            Removal::Replaced => "replaced",
+            Removal::IdentityRemoved => "its identity is removed",
+        }
+    }
+
+    /// Whether an ephemeral identity goes with the attachment here.
+    fn takes_ephemeral_identity(self) -> bool {
+        matches!(self, Removal::Detached | Removal::NamespaceGone)
+    }
+}
+
 /// Every attachment, by identity name.
 #[derive(Debug, Default)]
 pub(crate) struct Attachments {
@@ -207,7 +237,7 @@ impl Daemon {
                     }
                 };
                 for name in names {
-                    self.detach(&name, remove_identity, "detached")?;
+                    self.detach(&name, remove_identity, Removal::Detached)?;
                 }
                 Ok(Reply::Done)
             }
@@ -276,7 +306,7 @@ impl Daemon {
                         .ok_or_else(|| err(ErrorKind::Internal, "attachment vanished"));
                 }
                 // Lost or broken: replaced by this one.
-                self.detach(&saved.identity.clone(), false, "replaced")?;
+                self.detach(&saved.identity.clone(), false, Removal::Replaced)?;
             } else {
                 return Err(err(
                     ErrorKind::AlreadyExists,
@@ -425,7 +455,7 @@ impl Daemon {
         &mut self,
         name: &str,
         remove_identity: bool,
-        why: &str,
+        why: Removal,
     ) -> Result<(), api::Error> {
         // The identity goes only with an attachment: `detach --remove-identity` of an
         // identity that is not attached leaves it alone.
@@ -435,7 +465,7 @@ impl Daemon {
                 .attachments
                 .by_identity
                 .get(name)
-                .is_some_and(|a| a.saved.ephemeral && why != "replaced");
+                .is_some_and(|a| a.saved.ephemeral && why.takes_ephemeral_identity());
         if let Some(a) = self.attachments.by_identity.remove(name) {
             if let State::Up { slot, gen, .. } = a.state {
                 self.node.detach(slot, gen);
@@ -444,7 +474,7 @@ impl Daemon {
             for n in [tun_name, nl_name] {
                 let _ = sys::notify_with_fds(&format!("FDSTOREREMOVE=1\nFDNAME={n}"), &[]);
             }
-            tracing::info!(identity = %name, netns = %a.saved.netns, reason = why, "attachment removed");
+            tracing::info!(identity = %name, netns = %a.saved.netns, reason = why.reason(), "attachment removed");
             self.save_attachments();
             if !remove_identity && self.names.contains(name) {
                 if let Err(e) = sys::add_deprecated_address(&self.opts.tun, a.ip) {
@@ -613,7 +643,7 @@ impl Daemon {
             .map(|a| a.saved.identity.clone())
             .collect();
         for name in gone {
-            let _ = self.detach(&name, false, "its namespace is gone");
+            let _ = self.detach(&name, false, Removal::NamespaceGone);
         }
     }
 

@@ -99,7 +99,7 @@ impl Daemon {
             L::IdRemove { name } => {
                 let local = self.local_named(Some(&name))?;
                 if self.attachments.holds(&name) {
-                    self.detach(&name, false, "its identity is removed")?;
+                    self.detach(&name, false, crate::attach::Removal::IdentityRemoved)?;
                 }
                 if self.names.len() == 1 {
                     return Err(err(
@@ -116,6 +116,7 @@ impl Daemon {
                     self.withdraw(&name, id.address());
                 }
                 self.names.remove(&name);
+                self.forget_policy(&name);
                 self.refilter();
                 Ok(Reply::Done)
             }
@@ -216,6 +217,10 @@ impl Daemon {
             });
         }
         self.names.replace(local, fresh);
+        // The node holds the identity anew, with the open policy: give it its own.
+        let name = self.name_of(fresh);
+        self.forget_policy(&name);
+        self.apply_policies();
         Ok(fresh)
     }
 
@@ -258,7 +263,7 @@ impl Daemon {
         }
         self.refilter();
         self.publish(&name, true);
-        self.apply_policies(false);
+        self.apply_policies();
         self.identity_info(&name, local)
             .map(Reply::Identity)
             .ok_or_else(|| err(ErrorKind::Internal, "identity vanished"))

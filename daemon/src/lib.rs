@@ -471,7 +471,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         mtu,
         policies: Default::default(),
     };
-    d.apply_policies(true);
+    d.apply_policies();
     d.restore_attachments(stored);
     d.housekeeping();
     for p in d.opts.static_peers.clone() {
@@ -526,7 +526,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             Some((name, result, reply)) = rotated_rx.recv() => d.finish_rotation(&name, result, reply),
             _ = housekeeping.tick() => {
                 d.check_attachments();
-                d.apply_policies(false);
+                d.apply_policies();
                 d.housekeeping();
                 d.refresh_hosts();
             }

@@ -181,22 +181,39 @@ pub fn resolve(
 }
 
 impl Daemon {
-    /// Give every identity its configured policy (names resolved now); only what
-    /// changed is sent to the node, unless `force`.
-    pub(crate) fn apply_policies(&mut self, force: bool) {
+    /// Give each identity its configured policy (names and groups resolved now),
+    /// and the open policy back to one whose policy left the config. Only identities
+    /// with a policy are looked at, and only what changed is sent to the node: a host
+    /// with thousands of open identities pays nothing at each housekeeping turn.
+    pub(crate) fn apply_policies(&mut self) {
+        let mut wanted: std::collections::BTreeSet<String> = self
+            .reg
+            .configs()
+            .iter()
+            .filter(|c| c.allow.is_some() || !c.rule.is_empty())
+            .map(|c| c.name.clone())
+            .collect();
+        wanted.extend(self.policies.keys().cloned());
+        if wanted.is_empty() {
+            return;
+        }
         let names = self.dns_names.read().map(|n| n.clone()).unwrap_or_default();
         let groups = self.group_members();
-        let entries: Vec<(String, metanet_proto::node::LocalId)> =
-            self.names.iter().map(|(n, l)| (n.to_owned(), l)).collect();
-        for (name, local) in entries {
-            let cfg = self.reg.config_of(&name);
-            let (policy, unresolved) = resolve(&cfg, &names, &groups);
-            let before = self.policies.get(&name);
-            if !force && before.is_some_and(|(p, _)| *p == policy) {
+        for name in wanted {
+            let Ok(local) = self.local_named(Some(&name)) else {
+                // Configured for an identity that does not exist (yet).
+                self.policies.remove(&name);
                 continue;
-            }
-            if before.is_none() && policy == Policy::default() && !force {
-                continue;
+            };
+            let (policy, unresolved) = resolve(&self.reg.config_of(&name), &names, &groups);
+            let open = policy == Policy::default();
+            match self.policies.get_mut(&name) {
+                Some((p, u)) if *p == policy => {
+                    *u = unresolved;
+                    continue;
+                }
+                None if open => continue,
+                _ => {}
             }
             if let Err(e) = self.node.handle_command(Command::SetPolicy {
                 local,
@@ -205,17 +222,25 @@ impl Daemon {
                 tracing::error!(identity = %name, error = %e, "cannot set the access policy");
                 continue;
             }
-            if policy != Policy::default() {
-                tracing::info!(
-                    identity = %name,
-                    allow = policy.allow.as_ref().map_or("everyone".to_owned(), |a| format!("{} addresses", a.len())),
-                    rules = policy.rules.len(),
-                    ?unresolved,
-                    "access policy"
-                );
+            tracing::info!(
+                identity = %name,
+                allow = policy.allow.as_ref().map_or("everyone".to_owned(), |a| format!("{} addresses", a.len())),
+                rules = policy.rules.len(),
+                ?unresolved,
+                "access policy"
+            );
+            if open {
+                self.policies.remove(&name);
+            } else {
+                self.policies.insert(name, (policy, unresolved));
             }
-            self.policies.insert(name, (policy, unresolved));
         }
+    }
+
+    /// Forget what identity `name` was given (it was removed, or the node holds it
+    /// anew after a key rotation, with the open policy).
+    pub(crate) fn forget_policy(&mut self, name: &str) {
+        self.policies.remove(name);
     }
 
     /// `metanet policy show`.

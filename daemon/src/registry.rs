@@ -103,6 +103,11 @@ impl Publications {
         self.configs = configs;
     }
 
+    /// Every configured identity's settings.
+    pub(crate) fn configs(&self) -> &[IdentityConfig] {
+        &self.configs
+    }
+
     /// Publication settings of the identity `name` (defaults when not configured).
     pub(crate) fn config_of(&self, name: &str) -> IdentityConfig {
         self.configs

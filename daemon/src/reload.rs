@@ -72,7 +72,7 @@ impl Daemon {
             }
         }
         self.reg.set_configs(file.identity.clone());
-        self.apply_policies(false);
+        self.apply_policies();
         let names = self.names.names();
         for name in names {
             if let Ok(local) = self.local_named(Some(&name)) {
