@@ -117,6 +117,9 @@ fn an_allow_list_and_inbound_rules_hold_and_a_reload_widens_them() {
     // A new Noise key (the node holds the identity anew): the policy stays.
     b.cli_json(&["id", "rotate"]);
     let p = policy_json(&b);
-    assert_eq!(p["open"], false, "the policy was lost with the key rotation: {p}");
+    assert_eq!(
+        p["open"], false,
+        "the policy was lost with the key rotation: {p}"
+    );
     assert_eq!(p["allowed"].as_array().unwrap().len(), 2, "{p}");
 }
