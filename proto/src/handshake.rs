@@ -58,6 +58,102 @@ pub const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
 /// A pre-shared key for the `psk2` slot: all zero unless the network sets one.
 pub type Psk = [u8; 32];
 
+/// Key derivation context of the psk2 value when a network key is in use (§5.6).
+pub const NETWORK_PSK_CONTEXT: &str = "metanet v1 network psk";
+/// Key derivation context of a group's tag (§5.6).
+pub const GROUP_TAG_CONTEXT: &str = "metanet v1 group tag";
+/// Initiation extension type: the network key epoch the initiator uses (§5.6).
+pub const EXT_EPOCH: u8 = 1;
+/// Length of the [`EXT_EPOCH`] value: group tag and epoch.
+pub const EXT_EPOCH_LEN: usize = 8 + 8;
+
+/// A short public name of a group in initiations (§5.6): the first 8 bytes of
+/// `BLAKE3-derive-key("metanet v1 group tag", name)`. Collisions only cost a refused
+/// handshake, never a wrong key: the key itself is mixed into psk2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupTag(pub [u8; 8]);
+
+impl GroupTag {
+    /// The tag of the group named `name`.
+    pub fn of(name: &str) -> GroupTag {
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&blake3::derive_key(GROUP_TAG_CONTEXT, name.as_bytes())[..8]);
+        GroupTag(t)
+    }
+}
+
+/// The network key epoch an initiation names (§5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochRef {
+    /// The group whose key is used.
+    pub group: GroupTag,
+    /// Its epoch.
+    pub epoch: u64,
+}
+
+/// What an initiation carries after its timestamp (§5.6). Empty: the classical
+/// 240-byte initiation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// The closed group's network key this initiation's psk2 uses.
+    pub epoch: Option<EpochRef>,
+}
+
+impl Extensions {
+    /// Whether there is nothing to carry.
+    pub fn is_empty(&self) -> bool {
+        self.epoch.is_none()
+    }
+
+    /// The encoded extensions: `type u8 ‖ len u16le ‖ value` each.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.epoch {
+            out.push(EXT_EPOCH);
+            out.extend_from_slice(&(EXT_EPOCH_LEN as u16).to_le_bytes());
+            out.extend_from_slice(&e.group.0);
+            out.extend_from_slice(&e.epoch.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decode extensions; unknown types are skipped, a known type twice, a known type
+    /// of the wrong length or a truncated entry is [`Error::BadPayload`].
+    pub fn decode(mut b: &[u8]) -> Result<Extensions, Error> {
+        let mut ext = Extensions::default();
+        while !b.is_empty() {
+            let [kind, l0, l1, rest @ ..] = b else {
+                return Err(Error::BadPayload);
+            };
+            let len = usize::from(u16::from_le_bytes([*l0, *l1]));
+            if rest.len() < len {
+                return Err(Error::BadPayload);
+            }
+            let (value, tail) = rest.split_at(len);
+            if *kind == EXT_EPOCH {
+                if len != EXT_EPOCH_LEN || ext.epoch.is_some() {
+                    return Err(Error::BadPayload);
+                }
+                ext.epoch = Some(EpochRef {
+                    group: GroupTag(array(&value[..8])),
+                    epoch: u64::from_le_bytes(array(&value[8..16])),
+                });
+            }
+            b = tail;
+        }
+        Ok(ext)
+    }
+}
+
+/// The psk2 value of a handshake that uses a network key: a KDF of the node's base
+/// psk and the key, so that neither alone is enough (§5.6).
+pub fn network_psk(base: &Psk, key: &[u8; 32]) -> Psk {
+    let mut input = Zeroizing::new([0u8; 64]);
+    input[..32].copy_from_slice(base);
+    input[32..].copy_from_slice(key);
+    blake3::derive_key(NETWORK_PSK_CONTEXT, &input[..])
+}
+
 /// Why a handshake message was refused. Every variant is the remote side's fault or an
 /// attack; none is fatal to the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -144,26 +240,62 @@ pub fn initiate_offering(
     seed: [u8; 32],
     aes_256_gcm: bool,
 ) -> Result<(ExpectResponse, Vec<u8>), Error> {
+    initiate_extended(
+        local,
+        remote,
+        psk,
+        sender,
+        timestamp,
+        cookie,
+        seed,
+        aes_256_gcm,
+        &Extensions::default(),
+    )
+}
+
+/// [`initiate_offering`] with extensions after the timestamp (§5.6); `psk` is the
+/// psk2 value to use ([`network_psk`] when `ext` names an epoch). Fails with
+/// [`Error::BadPayload`] if the initiation would exceed [`wire::INIT_MAX_LEN`].
+#[allow(clippy::too_many_arguments)]
+pub fn initiate_extended(
+    local: &Identity,
+    remote: Remote,
+    psk: &Psk,
+    sender: u32,
+    timestamp: UnixTime,
+    cookie: Option<&Cookie>,
+    seed: [u8; 32],
+    aes_256_gcm: bool,
+    ext: &Extensions,
+) -> Result<(ExpectResponse, Vec<u8>), Error> {
+    let extra = ext.encode();
+    if wire::INIT_LEN + extra.len() > wire::INIT_MAX_LEN {
+        return Err(Error::BadPayload);
+    }
     let mut hs = builder(seed)
         .local_private_key(local.noise().secret())
         .and_then(|b| b.remote_public_key(&remote.noise_key.0))
         .and_then(|b| b.psk(2, psk))
         .and_then(|b| b.build_initiator())
         .map_err(|_| Error::Noise)?;
-    let mut payload = [0u8; wire::INIT_PAYLOAD_LEN];
+    let mut payload = vec![0u8; wire::INIT_PAYLOAD_LEN + extra.len()];
     payload[..32].copy_from_slice(&local.public_key().to_bytes());
     payload[32..96].copy_from_slice(&local.binding().0);
     payload[96..104].copy_from_slice(&timestamp.as_nanos().to_le_bytes());
-    let mut noise = [0u8; wire::INIT_NOISE_LEN];
+    payload[104..].copy_from_slice(&extra);
+    let mut noise = vec![0u8; wire::INIT_NOISE_LEN + extra.len()];
     let n = hs
         .write_message(&payload, &mut noise)
         .map_err(|_| Error::Noise)?;
-    debug_assert_eq!(n, wire::INIT_NOISE_LEN);
-    let ciphers = if aes_256_gcm {
+    debug_assert_eq!(n, noise.len());
+    let mut ciphers = if aes_256_gcm {
         wire::cipher::OFFER_AES_256_GCM
     } else {
         0
     };
+    if !extra.is_empty() {
+        ciphers |= wire::INIT_EXTENDED;
+    }
     let repr = InitiationRepr {
         ciphers,
         sender,
@@ -171,7 +303,7 @@ pub fn initiate_offering(
         mac1: [0; MAC_LEN],
         mac2: [0; MAC_LEN],
     };
-    let mut msg = vec![0u8; wire::INIT_LEN];
+    let mut msg = vec![0u8; repr.buffer_len()];
     repr.emit(&mut msg);
     let mac1 = write_macs(&mut msg, &remote.noise_key, cookie);
     Ok((
@@ -261,7 +393,10 @@ impl ExpectResponse {
 
 /// Read an initiation addressed to `local` (the caller has checked mac1, and mac2 when
 /// under load). Does the DH work and checks the initiator's binding; the caller then
-/// checks the timestamp and its policy before [`ExpectAccept::accept`].
+/// checks the timestamp and its policy before [`ExpectAccept::accept`]. `psk` is the
+/// base psk2 value; when the initiation names a network key epoch
+/// ([`ExpectAccept::extensions`]) the caller replaces it with
+/// [`ExpectAccept::use_psk`] before accepting (psk2 is first used by the response).
 pub fn read_initiation(
     local: &Identity,
     psk: &Psk,
@@ -273,13 +408,15 @@ pub fn read_initiation(
         .and_then(|b| b.psk(2, psk))
         .and_then(|b| b.build_responder())
         .map_err(|_| Error::Noise)?;
-    let mut payload = [0u8; wire::INIT_PAYLOAD_LEN + 16];
+    let mut payload = vec![0u8; p.noise().len()];
     let n = hs
         .read_message(p.noise(), &mut payload)
         .map_err(|_| Error::Noise)?;
-    if n != wire::INIT_PAYLOAD_LEN {
+    // Extended exactly when the payload is longer than the classical one.
+    if n < wire::INIT_PAYLOAD_LEN || p.extended() != (n > wire::INIT_PAYLOAD_LEN) {
         return Err(Error::BadPayload);
     }
+    let extensions = Extensions::decode(&payload[wire::INIT_PAYLOAD_LEN..n])?;
     let public_key = parse_key(&payload[..32])?;
     let binding = Binding(array(&payload[32..96]));
     let timestamp = UnixTime::from_nanos(u64::from_le_bytes(array(&payload[96..104])));
@@ -300,6 +437,7 @@ pub fn read_initiation(
         initiator_index: p.sender(),
         timestamp,
         offered_aes: p.ciphers() & wire::cipher::OFFER_AES_256_GCM != 0,
+        extensions,
     })
 }
 
@@ -310,6 +448,7 @@ pub struct ExpectAccept {
     initiator_index: u32,
     timestamp: UnixTime,
     offered_aes: bool,
+    extensions: Extensions,
 }
 
 impl fmt::Debug for ExpectAccept {
@@ -336,6 +475,17 @@ impl ExpectAccept {
     /// Whether the initiator offered AES-256-GCM.
     pub fn offered_aes(&self) -> bool {
         self.offered_aes
+    }
+
+    /// What the initiation carried after its timestamp.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Use `psk` for psk2 instead of the base value given to [`read_initiation`]
+    /// ([`network_psk`] of the epoch the initiation names).
+    pub fn use_psk(&mut self, psk: &Psk) -> Result<(), Error> {
+        self.hs.set_psk(2, psk).map_err(|_| Error::Noise)
     }
 
     /// Answer with ChaCha20-Poly1305: write the response and derive the transport keys.
@@ -804,6 +954,91 @@ mod tests {
         let (_, resp) = acc.accept(&b, 2).unwrap();
         let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
         assert_eq!(expect.handle_response(&rp).err(), Some(Error::Noise));
+    }
+
+    #[test]
+    fn extensions_round_trip_and_refuse_malformed_bytes() {
+        let e = Extensions {
+            epoch: Some(EpochRef {
+                group: GroupTag::of("ops"),
+                epoch: 9,
+            }),
+        };
+        let b = e.encode();
+        assert_eq!(b.len(), 3 + EXT_EPOCH_LEN);
+        assert_eq!(Extensions::decode(&b), Ok(e.clone()));
+        assert_eq!(Extensions::decode(&[]), Ok(Extensions::default()));
+        // Unknown types are skipped.
+        let mut unknown = vec![9, 2, 0, 0xaa, 0xbb];
+        unknown.extend_from_slice(&b);
+        assert_eq!(Extensions::decode(&unknown), Ok(e));
+        // Truncated anywhere, twice, or the wrong length: refused.
+        for n in 1..b.len() {
+            assert_eq!(Extensions::decode(&b[..n]), Err(Error::BadPayload), "{n}");
+        }
+        let twice = [b.clone(), b.clone()].concat();
+        assert_eq!(Extensions::decode(&twice), Err(Error::BadPayload));
+        let mut short = b.clone();
+        short[1] = 15;
+        short.pop();
+        assert_eq!(Extensions::decode(&short), Err(Error::BadPayload));
+    }
+
+    #[test]
+    fn an_epoch_extension_needs_the_network_psk_on_both_sides() {
+        let (a, b) = ids();
+        let ext = Extensions {
+            epoch: Some(EpochRef {
+                group: GroupTag::of("ops"),
+                epoch: 3,
+            }),
+        };
+        let psk2 = network_psk(&[0; 32], &[5; 32]);
+        for (responder_psk, works) in [(Some(psk2), true), (None, false)] {
+            let (expect, init) = initiate_extended(
+                &a,
+                remote(&b),
+                &psk2,
+                1,
+                UnixTime::from_secs(5),
+                None,
+                [7; 32],
+                false,
+                &ext,
+            )
+            .unwrap();
+            let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+            let mut acc = read_initiation(&b, &[0; 32], &ip, [8; 32]).unwrap();
+            assert_eq!(acc.extensions(), &ext);
+            if let Some(psk) = responder_psk {
+                acc.use_psk(&psk).unwrap();
+            }
+            let (_, resp) = acc.accept(&b, 2).unwrap();
+            let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+            assert_eq!(expect.handle_response(&rp).is_ok(), works);
+        }
+        // The psk2 value depends on both the base psk and the key.
+        assert_ne!(network_psk(&[1; 32], &[5; 32]), psk2);
+        assert_ne!(network_psk(&[0; 32], &[6; 32]), psk2);
+    }
+
+    #[test]
+    fn the_extended_bit_must_match_the_payload() {
+        // Bit 7 set on a classical initiation (or cleared on an extended one): the
+        // length check refuses it before any DH work.
+        let (a, b) = ids();
+        let (_, mut init) = initiate(
+            &a,
+            remote(&b),
+            &[0; 32],
+            1,
+            UnixTime::from_secs(5),
+            None,
+            [7; 32],
+        )
+        .unwrap();
+        init[1] |= wire::INIT_EXTENDED;
+        assert!(InitiationPacket::new_checked(init.as_slice()).is_err());
     }
 
     #[test]

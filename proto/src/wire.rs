@@ -78,8 +78,15 @@ pub const INIT_NOISE_LEN: usize = 32 + (32 + 16) + (INIT_PAYLOAD_LEN + 16);
 pub const RESPONSE_NOISE_LEN: usize = 32 + (RESPONSE_PAYLOAD_LEN + 16);
 /// Length of a MAC field.
 pub const MAC_LEN: usize = 16;
-/// Initiation length.
+/// Initiation length (without extensions: [`INIT_EXTENDED`]).
 pub const INIT_LEN: usize = 8 + INIT_NOISE_LEN + 2 * MAC_LEN;
+/// Byte 1 bit of an initiation whose payload carries extensions after the timestamp
+/// (docs/protocol.md §5.6): the message is longer than [`INIT_LEN`] by the extensions'
+/// length, at most [`INIT_MAX_LEN`] in all. Without the bit the length is exactly
+/// [`INIT_LEN`].
+pub const INIT_EXTENDED: u8 = 1 << 7;
+/// Longest initiation: handshake messages fit the 1200-byte datagram rule.
+pub const INIT_MAX_LEN: usize = 1200;
 /// Response length.
 pub const RESPONSE_LEN: usize = 12 + RESPONSE_NOISE_LEN + 2 * MAC_LEN;
 /// Cookie reply nonce length (XChaCha20-Poly1305).
@@ -159,6 +166,23 @@ fn check_header(buf: &[u8], kind: u8, exact: Option<usize>, min: usize) -> Resul
     Ok(())
 }
 
+/// An initiation's header and length: exactly [`INIT_LEN`] without [`INIT_EXTENDED`],
+/// longer (up to [`INIT_MAX_LEN`]) with it.
+fn check_initiation(buf: &[u8]) -> Result<(), Error> {
+    let extended = buf.get(1).is_some_and(|b| b & INIT_EXTENDED != 0);
+    if !extended {
+        return check_header(buf, kind::INITIATION, Some(INIT_LEN), 0);
+    }
+    if buf.len() > INIT_MAX_LEN {
+        return Err(Error::BadLength {
+            kind: kind::INITIATION,
+            len: buf.len(),
+            expected: INIT_MAX_LEN,
+        });
+    }
+    check_header(buf, kind::INITIATION, None, INIT_LEN + 1)
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
@@ -215,7 +239,7 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
         other => return Err(Error::UnknownType(other)),
     };
     match k {
-        Kind::Initiation => check_header(buf, kind::INITIATION, Some(INIT_LEN), 0)?,
+        Kind::Initiation => check_initiation(buf)?,
         Kind::Response => check_header(buf, kind::RESPONSE, Some(RESPONSE_LEN), 0)?,
         Kind::CookieReply => check_header(buf, kind::COOKIE_REPLY, Some(COOKIE_REPLY_LEN), 0)?,
         Kind::Data => check_header(buf, kind::DATA, None, DATA_OVERHEAD)?,
@@ -342,28 +366,36 @@ pub struct InitiationPacket<T: AsRef<[u8]>>(T);
 impl<T: AsRef<[u8]>> InitiationPacket<T> {
     /// Wrap `buf` after checking type, length and reserved bytes.
     pub fn new_checked(buf: T) -> Result<Self, Error> {
-        check_header(buf.as_ref(), kind::INITIATION, Some(INIT_LEN), 0)?;
+        check_initiation(buf.as_ref())?;
         Ok(InitiationPacket(buf))
     }
-    /// The data ciphers the initiator offers ([`cipher`] offer bits).
+    /// The data ciphers the initiator offers ([`cipher`] offer bits), and
+    /// [`INIT_EXTENDED`].
     pub fn ciphers(&self) -> u8 {
         self.0.as_ref()[1]
+    }
+    /// Whether the payload carries extensions ([`INIT_EXTENDED`]).
+    pub fn extended(&self) -> bool {
+        self.ciphers() & INIT_EXTENDED != 0
     }
     /// The initiator's session index.
     pub fn sender(&self) -> u32 {
         u32_at(self.0.as_ref(), 4)
     }
-    /// Noise message 1.
+    /// Noise message 1 (longer than [`INIT_NOISE_LEN`] by the extensions).
     pub fn noise(&self) -> &[u8] {
-        &self.0.as_ref()[8..8 + INIT_NOISE_LEN]
+        let b = self.0.as_ref();
+        &b[8..b.len() - 2 * MAC_LEN]
     }
     /// mac1.
     pub fn mac1(&self) -> [u8; MAC_LEN] {
-        arr(self.0.as_ref(), INIT_LEN - 2 * MAC_LEN)
+        let b = self.0.as_ref();
+        arr(b, b.len() - 2 * MAC_LEN)
     }
     /// mac2 (zero when no cookie is held).
     pub fn mac2(&self) -> [u8; MAC_LEN] {
-        arr(self.0.as_ref(), INIT_LEN - MAC_LEN)
+        let b = self.0.as_ref();
+        arr(b, b.len() - MAC_LEN)
     }
     /// The whole message.
     pub fn as_bytes(&self) -> &[u8] {
@@ -374,12 +406,13 @@ impl<T: AsRef<[u8]>> InitiationPacket<T> {
 /// Owned handshake initiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitiationRepr {
-    /// Offered data ciphers ([`cipher`] offer bits).
+    /// Offered data ciphers ([`cipher`] offer bits), and [`INIT_EXTENDED`] exactly when
+    /// `noise` is longer than [`INIT_NOISE_LEN`].
     pub ciphers: u8,
     /// The initiator's session index.
     pub sender: u32,
-    /// Noise message 1.
-    pub noise: [u8; INIT_NOISE_LEN],
+    /// Noise message 1: [`INIT_NOISE_LEN`] bytes, more with extensions.
+    pub noise: Vec<u8>,
     /// mac1.
     pub mac1: [u8; MAC_LEN],
     /// mac2.
@@ -392,23 +425,24 @@ impl InitiationRepr {
         InitiationRepr {
             ciphers: p.ciphers(),
             sender: p.sender(),
-            noise: arr(p.as_bytes(), 8),
+            noise: p.noise().to_vec(),
             mac1: p.mac1(),
             mac2: p.mac2(),
         }
     }
     /// Encoded length.
-    pub const fn buffer_len(&self) -> usize {
-        INIT_LEN
+    pub fn buffer_len(&self) -> usize {
+        8 + self.noise.len() + 2 * MAC_LEN
     }
-    /// Write into `buf[..INIT_LEN]`; `buf` must be at least that long.
+    /// Write into `buf[..self.buffer_len()]`; `buf` must be at least that long.
     pub fn emit(&self, buf: &mut [u8]) {
+        let len = self.buffer_len();
         put_header(buf, kind::INITIATION);
         buf[1] = self.ciphers;
         buf[4..8].copy_from_slice(&self.sender.to_le_bytes());
-        buf[8..8 + INIT_NOISE_LEN].copy_from_slice(&self.noise);
-        buf[INIT_LEN - 2 * MAC_LEN..INIT_LEN - MAC_LEN].copy_from_slice(&self.mac1);
-        buf[INIT_LEN - MAC_LEN..INIT_LEN].copy_from_slice(&self.mac2);
+        buf[8..8 + self.noise.len()].copy_from_slice(&self.noise);
+        buf[len - 2 * MAC_LEN..len - MAC_LEN].copy_from_slice(&self.mac1);
+        buf[len - MAC_LEN..len].copy_from_slice(&self.mac2);
     }
 }
 
@@ -850,12 +884,27 @@ mod tests {
         let mut init = [0u8; INIT_LEN];
         init[0] = kind::INITIATION;
         // Any offer bits pass (unknown ones are ignored); bytes 2..4 stay reserved.
-        init[1] = 0xff;
+        init[1] = 0x7f;
         assert_eq!(classify(&init), Ok(Kind::Initiation));
         assert_eq!(
             InitiationPacket::new_checked(&init[..]).map(|p| p.ciphers()),
-            Ok(0xff)
+            Ok(0x7f)
         );
+        // Bit 7 says extensions follow: longer than the classical initiation.
+        init[1] = 0xff;
+        assert!(matches!(classify(&init), Err(Error::BadLength { .. })));
+        let mut ext = [0u8; INIT_LEN + 19];
+        ext[0] = kind::INITIATION;
+        ext[1] = INIT_EXTENDED;
+        assert_eq!(classify(&ext), Ok(Kind::Initiation));
+        let p = InitiationPacket::new_checked(&ext[..]).unwrap();
+        assert!(p.extended());
+        assert_eq!(p.noise().len(), INIT_NOISE_LEN + 19);
+        let mut long = vec![0u8; INIT_MAX_LEN + 1];
+        long[0] = kind::INITIATION;
+        long[1] = INIT_EXTENDED;
+        assert!(matches!(classify(&long), Err(Error::BadLength { .. })));
+        init[1] = 0;
         init[3] = 1;
         assert_eq!(classify(&init), Err(Error::Reserved));
         let mut resp = [0u8; RESPONSE_LEN];

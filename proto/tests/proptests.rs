@@ -37,12 +37,14 @@ fn bytes<const N: usize>() -> impl Strategy<Value = [u8; N]> {
 
 fn initiation() -> impl Strategy<Value = InitiationRepr> {
     (any::<u8>(), any::<u32>(), bytes(), bytes(), bytes()).prop_map(
-        |(ciphers, sender, noise, mac1, mac2)| InitiationRepr {
-            ciphers,
-            sender,
-            noise,
-            mac1,
-            mac2,
+        |(ciphers, sender, noise, mac1, mac2): (u8, u32, [u8; wire::INIT_NOISE_LEN], _, _)| {
+            InitiationRepr {
+                ciphers: ciphers & !wire::INIT_EXTENDED,
+                sender,
+                noise: noise.to_vec(),
+                mac1,
+                mac2,
+            }
         },
     )
 }
@@ -348,6 +350,18 @@ proptest! {
         // Judged by type byte, length and reserved bytes only.
         let expected = match (buf.first(), buf.len()) {
             (None, _) => Err(wire::Error::Empty),
+            // An extended initiation (byte 1 bit 7) is longer than the classical one.
+            (Some(1), n) if n >= 2 && buf[1] & wire::INIT_EXTENDED != 0 => {
+                if n > wire::INIT_MAX_LEN {
+                    Err(wire::Error::BadLength { kind: 1, len: n, expected: wire::INIT_MAX_LEN })
+                } else if n <= wire::INIT_LEN {
+                    Err(wire::Error::BadLength { kind: 1, len: n, expected: wire::INIT_LEN + 1 })
+                } else if buf[2..4] != [0, 0] {
+                    Err(wire::Error::Reserved)
+                } else {
+                    Ok(Kind::Initiation)
+                }
+            }
             // Byte 1 of a handshake message negotiates the data cipher: any offer
             // bits in an initiation, a choice of 0 or 1 in a response.
             (Some(1), wire::INIT_LEN) if buf[2..4] != [0, 0] => Err(wire::Error::Reserved),

@@ -85,15 +85,25 @@ impl Node {
                     .filter(|c| c.is_fresh(now))
             });
         let with_cookie = cookie.is_some();
-        match handshake::initiate_offering(
+        // Between members of a closed group: its current epoch's key (§5.6).
+        let network = local.network_keys.for_initiation(&p.address);
+        let (psk, ext) = match network {
+            Some((epoch, key)) => (
+                handshake::network_psk(&self.config.psk, &key),
+                handshake::Extensions { epoch: Some(epoch) },
+            ),
+            None => (self.config.psk, handshake::Extensions::default()),
+        };
+        match handshake::initiate_extended(
             &local.identity,
             p.remote,
-            &self.config.psk,
+            &psk,
             sender,
             ts,
             cookie,
             seed,
             self.config.aes_256_gcm,
+            &ext,
         ) {
             Ok((state, msg)) => {
                 p.handshake.last_sent_timestamp = Some(ts);
@@ -160,7 +170,7 @@ impl Node {
         let Some(local) = self.locals.get(li).and_then(Option::as_ref) else {
             return;
         };
-        let accept =
+        let mut accept =
             match handshake::read_initiation(&local.identity, &self.config.psk, &packet, seed) {
                 Ok(a) => a,
                 Err(_) => {
@@ -184,6 +194,24 @@ impl Node {
                 l.policy_counts.refused += 1;
                 self.stats.policy_refused += 1;
                 return;
+            }
+            // The closed groups' epoch (§11.3): still before any peer state.
+            match l
+                .network_keys
+                .for_responder(now, &address, accept.extensions().epoch)
+            {
+                Ok(None) => {}
+                Ok(Some(key)) => {
+                    let psk = handshake::network_psk(&self.config.psk, &key);
+                    if accept.use_psk(&psk).is_err() {
+                        self.stats.handshake_failures += 1;
+                        return;
+                    }
+                }
+                Err(_) => {
+                    self.stats.epoch_refused += 1;
+                    return;
+                }
             }
         }
         let existing = self.by_ip.get(&(local_id, address.ipv6())).copied();

@@ -32,6 +32,7 @@
 //! broken by peer slot, so a run replays exactly from the same seed and inputs.
 
 mod data;
+mod epoch;
 mod handshake;
 mod invariants;
 mod load;
@@ -45,6 +46,7 @@ mod relay;
 mod table;
 mod timers;
 
+pub use epoch::{NetworkKey, NetworkKeyStatus, EPOCH_OVERLAP, MAX_MEMBERS, MAX_NETWORK_KEYS};
 pub use path::{Mapping, NatStatus};
 pub use policy::{
     Action, Flow, Policy, PolicyError, Proto, Rule, Source, FLOW_IDLE, MAX_ADDRESSES, MAX_FLOWS,
@@ -191,6 +193,16 @@ pub enum Command {
     /// inbound peers that may not are dropped now) and which packets reach it. Its
     /// rule counters start again from zero.
     SetPolicy { local: LocalId, policy: Policy },
+    /// `local`'s closed groups and their current network keys (docs/protocol.md §5.6,
+    /// §11.3): handshakes with their members mix the key into psk2 and name its epoch;
+    /// a member's initiation without it, or with an epoch other than the current one
+    /// (or the previous one for [`EPOCH_OVERLAP`]), is refused. Sessions of addresses
+    /// no longer in any of the groups they were in go now. At most
+    /// [`MAX_NETWORK_KEYS`] groups of at most [`MAX_MEMBERS`] members.
+    SetNetworkKeys {
+        local: LocalId,
+        keys: Vec<NetworkKey>,
+    },
 }
 
 /// Most addresses a node refuses ([`Command::Deny`]).
@@ -213,6 +225,8 @@ pub enum CommandError {
     Denied,
     #[error("the list of refused addresses is full")]
     TooManyDenied,
+    #[error("too many closed groups or members")]
+    TooManyNetworkKeys,
 }
 
 /// What the node tells its driver.
@@ -336,6 +350,9 @@ pub struct Stats {
     /// Initiations an identity's allow list refused (§11.1), dropped before the
     /// responder's DH work and before any peer state.
     pub policy_refused: u64,
+    /// Initiations refused for their network key epoch (§11.3): a member of a closed
+    /// group without the key, an unknown group, a non-member, or a stale epoch.
+    pub epoch_refused: u64,
     /// Decrypted packets an identity's inbound rules dropped (§11.2).
     pub rule_dropped: u64,
     /// Record cookies sent instead of signing a record (record requests under load).
@@ -456,6 +473,8 @@ struct Local {
     /// Who may connect and what reaches it (§11), with its counters.
     policy: Policy,
     policy_counts: PolicyCounts,
+    /// Its closed groups' network keys (§11.3).
+    network_keys: epoch::NetworkKeys,
 }
 
 /// What a local identity's policy refused and decided.
@@ -520,6 +539,7 @@ impl Node {
             relays: Vec::new(),
             policy: Policy::default(),
             policy_counts: PolicyCounts::default(),
+            network_keys: epoch::NetworkKeys::default(),
         };
         if let Some(i) = self.locals.iter().position(Option::is_none) {
             self.locals[i] = Some(local);
@@ -646,7 +666,43 @@ impl Node {
             }
             Command::Deny { address } => self.deny(address),
             Command::SetPolicy { local, policy } => self.set_policy(local, policy),
+            Command::SetNetworkKeys { local, keys } => self.set_network_keys(now, local, keys),
         }
+    }
+
+    /// [`Command::SetNetworkKeys`].
+    fn set_network_keys(
+        &mut self,
+        now: Instant,
+        local: LocalId,
+        keys: Vec<NetworkKey>,
+    ) -> Result<(), CommandError> {
+        if keys.len() > MAX_NETWORK_KEYS || keys.iter().any(|k| k.members.len() > MAX_MEMBERS) {
+            return Err(CommandError::TooManyNetworkKeys);
+        }
+        let Some(l) = self.local_mut(local) else {
+            return Err(CommandError::UnknownLocal);
+        };
+        let gone = l.network_keys.set(now, keys);
+        let drop: Vec<PeerId> = self
+            .peers_of(local)
+            .into_iter()
+            .filter(|&id| {
+                self.peers
+                    .get(id)
+                    .is_some_and(|p| gone.contains(&p.address))
+            })
+            .collect();
+        for id in drop {
+            self.drop_peer(id);
+        }
+        Ok(())
+    }
+
+    /// `local`'s closed groups at `now` (no key bytes).
+    pub fn network_keys(&self, now: Instant, local: LocalId) -> Option<Vec<NetworkKeyStatus>> {
+        let l = self.locals.get(usize::from(local.0))?.as_ref()?;
+        Some(l.network_keys.status(now))
     }
 
     /// [`Command::SetPolicy`].
