@@ -91,11 +91,13 @@ pub enum Kind {
     AdminAdd = 9,
     /// Group admin removed (§9.8).
     AdminRemove = 10,
+    /// Group key epoch committed (§9.9).
+    GroupEpoch = 11,
 }
 
 impl Kind {
     /// Every kind, in payload-type order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Commit,
         Kind::Reveal,
         Kind::Transfer,
@@ -106,6 +108,7 @@ impl Kind {
         Kind::GroupRemove,
         Kind::AdminAdd,
         Kind::AdminRemove,
+        Kind::GroupEpoch,
     ];
 }
 
@@ -186,6 +189,17 @@ pub enum Claim {
         seq: u64,
         member: Address,
     },
+    /// Order the MLS commit that takes group `name` to `epoch` (§9.9): `commit` and
+    /// `welcome` are the BLAKE3 hashes of the commit and Welcome messages (all zero:
+    /// no Welcome), by which members fetch them; `epoch_hash` names the epoch's state
+    /// every member must reach.
+    GroupEpoch {
+        name: Name,
+        epoch: u64,
+        commit: [u8; 32],
+        welcome: [u8; 32],
+        epoch_hash: [u8; 32],
+    },
 }
 
 /// A claim whose envelope, signature and registry were checked.
@@ -228,6 +242,7 @@ impl Claim {
             Claim::GroupRemove { .. } => Kind::GroupRemove,
             Claim::AdminAdd { .. } => Kind::AdminAdd,
             Claim::AdminRemove { .. } => Kind::AdminRemove,
+            Claim::GroupEpoch { .. } => Kind::GroupEpoch,
         }
     }
 
@@ -271,6 +286,19 @@ impl Claim {
             Claim::Rotation { acceptance, .. } => out.extend_from_slice(acceptance),
             Claim::Revocation => {}
             Claim::GroupCreate { name } => push_name(out, name),
+            Claim::GroupEpoch {
+                name,
+                epoch,
+                commit,
+                welcome,
+                epoch_hash,
+            } => {
+                push_name(out, name);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(commit);
+                out.extend_from_slice(welcome);
+                out.extend_from_slice(epoch_hash);
+            }
         }
     }
 }
@@ -342,6 +370,13 @@ pub fn open(bytes: &[u8], registry: &RegistryId) -> Result<SignedClaim, Error> {
             let (name, seq, member) = r.name_seq_address()?;
             Claim::AdminRemove { name, seq, member }
         }
+        Kind::GroupEpoch => Claim::GroupEpoch {
+            name: r.name()?,
+            epoch: u64::from_be_bytes(r.array()?),
+            commit: r.array()?,
+            welcome: r.array()?,
+            epoch_hash: r.array()?,
+        },
     };
     r.finish()?;
     Ok(SignedClaim {
@@ -486,9 +521,16 @@ mod tests {
                 member: bob.address(),
             },
             Claim::AdminRemove {
-                name,
+                name: name.clone(),
                 seq: 3,
                 member: alice.address(),
+            },
+            Claim::GroupEpoch {
+                name,
+                epoch: 3,
+                commit: [1; 32],
+                welcome: [0; 32],
+                epoch_hash: [2; 32],
             },
         ];
         let kinds: Vec<Kind> = claims.iter().map(Claim::kind).collect();
@@ -557,7 +599,7 @@ mod tests {
         assert_eq!(open(&bytes, &registry()), Err(Error::BadSignature));
         let other = Envelope::seal(&alice, "metanet/peer-record", 1, b"x").unwrap();
         assert_eq!(open(&other, &registry()), Err(Error::UnknownKind));
-        for t in [0, 11, u16::MAX] {
+        for t in [0, 12, u16::MAX] {
             let unknown = Envelope::seal(&alice, CLAIM_PURPOSE, t, b"x").unwrap();
             assert_eq!(open(&unknown, &registry()), Err(Error::UnknownKind));
         }

@@ -88,6 +88,8 @@ pub enum Effect {
         by: Address,
         seq: u64,
     },
+    /// Group `name`'s key moved to a new epoch (§9.9).
+    Epoch { name: Name, epoch: EpochRecord },
 }
 
 /// Why a claim was ignored (docs/protocol.md §9.5, §9.6).
@@ -135,6 +137,8 @@ pub enum Ignored {
     NotGroupAdmin,
     #[error("the group's last admin cannot be removed")]
     LastAdmin,
+    #[error("claim names epoch {got}, but the next epoch is {next} (stale, replayed or early)")]
+    WrongEpoch { got: u64, next: u64 },
 }
 
 /// Why an address cannot receive a name, a rotation, or a group membership or role.
@@ -213,6 +217,25 @@ pub struct GroupEvent {
     pub by: Address,
 }
 
+/// One ordered MLS commit of a group (docs/protocol.md §9.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochRecord {
+    /// The epoch the commit leads to (1 for the first commit after creation).
+    pub epoch: u64,
+    /// BLAKE3 of the commit message.
+    pub commit: [u8; 32],
+    /// BLAKE3 of the Welcome message, all zero when the commit adds nobody.
+    pub welcome: [u8; 32],
+    /// The public digest of the epoch's state every member must reach.
+    pub epoch_hash: [u8; 32],
+    /// Log index of the claim.
+    pub index: u64,
+    /// Block of the claim.
+    pub block: u64,
+    /// The admin that committed it.
+    pub by: Address,
+}
+
 /// A group (network): a named set of member addresses run by its admins.
 ///
 /// Addresses are as the log left them: a rotation moves memberships and roles to the
@@ -231,6 +254,10 @@ pub struct Group {
     pub created_block: u64,
     /// Every applied claim of the group, creation first, in log order.
     pub log: Vec<GroupEvent>,
+    /// Its key epoch: 0 at creation, one more per ordered commit.
+    pub epoch: u64,
+    /// Every ordered commit, epoch 1 first.
+    pub epochs: Vec<EpochRecord>,
 }
 
 /// The replayed state of one registry.
@@ -525,6 +552,8 @@ impl Registry {
                         seq: 0,
                         created_block: block,
                         log: vec![event],
+                        epoch: 0,
+                        epochs: Vec::new(),
                     },
                 );
                 self.memberships
@@ -550,6 +579,38 @@ impl Registry {
             }
             Claim::AdminRemove { name, seq, member } => {
                 self.change_group(entry, signer, name, seq, member, GroupChange::AdminRemoved)
+            }
+            Claim::GroupEpoch {
+                name,
+                epoch,
+                commit,
+                welcome,
+                epoch_hash,
+            } => {
+                // §9.9: an admin orders the next epoch; the first claim for it wins.
+                let group = self.groups.get_mut(&name).ok_or(Ignored::UnknownGroup)?;
+                if !group.admins.contains(&signer) {
+                    return Err(Ignored::NotAdmin);
+                }
+                let next = group.epoch + 1;
+                if epoch != next {
+                    return Err(Ignored::WrongEpoch { got: epoch, next });
+                }
+                let record = EpochRecord {
+                    epoch,
+                    commit,
+                    welcome,
+                    epoch_hash,
+                    index: entry.index,
+                    block,
+                    by: signer,
+                };
+                group.epoch = epoch;
+                group.epochs.push(record);
+                Ok(Effect::Epoch {
+                    name,
+                    epoch: record,
+                })
             }
         }
     }

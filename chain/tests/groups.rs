@@ -68,6 +68,12 @@ enum Op {
         group: usize,
         subject: usize,
     },
+    /// An epoch claim for the group's next epoch moved by `off` (0: the next one).
+    Epoch {
+        who: usize,
+        group: usize,
+        off: i8,
+    },
     /// A change for another registry.
     Foreign {
         who: usize,
@@ -86,6 +92,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (who.clone(), who.clone()).prop_map(|(who, to)| Op::Rotate { who, to }),
         1 => who.clone().prop_map(|who| Op::Revoke { who }),
         1 => (who.clone(), group.clone(), who.clone()).prop_map(|(who, group, subject)| Op::Forged { who, group, subject }),
+        4 => (who.clone(), group.clone(), prop_oneof![4 => Just(0i8), 1 => Just(-1i8), 1 => Just(1i8)])
+            .prop_map(|(who, group, off)| Op::Epoch { who, group, off }),
         1 => (who.clone(), group, who).prop_map(|(who, group, subject)| Op::Foreign { who, group, subject }),
     ]
 }
@@ -139,6 +147,21 @@ fn encode(op: &Op, ids: &[Identity], reg: &Registry) -> Vec<u8> {
             Claim::rotation(&ids[*to], &registry, &ids[*who].public_key()).unwrap(),
         ),
         Op::Revoke { who } => (*who, Claim::Revocation),
+        Op::Epoch { who, group, off } => {
+            let next = reg
+                .group(&Name::parse(GROUPS[*group]).unwrap())
+                .map_or(1, |g| g.epoch + 1);
+            (
+                *who,
+                Claim::GroupEpoch {
+                    name: Name::parse(GROUPS[*group]).unwrap(),
+                    epoch: next.saturating_add_signed(i64::from(*off)),
+                    commit: [*who as u8; 32],
+                    welcome: [0; 32],
+                    epoch_hash: [next as u8; 32],
+                },
+            )
+        }
         Op::Forged {
             who,
             group,
@@ -186,6 +209,17 @@ fn check_invariants(r: &Registry, ids: &[Identity], applied: &BTreeMap<Name, u64
         assert_eq!(g.log[0].kind, GroupChange::Created);
         assert_eq!(g.log[0].block, g.created_block);
         assert!(g.log.windows(2).all(|w| w[0].index < w[1].index));
+        // Epochs count up from 1 without a gap, in log order.
+        assert_eq!(
+            g.epoch,
+            g.epochs.len() as u64,
+            "{name}: one record per epoch"
+        );
+        for (i, e) in g.epochs.iter().enumerate() {
+            assert_eq!(e.epoch, i as u64 + 1);
+            assert!(e.index > g.log[0].index);
+        }
+        assert!(g.epochs.windows(2).all(|w| w[0].index < w[1].index));
         for m in &g.members {
             // Memberships follow rotations.
             assert!(
@@ -219,6 +253,10 @@ fn view(r: &Registry, ids: &[Identity]) -> String {
     s
 }
 
+fn prev_admins(r: &Registry, name: &Name) -> std::collections::BTreeSet<Address> {
+    r.group(name).map(|g| g.admins.clone()).unwrap_or_default()
+}
+
 /// Run `ops` as a log; returns the registry and the log.
 fn run(ops: &[(Op, u64)], ids: &[Identity]) -> (Registry, Vec<LogEntry>, Vec<Outcome>) {
     let mut reg = Registry::new(params());
@@ -234,6 +272,7 @@ fn run(ops: &[(Op, u64)], ids: &[Identity]) -> (Registry, Vec<LogEntry>, Vec<Out
             claim: encode(op, ids, &reg),
         };
         let before = view(&reg, ids);
+        let reg_before = reg.clone();
         let outcome = reg.apply(&entry).unwrap();
         match &outcome {
             Outcome::Ignored(_) => {
@@ -251,6 +290,16 @@ fn run(ops: &[(Op, u64)], ids: &[Identity]) -> (Registry, Vec<LogEntry>, Vec<Out
                     *n += 1;
                 }
                 assert_eq!(seq, n);
+            }
+            Outcome::Applied(Effect::Epoch { name, epoch }) => {
+                // Only an admin of the group as it was orders an epoch.
+                let signer = match op {
+                    Op::Epoch { who, .. } => ids[*who].address(),
+                    _ => panic!("{op:?} made an epoch"),
+                };
+                assert!(before.contains(&format!("{name}=")));
+                assert_eq!(epoch.by, signer);
+                assert!(prev_admins(&reg_before, name).contains(&signer));
             }
             Outcome::Applied(_) => {}
         }
@@ -277,6 +326,7 @@ fn random_logs_reach_every_group_change() {
     let strategy = proptest::collection::vec((op(), 0..3u64), 40..60);
     let mut changes = BTreeMap::new();
     let mut refusals = BTreeMap::new();
+    let mut epochs = 0;
     for _ in 0..64 {
         let ops = strategy.new_tree(&mut runner).unwrap().current();
         let (_, _, outcomes) = run(&ops, &ids);
@@ -285,6 +335,7 @@ fn random_logs_reach_every_group_change() {
                 Outcome::Applied(Effect::Group { change, .. }) => {
                     *changes.entry(change).or_insert(0) += 1
                 }
+                Outcome::Applied(Effect::Epoch { .. }) => epochs += 1,
                 Outcome::Ignored(why) => {
                     let key = format!("{why:?}");
                     let key = key.split([' ', '(']).next().unwrap_or("").to_owned();
@@ -295,6 +346,7 @@ fn random_logs_reach_every_group_change() {
         }
     }
     assert_eq!(changes.len(), 5, "changes seen: {changes:?}");
+    assert!(epochs > 20, "{epochs} epochs");
     for why in [
         "GroupExists",
         "NotAdmin",
@@ -304,6 +356,7 @@ fn random_logs_reach_every_group_change() {
         "AlreadyAdmin",
         "NotGroupAdmin",
         "LastAdmin",
+        "WrongEpoch",
         "BadRecipient",
         "Invalid",
     ] {

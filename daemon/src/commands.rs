@@ -311,7 +311,7 @@ pub(crate) fn command_failed(e: &link::CommandFailed) -> api::Error {
             C::TooManyPeers => ErrorKind::TooManyPeers,
             C::Denied => ErrorKind::Denied,
             C::SelfPeer | C::BadPolicy(_) => ErrorKind::BadRequest,
-            C::TooManyDenied => ErrorKind::Internal,
+            C::TooManyDenied | C::TooManyNetworkKeys => ErrorKind::Internal,
         },
     };
     err(kind, &e.to_string())
