@@ -642,7 +642,7 @@ fn on_kad(swarm: &mut libp2p::Swarm<Behaviour>, ev: kad::Event, world: &World, n
         } => {
             let counter = match dht::accept_inbound(kad.store_mut(), record, unix_now()) {
                 Ok(()) => &world.accepted,
-                Err(Refused::Invalid(_)) => &world.refused_invalid,
+                Err(Refused::Invalid(_) | Refused::BadValue(_)) => &world.refused_invalid,
                 Err(Refused::NotNewer { .. }) => &world.refused_not_newer,
                 Err(Refused::Store(_)) => &world.store_full,
             };

@@ -259,7 +259,11 @@ impl DataPlane {
                     let _ = answer.try_send(self.attach(ip, dev));
                 }
                 Request::Policy { local, answer } => {
-                    let policy = self.node.policy(local).map(|(p, c)| (p.clone(), c.clone()));
+                    let keys = self.node.network_keys(now, local).unwrap_or_default();
+                    let policy = self
+                        .node
+                        .policy(local)
+                        .map(|(p, c)| (p.clone(), c.clone(), keys));
                     let _ = answer.try_send(policy);
                 }
                 Request::Detach(slot, gen) => {

@@ -38,6 +38,18 @@ pub const IDENTIFY_PROTOCOL: &str = "/metanet/id/1.0.0";
 pub const KEY_PREFIX: &[u8] = b"/metanet/peer/";
 /// Most records one node stores (its own and those it holds for others).
 pub const MAX_RECORDS: usize = 16_384;
+/// Keys of content-addressed values (MLS commits and Welcomes, docs/protocol.md §9.9):
+/// this prefix and the value's BLAKE3 hash. Anyone may store one; nobody can change it.
+pub const BLOB_PREFIX: &[u8] = b"/metanet/blob/";
+/// Keys of key packages (§9.9): this prefix and the owner's 20 address bytes; the
+/// value is signed by the owner's wallet key, and a higher `seq` supersedes.
+pub const KEY_PACKAGE_PREFIX: &[u8] = b"/metanet/kp/";
+/// Largest value the DHT stores (a Welcome for a thousand members, about 180 KB, fits).
+pub const MAX_VALUE_LEN: usize = 192 * 1024;
+/// How long a stored value lives unless its publisher stores it again.
+pub const VALUE_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Envelope purpose of a key package's signature.
+pub const KEY_PACKAGE_PURPOSE: &str = "metanet/key-package";
 /// How long one lookup may take (the daemon ends it then, found or not).
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kademlia's query timeout, which bounds a publication: the walk to the closest
@@ -75,6 +87,110 @@ pub fn verify(key: &RecordKey, value: &[u8], now: UnixTime) -> Result<PeerRecord
         return Err(record::Error::TooLarge(value.len()));
     }
     PeerRecord::verify(value, Lookup::Ipv6(prefix), now)
+}
+
+/// The DHT key of the value whose BLAKE3 hash is `hash`.
+pub fn blob_key(hash: &[u8; 32]) -> RecordKey {
+    RecordKey::new(&[BLOB_PREFIX, &hash[..]].concat())
+}
+
+/// The DHT key of `address`'s key package.
+pub fn key_package_key(address: &metanet_proto::Address) -> RecordKey {
+    RecordKey::new(&[KEY_PACKAGE_PREFIX, address.as_bytes()].concat())
+}
+
+/// A key package value: `envelope_len u16be ‖ envelope ‖ key package`, where the
+/// envelope is `identity`'s signature (purpose [`KEY_PACKAGE_PURPOSE`], type 1) over
+/// `seq u64be ‖ BLAKE3(key package)`.
+pub fn seal_key_package(
+    identity: &metanet_proto::Identity,
+    seq: u64,
+    key_package: &[u8],
+) -> Result<Vec<u8>, record::Error> {
+    let mut payload = seq.to_be_bytes().to_vec();
+    payload.extend_from_slice(blake3::hash(key_package).as_bytes());
+    let env = record::Envelope::seal(identity, KEY_PACKAGE_PURPOSE, 1, &payload)?;
+    let len = u16::try_from(env.len()).map_err(|_| record::Error::TooLarge(env.len()))?;
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(&env);
+    out.extend_from_slice(key_package);
+    Ok(out)
+}
+
+/// Open a key package value stored under `address`'s key: its `seq` and key package.
+pub fn open_key_package(
+    address: &metanet_proto::Address,
+    value: &[u8],
+) -> Result<(u64, Vec<u8>), ValueError> {
+    let [a, b, rest @ ..] = value else {
+        return Err(ValueError::Malformed);
+    };
+    let len = usize::from(u16::from_be_bytes([*a, *b]));
+    if rest.len() < len {
+        return Err(ValueError::Malformed);
+    }
+    let (env, kp) = rest.split_at(len);
+    let env = record::Envelope::open(env, KEY_PACKAGE_PURPOSE, 1).map_err(ValueError::Envelope)?;
+    if env.signer.address() != *address {
+        return Err(ValueError::WrongSigner);
+    }
+    let [s0, s1, s2, s3, s4, s5, s6, s7, hash @ ..] = env.payload else {
+        return Err(ValueError::Malformed);
+    };
+    if hash != blake3::hash(kp).as_bytes() {
+        return Err(ValueError::HashMismatch);
+    }
+    Ok((
+        u64::from_be_bytes([*s0, *s1, *s2, *s3, *s4, *s5, *s6, *s7]),
+        kp.to_vec(),
+    ))
+}
+
+/// Why a value is not valid for its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("value is malformed")]
+    Malformed,
+    #[error("value is larger than {MAX_VALUE_LEN} bytes")]
+    TooLarge,
+    #[error("value does not hash to its key")]
+    HashMismatch,
+    #[error("key package is not signed by the address of its key")]
+    WrongSigner,
+    #[error("key package signature: {0}")]
+    Envelope(record::Error),
+    #[error("not a key this DHT stores")]
+    UnknownKey,
+}
+
+/// What a valid value under a non-record key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// Content-addressed: any copy is the same.
+    Blob,
+    /// A key package with this `seq`.
+    KeyPackage { seq: u64 },
+}
+
+/// Verify a value found or offered under a blob or key package `key`.
+pub fn verify_value(key: &RecordKey, value: &[u8]) -> Result<Value, ValueError> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(ValueError::TooLarge);
+    }
+    let k = key.as_ref();
+    if let Some(hash) = k.strip_prefix(BLOB_PREFIX) {
+        return if hash == blake3::hash(value).as_bytes() {
+            Ok(Value::Blob)
+        } else {
+            Err(ValueError::HashMismatch)
+        };
+    }
+    if let Some(a) = k.strip_prefix(KEY_PACKAGE_PREFIX) {
+        let a: [u8; 20] = a.try_into().map_err(|_| ValueError::UnknownKey)?;
+        let (seq, _) = open_key_package(&metanet_proto::Address::from_bytes(a), value)?;
+        return Ok(Value::KeyPackage { seq });
+    }
+    Err(ValueError::UnknownKey)
 }
 
 /// Where a record came from.
@@ -123,15 +239,29 @@ pub enum Request {
     /// Store bytes under a key at the closest nodes without any check: what a node that
     /// breaks the rules does. Tests use it to inject forged records.
     PutUnchecked { key: RecordKey, value: Vec<u8> },
+    /// Publish (and keep republishing) a blob or key package value of ours.
+    Put { key: RecordKey, value: Vec<u8> },
+    /// Stop publishing a value.
+    Unput { key: RecordKey },
+    /// Find a valid value under a blob or key package key (the highest `seq` of a key
+    /// package); the answer is an [`Output::Got`].
+    Get { key: RecordKey },
 }
 
 /// What the DHT node tells the daemon.
+// One per lookup, never queued in bulk: the size of `Found` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Output {
     /// The end of a [`Request::Lookup`].
     Found {
         prefix: Ipv6Prefix,
         result: Result<Found, LookupError>,
+    },
+    /// The end of a [`Request::Get`].
+    Got {
+        key: RecordKey,
+        result: Result<Vec<u8>, LookupError>,
     },
 }
 
@@ -258,7 +388,7 @@ impl Behaviour {
         let mut cfg = kad::Config::new(StreamProtocol::new(PROTOCOL));
         cfg.set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_query_timeout(query_timeout)
-            .set_max_packet_size(16 * 1024)
+            .set_max_packet_size(MAX_VALUE_LEN + 4 * 1024)
             .set_record_ttl(Some(Duration::from_secs(record::MAX_LIFETIME_SECS)))
             .set_publication_interval(every(600))
             .set_replication_interval(every(300))
@@ -269,7 +399,7 @@ impl Behaviour {
             peer_id,
             MemoryStoreConfig {
                 max_records: MAX_RECORDS,
-                max_value_bytes: MAX_RECORD_LEN,
+                max_value_bytes: MAX_VALUE_LEN.max(MAX_RECORD_LEN),
                 max_providers_per_key: 0,
                 max_provided_keys: 0,
             },
@@ -303,6 +433,9 @@ pub enum Refused {
     /// Not a valid peer record for its key.
     #[error("invalid record: {0}")]
     Invalid(record::Error),
+    /// Not a valid blob or key package for its key.
+    #[error("invalid value: {0}")]
+    BadValue(ValueError),
     /// Valid, but it does not supersede the copy held (its `seq` is not higher).
     #[error("seq {seq} is not newer than the {held} held")]
     NotNewer { seq: u64, held: u64 },
@@ -319,6 +452,21 @@ pub fn accept_inbound(
     mut record: kad::Record,
     now: UnixTime,
 ) -> Result<(), Refused> {
+    if key_prefix(&record.key).is_none() {
+        let new = verify_value(&record.key, &record.value).map_err(Refused::BadValue)?;
+        if let Value::KeyPackage { seq } = new {
+            let held = store
+                .get(&record.key)
+                .and_then(|r| verify_value(&r.key, &r.value).ok());
+            if let Some(Value::KeyPackage { seq: old }) = held {
+                if seq <= old {
+                    return Err(Refused::NotNewer { seq, held: old });
+                }
+            }
+        }
+        record.expires = Some(Instant::now() + VALUE_LIFETIME);
+        return store.put(record).map_err(Refused::Store);
+    }
     let new = verify(&record.key, &record.value, now).map_err(Refused::Invalid)?;
     let held = store
         .get(&record.key)
@@ -348,7 +496,10 @@ struct Own {
 /// A lookup in progress.
 #[derive(Debug)]
 struct Pending {
-    prefix: Ipv6Prefix,
+    /// A peer record's prefix, or `None` for a value lookup ([`Pending::value_key`]).
+    prefix: Option<Ipv6Prefix>,
+    value_key: Option<RecordKey>,
+    best_value: Option<(u64, Vec<u8>)>,
     /// When the lookup gives up ([`LOOKUP_TIMEOUT`] after it started).
     deadline: Instant,
     best: Option<Found>,
@@ -494,8 +645,70 @@ impl Driver {
                 self.own.remove(&key);
                 self.kad().remove_record(&key);
             }
+            Request::Put { key, value } => {
+                let _ = self
+                    .kad()
+                    .store_mut()
+                    .put(kad::Record::new(key.clone(), value.clone()));
+                self.own.insert(
+                    key.clone(),
+                    Own {
+                        bytes: value,
+                        retry_at: None,
+                        backoff: RETRY_MIN,
+                    },
+                );
+                self.publish(&key);
+            }
+            Request::Unput { key } => {
+                self.own.remove(&key);
+                self.kad().remove_record(&key);
+            }
+            Request::Get { key } => {
+                if self
+                    .lookups
+                    .values()
+                    .any(|p| p.value_key.as_ref() == Some(&key))
+                {
+                    return;
+                }
+                let local = self
+                    .kad()
+                    .store_mut()
+                    .get(&key)
+                    .filter(|r| verify_value(&r.key, &r.value).is_ok())
+                    .map(|r| r.value.clone());
+                if let Some(value) = local
+                    .clone()
+                    .filter(|_| key.as_ref().starts_with(BLOB_PREFIX))
+                {
+                    // Content-addressed: our own copy is as good as any.
+                    let _ = self.out.send(Output::Got {
+                        key,
+                        result: Ok(value),
+                    });
+                    return;
+                }
+                if self.routing_peers() == 0 {
+                    let result = local.ok_or(LookupError::NoPeers);
+                    let _ = self.out.send(Output::Got { key, result });
+                    return;
+                }
+                let id = self.kad().get_record(key.clone());
+                self.lookups.insert(
+                    id,
+                    Pending {
+                        prefix: None,
+                        value_key: Some(key),
+                        best_value: None,
+                        deadline: Instant::now() + LOOKUP_TIMEOUT,
+                        best: None,
+                        settle_at: None,
+                    },
+                );
+            }
             Request::Lookup { prefix } => {
-                if self.lookups.values().any(|p| p.prefix == prefix) {
+                if self.lookups.values().any(|p| p.prefix == Some(prefix)) {
                     return;
                 }
                 if self.routing_peers() == 0 {
@@ -520,7 +733,9 @@ impl Driver {
                 self.lookups.insert(
                     id,
                     Pending {
-                        prefix,
+                        prefix: Some(prefix),
+                        value_key: None,
+                        best_value: None,
                         deadline: Instant::now() + LOOKUP_TIMEOUT,
                         best: None,
                         settle_at: None,
@@ -591,11 +806,16 @@ impl Driver {
         let Some(p) = self.lookups.remove(&id) else {
             return;
         };
+        if let Some(key) = p.value_key {
+            let result = p.best_value.map(|(_, v)| v).ok_or(LookupError::NotFound);
+            let _ = self.out.send(Output::Got { key, result });
+            return;
+        }
+        let Some(prefix) = p.prefix else {
+            return;
+        };
         let result = p.best.ok_or(LookupError::NotFound);
-        let _ = self.out.send(Output::Found {
-            prefix: p.prefix,
-            result,
-        });
+        let _ = self.out.send(Output::Found { prefix, result });
     }
 
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
@@ -701,8 +921,37 @@ impl Driver {
             Some(peer) => Source::Peer(peer),
             None => Source::Local,
         };
+        if let Some(key) = &p.value_key {
+            if found.record.key != *key {
+                return;
+            }
+            match verify_value(key, &found.record.value) {
+                Ok(v) => {
+                    let seq = match v {
+                        Value::Blob => 0,
+                        Value::KeyPackage { seq } => seq,
+                    };
+                    if p.best_value.as_ref().is_none_or(|(s, _)| seq > *s) {
+                        p.best_value = Some((seq, found.record.value));
+                    }
+                    // A blob is the same everywhere: the first copy ends the lookup.
+                    let grace = if v == Value::Blob {
+                        Duration::ZERO
+                    } else {
+                        GRACE
+                    };
+                    if p.settle_at.is_none() {
+                        p.settle_at = Some(Instant::now() + grace);
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(%source, error = %e, "ignored an invalid value from the DHT")
+                }
+            }
+            return;
+        }
         match verify(&found.record.key, &found.record.value, unix_now()) {
-            Ok(record) if key_prefix(&found.record.key) == Some(p.prefix) => {
+            Ok(record) if key_prefix(&found.record.key) == p.prefix => {
                 let newer = p.best.as_ref().is_none_or(|b| record.seq > b.record.seq);
                 if newer {
                     p.best = Some(Found { record, source });
@@ -722,6 +971,9 @@ impl Driver {
             Err(Refused::Invalid(e)) => {
                 tracing::info!(%source, error = %e, "refused an invalid record");
             }
+            Err(Refused::BadValue(e)) => {
+                tracing::info!(%source, error = %e, "refused an invalid value");
+            }
             Err(Refused::NotNewer { seq, held }) => {
                 tracing::info!(%source, seq, held, "refused a record that is not newer");
             }
@@ -736,6 +988,9 @@ fn kbucket_key(key: &RecordKey) -> kad::KBucketKey<RecordKey> {
 
 /// When a verified record stops being valid, as a monotonic instant.
 fn expiry(key: &RecordKey, value: &[u8]) -> Option<Instant> {
+    if key_prefix(key).is_none() {
+        return Some(Instant::now() + VALUE_LIFETIME);
+    }
     let now = unix_now();
     let rec = verify(key, value, now).ok()?;
     Some(Instant::now() + Duration::from_secs(rec.not_after.saturating_sub(now.as_secs())))

@@ -7,7 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use metanet_chain::claim::{self, Claim};
 use metanet_chain::registry::{Group, GroupChange};
 use metanet_chain::{Name, Registry};
-use metanet_proto::control::{self as api, ErrorKind, GroupEventInfo, GroupInfo, Reply};
+use metanet_proto::control::{
+    self as api, ErrorKind, GroupEventInfo, GroupInfo, GroupKeyInfo, Reply,
+};
 use metanet_proto::node::LocalId;
 use metanet_proto::Address;
 
@@ -35,6 +37,8 @@ pub(crate) fn group_info(
         seq: g.seq,
         created_block: g.created_block,
         stale,
+        epoch: g.epoch,
+        keys: Vec::new(),
     })
 }
 
@@ -89,14 +93,24 @@ impl Daemon {
             }
             GroupRequest::Show { name } => {
                 let name = parse_name(&name)?;
-                group_info(&reg, &name, &locals, stale)
-                    .map(|g| Queued::Now(Box::new(Reply::Group(g))))
-                    .ok_or_else(|| unknown(&name))
+                let mut g =
+                    group_info(&reg, &name, &locals, stale).ok_or_else(|| unknown(&name))?;
+                g.keys = self
+                    .group_keys
+                    .states(name.as_str())
+                    .into_iter()
+                    .map(|k| GroupKeyInfo {
+                        identity: k.identity,
+                        epoch: k.epoch,
+                        pending: k.pending,
+                    })
+                    .collect();
+                Ok(Queued::Now(Box::new(Reply::Group(g))))
             }
             GroupRequest::Log { name } => {
                 let name = parse_name(&name)?;
                 let g = reg.group(&name).ok_or_else(|| unknown(&name))?;
-                let events = g
+                let mut events: Vec<GroupEventInfo> = g
                     .log
                     .iter()
                     .map(|e| GroupEventInfo {
@@ -105,8 +119,18 @@ impl Daemon {
                         change: change_name(e.kind).into(),
                         subject: e.subject.to_string(),
                         by: e.by.to_string(),
+                        epoch: None,
                     })
+                    .chain(g.epochs.iter().map(|e| GroupEventInfo {
+                        block: e.block,
+                        index: e.index,
+                        change: "epoch".into(),
+                        subject: e.by.to_string(),
+                        by: e.by.to_string(),
+                        epoch: Some(e.epoch),
+                    }))
                     .collect();
+                events.sort_by_key(|e| e.index);
                 Ok(Queued::Now(Box::new(Reply::GroupLog {
                     name: name.as_str().into(),
                     events,

@@ -20,6 +20,7 @@ mod dataplane;
 pub mod dht;
 pub mod dns;
 pub mod filter;
+mod group_keys;
 mod groups;
 pub mod hostdns;
 pub mod journal;
@@ -200,6 +201,8 @@ struct Daemon {
     /// The access policy last given to each identity, and its entries that did not
     /// resolve.
     policies: std::collections::BTreeMap<String, (node::Policy, Vec<String>)>,
+    /// Each identity's MLS state of its groups, and the network keys given to the node.
+    group_keys: group_keys::GroupKeys,
 }
 
 /// A finished wallet rotation: the identity's name, the chain writer's answer and the
@@ -470,6 +473,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         attachments: Default::default(),
         mtu,
         policies: Default::default(),
+        group_keys: Default::default(),
     };
     d.apply_policies();
     d.restore_attachments(stored);
@@ -527,6 +531,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             _ = housekeeping.tick() => {
                 d.check_attachments();
                 d.apply_policies();
+                d.sync_groups();
                 d.housekeeping();
                 d.refresh_hosts();
             }

@@ -52,15 +52,10 @@ pub(crate) enum Request {
     /// Stop reading an attachment's slot, if it still holds that generation (its TUN
     /// is closed once nothing holds it).
     Detach(usize, u64),
-    /// One identity's access policy and its counters.
+    /// One identity's access policy and its counters, and its closed groups.
     Policy {
         local: LocalId,
-        answer: Answer<
-            Option<(
-                metanet_proto::node::Policy,
-                metanet_proto::node::PolicyCounts,
-            )>,
-        >,
+        answer: Answer<Option<PolicyState>>,
     },
     /// One peer's state.
     Peer {
@@ -85,6 +80,13 @@ pub(crate) struct Snapshot {
     /// What each TUN slot moved (0: the host's).
     pub slots: Vec<(usize, crate::dataplane::SlotStats)>,
 }
+
+/// An identity's access policy, its counters, and its closed groups' network keys.
+pub(crate) type PolicyState = (
+    metanet_proto::node::Policy,
+    metanet_proto::node::PolicyCounts,
+    Vec<metanet_proto::node::NetworkKeyStatus>,
+);
 
 /// The data plane did not take or answer a request in time (or has stopped).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -206,17 +208,8 @@ impl Link {
         self.ask(|answer| Request::Attach { ip, dev, answer })
     }
 
-    /// An identity's access policy and what it counted.
-    pub(crate) fn policy(
-        &self,
-        local: LocalId,
-    ) -> Result<
-        Option<(
-            metanet_proto::node::Policy,
-            metanet_proto::node::PolicyCounts,
-        )>,
-        Unanswered,
-    > {
+    /// An identity's access policy and what it counted, and its closed groups.
+    pub(crate) fn policy(&self, local: LocalId) -> Result<Option<PolicyState>, Unanswered> {
         self.ask(|answer| Request::Policy { local, answer })
     }
 

@@ -11,7 +11,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
-use metanet_proto::control::{self as api, ErrorKind, PolicyInfo, Reply, RuleInfo};
+use metanet_proto::control::{
+    self as api, ClosedGroupInfo, ErrorKind, PolicyInfo, Reply, RuleInfo,
+};
 use metanet_proto::node::{Action, Command, Policy, Proto, Rule, Source};
 use metanet_proto::Address;
 use serde::Deserialize;
@@ -248,7 +250,7 @@ impl Daemon {
         let mut out = Vec::new();
         for (name, local) in self.names.iter() {
             let cfg = self.reg.config_of(name);
-            let (policy, counts) = self
+            let (policy, counts, closed) = self
                 .node
                 .policy(local)
                 .map_err(|e| err(ErrorKind::Timeout, &e.to_string()))?
@@ -289,6 +291,15 @@ impl Daemon {
                 default_deny: !policy.rules.is_empty(),
                 refused: counts.refused,
                 default_dropped: counts.default_dropped,
+                closed: closed
+                    .into_iter()
+                    .map(|k| ClosedGroupInfo {
+                        group: k.group,
+                        epoch: k.epoch,
+                        previous: k.previous,
+                        members: k.members,
+                    })
+                    .collect(),
             });
         }
         Ok(Reply::Policies { policies: out })

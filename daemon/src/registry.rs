@@ -226,7 +226,10 @@ impl Daemon {
 
     /// The DHT answered.
     pub(crate) fn on_dht(&mut self, out: Output) {
-        let Output::Found { prefix, result } = out;
+        let (prefix, result) = match out {
+            Output::Found { prefix, result } => (prefix, result),
+            Output::Got { key, result } => return self.on_dht_value(key, result),
+        };
         let waiters = self.reg.waiters.remove(&prefix).unwrap_or_default();
         match result {
             Ok(found) => {

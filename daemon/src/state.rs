@@ -298,6 +298,12 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 /// FIFO (`O_NONBLOCK`, then only a regular file is read), never one that group or others
 /// can read, and never more than `MAX_KEY_FILE` (64 KiB) bytes.
 pub fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    read_private_max(path, MAX_KEY_FILE)
+}
+
+/// [`read_private`] of a file of at most `max` bytes (group key states grow with the
+/// group).
+pub fn read_private_max(path: &Path, max: u64) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
     use std::io::Read;
     let io = |source| Error::Io {
         path: path.into(),
@@ -322,14 +328,12 @@ pub fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
             mode,
         });
     }
-    if meta.len() > MAX_KEY_FILE {
+    if meta.len() > max {
         return Err(Error::TooLarge(path.into()));
     }
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
         return Err(Error::TooLarge(path.into()));
     }
     Ok(bytes)

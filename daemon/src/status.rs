@@ -205,6 +205,11 @@ impl Daemon {
                 s.policy_refused,
             ),
             (
+                "epoch_refused",
+                "Initiations refused for their closed group's network key epoch.",
+                s.epoch_refused,
+            ),
+            (
                 "rule_dropped",
                 "Decrypted packets an identity's inbound rules dropped.",
                 s.rule_dropped,

@@ -259,6 +259,22 @@ pub struct GroupInfo {
     pub created_block: u64,
     /// True when the chain client could not reach its node in its last round.
     pub stale: bool,
+    /// Its key epoch on the chain (docs/protocol.md §9.9): 0 until the first commit.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The group key state of each local member identity.
+    #[serde(default)]
+    pub keys: Vec<GroupKeyInfo>,
+}
+
+/// A local identity's MLS state of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupKeyInfo {
+    pub identity: String,
+    /// The epoch its state is at (behind the chain's while it catches up).
+    pub epoch: u64,
+    /// A commit of its own waits for its epoch claim.
+    pub pending: bool,
 }
 
 /// One change in a group's history.
@@ -267,12 +283,16 @@ pub struct GroupEventInfo {
     pub block: u64,
     /// The claim's index in the registry log.
     pub index: u64,
-    /// `created`, `added`, `removed`, `admin-added`, `admin-removed`.
+    /// `created`, `added`, `removed`, `admin-added`, `admin-removed`, `epoch` (a key
+    /// epoch ordered: `subject` and `by` are its committer).
     pub change: String,
     /// Whom it concerns.
     pub subject: String,
     /// Who signed it (an admin).
     pub by: String,
+    /// For `epoch`: the key epoch it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// One identity's access policy (`metanet policy show`).
@@ -299,6 +319,23 @@ pub struct PolicyInfo {
     pub refused: u64,
     /// Packets no rule matched, dropped.
     pub default_dropped: u64,
+    /// Closed groups whose network key this identity's handshakes with their members
+    /// use (docs/protocol.md §11.3).
+    #[serde(default)]
+    pub closed: Vec<ClosedGroupInfo>,
+}
+
+/// A closed group as the node holds it: no key bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedGroupInfo {
+    pub group: String,
+    /// The current epoch.
+    pub epoch: u64,
+    /// The previous epoch while it is still accepted from current members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<u64>,
+    /// Members in this epoch.
+    pub members: usize,
 }
 
 /// One inbound rule and the packets it decided.

@@ -1,9 +1,14 @@
-//! Groups on the chain with policies that admit only members (docs/protocol.md §9.8,
-//! §11): four hosts and anvil in namespaces. Admin A creates group `ops` and adds B
-//! and C; with `allow = ["group:ops"]` B and C reach each other and A, D (no member) is
-//! refused at the handshake; A removes C: C's sessions drop on A and B within 5 s and
-//! its new handshakes are refused; `group log` shows the whole history. Skipped when
-//! not root or anvil is missing.
+//! Groups on the chain with policies that admit only members, and their MLS keys
+//! (docs/protocol.md §9.8, §9.9, §11): four hosts and anvil in namespaces, one DHT.
+//! Admin A creates group `ops` and adds B and C; every member reaches the chain's key
+//! epoch (the Welcome and commits travel through the DHT, the chain orders them) and
+//! handshakes with the other members under the group's network key; with
+//! `allow = ["group:ops"]` on A and C, D (no member) is refused at A's handshake; B
+//! admits anyone, so only the network key keeps C out once removed. A removes C while
+//! C's view of the chain is cut (so C still holds the old epoch's key): C's sessions
+//! drop on A and B within 5 s, the next epoch is committed without C, and C's
+//! re-handshake with the previous epoch's key is refused by B; `group log` shows the
+//! whole history. Skipped when not root or anvil is missing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use metanet_tests::chain::{self, Anvil};
-use metanet_tests::{log, ping, wait_for, Daemon, Lan, TempDir};
+use metanet_tests::{log, ping, wait_for, Daemon, Lan, TempDir, DHT_PORT};
 
 fn peer_addresses(d: &Daemon) -> String {
     d.request(r#"{"id":4,"method":"peers"}"#)
@@ -47,18 +52,23 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
         "[[identity]]\nname = \"default\"\nallow = [\"group:ops\"]\n",
     )
     .unwrap();
+    let boot = format!("/ip4/{}/tcp/{DHT_PORT}", lan.ips[0]);
     let start = |i: usize, config: &Path| {
+        let mut extra = flags.to_vec();
+        if i > 0 {
+            extra.extend(["--bootstrap", boot.as_str()]);
+        }
         Daemon::start_with(
             &lan.hosts[i],
             &tmp.0.join(format!("h{i}")),
             "mn0",
             config,
-            &flags,
+            &extra,
         )
     };
     let (a, b, c) = (
         start(0, &members_only),
-        start(1, &members_only),
+        start(1, Path::new("/dev/null")),
         start(2, &members_only),
     );
     let d = start(3, Path::new("/dev/null"));
@@ -84,7 +94,7 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an admin"));
     // Every member's policy follows the chain.
-    for h in [&a, &b, &c] {
+    for h in [&a, &c] {
         let ok = wait_for(Duration::from_secs(10), || {
             h.cli_json(&["policy", "show"])[0]["allowed"]
                 .as_array()
@@ -92,6 +102,34 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
         });
         assert!(ok, "policy did not pick up the group: {}", log(h));
     }
+
+    // Every member reaches the chain's key epoch and uses the group's key with the
+    // other two.
+    let chain_epoch = || {
+        a.cli_json(&["group", "show", "ops"])["epoch"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let keyed = |h: &Daemon, members: usize| {
+        let closed = &h.cli_json(&["policy", "show"])[0]["closed"];
+        closed[0]["group"] == "ops" && closed[0]["members"] == members as u64
+    };
+    let ok = wait_for(Duration::from_secs(40), || {
+        chain_epoch() >= 1 && [&a, &b, &c].iter().all(|h| keyed(h, 3))
+    });
+    assert!(
+        ok,
+        "the members did not reach a common key epoch: chain {} A {} B {} C {}\n{}\n{}",
+        a.cli_json(&["group", "show", "ops"]),
+        a.cli_json(&["policy", "show"]),
+        b.cli_json(&["policy", "show"]),
+        c.cli_json(&["policy", "show"]),
+        log(&a),
+        log(&b)
+    );
+    let epoch_before = chain_epoch();
+    let shown = b.cli_json(&["group", "show", "ops"]);
+    assert_eq!(shown["keys"][0]["epoch"], epoch_before, "{shown}");
 
     // Members reach each other.
     for (from, to, i) in [(&b, &addr_a, 0), (&c, &addr_a, 0), (&c, &addr_b, 1)] {
@@ -110,7 +148,19 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
         "D was not refused"
     );
 
-    // A removes C: its sessions drop on A and B within 5 s, its handshakes are refused.
+    for h in [&a, &b, &c] {
+        assert_eq!(h.counter("epoch_refused"), 0, "{}", log(h));
+    }
+
+    // C stops hearing from the chain (as a removed member that hides would): it keeps
+    // the epoch it holds. A removes C: its sessions drop on A and B within 5 s, its
+    // handshakes are refused.
+    let cut = lan.hosts[2].sh(&format!(
+        "nft add table inet mn_cut && nft add chain inet mn_cut out '{{ type filter hook output priority 0; }}' && nft add rule inet mn_cut out ip daddr {} tcp dport {} drop",
+        lan.ips[0],
+        chain::RPC_PORT
+    ));
+    assert!(cut.status.success(), "{cut:?}");
     let refused = a.counter("policy_refused");
     a.cli_json(&["group", "remove", "ops", &addr_c]);
     let removed = Instant::now();
@@ -136,14 +186,63 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
     );
     assert!(ping(&lan.hosts[1], &ip_a), "B lost A");
 
-    // The log: created, added B, added C, removed C, with who admitted them.
+    // The next epoch is committed without C; A and B reach it.
+    let ok = wait_for(Duration::from_secs(40), || {
+        chain_epoch() > epoch_before && [&a, &b].iter().all(|h| keyed(h, 2))
+    });
+    assert!(
+        ok,
+        "no epoch without C: chain {} A {} B {}",
+        a.cli_json(&["group", "show", "ops"]),
+        a.cli_json(&["policy", "show"]),
+        b.cli_json(&["policy", "show"])
+    );
+    assert!(ping(&lan.hosts[1], &ip_a), "B lost A after the new epoch");
+    // C still holds the previous epoch's key and names it: B, which admits anyone,
+    // refuses it for its epoch (C is no member of the epoch it names, and its key is
+    // not the current one).
+    assert!(
+        keyed(&c, 3),
+        "C lost its old key: {}",
+        c.cli_json(&["policy", "show"])
+    );
+    // C's side of its old session only ends when B stops answering (§7.5): C keeps
+    // sending until it handshakes again.
+    let before = b.counter("epoch_refused");
+    assert!(
+        wait_for(Duration::from_secs(40), || {
+            let _ = ping(&lan.hosts[2], &ip_b);
+            b.counter("epoch_refused") > before
+        }),
+        "C's re-handshake with the previous epoch's key was not refused: B {} C {} {}",
+        b.request(r#"{"id":9,"method":"status"}"#)
+            .unwrap_or_default()["result"]["counters"],
+        c.request(r#"{"id":9,"method":"status"}"#)
+            .unwrap_or_default()["result"]["counters"],
+        peer_addresses(&c)
+    );
+    assert!(!ping(&lan.hosts[2], &ip_b), "C reaches B");
+
+    // The log: created, added B, added C, removed C, with who admitted them, and the
+    // key epochs A committed between them.
     let l = b.cli_json(&["group", "log", "ops"]);
     let events = l["events"].as_array().unwrap();
     let changes: Vec<&str> = events
         .iter()
         .map(|e| e["change"].as_str().unwrap())
+        .filter(|c| *c != "epoch")
         .collect();
     assert_eq!(changes, ["created", "added", "added", "removed"], "{l}");
     assert!(events.iter().all(|e| e["by"] == addr_a.as_str()), "{l}");
-    assert_eq!(events[3]["subject"], addr_c.as_str());
+    let epochs: Vec<u64> = events.iter().filter_map(|e| e["epoch"].as_u64()).collect();
+    assert_eq!(epochs, (1..=chain_epoch()).collect::<Vec<_>>(), "{l}");
+    let removal = events
+        .iter()
+        .position(|e| e["change"] == "removed")
+        .unwrap();
+    assert_eq!(events[removal]["subject"], addr_c.as_str());
+    assert!(
+        events[removal..].iter().any(|e| e["change"] == "epoch"),
+        "no epoch after the removal: {l}"
+    );
 }

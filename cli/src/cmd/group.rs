@@ -160,6 +160,20 @@ pub(crate) fn render(g: &GroupInfo) -> String {
         };
         s.push_str(&format!("  {role:6} {m}\n"));
     }
+    s.push_str(&format!("key epoch {} on the chain\n", g.epoch));
+    for k in &g.keys {
+        let state = if k.epoch < g.epoch {
+            " (behind: catching up)"
+        } else if k.pending {
+            " (a commit of its own waits for its claim)"
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "  {} holds epoch {}{state}\n",
+            k.identity, k.epoch
+        ));
+    }
     s
 }
 
@@ -168,12 +182,11 @@ pub(crate) fn render_log(events: &[GroupEventInfo]) -> String {
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
-            vec![
-                e.block.to_string(),
-                e.change.clone(),
-                e.subject.clone(),
-                e.by.clone(),
-            ]
+            let change = match e.epoch {
+                Some(n) => format!("epoch {n}"),
+                None => e.change.clone(),
+            };
+            vec![e.block.to_string(), change, e.subject.clone(), e.by.clone()]
         })
         .collect();
     table(&["BLOCK", "CHANGE", "WHO", "BY"], &rows)
@@ -193,9 +206,17 @@ mod tests {
             seq: 1,
             created_block: 7,
             stale: false,
+            epoch: 2,
+            keys: vec![metanet_proto::control::GroupKeyInfo {
+                identity: "default".into(),
+                epoch: 1,
+                pending: false,
+            }],
         };
         let text = render(&g);
         assert!(text.contains("admin  mn1a"), "{text}");
         assert!(text.contains("member mn1b"), "{text}");
+        assert!(text.contains("key epoch 2"), "{text}");
+        assert!(text.contains("default holds epoch 1 (behind"), "{text}");
     }
 }

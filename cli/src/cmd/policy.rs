@@ -56,6 +56,15 @@ pub(crate) fn render(policies: &[PolicyInfo]) -> String {
                 p.unresolved.join(", ")
             ));
         }
+        for c in &p.closed {
+            let previous = c
+                .previous
+                .map_or(String::new(), |e| format!(", epoch {e} still accepted"));
+            s.push_str(&format!(
+                "  closed group {}: epoch {}, {} members use its key{previous}\n",
+                c.group, c.epoch, c.members
+            ));
+        }
         if p.rules.is_empty() {
             s.push_str("  inbound: everything passes (no rules)\n");
         } else {
@@ -101,8 +110,20 @@ mod tests {
             default_deny: false,
             refused: 0,
             default_dropped: 0,
+            closed: vec![metanet_proto::control::ClosedGroupInfo {
+                group: "ops".into(),
+                epoch: 3,
+                previous: Some(2),
+                members: 4,
+            }],
         }]);
         assert!(text.contains("everyone may connect"), "{text}");
         assert!(text.contains("everything passes"), "{text}");
+        assert!(
+            text.contains(
+                "closed group ops: epoch 3, 4 members use its key, epoch 2 still accepted"
+            ),
+            "{text}"
+        );
     }
 }
