@@ -52,6 +52,15 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
         "[[identity]]\nname = \"default\"\nallow = [\"group:ops\"]\n",
     )
     .unwrap();
+    // C admits only members, and of them only TCP 22 (and ICMPv6).
+    let c_config = tmp.0.join("c.toml");
+    std::fs::write(
+        &c_config,
+        "[[identity]]\nname = \"default\"\nallow = [\"group:ops\"]\n\
+         [[identity.rule]]\nproto = \"tcp\"\nport = \"22\"\nfrom = \"group:ops\"\n\
+         [[identity.rule]]\nproto = \"icmp\"\n",
+    )
+    .unwrap();
     let boot = format!("/ip4/{}/tcp/{DHT_PORT}", lan.ips[0]);
     let start = |i: usize, config: &Path| {
         let mut extra = flags.to_vec();
@@ -69,7 +78,7 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
     let (a, b, c) = (
         start(0, &members_only),
         start(1, Path::new("/dev/null")),
-        start(2, &members_only),
+        start(2, &c_config),
     );
     let d = start(3, Path::new("/dev/null"));
     for h in [&a, &b, &c, &d] {
@@ -79,7 +88,7 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
         });
         assert!(synced, "no chain sync: {}", log(h));
     }
-    let ((addr_a, ip_a), (addr_b, ip_b), (addr_c, _), (_, _)) =
+    let ((addr_a, ip_a), (addr_b, ip_b), (addr_c, ip_c), (_, _)) =
         (a.identity(), b.identity(), c.identity(), d.identity());
     let ep = |i: usize| format!("{}:51820", lan.ips[i]);
 
@@ -151,6 +160,26 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
     for h in [&a, &b, &c] {
         assert_eq!(h.counter("epoch_refused"), 0, "{}", log(h));
     }
+    // C's rule: TCP 22 from a member passes, TCP 80 is dropped and counted.
+    let mut listener = metanet_tests::spawn_silent(lan.hosts[2].cmd(Path::new("python3")).args([
+        "-c",
+        &format!("import socket; s=socket.socket(socket.AF_INET6); s.bind(('{ip_c}',22)); s.listen(); s.settimeout(20); c,_=s.accept(); c.sendall(b'ssh')"),
+    ]));
+    std::thread::sleep(Duration::from_millis(500));
+    let o = lan.hosts[1].sh(&format!(
+        "timeout 5 python3 -c \"import socket; s=socket.create_connection(('{ip_c}',22),3); assert s.recv(3)==b'ssh'\""
+    ));
+    assert!(o.status.success(), "B could not reach C's port 22: {o:?}");
+    let _ = listener.wait();
+    let dropped = c.counter("rule_dropped");
+    let o = lan.hosts[1].sh(&format!(
+        "timeout 3 python3 -c \"import socket; socket.create_connection(('{ip_c}',80),2)\""
+    ));
+    assert!(!o.status.success(), "port 80 reached C");
+    assert!(
+        c.counter("rule_dropped") > dropped,
+        "TCP 80 was not counted"
+    );
 
     // C stops hearing from the chain (as a removed member that hides would): it keeps
     // the epoch it holds. A removes C: its sessions drop on A and B within 5 s, its
