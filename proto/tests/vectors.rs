@@ -292,6 +292,7 @@ fn wire_messages_match_vectors() {
                     cipher: 0,
                     sender: *sender,
                     receiver: *receiver,
+                    kem_ciphertext: None,
                     noise: unhex_array(noise),
                     mac1: unhex_array(mac1),
                     mac2: unhex_array(mac2),
@@ -533,6 +534,7 @@ fn wire_file() -> WireFile {
         cipher: 0,
         sender: 0x5566_7788,
         receiver: 0x1122_3344,
+        kem_ciphertext: None,
         noise: pattern(0x20),
         mac1: pattern(0xc0),
         mac2: [0; wire::MAC_LEN],
@@ -1211,6 +1213,7 @@ fn network_key_file() -> NetworkKeyFile {
     let psk2 = handshake::network_psk(&psk, &key);
     let ext = handshake::Extensions {
         epoch: Some(handshake::EpochRef { group: tag, epoch }),
+        ml_kem_512: None,
     };
     let (sender, ts, eph) = (0x0a0b_0c0d, 1_800_000_000_000_000_000, [0x71; 32]);
     let (state, initiation) = handshake::initiate_extended(
