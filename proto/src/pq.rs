@@ -150,10 +150,7 @@ impl KeyPair {
 
 /// Encapsulate to the encoded key `ek` with the 32 random bytes `m` (FIPS 203
 /// `ML-KEM.Encaps_internal`). The key is validated first (length and modulus check).
-pub fn encapsulate(
-    ek: &[u8],
-    m: &[u8; 32],
-) -> Result<(Box<[u8; CT_LEN]>, SharedSecret), KemError> {
+pub fn encapsulate(ek: &[u8], m: &[u8; 32]) -> Result<(Box<[u8; CT_LEN]>, SharedSecret), KemError> {
     let ek: &[u8; EK_LEN] = ek.try_into().map_err(|_| KemError::KeyLength)?;
     let key = Array::from(*ek);
     let ek = ml_kem::EncapsulationKey::<MlKem512>::new(&key).map_err(|_| KemError::InvalidKey)?;
