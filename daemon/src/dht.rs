@@ -44,6 +44,12 @@ pub const BLOB_PREFIX: &[u8] = b"/metanet/blob/";
 /// Keys of key packages (§9.9): this prefix and the owner's 20 address bytes; the
 /// value is signed by the owner's wallet key, and a higher `seq` supersedes.
 pub const KEY_PACKAGE_PREFIX: &[u8] = b"/metanet/kp/";
+/// Keys of update requests (§9.9): this prefix, the group's 8-byte tag and the
+/// member's 20 address bytes; the value is the member's wallet signature over the
+/// empty commit it asks an admin to order, and a higher epoch supersedes.
+pub const UPDATE_PREFIX: &[u8] = b"/metanet/upd/";
+/// Envelope purpose of an update request.
+pub const UPDATE_PURPOSE: &str = "metanet/mls-update";
 /// Largest value the DHT stores (a Welcome for a thousand members, about 180 KB, fits).
 pub const MAX_VALUE_LEN: usize = 192 * 1024;
 /// How long a stored value lives unless its publisher stores it again.
@@ -97,6 +103,47 @@ pub fn blob_key(hash: &[u8; 32]) -> RecordKey {
 /// The DHT key of `address`'s key package.
 pub fn key_package_key(address: &metanet_proto::Address) -> RecordKey {
     RecordKey::new(&[KEY_PACKAGE_PREFIX, address.as_bytes()].concat())
+}
+
+/// The DHT key of `address`'s update request for the group tagged `tag`.
+pub fn update_key(tag: &[u8; 8], address: &metanet_proto::Address) -> RecordKey {
+    RecordKey::new(&[UPDATE_PREFIX, &tag[..], address.as_bytes()].concat())
+}
+
+/// An update request: `identity`'s envelope (purpose [`UPDATE_PURPOSE`], type 1) over
+/// `tag[8] ‖ epoch u64be ‖ commit_hash[32]`: "order my commit, which leads to `epoch`".
+pub fn seal_update(
+    identity: &metanet_proto::Identity,
+    tag: &[u8; 8],
+    epoch: u64,
+    commit: &[u8; 32],
+) -> Result<Vec<u8>, record::Error> {
+    let mut payload = tag.to_vec();
+    payload.extend_from_slice(&epoch.to_be_bytes());
+    payload.extend_from_slice(commit);
+    record::Envelope::seal(identity, UPDATE_PURPOSE, 1, &payload)
+}
+
+/// Open an update request stored under `update_key(tag, address)`: its epoch and
+/// commit hash.
+pub fn open_update(
+    tag: &[u8; 8],
+    address: &metanet_proto::Address,
+    value: &[u8],
+) -> Result<(u64, [u8; 32]), ValueError> {
+    let env = record::Envelope::open(value, UPDATE_PURPOSE, 1).map_err(ValueError::Envelope)?;
+    if env.signer.address() != *address {
+        return Err(ValueError::WrongSigner);
+    }
+    let p = env.payload;
+    if p.len() != 8 + 8 + 32 || p[..8] != tag[..] {
+        return Err(ValueError::Malformed);
+    }
+    let mut epoch = [0u8; 8];
+    epoch.copy_from_slice(&p[8..16]);
+    let mut commit = [0u8; 32];
+    commit.copy_from_slice(&p[16..48]);
+    Ok((u64::from_be_bytes(epoch), commit))
 }
 
 /// A key package value: `envelope_len u16be ‖ envelope ‖ key package`, where the
@@ -170,6 +217,8 @@ pub enum Value {
     Blob,
     /// A key package with this `seq`.
     KeyPackage { seq: u64 },
+    /// An update request for this epoch.
+    Update { epoch: u64 },
 }
 
 /// Verify a value found or offered under a blob or key package `key`.
@@ -190,7 +239,29 @@ pub fn verify_value(key: &RecordKey, value: &[u8]) -> Result<Value, ValueError> 
         let (seq, _) = open_key_package(&metanet_proto::Address::from_bytes(a), value)?;
         return Ok(Value::KeyPackage { seq });
     }
+    if let Some(rest) = k.strip_prefix(UPDATE_PREFIX) {
+        if rest.len() != 28 {
+            return Err(ValueError::UnknownKey);
+        }
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&rest[..8]);
+        let mut a = [0u8; 20];
+        a.copy_from_slice(&rest[8..]);
+        let (epoch, _) = open_update(&tag, &metanet_proto::Address::from_bytes(a), value)?;
+        return Ok(Value::Update { epoch });
+    }
     Err(ValueError::UnknownKey)
+}
+
+impl Value {
+    /// What orders two valid values under one key: the higher supersedes.
+    fn seq(self) -> u64 {
+        match self {
+            Value::Blob => 0,
+            Value::KeyPackage { seq } => seq,
+            Value::Update { epoch } => epoch,
+        }
+    }
 }
 
 /// Where a record came from.
@@ -454,13 +525,16 @@ pub fn accept_inbound(
 ) -> Result<(), Refused> {
     if key_prefix(&record.key).is_none() {
         let new = verify_value(&record.key, &record.value).map_err(Refused::BadValue)?;
-        if let Value::KeyPackage { seq } = new {
+        if new != Value::Blob {
             let held = store
                 .get(&record.key)
                 .and_then(|r| verify_value(&r.key, &r.value).ok());
-            if let Some(Value::KeyPackage { seq: old }) = held {
-                if seq <= old {
-                    return Err(Refused::NotNewer { seq, held: old });
+            if let Some(old) = held {
+                if new.seq() <= old.seq() {
+                    return Err(Refused::NotNewer {
+                        seq: new.seq(),
+                        held: old.seq(),
+                    });
                 }
             }
         }
@@ -927,10 +1001,7 @@ impl Driver {
             }
             match verify_value(key, &found.record.value) {
                 Ok(v) => {
-                    let seq = match v {
-                        Value::Blob => 0,
-                        Value::KeyPackage { seq } => seq,
-                    };
+                    let seq = v.seq();
                     if p.best_value.as_ref().is_none_or(|(s, _)| seq > *s) {
                         p.best_value = Some((seq, found.record.value));
                     }
