@@ -50,8 +50,13 @@ pub const KEY_PACKAGE_PREFIX: &[u8] = b"/metanet/kp/";
 pub const UPDATE_PREFIX: &[u8] = b"/metanet/upd/";
 /// Envelope purpose of an update request.
 pub const UPDATE_PURPOSE: &str = "metanet/mls-update";
-/// Largest value the DHT stores (a Welcome for a thousand members, about 180 KB, fits).
-pub const MAX_VALUE_LEN: usize = 192 * 1024;
+/// Largest value the DHT stores (a Welcome for a thousand members, about 270 KB with
+/// their ratchet tree, fits).
+pub const MAX_VALUE_LEN: usize = 320 * 1024;
+/// Values above this size count as large ...
+pub const LARGE_VALUE: usize = 16 * 1024;
+/// ... and a node holds at most this many for others (80 MiB at most).
+pub const MAX_LARGE_VALUES: usize = 256;
 /// How long a stored value lives unless its publisher stores it again.
 pub const VALUE_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Envelope purpose of a key package's signature.
@@ -537,6 +542,16 @@ pub fn accept_inbound(
                     });
                 }
             }
+        }
+        if record.value.len() > LARGE_VALUE
+            && store.get(&record.key).is_none()
+            && store
+                .records()
+                .filter(|r| r.value.len() > LARGE_VALUE)
+                .count()
+                >= MAX_LARGE_VALUES
+        {
+            return Err(Refused::Store(kad::store::Error::MaxRecords));
         }
         record.expires = Some(Instant::now() + VALUE_LIFETIME);
         return store.put(record).map_err(Refused::Store);
@@ -1161,5 +1176,73 @@ mod tests {
         put(&mut store, &ka, signed(6)).unwrap();
         let held = verify(&ka, &store.get(&ka).unwrap().value, now).unwrap();
         assert_eq!(held.seq, 6);
+    }
+
+    #[test]
+    fn values_are_checked_and_large_ones_bounded() {
+        let now = UnixTime::from_secs(1_000_000);
+        let mut store = MemoryStore::with_config(
+            PeerId::random(),
+            MemoryStoreConfig {
+                max_records: MAX_RECORDS,
+                max_value_bytes: MAX_VALUE_LEN,
+                ..Default::default()
+            },
+        );
+        let blob = |i: u32, len: usize| {
+            let mut v = vec![0u8; len];
+            v[..4].copy_from_slice(&i.to_le_bytes());
+            kad::Record::new(blob_key(blake3::hash(&v).as_bytes()), v)
+        };
+        // A blob under another hash is refused; one too large too.
+        let mut wrong = blob(0, 100);
+        wrong.value[5] ^= 1;
+        assert!(matches!(
+            accept_inbound(&mut store, wrong, now),
+            Err(Refused::BadValue(ValueError::HashMismatch))
+        ));
+        assert!(matches!(
+            accept_inbound(&mut store, blob(0, MAX_VALUE_LEN + 1), now),
+            Err(Refused::BadValue(ValueError::TooLarge))
+        ));
+        for i in 0..MAX_LARGE_VALUES as u32 {
+            accept_inbound(&mut store, blob(i, LARGE_VALUE + 1), now).unwrap();
+        }
+        assert!(matches!(
+            accept_inbound(&mut store, blob(9999, LARGE_VALUE + 1), now),
+            Err(Refused::Store(_))
+        ));
+        // Small ones still fit.
+        accept_inbound(&mut store, blob(9999, 100), now).unwrap();
+        // A key package supersedes only with a higher seq.
+        let a = Identity::generate(&[1u8; 64]);
+        let kp = |seq| {
+            kad::Record::new(
+                key_package_key(&a.address()),
+                seal_key_package(&a, seq, b"kp").unwrap(),
+            )
+        };
+        accept_inbound(&mut store, kp(5), now).unwrap();
+        assert!(matches!(
+            accept_inbound(&mut store, kp(5), now),
+            Err(Refused::NotNewer { .. })
+        ));
+        accept_inbound(&mut store, kp(6), now).unwrap();
+        // An update request under another member's key is refused.
+        let b = Identity::generate(&[2u8; 64]);
+        let tag = [7u8; 8];
+        let forged = kad::Record::new(
+            update_key(&tag, &b.address()),
+            seal_update(&a, &tag, 3, &[0; 32]).unwrap(),
+        );
+        assert!(matches!(
+            accept_inbound(&mut store, forged, now),
+            Err(Refused::BadValue(ValueError::WrongSigner))
+        ));
+        let own = kad::Record::new(
+            update_key(&tag, &a.address()),
+            seal_update(&a, &tag, 3, &[0; 32]).unwrap(),
+        );
+        accept_inbound(&mut store, own, now).unwrap();
     }
 }

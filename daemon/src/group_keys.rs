@@ -321,7 +321,9 @@ impl Daemon {
                         if let Ok(b) = grp.save() {
                             save(&path, &b);
                         }
-                        holder.groups.insert(group.to_owned(), Held::new(grp, false));
+                        holder
+                            .groups
+                            .insert(group.to_owned(), Held::new(grp, false));
                     }
                     Err(e) => {
                         tracing::error!(identity = name, group, error = %e, "cannot create the MLS group")
@@ -592,7 +594,12 @@ impl Daemon {
         if let Ok(b) = held.group.save() {
             save(&group_path(root, name, group), &b);
         }
-        tracing::info!(identity = name, group, epoch = commit.epoch, "asking the admins to order an update of our leaf");
+        tracing::info!(
+            identity = name,
+            group,
+            epoch = commit.epoch,
+            "asking the admins to order an update of our leaf"
+        );
     }
 
     /// An admin orders one member's update request for the next epoch: it checks the
@@ -633,8 +640,7 @@ impl Daemon {
             .map(|(_, a)| *a)
             .collect();
         for member in waiting {
-            let Some(v) = keys.value(self.dht.as_ref(), dht::update_key(&tag, &member), now)
-            else {
+            let Some(v) = keys.value(self.dht.as_ref(), dht::update_key(&tag, &member), now) else {
                 continue;
             };
             let Ok((epoch, hash)) = dht::open_update(&tag, &member, &v) else {
@@ -658,7 +664,13 @@ impl Daemon {
             };
             let mut trial = held.group.clone();
             let applied = match trial.apply(&commit) {
-                Ok(a) if a.committer == member.to_string() && a.added.is_empty() && a.removed.is_empty() => a,
+                Ok(a)
+                    if a.committer == member.to_string()
+                        && a.added.is_empty()
+                        && a.removed.is_empty() =>
+                {
+                    a
+                }
                 _ => {
                     tracing::warn!(group, %member, "its update request is not an update of its own leaf: ignored");
                     keys.awaiting.remove(&(group.to_owned(), member));

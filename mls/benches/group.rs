@@ -105,7 +105,10 @@ fn setup(n: usize, shape: fn(usize) -> (Group, Group)) -> Setup {
 
 fn bench(c: &mut Criterion) {
     let mut setups: Vec<(String, usize, Setup)> = Vec::new();
-    for (name, shape) in [("blank", blank as fn(usize) -> (Group, Group)), ("filled", filled)] {
+    for (name, shape) in [
+        ("blank", blank as fn(usize) -> (Group, Group)),
+        ("filled", filled),
+    ] {
         for &n in &SIZES {
             setups.push((name.to_owned(), n, setup(n, shape)));
         }

@@ -152,7 +152,9 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
         log(&a)
     );
     assert!(chain_epoch() >= 3, "two updates and at least one add");
-    assert!(wait_for(Duration::from_secs(10), || [&a, &b, &c].iter().all(|h| keyed(h, 3))));
+    assert!(wait_for(Duration::from_secs(10), || [&a, &b, &c]
+        .iter()
+        .all(|h| keyed(h, 3))));
     let epoch_before = chain_epoch();
     let shown = b.cli_json(&["group", "show", "ops"]);
     assert_eq!(shown["keys"][0]["epoch"], epoch_before, "{shown}");
