@@ -287,6 +287,7 @@ impl Daemon {
             tx_bytes: 0,
             rtt_us: None,
             cipher: None,
+            pq: None,
             path: String::new(),
         }
     }

@@ -51,6 +51,10 @@ pub struct File {
     /// this CPU has AES instructions, else ChaCha20-Poly1305), `aes-256-gcm` (offer and
     /// accept it regardless) or `chacha20-poly1305` (never use AES).
     pub cipher: Option<CipherPolicy>,
+    /// Post-quantum hybrid handshake (docs/protocol.md §5.7): `auto` (default: offer
+    /// ML-KEM-512, accept hybrid and classical), `required` (refuse classical
+    /// handshakes both ways) or `off` (never offer, answer offers classically).
+    pub pq: Option<PqPolicy>,
     /// DHT listen port (TCP, IPv4 and IPv6). Default 51821.
     pub dht_port: Option<u16>,
     /// DHT nodes to join through, as multiaddrs (`/ip4/198.18.0.1/tcp/51821`, with an
@@ -119,6 +123,36 @@ pub struct File {
     /// What the daemon publishes for its identities.
     #[serde(default)]
     pub identity: Vec<IdentityConfig>,
+}
+
+/// Whether the daemon uses the hybrid ML-KEM handshake (docs/protocol.md §5.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+pub enum PqPolicy {
+    /// Offer hybrid handshakes, accept both kinds; fall back to classical for peers
+    /// that do not answer hybrid initiations.
+    #[default]
+    #[serde(rename = "auto")]
+    #[value(name = "auto")]
+    Auto,
+    /// Hybrid handshakes only, in both directions.
+    #[serde(rename = "required")]
+    #[value(name = "required")]
+    Required,
+    /// Classical handshakes only.
+    #[serde(rename = "off")]
+    #[value(name = "off")]
+    Off,
+}
+
+impl PqPolicy {
+    /// The node's mode.
+    pub fn mode(self) -> metanet_proto::pq::PqMode {
+        match self {
+            PqPolicy::Auto => metanet_proto::pq::PqMode::Auto,
+            PqPolicy::Required => metanet_proto::pq::PqMode::Required,
+            PqPolicy::Off => metanet_proto::pq::PqMode::Off,
+        }
+    }
 }
 
 /// Which data cipher the daemon offers and accepts (docs/protocol.md §6.1).
@@ -516,6 +550,22 @@ mod tests {
         assert!(e.contains("--chain-contract"), "{e}");
         let e = none.chain(None, None, Some("/k".into())).unwrap_err();
         assert!(e.contains("--chain-rpc"), "{e}");
+    }
+
+    #[test]
+    fn pq_is_auto_required_or_off() {
+        use metanet_proto::pq::PqMode;
+        assert_eq!(File::default().pq, None);
+        assert_eq!(PqPolicy::default().mode(), PqMode::Auto);
+        for (text, mode) in [
+            ("auto", PqMode::Auto),
+            ("required", PqMode::Required),
+            ("off", PqMode::Off),
+        ] {
+            let file: File = toml::from_str(&format!("pq = \"{text}\"\n")).unwrap();
+            assert_eq!(file.pq.map(PqPolicy::mode), Some(mode));
+        }
+        assert!(toml::from_str::<File>("pq = \"on\"\n").is_err());
     }
 
     #[test]

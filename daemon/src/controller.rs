@@ -660,6 +660,7 @@ mod tests {
             tx_bytes: 0,
             rtt_us: None,
             cipher: None,
+            pq: None,
             path: String::new(),
         }
     }

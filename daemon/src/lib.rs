@@ -56,6 +56,8 @@ pub struct Options {
     pub socket_buffer: usize,
     /// Offer and accept AES-256-GCM for data (else ChaCha20-Poly1305 only).
     pub aes_256_gcm: bool,
+    /// The post-quantum hybrid handshake mode (docs/protocol.md §5.7).
+    pub pq: metanet_proto::pq::PqMode,
     pub static_peers: Vec<config::StaticPeer>,
     /// DHT listen port (TCP).
     pub dht_port: u16,
@@ -277,6 +279,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     seed.copy_from_slice(&state::random64()?[..32]);
     let node_config = node::Config {
         aes_256_gcm: opts.aes_256_gcm,
+        pq: opts.pq,
         relay: opts.relay,
         nat_keepalive: opts.keepalive,
         ..node::Config::default()
@@ -289,6 +292,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "serving as a relay"
         );
     }
+    tracing::info!(pq = %opts.pq, "post-quantum hybrid handshake (ml-kem-512)");
     tracing::info!(
         aes_256_gcm = opts.aes_256_gcm,
         "data ciphers: chacha20-poly1305{}",

@@ -52,6 +52,11 @@ struct Args {
     /// CPU has AES instructions, else ChaCha20-Poly1305).
     #[arg(long, value_enum, value_name = "CIPHER")]
     cipher: Option<config::CipherPolicy>,
+    /// Post-quantum hybrid handshake (ML-KEM-512 mixed into the Noise psk2) [default:
+    /// auto: offer it, accept hybrid and classical; required: refuse classical
+    /// handshakes both ways; off: classical only].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pq: Option<config::PqPolicy>,
     /// DHT listen port, TCP, IPv4 and IPv6 [default: 51821].
     #[arg(long, value_name = "N")]
     dht_port: Option<u16>,
@@ -270,6 +275,7 @@ fn main() -> ExitCode {
             .or(file.cipher)
             .unwrap_or_default()
             .aes_256_gcm(),
+        pq: args.pq.or(file.pq).unwrap_or_default().mode(),
         static_peers: file.peer,
         dht_port: args
             .dht_port

@@ -110,6 +110,7 @@ impl Daemon {
                 .rtt
                 .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             cipher: p.cipher.map(|c| c.name().to_owned()),
+            pq: p.pq.map(|k| k.name().to_owned()),
             path: match (p.path, p.relay) {
                 (node::Path::Direct, _) => "direct".into(),
                 (node::Path::Relay(_), Some(relay)) => format!("relay:{relay}"),
@@ -208,6 +209,21 @@ impl Daemon {
                 "epoch_refused",
                 "Initiations refused for their closed group's network key epoch.",
                 s.epoch_refused,
+            ),
+            (
+                "pq_refused",
+                "Classical handshakes refused because the post-quantum hybrid mode is required.",
+                s.pq_refused,
+            ),
+            (
+                "kem_encapsulations",
+                "ML-KEM encapsulations done answering hybrid initiations.",
+                s.kem_encapsulations,
+            ),
+            (
+                "kem_decapsulations",
+                "ML-KEM decapsulations done reading hybrid responses.",
+                s.kem_decapsulations,
             ),
             (
                 "rule_dropped",

@@ -739,6 +739,10 @@ pub struct PeerInfo {
     /// Data cipher of the session (`chacha20-poly1305` or `aes-256-gcm`), when up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cipher: Option<String>,
+    /// The KEM of the session's hybrid handshake (`ml-kem-512`), or null when the
+    /// session is classical or down (docs/protocol.md §5.7). Always present in JSON.
+    #[serde(default)]
+    pub pq: Option<String>,
     /// The path its packets take: `direct`, `relay:<relay address>`, or `none`
     /// (nowhere to send yet).
     #[serde(default)]

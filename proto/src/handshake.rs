@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 
 use crate::cipher::Cipher as DataCipher;
 use crate::identity::{Binding, Identity, NoisePublicKey, PublicKey};
+use crate::pq::{self, Kem, PqMode};
 use crate::rng::Rng;
 use crate::time::{Instant, UnixTime};
 use crate::wire::{
@@ -66,6 +67,9 @@ pub const GROUP_TAG_CONTEXT: &str = "metanet v1 group tag";
 pub const EXT_EPOCH: u8 = 1;
 /// Length of the [`EXT_EPOCH`] value: group tag and epoch.
 pub const EXT_EPOCH_LEN: usize = 8 + 8;
+/// Initiation extension type: an ephemeral ML-KEM-512 encapsulation key, the offer of
+/// a hybrid handshake (§5.7). Its value is [`pq::EK_LEN`] bytes.
+pub const EXT_ML_KEM_512: u8 = 2;
 
 /// A short public name of a group in initiations (§5.6): the first 8 bytes of
 /// `BLAKE3-derive-key("metanet v1 group tag", name)`. Collisions only cost a refused
@@ -97,12 +101,14 @@ pub struct EpochRef {
 pub struct Extensions {
     /// The closed group's network key this initiation's psk2 uses.
     pub epoch: Option<EpochRef>,
+    /// The initiator's ephemeral ML-KEM-512 encapsulation key (§5.7).
+    pub ml_kem_512: Option<Box<[u8; pq::EK_LEN]>>,
 }
 
 impl Extensions {
     /// Whether there is nothing to carry.
     pub fn is_empty(&self) -> bool {
-        self.epoch.is_none()
+        self.epoch.is_none() && self.ml_kem_512.is_none()
     }
 
     /// The encoded extensions: `type u8 ‖ len u16le ‖ value` each.
@@ -113,6 +119,11 @@ impl Extensions {
             out.extend_from_slice(&(EXT_EPOCH_LEN as u16).to_le_bytes());
             out.extend_from_slice(&e.group.0);
             out.extend_from_slice(&e.epoch.to_le_bytes());
+        }
+        if let Some(ek) = &self.ml_kem_512 {
+            out.push(EXT_ML_KEM_512);
+            out.extend_from_slice(&(pq::EK_LEN as u16).to_le_bytes());
+            out.extend_from_slice(&ek[..]);
         }
         out
     }
@@ -138,6 +149,13 @@ impl Extensions {
                     group: GroupTag(array(&value[..8])),
                     epoch: u64::from_le_bytes(array(&value[8..16])),
                 });
+            } else if *kind == EXT_ML_KEM_512 {
+                if len != pq::EK_LEN || ext.ml_kem_512.is_some() {
+                    return Err(Error::BadPayload);
+                }
+                let mut ek = Box::new([0u8; pq::EK_LEN]);
+                ek.copy_from_slice(value);
+                ext.ml_kem_512 = Some(ek);
             }
             b = tail;
         }
@@ -172,6 +190,14 @@ pub enum Error {
     BadCookie,
     #[error("responder chose a data cipher we did not offer")]
     UnofferedCipher,
+    #[error("responder sent an ML-KEM ciphertext we did not ask for")]
+    UnofferedKem,
+    #[error("classical handshake refused: the hybrid post-quantum mode is required")]
+    PqRequired,
+    #[error("initiation offers no ML-KEM encapsulation key")]
+    NoKemOffer,
+    #[error("initiator's ML-KEM encapsulation key is invalid")]
+    BadKemKey,
 }
 
 /// What we know about the remote side of a handshake: its wallet key and Noise key.
@@ -199,6 +225,8 @@ pub struct Established {
     pub initiator: bool,
     /// The data cipher both sides agreed on (docs/protocol.md §6.1).
     pub cipher: DataCipher,
+    /// The KEM whose secret is in psk2 when the handshake was hybrid (§5.7).
+    pub pq: Option<Kem>,
 }
 
 impl fmt::Debug for Established {
@@ -209,6 +237,7 @@ impl fmt::Debug for Established {
             .field("remote", &self.remote)
             .field("initiator", &self.initiator)
             .field("cipher", &self.cipher)
+            .field("pq", &self.pq)
             .finish_non_exhaustive()
     }
 }
@@ -268,6 +297,78 @@ pub fn initiate_extended(
     aes_256_gcm: bool,
     ext: &Extensions,
 ) -> Result<(ExpectResponse, Vec<u8>), Error> {
+    initiate_pq(
+        local,
+        remote,
+        psk,
+        sender,
+        timestamp,
+        cookie,
+        seed,
+        aes_256_gcm,
+        ext,
+        PqMode::Off,
+        &[0; 64],
+    )
+}
+
+/// [`initiate_extended`] in post-quantum mode `pq` (§5.7): with [`PqMode::Auto`] or
+/// [`PqMode::Required`] the initiation offers a hybrid handshake, carrying the
+/// ML-KEM-512 encapsulation key of `kem_seed` ([`EXT_ML_KEM_512`], which must not be in
+/// `ext`) and the [`wire::cipher::OFFER_ML_KEM_512`] bit; with `Required` only a hybrid
+/// response completes it. `psk` is the classical psk2 value, to which a hybrid
+/// response's KEM secret is added ([`pq::hybrid_psk`]).
+#[allow(clippy::too_many_arguments)]
+pub fn initiate_pq(
+    local: &Identity,
+    remote: Remote,
+    psk: &Psk,
+    sender: u32,
+    timestamp: UnixTime,
+    cookie: Option<&Cookie>,
+    seed: [u8; 32],
+    aes_256_gcm: bool,
+    ext: &Extensions,
+    pq: PqMode,
+    kem_seed: &[u8; 64],
+) -> Result<(ExpectResponse, Vec<u8>), Error> {
+    if ext.ml_kem_512.is_some() {
+        return Err(Error::BadPayload);
+    }
+    let kem = (pq != PqMode::Off).then(|| pq::KeyPair::from_seed(kem_seed));
+    let mut ext = ext.clone();
+    ext.ml_kem_512 = kem.as_ref().map(|k| Box::new(*k.encapsulation_key()));
+    write_initiation(
+        local,
+        remote,
+        psk,
+        sender,
+        timestamp,
+        cookie,
+        seed,
+        aes_256_gcm,
+        &ext,
+        kem,
+        pq == PqMode::Required,
+    )
+}
+
+/// Write an initiation carrying `ext` as it is; the offer bit follows
+/// `ext.ml_kem_512`, `kem` is the key pair behind it, if we hold one.
+#[allow(clippy::too_many_arguments)]
+fn write_initiation(
+    local: &Identity,
+    remote: Remote,
+    psk: &Psk,
+    sender: u32,
+    timestamp: UnixTime,
+    cookie: Option<&Cookie>,
+    seed: [u8; 32],
+    aes_256_gcm: bool,
+    ext: &Extensions,
+    kem: Option<pq::KeyPair>,
+    require_pq: bool,
+) -> Result<(ExpectResponse, Vec<u8>), Error> {
     let extra = ext.encode();
     if wire::INIT_LEN + extra.len() > wire::INIT_MAX_LEN {
         return Err(Error::BadPayload);
@@ -296,6 +397,9 @@ pub fn initiate_extended(
     if !extra.is_empty() {
         ciphers |= wire::INIT_EXTENDED;
     }
+    if ext.ml_kem_512.is_some() {
+        ciphers |= wire::cipher::OFFER_ML_KEM_512;
+    }
     let repr = InitiationRepr {
         ciphers,
         sender,
@@ -313,6 +417,9 @@ pub fn initiate_extended(
             remote,
             mac1,
             offered_aes: aes_256_gcm,
+            psk: Zeroizing::new(*psk),
+            kem,
+            require_pq,
         },
         msg,
     ))
@@ -325,6 +432,11 @@ pub struct ExpectResponse {
     remote: Remote,
     mac1: [u8; MAC_LEN],
     offered_aes: bool,
+    /// The classical psk2 value (the hybrid one is derived from it).
+    psk: Zeroizing<Psk>,
+    /// Our ephemeral ML-KEM key pair when we offered a hybrid handshake.
+    kem: Option<pq::KeyPair>,
+    require_pq: bool,
 }
 
 impl fmt::Debug for ExpectResponse {
@@ -347,6 +459,11 @@ impl ExpectResponse {
         &self.remote
     }
 
+    /// Whether the initiation offered a hybrid handshake.
+    pub fn offered_pq(&self) -> bool {
+        self.kem.is_some()
+    }
+
     /// Complete the handshake with a response whose receiver is [`Self::sender`] and
     /// whose mac1 the caller has checked. Consumes the state: a failed response ends this
     /// attempt (the node's retry timer starts a new one).
@@ -356,6 +473,21 @@ impl ExpectResponse {
             Some(DataCipher::Aes256Gcm) if !self.offered_aes => return Err(Error::UnofferedCipher),
             Some(c) => c,
             None => return Err(Error::UnofferedCipher),
+        };
+        // A hybrid response's ciphertext is read before message 2: its secret is in the
+        // psk2 that message 2 mixes. A tampered ciphertext decapsulates to another
+        // secret (implicit rejection), so message 2 then fails to authenticate.
+        let pq = match (p.kem_ciphertext(), &self.kem) {
+            (Some(_), None) => return Err(Error::UnofferedKem),
+            (None, _) if self.require_pq => return Err(Error::PqRequired),
+            (None, _) => None,
+            (Some(ct), Some(kp)) => {
+                let ss = kp.decapsulate(ct).map_err(|_| Error::BadPayload)?;
+                let psk =
+                    Zeroizing::new(pq::hybrid_psk(&self.psk, &ss, ct, kp.encapsulation_key()));
+                self.hs.set_psk(2, &psk[..]).map_err(|_| Error::Noise)?;
+                Some(Kem::MlKem512)
+            }
         };
         let mut payload = [0u8; wire::RESPONSE_PAYLOAD_LEN + 16];
         let n = self
@@ -382,6 +514,7 @@ impl ExpectResponse {
             remote: self.remote,
             initiator: true,
             cipher,
+            pq,
         })
     }
 
@@ -417,6 +550,11 @@ pub fn read_initiation(
         return Err(Error::BadPayload);
     }
     let extensions = Extensions::decode(&payload[wire::INIT_PAYLOAD_LEN..n])?;
+    // The offer bit outside Noise must agree with the authenticated payload.
+    let offer_bit = p.ciphers() & wire::cipher::OFFER_ML_KEM_512 != 0;
+    if offer_bit != extensions.ml_kem_512.is_some() {
+        return Err(Error::BadPayload);
+    }
     let public_key = parse_key(&payload[..32])?;
     let binding = Binding(array(&payload[32..96]));
     let timestamp = UnixTime::from_nanos(u64::from_le_bytes(array(&payload[96..104])));
@@ -438,6 +576,8 @@ pub fn read_initiation(
         timestamp,
         offered_aes: p.ciphers() & wire::cipher::OFFER_AES_256_GCM != 0,
         extensions,
+        psk: Zeroizing::new(*psk),
+        kem_ciphertext: None,
     })
 }
 
@@ -449,6 +589,10 @@ pub struct ExpectAccept {
     timestamp: UnixTime,
     offered_aes: bool,
     extensions: Extensions,
+    /// The classical psk2 value in use (the hybrid one is derived from it).
+    psk: Zeroizing<Psk>,
+    /// The ML-KEM ciphertext once [`ExpectAccept::encapsulate`] ran.
+    kem_ciphertext: Option<Box<[u8; pq::CT_LEN]>>,
 }
 
 impl fmt::Debug for ExpectAccept {
@@ -485,7 +629,15 @@ impl ExpectAccept {
     /// Use `psk` for psk2 instead of the base value given to [`read_initiation`]
     /// ([`network_psk`] of the epoch the initiation names).
     pub fn use_psk(&mut self, psk: &Psk) -> Result<(), Error> {
-        self.hs.set_psk(2, psk).map_err(|_| Error::Noise)
+        self.hs.set_psk(2, psk).map_err(|_| Error::Noise)?;
+        *self.psk = *psk;
+        Ok(())
+    }
+
+    /// Whether the initiator offered a hybrid handshake (an authenticated ML-KEM-512
+    /// encapsulation key in its payload).
+    pub fn offered_pq(&self) -> bool {
+        self.extensions.ml_kem_512.is_some()
     }
 
     /// Answer with ChaCha20-Poly1305: write the response and derive the transport keys.
@@ -494,13 +646,57 @@ impl ExpectAccept {
     }
 
     /// Answer, choosing AES-256-GCM when the initiator offered it and `aes_256_gcm` is
-    /// set, ChaCha20-Poly1305 otherwise.
+    /// set, ChaCha20-Poly1305 otherwise. The answer is hybrid if [`Self::encapsulate`]
+    /// ran, classical otherwise (also when the initiator offered a hybrid handshake).
     pub fn accept_choosing(
+        self,
+        local: &Identity,
+        sender: u32,
+        aes_256_gcm: bool,
+    ) -> Result<(Established, Vec<u8>), Error> {
+        self.answer(local, sender, aes_256_gcm)
+    }
+
+    /// Encapsulate to the initiator's ML-KEM-512 key with the 32 random bytes `m` and
+    /// mix the secret into psk2 (§5.7): the next accept answers hybrid. Validates the
+    /// key first: [`Error::NoKemOffer`] without an offer, [`Error::BadKemKey`] for a
+    /// key that fails the FIPS 203 checks. Call after every other check, and after
+    /// [`Self::use_psk`].
+    pub fn encapsulate(&mut self, m: &[u8; 32]) -> Result<(), Error> {
+        let ek = self
+            .extensions
+            .ml_kem_512
+            .as_ref()
+            .ok_or(Error::NoKemOffer)?;
+        let (ct, ss) = pq::encapsulate(&ek[..], m).map_err(|_| Error::BadKemKey)?;
+        let psk = Zeroizing::new(pq::hybrid_psk(&self.psk, &ss, &ct[..], &ek[..]));
+        self.hs.set_psk(2, &psk[..]).map_err(|_| Error::Noise)?;
+        self.kem_ciphertext = Some(ct);
+        Ok(())
+    }
+
+    /// Answer hybrid (§5.7): validate the initiator's ML-KEM-512 encapsulation key,
+    /// encapsulate with the 32 random bytes `m`, mix the secret into psk2 and send the
+    /// ciphertext with the response. [`Error::NoKemOffer`] if there was no offer,
+    /// [`Error::BadKemKey`] if the key fails validation.
+    pub fn accept_hybrid(
+        mut self,
+        local: &Identity,
+        sender: u32,
+        aes_256_gcm: bool,
+        m: &[u8; 32],
+    ) -> Result<(Established, Vec<u8>), Error> {
+        self.encapsulate(m)?;
+        self.answer(local, sender, aes_256_gcm)
+    }
+
+    fn answer(
         mut self,
         local: &Identity,
         sender: u32,
         aes_256_gcm: bool,
     ) -> Result<(Established, Vec<u8>), Error> {
+        let ct = self.kem_ciphertext.take();
         let cipher = if aes_256_gcm && self.offered_aes {
             DataCipher::Aes256Gcm
         } else {
@@ -513,15 +709,17 @@ impl ExpectAccept {
         self.hs
             .write_message(&payload, &mut noise)
             .map_err(|_| Error::Noise)?;
+        let pq = ct.as_ref().map(|_| Kem::MlKem512);
         let repr = ResponseRepr {
             cipher: cipher.choice(),
             sender,
             receiver: self.initiator_index,
+            kem_ciphertext: ct.map(|c| c.to_vec()),
             noise,
             mac1: [0; MAC_LEN],
             mac2: [0; MAC_LEN],
         };
-        let mut msg = vec![0u8; wire::RESPONSE_LEN];
+        let mut msg = vec![0u8; repr.buffer_len()];
         repr.emit(&mut msg);
         write_macs(&mut msg, &self.initiator.noise_key, None);
         let (i2r, r2i) = self.hs.dangerously_get_raw_split();
@@ -533,6 +731,7 @@ impl ExpectAccept {
             remote: self.initiator,
             initiator: false,
             cipher,
+            pq,
         };
         Ok((est, msg))
     }
@@ -963,6 +1162,7 @@ mod tests {
                 group: GroupTag::of("ops"),
                 epoch: 9,
             }),
+            ml_kem_512: None,
         };
         let b = e.encode();
         assert_eq!(b.len(), 3 + EXT_EPOCH_LEN);
@@ -992,6 +1192,7 @@ mod tests {
                 group: GroupTag::of("ops"),
                 epoch: 3,
             }),
+            ml_kem_512: None,
         };
         let psk2 = network_psk(&[0; 32], &[5; 32]);
         for (responder_psk, works) in [(Some(psk2), true), (None, false)] {
@@ -1039,6 +1240,222 @@ mod tests {
         .unwrap();
         init[1] |= wire::INIT_EXTENDED;
         assert!(InitiationPacket::new_checked(init.as_slice()).is_err());
+    }
+
+    /// A hybrid (or not) initiation from `a` to `b` in mode `pq`.
+    fn pq_initiation(
+        a: &Identity,
+        b: &Identity,
+        psk: &Psk,
+        pq: PqMode,
+    ) -> (ExpectResponse, Vec<u8>) {
+        initiate_pq(
+            a,
+            remote(b),
+            psk,
+            11,
+            UnixTime::from_secs(5),
+            None,
+            [7; 32],
+            false,
+            &Extensions::default(),
+            pq,
+            &[9; 64],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hybrid_round_trip_mixes_the_kem_secret() {
+        let (a, b) = ids();
+        let psk = [0u8; 32];
+        let (expect, init) = pq_initiation(&a, &b, &psk, PqMode::Auto);
+        assert!(expect.offered_pq());
+        assert_eq!(init.len(), wire::INIT_LEN + 3 + pq::EK_LEN);
+        assert_eq!(init.len(), 1043);
+        assert_ne!(init[1] & wire::cipher::OFFER_ML_KEM_512, 0);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+        assert!(acc.offered_pq());
+        let (eb, resp) = acc.accept_hybrid(&b, 22, false, &[6; 32]).unwrap();
+        assert_eq!(resp.len(), wire::RESPONSE_HYBRID_LEN);
+        assert_eq!(resp.len(), 956);
+        let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+        assert!(rp.hybrid());
+        let ea = expect.handle_response(&rp).unwrap();
+        assert_eq!((ea.pq, eb.pq), (Some(Kem::MlKem512), Some(Kem::MlKem512)));
+        assert_eq!(*ea.send_key, *eb.recv_key);
+        assert_eq!(*ea.recv_key, *eb.send_key);
+        // The same handshake classically gives other keys: the secret is in psk2.
+        let (expect, init) = pq_initiation(&a, &b, &psk, PqMode::Auto);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+        let (ec, resp) = acc.accept_choosing(&b, 22, false).unwrap();
+        assert_eq!(ec.pq, None);
+        assert_ne!(*ec.send_key, *eb.send_key);
+        let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+        assert_eq!(expect.handle_response(&rp).unwrap().pq, None);
+    }
+
+    #[test]
+    fn a_tampered_ciphertext_or_key_fails_the_handshake() {
+        let (a, b) = ids();
+        let psk = [0u8; 32];
+        // Ciphertext: implicit rejection gives another secret, message 2 fails.
+        for at in [12, 12 + 400, 12 + pq::CT_LEN - 1] {
+            let (expect, init) = pq_initiation(&a, &b, &psk, PqMode::Auto);
+            let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+            let acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+            let (_, mut resp) = acc.accept_hybrid(&b, 22, false, &[6; 32]).unwrap();
+            resp[at] ^= 0x20;
+            write_macs(&mut resp, &a.noise().public_key(), None);
+            let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+            assert_eq!(expect.handle_response(&rp).err(), Some(Error::Noise));
+        }
+        // The key in flight: inside message 1's AEAD, so reading fails.
+        let (_, mut init) = pq_initiation(&a, &b, &psk, PqMode::Auto);
+        init[8 + 32 + 48 + wire::INIT_PAYLOAD_LEN + 3 + 100] ^= 1;
+        write_macs(&mut init, &b.noise().public_key(), None);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        assert_eq!(
+            read_initiation(&b, &psk, &ip, [8; 32]).err(),
+            Some(Error::Noise)
+        );
+        // An authentic initiator's key that fails the FIPS 203 modulus check: an
+        // error at encapsulation, before any response.
+        let ext = Extensions {
+            ml_kem_512: Some(Box::new([0xff; pq::EK_LEN])),
+            ..Default::default()
+        };
+        let (_, init) = write_initiation(
+            &a,
+            remote(&b),
+            &psk,
+            11,
+            UnixTime::from_secs(5),
+            None,
+            [7; 32],
+            false,
+            &ext,
+            None,
+            false,
+        )
+        .unwrap();
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let mut acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+        assert!(acc.offered_pq());
+        assert_eq!(acc.encapsulate(&[6; 32]), Err(Error::BadKemKey));
+    }
+
+    #[test]
+    fn the_offer_and_the_choice_are_authenticated() {
+        let (a, b) = ids();
+        let psk = [0u8; 32];
+        // Clearing the offer bit of a hybrid initiation (or setting it on one without
+        // a key) disagrees with the authenticated payload.
+        let (_, mut init) = pq_initiation(&a, &b, &psk, PqMode::Auto);
+        init[1] &= !wire::cipher::OFFER_ML_KEM_512;
+        write_macs(&mut init, &b.noise().public_key(), None);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        assert_eq!(
+            read_initiation(&b, &psk, &ip, [8; 32]).err(),
+            Some(Error::BadPayload)
+        );
+        // Rewriting a hybrid response as a classical one (ciphertext cut, bit cleared)
+        // leaves message 2 under the hybrid psk2: it fails.
+        let (expect, init) = pq_initiation(&a, &b, &psk, PqMode::Auto);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+        let (_, resp) = acc.accept_hybrid(&b, 22, false, &[6; 32]).unwrap();
+        let mut classical = [&resp[..12], &resp[12 + pq::CT_LEN..]].concat();
+        classical[1] &= !wire::cipher::CHOSE_ML_KEM_512;
+        write_macs(&mut classical, &a.noise().public_key(), None);
+        let rp = ResponsePacket::new_checked(classical.as_slice()).unwrap();
+        assert_eq!(expect.handle_response(&rp).err(), Some(Error::Noise));
+    }
+
+    #[test]
+    fn required_refuses_classical_in_both_directions() {
+        let (a, b) = ids();
+        let psk = [0u8; 32];
+        // As initiator: a classical answer to a required offer is refused.
+        let (expect, init) = pq_initiation(&a, &b, &psk, PqMode::Required);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+        let (_, resp) = acc.accept_choosing(&b, 22, false).unwrap();
+        let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+        assert_eq!(expect.handle_response(&rp).err(), Some(Error::PqRequired));
+        // As responder: a classical initiation has nothing to encapsulate to (the node
+        // refuses it before this, counting `pq_refused`).
+        let (_, init) = pq_initiation(&a, &b, &psk, PqMode::Off);
+        assert_eq!(init.len(), wire::INIT_LEN);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+        assert!(!acc.offered_pq());
+        assert_eq!(
+            acc.accept_hybrid(&b, 22, false, &[6; 32]).err(),
+            Some(Error::NoKemOffer)
+        );
+        // A hybrid answer to an initiation that offered nothing is refused.
+        let (expect, _) = pq_initiation(&a, &b, &psk, PqMode::Off);
+        let (_, init) = pq_initiation(&a, &b, &psk, PqMode::Auto);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &psk, &ip, [8; 32]).unwrap();
+        let (_, resp) = acc.accept_hybrid(&b, 22, false, &[6; 32]).unwrap();
+        let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+        assert_eq!(expect.handle_response(&rp).err(), Some(Error::UnofferedKem));
+    }
+
+    #[test]
+    fn off_ignores_an_offer_and_a_network_key_combines_with_the_kem() {
+        let (a, b) = ids();
+        // `off` as responder: an offer answered classically completes.
+        let (expect, init) = pq_initiation(&a, &b, &[0; 32], PqMode::Auto);
+        let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+        let acc = read_initiation(&b, &[0; 32], &ip, [8; 32]).unwrap();
+        let (eb, resp) = acc.accept_choosing(&b, 22, false).unwrap();
+        assert_eq!(resp.len(), wire::RESPONSE_LEN);
+        let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+        let ea = expect.handle_response(&rp).unwrap();
+        assert_eq!((ea.pq, eb.pq), (None, None));
+        // Network key and KEM: both needed.
+        let ext = Extensions {
+            epoch: Some(EpochRef {
+                group: GroupTag::of("ops"),
+                epoch: 3,
+            }),
+            ml_kem_512: None,
+        };
+        let psk2 = network_psk(&[0; 32], &[5; 32]);
+        for (responder_psk, works) in [(Some(psk2), true), (None, false)] {
+            let (expect, init) = initiate_pq(
+                &a,
+                remote(&b),
+                &psk2,
+                1,
+                UnixTime::from_secs(5),
+                None,
+                [7; 32],
+                false,
+                &ext,
+                PqMode::Auto,
+                &[9; 64],
+            )
+            .unwrap();
+            assert_eq!(
+                init.len(),
+                wire::INIT_LEN + 3 + EXT_EPOCH_LEN + 3 + pq::EK_LEN
+            );
+            let ip = InitiationPacket::new_checked(init.as_slice()).unwrap();
+            let mut acc = read_initiation(&b, &[0; 32], &ip, [8; 32]).unwrap();
+            assert_eq!(acc.extensions().epoch, ext.epoch);
+            if let Some(psk) = responder_psk {
+                acc.use_psk(&psk).unwrap();
+            }
+            let (_, resp) = acc.accept_hybrid(&b, 2, false, &[6; 32]).unwrap();
+            let rp = ResponsePacket::new_checked(resp.as_slice()).unwrap();
+            assert_eq!(expect.handle_response(&rp).is_ok(), works);
+        }
     }
 
     #[test]

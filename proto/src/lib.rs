@@ -25,6 +25,7 @@ pub mod ip;
 pub mod keyfile;
 pub mod name;
 pub mod node;
+pub mod pq;
 pub mod record;
 pub mod session;
 pub mod signal;

@@ -157,6 +157,8 @@ pub struct Keypair {
     recv: LessSafeKey,
     /// The data cipher of both keys.
     pub cipher: Cipher,
+    /// The KEM of the handshake when it was hybrid (§5.7).
+    pub pq: Option<crate::pq::Kem>,
     /// Our session index.
     pub local_index: u32,
     /// The peer's session index.
@@ -189,6 +191,7 @@ impl Keypair {
             send: key(est.cipher, &est.send_key),
             recv: key(est.cipher, &est.recv_key),
             cipher: est.cipher,
+            pq: est.pq,
             local_index: est.local_index,
             remote_index: est.remote_index,
             initiator: est.initiator,
@@ -319,6 +322,7 @@ mod tests {
             },
             initiator: true,
             cipher,
+            pq: None,
         };
         Keypair::new(&est, now)
     }

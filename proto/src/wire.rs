@@ -89,6 +89,9 @@ pub const INIT_EXTENDED: u8 = 1 << 7;
 pub const INIT_MAX_LEN: usize = 1200;
 /// Response length.
 pub const RESPONSE_LEN: usize = 12 + RESPONSE_NOISE_LEN + 2 * MAC_LEN;
+/// Length of a hybrid response ([`cipher::CHOSE_ML_KEM_512`]): the ML-KEM-512
+/// ciphertext sits between the header and Noise message 2 (docs/protocol.md §5.7).
+pub const RESPONSE_HYBRID_LEN: usize = RESPONSE_LEN + crate::pq::CT_LEN;
 /// Cookie reply nonce length (XChaCha20-Poly1305).
 pub const COOKIE_NONCE_LEN: usize = 24;
 /// Sealed cookie length (16-byte cookie + 16-byte tag).
@@ -134,6 +137,13 @@ pub mod cipher {
     pub const AES_256_GCM: u8 = 1;
     /// Initiation offer bit: the initiator can use AES-256-GCM.
     pub const OFFER_AES_256_GCM: u8 = 1 << 0;
+    /// Initiation offer bit: the payload carries an ML-KEM-512 encapsulation key
+    /// (docs/protocol.md §5.7). Set exactly when the encrypted payload has the
+    /// extension, so the bit is authenticated by message 1's AEAD.
+    pub const OFFER_ML_KEM_512: u8 = 1 << 1;
+    /// Response choice bit: the response is hybrid and carries an ML-KEM-512
+    /// ciphertext ([`super::RESPONSE_HYBRID_LEN`]); the low bits still name the cipher.
+    pub const CHOSE_ML_KEM_512: u8 = 1 << 7;
 }
 
 /// Type, length and reserved bytes. Byte 1 of the handshake messages is not reserved: it
@@ -157,7 +167,10 @@ fn check_header(buf: &[u8], kind: u8, exact: Option<usize>, min: usize) -> Resul
     }
     let (reserved, byte1_ok) = match kind {
         self::kind::INITIATION => (&buf[2..4], true),
-        self::kind::RESPONSE => (&buf[2..4], buf[1] <= cipher::AES_256_GCM),
+        self::kind::RESPONSE => (
+            &buf[2..4],
+            buf[1] & !cipher::CHOSE_ML_KEM_512 <= cipher::AES_256_GCM,
+        ),
         _ => (&buf[1..4], true),
     };
     if !byte1_ok || reserved.iter().any(|&b| b != 0) {
@@ -181,6 +194,20 @@ fn check_initiation(buf: &[u8]) -> Result<(), Error> {
         });
     }
     check_header(buf, kind::INITIATION, None, INIT_LEN + 1)
+}
+
+/// A response's header and length: [`RESPONSE_HYBRID_LEN`] with
+/// [`cipher::CHOSE_ML_KEM_512`], exactly [`RESPONSE_LEN`] without.
+fn check_response(buf: &[u8]) -> Result<(), Error> {
+    let hybrid = buf
+        .get(1)
+        .is_some_and(|b| b & cipher::CHOSE_ML_KEM_512 != 0);
+    let len = if hybrid {
+        RESPONSE_HYBRID_LEN
+    } else {
+        RESPONSE_LEN
+    };
+    check_header(buf, kind::RESPONSE, Some(len), 0)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -240,7 +267,7 @@ pub fn classify(buf: &[u8]) -> Result<Kind, Error> {
     };
     match k {
         Kind::Initiation => check_initiation(buf)?,
-        Kind::Response => check_header(buf, kind::RESPONSE, Some(RESPONSE_LEN), 0)?,
+        Kind::Response => check_response(buf)?,
         Kind::CookieReply => check_header(buf, kind::COOKIE_REPLY, Some(COOKIE_REPLY_LEN), 0)?,
         Kind::Data => check_header(buf, kind::DATA, None, DATA_OVERHEAD)?,
         Kind::RecordRequest => {
@@ -448,19 +475,23 @@ impl InitiationRepr {
 
 // ---------------------------------------------------------------- response
 
-/// Checked view of a handshake response.
+/// Checked view of a handshake response, classical or hybrid.
 #[derive(Debug, Clone, Copy)]
 pub struct ResponsePacket<T: AsRef<[u8]>>(T);
 
 impl<T: AsRef<[u8]>> ResponsePacket<T> {
     /// Wrap `buf` after checking type, length and reserved bytes.
     pub fn new_checked(buf: T) -> Result<Self, Error> {
-        check_header(buf.as_ref(), kind::RESPONSE, Some(RESPONSE_LEN), 0)?;
+        check_response(buf.as_ref())?;
         Ok(ResponsePacket(buf))
     }
     /// The data cipher the responder chose ([`cipher`]: 0 or 1).
     pub fn cipher(&self) -> u8 {
-        self.0.as_ref()[1]
+        self.0.as_ref()[1] & !cipher::CHOSE_ML_KEM_512
+    }
+    /// Whether the response is hybrid ([`cipher::CHOSE_ML_KEM_512`]).
+    pub fn hybrid(&self) -> bool {
+        self.0.as_ref()[1] & cipher::CHOSE_ML_KEM_512 != 0
     }
     /// The responder's session index.
     pub fn sender(&self) -> u32 {
@@ -470,17 +501,25 @@ impl<T: AsRef<[u8]>> ResponsePacket<T> {
     pub fn receiver(&self) -> u32 {
         u32_at(self.0.as_ref(), 8)
     }
+    /// The ML-KEM-512 ciphertext of a hybrid response.
+    pub fn kem_ciphertext(&self) -> Option<&[u8]> {
+        self.hybrid()
+            .then(|| &self.0.as_ref()[12..12 + crate::pq::CT_LEN])
+    }
     /// Noise message 2.
     pub fn noise(&self) -> &[u8] {
-        &self.0.as_ref()[12..12 + RESPONSE_NOISE_LEN]
+        let at = 12 + self.kem_ciphertext().map_or(0, <[u8]>::len);
+        &self.0.as_ref()[at..at + RESPONSE_NOISE_LEN]
     }
     /// mac1.
     pub fn mac1(&self) -> [u8; MAC_LEN] {
-        arr(self.0.as_ref(), RESPONSE_LEN - 2 * MAC_LEN)
+        let b = self.0.as_ref();
+        arr(b, b.len() - 2 * MAC_LEN)
     }
     /// mac2.
     pub fn mac2(&self) -> [u8; MAC_LEN] {
-        arr(self.0.as_ref(), RESPONSE_LEN - MAC_LEN)
+        let b = self.0.as_ref();
+        arr(b, b.len() - MAC_LEN)
     }
     /// The whole message.
     pub fn as_bytes(&self) -> &[u8] {
@@ -491,12 +530,14 @@ impl<T: AsRef<[u8]>> ResponsePacket<T> {
 /// Owned handshake response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseRepr {
-    /// The data cipher chosen ([`cipher`]).
+    /// The data cipher chosen ([`cipher`], without [`cipher::CHOSE_ML_KEM_512`]).
     pub cipher: u8,
     /// The responder's session index.
     pub sender: u32,
     /// The initiator's session index.
     pub receiver: u32,
+    /// The ML-KEM-512 ciphertext of a hybrid response ([`crate::pq::CT_LEN`] bytes).
+    pub kem_ciphertext: Option<Vec<u8>>,
     /// Noise message 2.
     pub noise: [u8; RESPONSE_NOISE_LEN],
     /// mac1.
@@ -512,24 +553,37 @@ impl ResponseRepr {
             cipher: p.cipher(),
             sender: p.sender(),
             receiver: p.receiver(),
-            noise: arr(p.as_bytes(), 12),
+            kem_ciphertext: p.kem_ciphertext().map(<[u8]>::to_vec),
+            noise: arr(p.noise(), 0),
             mac1: p.mac1(),
             mac2: p.mac2(),
         }
     }
-    /// Encoded length.
-    pub const fn buffer_len(&self) -> usize {
-        RESPONSE_LEN
+    /// Encoded length: [`RESPONSE_LEN`], or [`RESPONSE_HYBRID_LEN`] with a ciphertext.
+    pub fn buffer_len(&self) -> usize {
+        if self.kem_ciphertext.is_some() {
+            RESPONSE_HYBRID_LEN
+        } else {
+            RESPONSE_LEN
+        }
     }
-    /// Write into `buf[..RESPONSE_LEN]`.
+    /// Write into `buf[..self.buffer_len()]`; a ciphertext must be
+    /// [`crate::pq::CT_LEN`] bytes.
     pub fn emit(&self, buf: &mut [u8]) {
+        let len = self.buffer_len();
         put_header(buf, kind::RESPONSE);
         buf[1] = self.cipher;
         buf[4..8].copy_from_slice(&self.sender.to_le_bytes());
         buf[8..12].copy_from_slice(&self.receiver.to_le_bytes());
-        buf[12..12 + RESPONSE_NOISE_LEN].copy_from_slice(&self.noise);
-        buf[RESPONSE_LEN - 2 * MAC_LEN..RESPONSE_LEN - MAC_LEN].copy_from_slice(&self.mac1);
-        buf[RESPONSE_LEN - MAC_LEN..RESPONSE_LEN].copy_from_slice(&self.mac2);
+        let mut at = 12;
+        if let Some(ct) = &self.kem_ciphertext {
+            buf[1] |= cipher::CHOSE_ML_KEM_512;
+            buf[at..at + crate::pq::CT_LEN].copy_from_slice(ct);
+            at += crate::pq::CT_LEN;
+        }
+        buf[at..at + RESPONSE_NOISE_LEN].copy_from_slice(&self.noise);
+        buf[len - 2 * MAC_LEN..len - MAC_LEN].copy_from_slice(&self.mac1);
+        buf[len - MAC_LEN..len].copy_from_slice(&self.mac2);
     }
 }
 

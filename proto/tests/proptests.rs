@@ -54,15 +54,20 @@ fn response() -> impl Strategy<Value = ResponseRepr> {
         0..=1u8,
         any::<u32>(),
         any::<u32>(),
+        proptest::option::of(proptest::collection::vec(
+            any::<u8>(),
+            metanet_proto::pq::CT_LEN,
+        )),
         bytes(),
         bytes(),
         bytes(),
     )
         .prop_map(
-            |(cipher, sender, receiver, noise, mac1, mac2)| ResponseRepr {
+            |(cipher, sender, receiver, kem_ciphertext, noise, mac1, mac2)| ResponseRepr {
                 cipher,
                 sender,
                 receiver,
+                kem_ciphertext,
                 noise,
                 mac1,
                 mac2,
@@ -190,6 +195,7 @@ fn near_message() -> impl Strategy<Value = Vec<u8>> {
     let len = prop_oneof![
         Just(wire::INIT_LEN),
         Just(wire::RESPONSE_LEN),
+        Just(wire::RESPONSE_HYBRID_LEN),
         Just(wire::COOKIE_REPLY_LEN),
         Just(wire::DATA_OVERHEAD),
         Just(wire::RECORD_REQUEST_LEN),
@@ -272,7 +278,7 @@ proptest! {
     #[test]
     fn response_round_trips(x in response()) {
         let buf = emit_response(&x);
-        prop_assert_eq!(buf.len(), wire::RESPONSE_LEN);
+        prop_assert_eq!(buf.len(), x.buffer_len());
         prop_assert_eq!(wire::classify(&buf), Ok(Kind::Response));
         prop_assert_eq!(accepted_by(&buf), vec![Kind::Response]);
         let p = ResponsePacket::new_checked(&buf[..]).unwrap();
@@ -365,8 +371,17 @@ proptest! {
             // Byte 1 of a handshake message negotiates the data cipher: any offer
             // bits in an initiation, a choice of 0 or 1 in a response.
             (Some(1), wire::INIT_LEN) if buf[2..4] != [0, 0] => Err(wire::Error::Reserved),
-            (Some(2), wire::RESPONSE_LEN) if buf[2..4] != [0, 0] || buf[1] > 1 => {
-                Err(wire::Error::Reserved)
+            // A response with bit 7 of byte 1 is hybrid and longer (§5.7).
+            (Some(2), n) => {
+                let hybrid = buf.get(1).is_some_and(|b| b & wire::cipher::CHOSE_ML_KEM_512 != 0);
+                let want = if hybrid { wire::RESPONSE_HYBRID_LEN } else { wire::RESPONSE_LEN };
+                if n != want {
+                    Err(wire::Error::BadLength { kind: 2, len: n, expected: want })
+                } else if buf[2..4] != [0, 0] || buf[1] & !wire::cipher::CHOSE_ML_KEM_512 > 1 {
+                    Err(wire::Error::Reserved)
+                } else {
+                    Ok(Kind::Response)
+                }
             }
             (Some(3), wire::COOKIE_REPLY_LEN)
             | (Some(5), wire::RECORD_REQUEST_LEN)
@@ -374,7 +389,6 @@ proptest! {
                 Err(wire::Error::Reserved)
             }
             (Some(1), wire::INIT_LEN) => Ok(Kind::Initiation),
-            (Some(2), wire::RESPONSE_LEN) => Ok(Kind::Response),
             (Some(3), wire::COOKIE_REPLY_LEN) => Ok(Kind::CookieReply),
             (Some(5), wire::RECORD_REQUEST_LEN) => Ok(Kind::RecordRequest),
             (Some(7), wire::RECORD_COOKIE_LEN) => Ok(Kind::RecordCookie),

@@ -292,6 +292,7 @@ fn wire_messages_match_vectors() {
                     cipher: 0,
                     sender: *sender,
                     receiver: *receiver,
+                    kem_ciphertext: None,
                     noise: unhex_array(noise),
                     mac1: unhex_array(mac1),
                     mac2: unhex_array(mac2),
@@ -533,6 +534,7 @@ fn wire_file() -> WireFile {
         cipher: 0,
         sender: 0x5566_7788,
         receiver: 0x1122_3344,
+        kem_ciphertext: None,
         noise: pattern(0x20),
         mac1: pattern(0xc0),
         mac2: [0; wire::MAC_LEN],
@@ -1211,6 +1213,7 @@ fn network_key_file() -> NetworkKeyFile {
     let psk2 = handshake::network_psk(&psk, &key);
     let ext = handshake::Extensions {
         epoch: Some(handshake::EpochRef { group: tag, epoch }),
+        ml_kem_512: None,
     };
     let (sender, ts, eph) = (0x0a0b_0c0d, 1_800_000_000_000_000_000, [0x71; 32]);
     let (state, initiation) = handshake::initiate_extended(
@@ -1291,4 +1294,162 @@ fn network_key_handshake_matches_vector() {
 #[ignore = "rewrites the committed network key vector"]
 fn regenerate_network_key() {
     store("network-key.json", &network_key_file());
+}
+
+/// A hybrid handshake (docs/protocol.md §5.7) with fixed randomness: the initiation
+/// carries an ML-KEM-512 encapsulation key, the response its ciphertext, and psk2 is
+/// `hybrid_psk(classical psk2, ss, ct, ek)`. With a closed group's network key too, so
+/// the vector covers all three inputs of psk2.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PqFile {
+    description: String,
+    initiator_seed: String,
+    responder_seed: String,
+    /// The node's base psk.
+    psk: String,
+    group: String,
+    epoch: u64,
+    network_key: String,
+    /// `network_psk(psk, network_key)`: the classical psk2 value.
+    classical_psk2: String,
+    sender: u32,
+    timestamp_nanos: u64,
+    ephemeral_seed: String,
+    /// FIPS 203 key generation seed `d ‖ z` of the initiator's ML-KEM-512 key pair.
+    kem_keygen_seed: String,
+    /// The encapsulation key (800 bytes), extension 2 inside the initiation's payload.
+    encapsulation_key: String,
+    /// The encoded extensions inside the initiation's payload (epoch, then the key).
+    extensions: String,
+    initiation: String,
+    responder_index: u32,
+    responder_ephemeral_seed: String,
+    /// FIPS 203 encapsulation randomness `m`.
+    kem_encaps_seed: String,
+    /// The ciphertext (768 bytes), between the response's header and Noise message 2.
+    ciphertext: String,
+    shared_secret: String,
+    /// `hybrid_psk(classical_psk2, shared_secret, ciphertext, encapsulation_key)`.
+    hybrid_psk2: String,
+    response: String,
+    initiator_send_key: String,
+    responder_send_key: String,
+}
+
+fn pq_file() -> PqFile {
+    use metanet_proto::pq::{self, PqMode};
+    let initiator_seed: [u8; 64] = core::array::from_fn(|i| 0x33u8.wrapping_mul(i as u8 + 1));
+    let responder_seed: [u8; 64] = core::array::from_fn(|i| 0x44u8.wrapping_add(i as u8));
+    let initiator = Identity::generate(&initiator_seed);
+    let responder = Identity::generate(&responder_seed);
+    let to_responder = Remote {
+        public_key: responder.public_key(),
+        noise_key: responder.noise().public_key(),
+    };
+    let psk = [0u8; 32];
+    let group = "ops";
+    let epoch = 7;
+    let key: [u8; 32] = pattern(0x80);
+    let psk2 = handshake::network_psk(&psk, &key);
+    let ext = handshake::Extensions {
+        epoch: Some(handshake::EpochRef {
+            group: handshake::GroupTag::of(group),
+            epoch,
+        }),
+        ml_kem_512: None,
+    };
+    let (sender, ts, eph) = (0x0102_0304, 1_800_000_000_000_000_000, [0x91; 32]);
+    let kem_seed: [u8; 64] = pattern(0xa0);
+    let (state, initiation) = handshake::initiate_pq(
+        &initiator,
+        to_responder,
+        &psk2,
+        sender,
+        UnixTime::from_nanos(ts),
+        None,
+        eph,
+        false,
+        &ext,
+        PqMode::Auto,
+        &kem_seed,
+    )
+    .unwrap();
+    let kp = pq::KeyPair::from_seed(&kem_seed);
+    let ek = kp.encapsulation_key();
+    let mut full_ext = ext.clone();
+    full_ext.ml_kem_512 = Some(Box::new(*ek));
+    assert_eq!(
+        initiation.len(),
+        wire::INIT_LEN + 3 + handshake::EXT_EPOCH_LEN + 3 + pq::EK_LEN
+    );
+    assert!(initiation.len() <= wire::INIT_MAX_LEN);
+    let p = InitiationPacket::new_checked(&initiation[..]).unwrap();
+    let (responder_index, responder_eph, m) = (0x0506_0708, [0x92; 32], [0x93; 32]);
+    let mut accept = handshake::read_initiation(&responder, &psk, &p, responder_eph).unwrap();
+    assert_eq!(accept.extensions(), &full_ext);
+    accept.use_psk(&psk2).unwrap();
+    let (responder_est, response) = accept
+        .accept_hybrid(&responder, responder_index, false, &m)
+        .unwrap();
+    let rp = ResponsePacket::new_checked(&response[..]).unwrap();
+    let ct = rp.kem_ciphertext().unwrap().to_vec();
+    let ss = kp.decapsulate(&ct).unwrap();
+    let initiator_est = state.handle_response(&rp).unwrap();
+    assert_eq!(*initiator_est.send_key, *responder_est.recv_key);
+    assert_eq!(initiator_est.pq, Some(pq::Kem::MlKem512));
+    PqFile {
+        description: "A hybrid handshake (docs/protocol.md §5.7) between members of a closed \
+            group: identities from Identity::generate of the seeds; the initiation sets byte 1 \
+            bits 7 (extended) and 1 (ML-KEM-512 offer) and carries the epoch extension and \
+            extension 2, the ML-KEM-512 encapsulation key of kem_keygen_seed (FIPS 203 \
+            KeyGen_internal(d, z)); the response sets byte 1 bit 7 and carries the ciphertext \
+            of Encaps_internal(ek, kem_encaps_seed) between its 12-byte header and Noise \
+            message 2; psk2 = BLAKE3-derive-key(\"metanet v1 hybrid psk ml-kem-512\", \
+            classical_psk2 ‖ shared_secret ‖ ciphertext ‖ encapsulation_key), classical_psk2 = \
+            BLAKE3-derive-key(\"metanet v1 network psk\", psk ‖ network_key)."
+            .into(),
+        initiator_seed: hex(&initiator_seed),
+        responder_seed: hex(&responder_seed),
+        psk: hex(&psk),
+        group: group.into(),
+        epoch,
+        network_key: hex(&key),
+        classical_psk2: hex(&psk2),
+        sender,
+        timestamp_nanos: ts,
+        ephemeral_seed: hex(&eph),
+        kem_keygen_seed: hex(&kem_seed),
+        encapsulation_key: hex(&ek[..]),
+        extensions: hex(&full_ext.encode()),
+        initiation: hex(&initiation),
+        responder_index,
+        responder_ephemeral_seed: hex(&responder_eph),
+        kem_encaps_seed: hex(&m),
+        ciphertext: hex(&ct),
+        shared_secret: hex(&ss[..]),
+        hybrid_psk2: hex(&pq::hybrid_psk(&psk2, &ss, &ct, &ek[..])),
+        response: hex(&response),
+        initiator_send_key: hex(&initiator_est.send_key[..]),
+        responder_send_key: hex(&responder_est.send_key[..]),
+    }
+}
+
+#[test]
+fn pq_handshake_matches_vector() {
+    let file: PqFile = load("pq.json");
+    assert_eq!(pq_file(), file);
+    assert_eq!(unhex(&file.initiation).len(), 1062);
+    assert_eq!(unhex(&file.response).len(), wire::RESPONSE_HYBRID_LEN);
+    // The KEM half on its own: the frozen ciphertext decapsulates to the secret.
+    let kp = metanet_proto::pq::KeyPair::from_seed(&unhex_array(&file.kem_keygen_seed));
+    assert_eq!(hex(&kp.encapsulation_key()[..]), file.encapsulation_key);
+    let ss = kp.decapsulate(&unhex(&file.ciphertext)).unwrap();
+    assert_eq!(hex(&ss[..]), file.shared_secret);
+}
+
+#[test]
+#[ignore = "rewrites the committed pq vector"]
+fn regenerate_pq() {
+    store("pq.json", &pq_file());
 }

@@ -35,6 +35,7 @@ pub(crate) fn render(peers: &[PeerInfo], now: u64) -> String {
         "TX",
         "RTT",
         "CIPHER",
+        "PQ",
         "PATH",
     ];
     if many {
@@ -54,6 +55,11 @@ pub(crate) fn render(peers: &[PeerInfo], now: u64) -> String {
                 bytes(p.tx_bytes),
                 p.rtt_us.map_or_else(|| "-".into(), millis),
                 p.cipher.clone().unwrap_or_else(|| "-".into()),
+                match (&p.pq, p.connected) {
+                    (Some(kem), _) => kem.clone(),
+                    (None, true) => "classical".into(),
+                    (None, false) => "-".into(),
+                },
                 if p.path.is_empty() {
                     "-".into()
                 } else {
@@ -89,6 +95,7 @@ mod tests {
             tx_bytes: 10,
             rtt_us: Some(1500),
             cipher: Some("aes-256-gcm".into()),
+            pq: Some("ml-kem-512".into()),
             path: "direct".into(),
         }
     }
@@ -110,6 +117,7 @@ mod tests {
             "10 B",
             "1.50 ms",
             "aes-256-gcm",
+            "ml-kem-512",
         ] {
             assert!(row.contains(want), "{want} missing from {row}");
         }

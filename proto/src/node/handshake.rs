@@ -11,9 +11,11 @@ use super::peer::{Attempt, Origin, Peer, PeerId};
 use super::table::{free_index, NewPaths};
 use super::{Event, LocalId, Node};
 use crate::handshake::{self, Cookie, COOKIE_SECRET_LIFETIME};
+use crate::pq::PqMode;
 use crate::session::{self, Keypair};
 use crate::time::{Instant, UnixTime};
 use crate::wire::{CookieReplyPacket, CookieReplyRepr, InitiationPacket, ResponsePacket};
+use zeroize::Zeroizing;
 
 impl Node {
     /// Start a handshake with peer `id` unless one is under way (an initiation waits
@@ -43,6 +45,23 @@ impl Node {
         let Some(p) = self.peers.get_mut(id) else {
             return;
         };
+        // Whether to offer the hybrid handshake (§5.7). In `auto`, a hybrid initiation
+        // that got no answer (an old peer drops extended initiations) is retried
+        // classical, and the two alternate, unless the peer is known to speak hybrid.
+        let previous = p.handshake.attempt.as_ref().map(|a| {
+            let unanswered = a.state.is_some() && !a.cookie_replied;
+            (a.offered_pq, unanswered)
+        });
+        let offer_pq = match self.config.pq {
+            PqMode::Off => false,
+            PqMode::Required => true,
+            PqMode::Auto if p.handshake.pq_seen => true,
+            PqMode::Auto => match previous {
+                Some((offered, true)) => !offered,
+                Some((offered, false)) => offered,
+                None => !p.handshake.pq_legacy,
+            },
+        };
         if let Some(old) = p.handshake.attempt.take() {
             free_index(&mut self.by_index, old.sender, id);
         }
@@ -57,6 +76,8 @@ impl Node {
                 sent_at: now,
                 retry_at,
                 with_cookie: false,
+                offered_pq: offer_pq,
+                cookie_replied: false,
             });
             return;
         };
@@ -90,11 +111,19 @@ impl Node {
         let (psk, ext) = match network {
             Some((epoch, key)) => (
                 handshake::network_psk(&self.config.psk, &key),
-                handshake::Extensions { epoch: Some(epoch) },
+                handshake::Extensions {
+                    epoch: Some(epoch),
+                    ..Default::default()
+                },
             ),
             None => (self.config.psk, handshake::Extensions::default()),
         };
-        match handshake::initiate_extended(
+        let pq = match (offer_pq, self.config.pq) {
+            (false, _) => PqMode::Off,
+            (true, PqMode::Required) => PqMode::Required,
+            (true, _) => PqMode::Auto,
+        };
+        match handshake::initiate_pq(
             &local.identity,
             p.remote,
             &psk,
@@ -104,6 +133,8 @@ impl Node {
             seed,
             self.config.aes_256_gcm,
             &ext,
+            pq,
+            &kem_keygen_seed(&seed),
         ) {
             Ok((state, msg)) => {
                 p.handshake.last_sent_timestamp = Some(ts);
@@ -114,6 +145,8 @@ impl Node {
                     sent_at: now,
                     retry_at,
                     with_cookie,
+                    offered_pq: offer_pq,
+                    cookie_replied: false,
                 });
                 self.by_index.insert(sender, id);
                 let local_id = p.local;
@@ -131,6 +164,8 @@ impl Node {
                     sent_at: now,
                     retry_at,
                     with_cookie,
+                    offered_pq: offer_pq,
+                    cookie_replied: false,
                 });
             }
         }
@@ -214,6 +249,11 @@ impl Node {
                 }
             }
         }
+        // `pq = required` refuses a classical initiation, before any peer state.
+        if self.config.pq == PqMode::Required && !accept.offered_pq() {
+            self.stats.pq_refused += 1;
+            return;
+        }
         let existing = self.by_ip.get(&(local_id, address.ipv6())).copied();
         if let Some(id) = existing {
             let last = self
@@ -222,6 +262,17 @@ impl Node {
                 .and_then(|p| p.handshake.last_received_timestamp);
             if last.is_some_and(|t| accept.timestamp() <= t) {
                 self.stats.replayed_initiations += 1;
+                return;
+            }
+        }
+        // The ML-KEM work comes after every check (mac1, mac2 under load, identity,
+        // policy, epoch, timestamp) and before any peer state: a bad key leaves none.
+        // `off` answers an offer classically, as an old node would.
+        let hybrid = accept.offered_pq() && self.config.pq != PqMode::Off;
+        if hybrid {
+            self.stats.kem_encapsulations += 1;
+            if accept.encapsulate(&kem_encaps_seed(&seed)).is_err() {
+                self.stats.handshake_failures += 1;
                 return;
             }
         }
@@ -266,6 +317,10 @@ impl Node {
         };
         let was_up = p.keys.current_usable(now);
         p.handshake.last_received_timestamp = Some(timestamp);
+        if hybrid {
+            p.handshake.pq_seen = true;
+            p.handshake.pq_legacy = false;
+        }
         let kp = Box::new(Keypair::new(&est, now));
         // Responder: the new keypair waits in `next` until the initiator uses it.
         if let Some(old) = p.keys.next.replace(kp) {
@@ -329,13 +384,28 @@ impl Node {
             return;
         };
         let rtt = now.saturating_duration_since(attempt.sent_at);
+        let offered_pq = attempt.offered_pq;
+        if packet.hybrid() && state.offered_pq() {
+            self.stats.kem_decapsulations += 1;
+        }
         let est = match state.handle_response(&packet) {
             Ok(est) => est,
+            Err(handshake::Error::PqRequired) => {
+                self.stats.pq_refused += 1;
+                return;
+            }
             Err(_) => {
                 self.stats.handshake_failures += 1;
                 return;
             }
         };
+        if est.pq.is_some() {
+            p.handshake.pq_seen = true;
+            p.handshake.pq_legacy = false;
+        } else if !offered_pq && self.config.pq == PqMode::Auto && !p.handshake.pq_seen {
+            // Our classical fallback worked where the hybrid offer went unanswered.
+            p.handshake.pq_legacy = true;
+        }
         let was_up = p.keys.current_usable(now);
         p.handshake.attempt = None;
         let kp = Keypair::new(&est, now);
@@ -431,6 +501,9 @@ impl Node {
                         );
                     }
                     p.handshake.cookie = Some(cookie);
+                    if let Some(a) = p.handshake.attempt.as_mut() {
+                        a.cookie_replied = true;
+                    }
                     if let Some(a) = p.handshake.attempt.as_mut().filter(|a| !a.with_cookie) {
                         a.retry_at = now;
                         // The retry is the cookie's; this initiation does not earn another.
@@ -467,6 +540,21 @@ fn initiation_targets(p: &Peer, now: Instant) -> Vec<Via> {
         }
     }
     out
+}
+
+/// The ML-KEM-512 key generation seed of an initiation, derived from its handshake
+/// seed (a separate draw would shift every later random choice of the node).
+fn kem_keygen_seed(seed: &[u8; 32]) -> Zeroizing<[u8; 64]> {
+    let mut out = Zeroizing::new([0u8; 64]);
+    let mut h = blake3::Hasher::new_derive_key("metanet v1 ml-kem keygen seed");
+    h.update(seed);
+    h.finalize_xof().fill(&mut out[..]);
+    out
+}
+
+/// The ML-KEM-512 encapsulation randomness of a response, from its handshake seed.
+fn kem_encaps_seed(seed: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(blake3::derive_key("metanet v1 ml-kem encaps seed", seed))
 }
 
 /// Most endpoints whose cookie (or record cookie) is kept for every peer there.

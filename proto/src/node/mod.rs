@@ -118,6 +118,10 @@ pub struct Config {
     /// offers it (docs/protocol.md §6.1); ChaCha20-Poly1305 otherwise. Set it where the
     /// CPU has AES instructions.
     pub aes_256_gcm: bool,
+    /// The hybrid post-quantum handshake (docs/protocol.md §5.7): offered and accepted
+    /// (`Auto`, the default), demanded in both directions (`Required`), or never
+    /// offered and offers answered classically (`Off`).
+    pub pq: crate::pq::PqMode,
     /// Keepalive for paths that cross a NAT (docs/protocol.md §10.6): peers reached
     /// through a relay, and every peer once the node has seen itself behind a NAT.
     /// `None` turns it off ([`Config::persistent_keepalive`] still applies).
@@ -138,6 +142,7 @@ impl Default for Config {
             record_load_threshold: 64,
             persistent_keepalive: None,
             aes_256_gcm: false,
+            pq: crate::pq::PqMode::Auto,
             nat_keepalive: Some(Duration::from_secs(25)),
             relay: None,
         }
@@ -353,6 +358,13 @@ pub struct Stats {
     /// Initiations refused for their network key epoch (§11.3): a member of a closed
     /// group without the key, an unknown group, a non-member, or a stale epoch.
     pub epoch_refused: u64,
+    /// Classical handshakes refused because the hybrid mode is required (§5.7): an
+    /// initiation without an ML-KEM key, or a response without a ciphertext.
+    pub pq_refused: u64,
+    /// ML-KEM encapsulations done as responder (after every other check, §5.7).
+    pub kem_encapsulations: u64,
+    /// ML-KEM decapsulations done as initiator.
+    pub kem_decapsulations: u64,
     /// Decrypted packets an identity's inbound rules dropped (§11.2).
     pub rule_dropped: u64,
     /// Record cookies sent instead of signing a record (record requests under load).
@@ -414,6 +426,8 @@ pub struct PeerStatus {
     pub rtt: Option<Duration>,
     /// The data cipher of the current session, when one is up.
     pub cipher: Option<crate::session::Cipher>,
+    /// The KEM of the current session's hybrid handshake, when one is up and hybrid.
+    pub pq: Option<crate::pq::Kem>,
     /// The path its packets take now.
     pub path: Path,
     /// The address of the relay it is reached through, when relayed.
@@ -1044,6 +1058,7 @@ impl Node {
             dropped: p.counters.dropped,
             rtt: p.handshake.rtt,
             cipher: usable.map(|k| k.cipher),
+            pq: usable.and_then(|k| k.pq),
             path,
             relay,
         }

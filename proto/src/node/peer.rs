@@ -180,6 +180,12 @@ pub(super) struct HandshakeState {
     pub(super) completed: Option<(Instant, UnixTime)>,
     /// Round-trip time of the last handshake we initiated.
     pub(super) rtt: Option<Duration>,
+    /// The peer speaks the hybrid handshake (it completed one with us, or offered
+    /// one): in `pq = auto` our initiations to it never fall back to classical (§5.7).
+    pub(super) pq_seen: bool,
+    /// A classical initiation of ours completed after a hybrid one went unanswered (an
+    /// old peer that drops extended initiations): the next attempts start classical.
+    pub(super) pq_legacy: bool,
 }
 
 /// One initiation of ours and its retry timer (§7.5).
@@ -198,6 +204,10 @@ pub(super) struct Attempt {
     /// Whether this initiation carried a cookie's mac2: only a cookie-less one is
     /// retried at once when a cookie reply answers it (§5.4).
     pub(super) with_cookie: bool,
+    /// Whether this initiation offered a hybrid handshake (§5.7).
+    pub(super) offered_pq: bool,
+    /// Whether a cookie reply answered it (then it was not dropped: no fallback).
+    pub(super) cookie_replied: bool,
 }
 
 /// A peer's keepalive, reply and activity timers (§7.4, §7.5, §7.6). The handshake

@@ -106,6 +106,9 @@ pub struct Host {
     pub nat: Option<usize>,
     /// The relays its records list.
     pub relays: Vec<metanet_proto::record::Relay>,
+    /// Drops every initiation that is not exactly the classical 240 bytes, as a node
+    /// from before extended initiations (docs/protocol.md §5.6) does.
+    pub legacy: bool,
 }
 
 type Address = metanet_proto::Address;
@@ -138,6 +141,8 @@ pub struct LinkStats {
     pub duplicated: u64,
     pub too_big: u64,
     pub unroutable: u64,
+    /// Initiations a legacy host dropped for their length.
+    pub legacy_dropped: u64,
 }
 
 pub struct Sim {
@@ -247,6 +252,7 @@ impl Sim {
             auto_resolve: true,
             nat: None,
             relays: Vec::new(),
+            legacy: false,
         });
         self.hosts.len() - 1
     }
@@ -692,6 +698,13 @@ impl Sim {
         let mut bytes = f.bytes;
         let now = self.now;
         let _ = to;
+        if self.hosts[h].legacy
+            && bytes.first() == Some(&wire::kind::INITIATION)
+            && bytes.len() != wire::INIT_LEN
+        {
+            self.link_stats.legacy_dropped += 1;
+            return;
+        }
         if let Some(range) = self.hosts[h].node.handle_datagram(now, f.from, &mut bytes) {
             self.hosts[h].delivered.push((now, bytes[range].to_vec()));
         }
