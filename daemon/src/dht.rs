@@ -44,8 +44,19 @@ pub const BLOB_PREFIX: &[u8] = b"/metanet/blob/";
 /// Keys of key packages (§9.9): this prefix and the owner's 20 address bytes; the
 /// value is signed by the owner's wallet key, and a higher `seq` supersedes.
 pub const KEY_PACKAGE_PREFIX: &[u8] = b"/metanet/kp/";
-/// Largest value the DHT stores (a Welcome for a thousand members, about 180 KB, fits).
-pub const MAX_VALUE_LEN: usize = 192 * 1024;
+/// Keys of update requests (§9.9): this prefix, the group's 8-byte tag and the
+/// member's 20 address bytes; the value is the member's wallet signature over the
+/// empty commit it asks an admin to order, and a higher epoch supersedes.
+pub const UPDATE_PREFIX: &[u8] = b"/metanet/upd/";
+/// Envelope purpose of an update request.
+pub const UPDATE_PURPOSE: &str = "metanet/mls-update";
+/// Largest value the DHT stores (a Welcome for a thousand members, about 270 KB with
+/// their ratchet tree, fits).
+pub const MAX_VALUE_LEN: usize = 320 * 1024;
+/// Values above this size count as large ...
+pub const LARGE_VALUE: usize = 16 * 1024;
+/// ... and a node holds at most this many for others (80 MiB at most).
+pub const MAX_LARGE_VALUES: usize = 256;
 /// How long a stored value lives unless its publisher stores it again.
 pub const VALUE_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Envelope purpose of a key package's signature.
@@ -97,6 +108,47 @@ pub fn blob_key(hash: &[u8; 32]) -> RecordKey {
 /// The DHT key of `address`'s key package.
 pub fn key_package_key(address: &metanet_proto::Address) -> RecordKey {
     RecordKey::new(&[KEY_PACKAGE_PREFIX, address.as_bytes()].concat())
+}
+
+/// The DHT key of `address`'s update request for the group tagged `tag`.
+pub fn update_key(tag: &[u8; 8], address: &metanet_proto::Address) -> RecordKey {
+    RecordKey::new(&[UPDATE_PREFIX, &tag[..], address.as_bytes()].concat())
+}
+
+/// An update request: `identity`'s envelope (purpose [`UPDATE_PURPOSE`], type 1) over
+/// `tag[8] ‖ epoch u64be ‖ commit_hash[32]`: "order my commit, which leads to `epoch`".
+pub fn seal_update(
+    identity: &metanet_proto::Identity,
+    tag: &[u8; 8],
+    epoch: u64,
+    commit: &[u8; 32],
+) -> Result<Vec<u8>, record::Error> {
+    let mut payload = tag.to_vec();
+    payload.extend_from_slice(&epoch.to_be_bytes());
+    payload.extend_from_slice(commit);
+    record::Envelope::seal(identity, UPDATE_PURPOSE, 1, &payload)
+}
+
+/// Open an update request stored under `update_key(tag, address)`: its epoch and
+/// commit hash.
+pub fn open_update(
+    tag: &[u8; 8],
+    address: &metanet_proto::Address,
+    value: &[u8],
+) -> Result<(u64, [u8; 32]), ValueError> {
+    let env = record::Envelope::open(value, UPDATE_PURPOSE, 1).map_err(ValueError::Envelope)?;
+    if env.signer.address() != *address {
+        return Err(ValueError::WrongSigner);
+    }
+    let p = env.payload;
+    if p.len() != 8 + 8 + 32 || p[..8] != tag[..] {
+        return Err(ValueError::Malformed);
+    }
+    let mut epoch = [0u8; 8];
+    epoch.copy_from_slice(&p[8..16]);
+    let mut commit = [0u8; 32];
+    commit.copy_from_slice(&p[16..48]);
+    Ok((u64::from_be_bytes(epoch), commit))
 }
 
 /// A key package value: `envelope_len u16be ‖ envelope ‖ key package`, where the
@@ -170,6 +222,8 @@ pub enum Value {
     Blob,
     /// A key package with this `seq`.
     KeyPackage { seq: u64 },
+    /// An update request for this epoch.
+    Update { epoch: u64 },
 }
 
 /// Verify a value found or offered under a blob or key package `key`.
@@ -190,7 +244,29 @@ pub fn verify_value(key: &RecordKey, value: &[u8]) -> Result<Value, ValueError> 
         let (seq, _) = open_key_package(&metanet_proto::Address::from_bytes(a), value)?;
         return Ok(Value::KeyPackage { seq });
     }
+    if let Some(rest) = k.strip_prefix(UPDATE_PREFIX) {
+        if rest.len() != 28 {
+            return Err(ValueError::UnknownKey);
+        }
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&rest[..8]);
+        let mut a = [0u8; 20];
+        a.copy_from_slice(&rest[8..]);
+        let (epoch, _) = open_update(&tag, &metanet_proto::Address::from_bytes(a), value)?;
+        return Ok(Value::Update { epoch });
+    }
     Err(ValueError::UnknownKey)
+}
+
+impl Value {
+    /// What orders two valid values under one key: the higher supersedes.
+    fn seq(self) -> u64 {
+        match self {
+            Value::Blob => 0,
+            Value::KeyPackage { seq } => seq,
+            Value::Update { epoch } => epoch,
+        }
+    }
 }
 
 /// Where a record came from.
@@ -454,15 +530,28 @@ pub fn accept_inbound(
 ) -> Result<(), Refused> {
     if key_prefix(&record.key).is_none() {
         let new = verify_value(&record.key, &record.value).map_err(Refused::BadValue)?;
-        if let Value::KeyPackage { seq } = new {
+        if new != Value::Blob {
             let held = store
                 .get(&record.key)
                 .and_then(|r| verify_value(&r.key, &r.value).ok());
-            if let Some(Value::KeyPackage { seq: old }) = held {
-                if seq <= old {
-                    return Err(Refused::NotNewer { seq, held: old });
+            if let Some(old) = held {
+                if new.seq() <= old.seq() {
+                    return Err(Refused::NotNewer {
+                        seq: new.seq(),
+                        held: old.seq(),
+                    });
                 }
             }
+        }
+        if record.value.len() > LARGE_VALUE
+            && store.get(&record.key).is_none()
+            && store
+                .records()
+                .filter(|r| r.value.len() > LARGE_VALUE)
+                .count()
+                >= MAX_LARGE_VALUES
+        {
+            return Err(Refused::Store(kad::store::Error::MaxRecords));
         }
         record.expires = Some(Instant::now() + VALUE_LIFETIME);
         return store.put(record).map_err(Refused::Store);
@@ -927,10 +1016,7 @@ impl Driver {
             }
             match verify_value(key, &found.record.value) {
                 Ok(v) => {
-                    let seq = match v {
-                        Value::Blob => 0,
-                        Value::KeyPackage { seq } => seq,
-                    };
+                    let seq = v.seq();
                     if p.best_value.as_ref().is_none_or(|(s, _)| seq > *s) {
                         p.best_value = Some((seq, found.record.value));
                     }
@@ -1090,5 +1176,73 @@ mod tests {
         put(&mut store, &ka, signed(6)).unwrap();
         let held = verify(&ka, &store.get(&ka).unwrap().value, now).unwrap();
         assert_eq!(held.seq, 6);
+    }
+
+    #[test]
+    fn values_are_checked_and_large_ones_bounded() {
+        let now = UnixTime::from_secs(1_000_000);
+        let mut store = MemoryStore::with_config(
+            PeerId::random(),
+            MemoryStoreConfig {
+                max_records: MAX_RECORDS,
+                max_value_bytes: MAX_VALUE_LEN,
+                ..Default::default()
+            },
+        );
+        let blob = |i: u32, len: usize| {
+            let mut v = vec![0u8; len];
+            v[..4].copy_from_slice(&i.to_le_bytes());
+            kad::Record::new(blob_key(blake3::hash(&v).as_bytes()), v)
+        };
+        // A blob under another hash is refused; one too large too.
+        let mut wrong = blob(0, 100);
+        wrong.value[5] ^= 1;
+        assert!(matches!(
+            accept_inbound(&mut store, wrong, now),
+            Err(Refused::BadValue(ValueError::HashMismatch))
+        ));
+        assert!(matches!(
+            accept_inbound(&mut store, blob(0, MAX_VALUE_LEN + 1), now),
+            Err(Refused::BadValue(ValueError::TooLarge))
+        ));
+        for i in 0..MAX_LARGE_VALUES as u32 {
+            accept_inbound(&mut store, blob(i, LARGE_VALUE + 1), now).unwrap();
+        }
+        assert!(matches!(
+            accept_inbound(&mut store, blob(9999, LARGE_VALUE + 1), now),
+            Err(Refused::Store(_))
+        ));
+        // Small ones still fit.
+        accept_inbound(&mut store, blob(9999, 100), now).unwrap();
+        // A key package supersedes only with a higher seq.
+        let a = Identity::generate(&[1u8; 64]);
+        let kp = |seq| {
+            kad::Record::new(
+                key_package_key(&a.address()),
+                seal_key_package(&a, seq, b"kp").unwrap(),
+            )
+        };
+        accept_inbound(&mut store, kp(5), now).unwrap();
+        assert!(matches!(
+            accept_inbound(&mut store, kp(5), now),
+            Err(Refused::NotNewer { .. })
+        ));
+        accept_inbound(&mut store, kp(6), now).unwrap();
+        // An update request under another member's key is refused.
+        let b = Identity::generate(&[2u8; 64]);
+        let tag = [7u8; 8];
+        let forged = kad::Record::new(
+            update_key(&tag, &b.address()),
+            seal_update(&a, &tag, 3, &[0; 32]).unwrap(),
+        );
+        assert!(matches!(
+            accept_inbound(&mut store, forged, now),
+            Err(Refused::BadValue(ValueError::WrongSigner))
+        ));
+        let own = kad::Record::new(
+            update_key(&tag, &a.address()),
+            seal_update(&a, &tag, 3, &[0; 32]).unwrap(),
+        );
+        accept_inbound(&mut store, own, now).unwrap();
     }
 }

@@ -42,6 +42,8 @@ const ASK_AGAIN: Duration = Duration::from_secs(3);
 const PENDING_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest saved group key state read (a group of a few thousand members).
 const MAX_GROUP_FILE: u64 = 16 << 20;
+/// How long an admin waits for a member it saw added to ask for its update.
+const AWAIT_UPDATES: Duration = Duration::from_secs(600);
 /// Most DHT values held until used.
 const MAX_HELD_VALUES: usize = 1024;
 
@@ -58,12 +60,39 @@ struct Held {
     group: Group,
     /// Our own commit waiting for its epoch claim.
     pending: Option<Pending>,
+    /// It joined and has not had its own empty update ordered yet (§9.9).
+    needs_update: bool,
+    /// An admin's claim for another member's update, waiting to be applied.
+    ordering: Option<(u64, Instant)>,
+}
+
+impl Held {
+    fn new(group: Group, needs_update: bool) -> Held {
+        Held {
+            group,
+            pending: None,
+            needs_update,
+            ordering: None,
+        }
+    }
 }
 
 struct Pending {
     epoch: u64,
     commit: [u8; 32],
     since: Instant,
+    /// The members it adds.
+    adding: Vec<String>,
+    /// An empty update of our own leaf.
+    update: bool,
+}
+
+/// What applying an ordered commit did.
+struct Step {
+    hash: [u8; 32],
+    added: Vec<String>,
+    committer: String,
+    changes_members: bool,
 }
 
 /// What the daemon keeps for group keys.
@@ -74,6 +103,9 @@ pub(crate) struct GroupKeys {
     asked: HashMap<RecordKey, Instant>,
     /// DHT values that arrived and wait to be used.
     values: HashMap<RecordKey, Vec<u8>>,
+    /// Members an admin of this daemon waits for an update request from (group,
+    /// address), since when: those it saw added.
+    awaiting: BTreeMap<(String, Address), Instant>,
     /// Welcomes that turned out not to be for an identity (by identity, hash).
     foreign_welcomes: BTreeSet<(String, [u8; 32])>,
     /// Addresses whose key package was published in this run (the DHT node
@@ -89,6 +121,7 @@ pub(crate) struct KeyState {
     pub identity: String,
     pub epoch: u64,
     pub pending: bool,
+    pub needs_update: bool,
 }
 
 fn mls_seed(id: &Identity) -> [u8; 32] {
@@ -131,6 +164,7 @@ impl GroupKeys {
                     identity: n.clone(),
                     epoch: held.group.epoch(),
                     pending: held.pending.is_some(),
+                    needs_update: held.needs_update,
                 })
             })
             .collect()
@@ -287,13 +321,9 @@ impl Daemon {
                         if let Ok(b) = grp.save() {
                             save(&path, &b);
                         }
-                        holder.groups.insert(
-                            group.to_owned(),
-                            Held {
-                                group: grp,
-                                pending: None,
-                            },
-                        );
+                        holder
+                            .groups
+                            .insert(group.to_owned(), Held::new(grp, false));
                     }
                     Err(e) => {
                         tracing::error!(identity = name, group, error = %e, "cannot create the MLS group")
@@ -339,13 +369,8 @@ impl Daemon {
                     if let Ok(b) = holder.member.save() {
                         save(&member_path(root, name), &b);
                     }
-                    holder.groups.insert(
-                        group.to_owned(),
-                        Held {
-                            group: grp,
-                            pending: None,
-                        },
-                    );
+                    // Its own leaf fills its tree nodes: commits stay O(log N).
+                    holder.groups.insert(group.to_owned(), Held::new(grp, true));
                     // The key package is used up: publish a fresh one.
                     holder.key_package = None;
                     keys.published.remove(&address);
@@ -392,13 +417,25 @@ impl Daemon {
             else {
                 return;
             };
+            let me = address.to_string();
             let outcome = if held
                 .pending
                 .as_ref()
                 .is_some_and(|p| p.commit == rec.commit)
             {
-                held.pending = None;
-                held.group.merge_pending().map(|()| held.group.epoch_hash())
+                let p = held.pending.take();
+                let adding = p.as_ref().map(|p| p.adding.clone()).unwrap_or_default();
+                if p.is_some_and(|p| p.update) {
+                    held.needs_update = false;
+                }
+                held.group.merge_pending().and_then(|()| {
+                    Ok(Step {
+                        hash: held.group.epoch_hash()?,
+                        changes_members: true,
+                        added: adding,
+                        committer: me.clone(),
+                    })
+                })
             } else {
                 if held.pending.take().is_some() {
                     tracing::info!(
@@ -420,19 +457,38 @@ impl Daemon {
                 else {
                     return;
                 };
-                held.group.apply(&commit).map(|a| Ok(a.epoch_hash))
+                held.ordering = None;
+                held.group.apply(&commit).map(|a| Step {
+                    hash: a.epoch_hash,
+                    changes_members: !a.added.is_empty() || !a.removed.is_empty(),
+                    added: a.added,
+                    committer: a.committer,
+                })
             };
             let Some(holder) = keys.holders.get_mut(name) else {
                 return;
             };
             match outcome {
-                Ok(Ok(hash)) if hash == rec.epoch_hash => {
+                Ok(step) if step.hash == rec.epoch_hash => {
                     tracing::info!(
                         identity = name,
                         group,
                         epoch = rec.epoch,
+                        committer = %step.committer,
                         "group key epoch applied"
                     );
+                    // The admin waits for the members it saw added to fill their
+                    // leaves, and stops waiting for one whose update was ordered.
+                    if g.admins.contains(&address) {
+                        for a in step.added.iter().filter_map(|a| a.parse::<Address>().ok()) {
+                            keys.awaiting.insert((group.to_owned(), a), now);
+                        }
+                        if !step.changes_members {
+                            if let Ok(c) = step.committer.parse::<Address>() {
+                                keys.awaiting.remove(&(group.to_owned(), c));
+                            }
+                        }
+                    }
                     if let Some(held) = holder.groups.get(group) {
                         if let Ok(b) = held.group.save() {
                             save(&path, &b);
@@ -461,10 +517,199 @@ impl Daemon {
                 }
             }
         }
-        // In step: an admin commits what the chain changed.
+        // In step: an admin commits what the chain changed, or orders a member's
+        // update; a member that joined asks for its own update to be ordered.
         if g.admins.contains(&address) && self.first_local_admin(g) == Some(address) {
-            self.reconcile(keys, reg, root, name, id, gname, g, now);
+            if !self.reconcile(keys, reg, root, name, id, gname, g, now) {
+                self.order_updates(keys, reg, name, id, gname, now);
+            }
+        } else {
+            self.request_update(keys, root, name, id, gname, now);
         }
+    }
+
+    /// A member that joined commits an empty update of its own leaf, stores it in the
+    /// DHT and asks the admins to order it (an update request, §9.9).
+    fn request_update(
+        &mut self,
+        keys: &mut GroupKeys,
+        root: &Path,
+        name: &str,
+        id: &Identity,
+        gname: &Name,
+        now: Instant,
+    ) {
+        let group = gname.as_str();
+        let Some(held) = keys
+            .holders
+            .get_mut(name)
+            .and_then(|h| h.groups.get_mut(group))
+        else {
+            return;
+        };
+        if !held.needs_update {
+            return;
+        }
+        if let Some(p) = &held.pending {
+            if now.duration_since(p.since) < PENDING_TIMEOUT {
+                return;
+            }
+            held.pending = None;
+            held.group.discard_pending();
+        }
+        let commit = match held.group.commit(&[], &[]) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(identity = name, group, error = %e, "cannot make an update of our leaf");
+                return;
+            }
+        };
+        let hash = *blake3::hash(&commit.commit).as_bytes();
+        let tag = metanet_proto::handshake::GroupTag::of(group).0;
+        let request = match dht::seal_update(id, &tag, commit.epoch, &hash) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(identity = name, group, error = %e, "cannot sign the update request");
+                held.group.discard_pending();
+                return;
+            }
+        };
+        if let Some(d) = &self.dht {
+            d.send(Request::Put {
+                key: dht::blob_key(&hash),
+                value: commit.commit.clone(),
+            });
+            d.send(Request::Put {
+                key: dht::update_key(&tag, &id.address()),
+                value: request,
+            });
+        }
+        held.pending = Some(Pending {
+            epoch: commit.epoch,
+            commit: hash,
+            since: now,
+            adding: Vec::new(),
+            update: true,
+        });
+        if let Ok(b) = held.group.save() {
+            save(&group_path(root, name, group), &b);
+        }
+        tracing::info!(
+            identity = name,
+            group,
+            epoch = commit.epoch,
+            "asking the admins to order an update of our leaf"
+        );
+    }
+
+    /// An admin orders one member's update request for the next epoch: it checks the
+    /// commit on a copy of its group (made by that member, changes no membership) and
+    /// submits the epoch claim.
+    fn order_updates(
+        &mut self,
+        keys: &mut GroupKeys,
+        reg: &Registry,
+        name: &str,
+        id: &Identity,
+        gname: &Name,
+        now: Instant,
+    ) {
+        let group = gname.as_str();
+        keys.awaiting
+            .retain(|_, since| now.duration_since(*since) < AWAIT_UPDATES);
+        let Some(held) = keys
+            .holders
+            .get_mut(name)
+            .and_then(|h| h.groups.get_mut(group))
+        else {
+            return;
+        };
+        if held.pending.is_some()
+            || held
+                .ordering
+                .is_some_and(|(_, since)| now.duration_since(since) < PENDING_TIMEOUT)
+        {
+            return;
+        }
+        let next = held.group.epoch() + 1;
+        let tag = metanet_proto::handshake::GroupTag::of(group).0;
+        let waiting: Vec<Address> = keys
+            .awaiting
+            .keys()
+            .filter(|(g, _)| g == group)
+            .map(|(_, a)| *a)
+            .collect();
+        for member in waiting {
+            let Some(v) = keys.value(self.dht.as_ref(), dht::update_key(&tag, &member), now) else {
+                continue;
+            };
+            let Ok((epoch, hash)) = dht::open_update(&tag, &member, &v) else {
+                keys.values.remove(&dht::update_key(&tag, &member));
+                continue;
+            };
+            if epoch != next {
+                // Made for another epoch: the member makes a new one.
+                keys.values.remove(&dht::update_key(&tag, &member));
+                continue;
+            }
+            let Some(commit) = keys.value(self.dht.as_ref(), dht::blob_key(&hash), now) else {
+                continue;
+            };
+            let Some(held) = keys
+                .holders
+                .get_mut(name)
+                .and_then(|h| h.groups.get_mut(group))
+            else {
+                return;
+            };
+            let mut trial = held.group.clone();
+            let applied = match trial.apply(&commit) {
+                Ok(a)
+                    if a.committer == member.to_string()
+                        && a.added.is_empty()
+                        && a.removed.is_empty() =>
+                {
+                    a
+                }
+                _ => {
+                    tracing::warn!(group, %member, "its update request is not an update of its own leaf: ignored");
+                    keys.awaiting.remove(&(group.to_owned(), member));
+                    continue;
+                }
+            };
+            let claim = Claim::GroupEpoch {
+                name: gname.clone(),
+                epoch: applied.epoch,
+                commit: hash,
+                welcome: [0; 32],
+                epoch_hash: applied.epoch_hash,
+            };
+            let Ok(sealed) = claim::seal(id, &reg.params().registry, &claim) else {
+                return;
+            };
+            held.ordering = Some((applied.epoch, now));
+            tracing::info!(group, %member, epoch = applied.epoch, "ordering a member's update");
+            self.submit_epoch(gname, sealed);
+            return;
+        }
+    }
+
+    /// Submit an epoch claim; its outcome shows in the chain view.
+    fn submit_epoch(&self, gname: &Name, sealed: Vec<u8>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(
+            Submission::Group {
+                name: gname.clone(),
+                claim: sealed,
+            },
+            tx,
+        );
+        let group = gname.as_str().to_owned();
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = rx.await {
+                tracing::warn!(group, error = %e.message, "epoch claim not applied");
+            }
+        });
     }
 
     /// The first local identity (in name order) that is an admin of `g`: the one that
@@ -487,18 +732,24 @@ impl Daemon {
         gname: &Name,
         g: &ChainGroup,
         now: Instant,
-    ) {
+    ) -> bool {
         let group = gname.as_str();
         let Some(held) = keys
             .holders
             .get_mut(name)
             .and_then(|h| h.groups.get_mut(group))
         else {
-            return;
+            return true;
         };
+        if held
+            .ordering
+            .is_some_and(|(_, since)| now.duration_since(since) < PENDING_TIMEOUT)
+        {
+            return true;
+        }
         if let Some(p) = &held.pending {
             if now.duration_since(p.since) < PENDING_TIMEOUT {
-                return;
+                return true;
             }
             tracing::warn!(
                 group,
@@ -523,7 +774,7 @@ impl Daemon {
             .copied()
             .collect();
         if remove.is_empty() && add.is_empty() {
-            return;
+            return false;
         }
         let mut packages = Vec::new();
         for a in &add {
@@ -543,21 +794,21 @@ impl Daemon {
             }
         }
         if remove.is_empty() && packages.is_empty() {
-            return;
+            return false;
         }
         let Some(held) = keys
             .holders
             .get_mut(name)
             .and_then(|h| h.groups.get_mut(group))
         else {
-            return;
+            return true;
         };
         let removing: Vec<&str> = remove.iter().map(String::as_str).collect();
         let commit = match held.group.commit(&packages, &removing) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(group, error = %e, "cannot make the commit");
-                return;
+                return true;
             }
         };
         let commit_hash = *blake3::hash(&commit.commit).as_bytes();
@@ -589,13 +840,19 @@ impl Daemon {
             Err(e) => {
                 tracing::error!(group, error = %e, "cannot sign the epoch claim");
                 held.group.discard_pending();
-                return;
+                return true;
             }
         };
+        let adding = packages
+            .iter()
+            .filter_map(|kp| metanet_mls::key_package_address(kp).ok())
+            .collect();
         held.pending = Some(Pending {
             epoch: commit.epoch,
             commit: commit_hash,
             since: now,
+            adding,
+            update: false,
         });
         if let Ok(b) = held.group.save() {
             save(&group_path(root, name, group), &b);
@@ -608,20 +865,8 @@ impl Daemon {
             commit_bytes = commit.commit.len(),
             "committing a group key epoch"
         );
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue(
-            Submission::Group {
-                name: gname.clone(),
-                claim: sealed,
-            },
-            tx,
-        );
-        let group = group.to_owned();
-        tokio::spawn(async move {
-            if let Ok(Err(e)) = rx.await {
-                tracing::warn!(group, error = %e.message, "epoch claim not applied");
-            }
-        });
+        self.submit_epoch(gname, sealed);
+        true
     }
 
     /// Give the node `name`'s network keys if they changed: one per group it holds
@@ -714,13 +959,7 @@ fn load_holder(root: &Path, name: &str, id: &Identity, reg: &Registry) -> Option
         };
         match member.load_group(&bytes) {
             Ok(grp) => {
-                groups.insert(
-                    gname.as_str().to_owned(),
-                    Held {
-                        group: grp,
-                        pending: None,
-                    },
-                );
+                groups.insert(gname.as_str().to_owned(), Held::new(grp, false));
             }
             Err(e) => {
                 tracing::warn!(identity = name, group = %gname, error = %e, "saved group key state unusable")

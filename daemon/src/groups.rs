@@ -103,6 +103,7 @@ impl Daemon {
                         identity: k.identity,
                         epoch: k.epoch,
                         pending: k.pending,
+                        needs_update: k.needs_update,
                     })
                     .collect();
                 Ok(Queued::Now(Box::new(Reply::Group(g))))

@@ -3,8 +3,14 @@
 //! spends to apply that commit. Each iteration starts from a copy of the same state
 //! (copying is outside the timing). Single-threaded: `1 / time` is one core's rate.
 //!
-//! Prints the sizes of the add commit, its Welcome and the remove commit per N on
-//! stderr first.
+//! Two shapes of the same group: `blank`, where only the admin ever committed (one
+//! commit added everybody), so the other members' tree nodes are blank and every
+//! update path is encrypted to each member; and `filled`, where every member committed
+//! one empty update right after it joined (what metanetd's members do, docs/protocol.md
+//! §9.9), so update paths are encrypted to O(log N) subtrees.
+//!
+//! Prints the sizes of the add commit, its Welcome and the remove commit per shape and
+//! N on stderr first.
 #![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -32,7 +38,8 @@ struct Setup {
     remove: Commit,
 }
 
-fn setup(n: usize) -> Setup {
+/// `n` members added by one commit of the admin.
+fn blank(n: usize) -> (Group, Group) {
     let mut admin_member = member(0);
     let mut admin = admin_member.create(b"ops").unwrap();
     let mut receiver_member = member(1);
@@ -41,6 +48,38 @@ fn setup(n: usize) -> Setup {
     let commit = admin.commit(&packages, &[]).unwrap();
     admin.merge_pending().unwrap();
     let receiver = receiver_member.join(&commit.welcome.unwrap()).unwrap();
+    (admin, receiver)
+}
+
+/// `n` members added one by one, each committing an empty update once it joined.
+fn filled(n: usize) -> (Group, Group) {
+    let mut admin_member = member(0);
+    let mut admin = admin_member.create(b"ops").unwrap();
+    let mut receiver: Option<Group> = None;
+    for i in 1..n {
+        let mut m = member(i);
+        let kp = m.key_package().unwrap();
+        let add = admin.commit(&[kp], &[]).unwrap();
+        admin.merge_pending().unwrap();
+        if let Some(r) = receiver.as_mut() {
+            r.apply(&add.commit).unwrap();
+        }
+        let mut joined = m.join(&add.welcome.unwrap()).unwrap();
+        let update = joined.commit(&[], &[]).unwrap();
+        joined.merge_pending().unwrap();
+        admin.apply(&update.commit).unwrap();
+        match receiver.as_mut() {
+            Some(r) => {
+                r.apply(&update.commit).unwrap();
+            }
+            None => receiver = Some(joined),
+        }
+    }
+    (admin, receiver.unwrap())
+}
+
+fn setup(n: usize, shape: fn(usize) -> (Group, Group)) -> Setup {
+    let (admin, receiver) = shape(n);
     assert_eq!(admin.members().len(), n);
     assert_eq!(
         receiver.network_key().unwrap(),
@@ -65,14 +104,22 @@ fn setup(n: usize) -> Setup {
 }
 
 fn bench(c: &mut Criterion) {
-    let setups: Vec<(usize, Setup)> = SIZES.iter().map(|&n| (n, setup(n))).collect();
+    let mut setups: Vec<(String, usize, Setup)> = Vec::new();
+    for (name, shape) in [
+        ("blank", blank as fn(usize) -> (Group, Group)),
+        ("filled", filled),
+    ] {
+        for &n in &SIZES {
+            setups.push((name.to_owned(), n, setup(n, shape)));
+        }
+    }
 
     eprintln!();
-    eprintln!("| N | add commit (B) | Welcome (B) | remove commit (B) |");
-    eprintln!("|---:|---:|---:|---:|");
-    for (n, s) in &setups {
+    eprintln!("| tree | N | add commit (B) | Welcome (B) | remove commit (B) |");
+    eprintln!("|---|---:|---:|---:|---:|");
+    for (shape, n, s) in &setups {
         eprintln!(
-            "| {n} | {} | {} | {} |",
+            "| {shape} | {n} | {} | {} | {} |",
             s.add.commit.len(),
             s.add.welcome.as_ref().map_or(0, Vec::len),
             s.remove.commit.len()
@@ -81,8 +128,9 @@ fn bench(c: &mut Criterion) {
     eprintln!();
 
     let mut g = c.benchmark_group("mls");
-    for (n, s) in &setups {
-        let (samples, time) = if *n >= 1000 {
+    for (shape, n, s) in &setups {
+        let n = &format!("{shape}/{n}");
+        let (samples, time) = if n.ends_with("/1000") {
             (10, Duration::from_secs(4))
         } else {
             (20, Duration::from_secs(3))

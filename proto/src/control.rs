@@ -275,6 +275,10 @@ pub struct GroupKeyInfo {
     pub epoch: u64,
     /// A commit of its own waits for its epoch claim.
     pub pending: bool,
+    /// It joined and its own update (which fills its tree nodes, docs/protocol.md
+    /// §9.9) has not been ordered yet.
+    #[serde(default)]
+    pub needs_update: bool,
 }
 
 /// One change in a group's history.

@@ -136,6 +136,25 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
         log(&a),
         log(&b)
     );
+    // B and C, once joined, have their own empty updates ordered (their tree nodes
+    // fill, so later commits stay O(log N)).
+    let updated = wait_for(Duration::from_secs(40), || {
+        [(&b, "ops"), (&c, "ops")].iter().all(|(h, g)| {
+            let k = &h.cli_json(&["group", "show", g])["keys"][0];
+            k["needs_update"] == false && k["epoch"] == chain_epoch()
+        })
+    });
+    assert!(
+        updated,
+        "the members' updates were not ordered: {} {}\n{}",
+        b.cli_json(&["group", "show", "ops"]),
+        c.cli_json(&["group", "show", "ops"]),
+        log(&a)
+    );
+    assert!(chain_epoch() >= 3, "two updates and at least one add");
+    assert!(wait_for(Duration::from_secs(10), || [&a, &b, &c]
+        .iter()
+        .all(|h| keyed(h, 3))));
     let epoch_before = chain_epoch();
     let shown = b.cli_json(&["group", "show", "ops"]);
     assert_eq!(shown["keys"][0]["epoch"], epoch_before, "{shown}");

@@ -166,6 +166,8 @@ pub(crate) fn render(g: &GroupInfo) -> String {
             " (behind: catching up)"
         } else if k.pending {
             " (a commit of its own waits for its claim)"
+        } else if k.needs_update {
+            " (its own update waits to be ordered)"
         } else {
             ""
         };
@@ -211,6 +213,7 @@ mod tests {
                 identity: "default".into(),
                 epoch: 1,
                 pending: false,
+                needs_update: false,
             }],
         };
         let text = render(&g);
