@@ -261,6 +261,20 @@ pub struct IdentityConfig {
     /// matches none is dropped (replies to this identity's own flows pass).
     #[serde(default)]
     pub rule: Vec<crate::policy::RuleConfig>,
+    /// Prefixes this identity serves as a gateway, published in its record
+    /// (docs/protocol.md §4.2): `["198.18.50.0/24", "::/0"]`.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Publish this identity as an exit (it forwards to any destination).
+    #[serde(default)]
+    pub exit: bool,
+}
+
+impl IdentityConfig {
+    /// The `routes` parsed (`validate` has checked them).
+    pub fn prefixes(&self) -> Vec<metanet_proto::record::IpPrefix> {
+        self.routes.iter().filter_map(|r| r.parse().ok()).collect()
+    }
 }
 
 /// A peer known by address and endpoint.
@@ -446,6 +460,28 @@ impl File {
                 )));
             }
             crate::policy::validate(id).map_err(bad)?;
+            if id.routes.len() > metanet_proto::record::MAX_ROUTES {
+                return Err(bad(format!(
+                    "identity `{}`: at most {} routes",
+                    id.name,
+                    metanet_proto::record::MAX_ROUTES
+                )));
+            }
+            let mut prefixes = std::collections::HashSet::new();
+            for r in &id.routes {
+                let p: metanet_proto::record::IpPrefix = r.parse().map_err(|e| {
+                    bad(format!(
+                        "identity `{}` route `{r}`: {e} (a prefix like 198.18.50.0/24 or ::/0, host bits zero)",
+                        id.name
+                    ))
+                })?;
+                if !prefixes.insert(p) {
+                    return Err(bad(format!(
+                        "identity `{}`: route `{r}` is listed twice",
+                        id.name
+                    )));
+                }
+            }
             for s in &id.service {
                 s.validate().map_err(|e| {
                     bad(format!("identity `{}` service `{}`: {e}", id.name, s.name))
@@ -550,6 +586,28 @@ mod tests {
         assert!(e.contains("--chain-contract"), "{e}");
         let e = none.chain(None, None, Some("/k".into())).unwrap_err();
         assert!(e.contains("--chain-rpc"), "{e}");
+    }
+
+    #[test]
+    fn routes_are_prefixes_with_their_host_bits_zero() {
+        let ok: File = toml::from_str(
+            "[[identity]]\nname = \"default\"\nroutes = [\"198.18.50.0/24\", \"::/0\"]\nexit = true\n",
+        )
+        .unwrap();
+        ok.validate(Path::new("f")).unwrap();
+        assert_eq!(ok.identity[0].prefixes().len(), 2);
+        assert!(ok.identity[0].exit);
+        for (routes, want) in [
+            ("[\"198.18.50.1/24\"]", "host bits zero"),
+            ("[\"198.18.50.0\"]", "ADDRESS/LENGTH"),
+            ("[\"::/0\", \"::/0\"]", "twice"),
+        ] {
+            let f: File =
+                toml::from_str(&format!("[[identity]]\nname = \"d\"\nroutes = {routes}\n"))
+                    .unwrap();
+            let e = f.validate(Path::new("f")).unwrap_err().to_string();
+            assert!(e.contains(want), "{routes}: {e}");
+        }
     }
 
     #[test]

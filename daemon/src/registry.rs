@@ -494,6 +494,8 @@ impl Daemon {
         };
         let now = crate::unix_now().as_secs();
         let cfg = self.reg.config_of(name);
+        let routes = cfg.prefixes();
+        let exit = cfg.exit;
         let endpoints = if cfg.hidden {
             Vec::new()
         } else {
@@ -516,6 +518,8 @@ impl Daemon {
         let fresh = self.reg.published.get(name).is_some_and(|p| {
             p.record.endpoints == endpoints
                 && p.record.relays == relays
+                && p.record.routes == routes
+                && p.record.exit == exit
                 && p.record.not_after > now + RESIGN_BEFORE
         });
         if fresh && !force {
@@ -527,6 +531,8 @@ impl Daemon {
         };
         let mut record = PeerRecord::new(id, endpoints, cfg.service, seq, now + RECORD_LIFETIME);
         record.relays = relays;
+        record.routes = routes;
+        record.exit = exit;
         match record.sign(id) {
             Ok(bytes) => {
                 dht.send(Request::Publish {
@@ -566,6 +572,8 @@ pub(crate) fn record_info(rec: &PeerRecord, source: &str) -> RecordInfo {
         seq: rec.seq,
         not_after: rec.not_after,
         source: source.into(),
+        routes: rec.routes.iter().map(ToString::to_string).collect(),
+        exit: rec.exit,
     }
 }
 

@@ -686,6 +686,12 @@ pub struct RecordInfo {
     /// Where the record came from: `dht <peer id>`, `dht (local store)`, `cache`, or
     /// `local` for the daemon's own identities.
     pub source: String,
+    /// Prefixes it serves as a gateway (docs/protocol.md §4.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Whether it is an exit.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub exit: bool,
 }
 
 /// One local identity.

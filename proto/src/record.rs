@@ -33,6 +33,12 @@ pub const MAX_SERVICE_NAME: usize = 32;
 pub const MAX_RELAYS: usize = 4;
 /// A record may not claim validity further ahead than this (seconds).
 pub const MAX_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+/// Upper bound on routes (served prefixes) in one record.
+pub const MAX_ROUTES: usize = 8;
+/// First byte of a record's routes section (docs/protocol.md §4.2).
+pub const ROUTES_MARKER: u8 = 0x80;
+/// Routes flag: the identity is an exit (it forwards to any destination).
+pub const ROUTES_FLAG_EXIT: u8 = 1 << 0;
 
 /// Why a record or envelope was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -238,6 +244,99 @@ pub struct PeerRecord {
     /// Relays that forward to this identity (docs/protocol.md §10), in order of
     /// preference: how a NATed or hidden identity is reached.
     pub relays: Vec<Relay>,
+    /// Prefixes this identity forwards to as a gateway (docs/protocol.md §4.2), in order.
+    pub routes: Vec<IpPrefix>,
+    /// Whether it is an exit: it forwards to any destination its clients send to.
+    pub exit: bool,
+}
+
+/// An IP prefix (IPv4 or IPv6) in canonical form: the bits past `len` are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpPrefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl IpPrefix {
+    /// `addr/len`, refused unless `len` fits the family and the host bits are zero.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, Error> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(Error::Malformed("prefix length too long for its family"));
+        }
+        let p = IpPrefix { addr, len };
+        if p.masked(addr) != addr {
+            return Err(Error::Malformed("prefix has bits set past its length"));
+        }
+        Ok(p)
+    }
+
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn bits(&self) -> u8 {
+        self.len
+    }
+
+    /// Whether this is a default route (`0.0.0.0/0` or `::/0`).
+    pub fn is_default(&self) -> bool {
+        self.len == 0
+    }
+
+    fn masked(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.len))
+                };
+                IpAddr::V4(Ipv4Addr::from(bits & mask))
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.len))
+                };
+                IpAddr::V6(Ipv6Addr::from(bits & mask))
+            }
+        }
+    }
+
+    /// Whether `ip` (of the same family) lies in the prefix.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4() && self.masked(ip) == self.addr
+    }
+}
+
+impl core::fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl core::str::FromStr for IpPrefix {
+    type Err = Error;
+
+    /// `198.18.50.0/24`, `::/0`; the host bits must be zero.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or(Error::Malformed("a prefix is ADDRESS/LENGTH"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| Error::Malformed("not an IP address"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| Error::Malformed("not a prefix length"))?;
+        IpPrefix::new(addr, len)
+    }
 }
 
 /// A relay an identity holds a reservation with: its address and public endpoint.
@@ -303,6 +402,8 @@ impl PeerRecord {
             seq,
             not_after,
             relays: Vec::new(),
+            routes: Vec::new(),
+            exit: false,
         }
     }
 
@@ -366,7 +467,8 @@ impl PeerRecord {
     /// `6 ‖ ipv6[16] ‖ port u16be`; service = `len u8 ‖ name ‖ proto u8 ‖ port u16be`.
     /// Then, only when the record lists relays (so a record without them encodes as
     /// before relays existed): `k u8 ‖ relays`, k in 1..=MAX_RELAYS, relay =
-    /// `address[20] ‖ endpoint`.
+    /// `address[20] ‖ endpoint`. Then, only when the record lists routes or is an exit:
+    /// `0x80 ‖ flags u8 ‖ r u8 ‖ routes`, route = `family u8 ‖ len u8 ‖ address[4|16]`.
     fn encode_payload(&self) -> Result<Vec<u8>, Error> {
         self.validate_lists()?;
         let mut p = Vec::with_capacity(256);
@@ -390,6 +492,25 @@ impl PeerRecord {
             for r in &self.relays {
                 p.extend_from_slice(r.address.as_bytes());
                 put_endpoint(&mut p, &r.endpoint);
+            }
+        }
+        if !self.routes.is_empty() || self.exit {
+            p.push(ROUTES_MARKER);
+            p.push(if self.exit { ROUTES_FLAG_EXIT } else { 0 });
+            p.push(self.routes.len() as u8);
+            for r in &self.routes {
+                match r.addr {
+                    IpAddr::V4(ip) => {
+                        p.push(4);
+                        p.push(r.len);
+                        p.extend_from_slice(&ip.octets());
+                    }
+                    IpAddr::V6(ip) => {
+                        p.push(6);
+                        p.push(r.len);
+                        p.extend_from_slice(&ip.octets());
+                    }
+                }
             }
         }
         Ok(p)
@@ -428,7 +549,7 @@ impl PeerRecord {
             });
         }
         let mut relays = Vec::new();
-        if !r.is_empty() {
+        if !r.is_empty() && r.peek() != Some(ROUTES_MARKER) {
             let k = usize::from(r.u8()?);
             if k == 0 {
                 return Err(Error::Malformed("an empty relay list is not encoded"));
@@ -444,6 +565,35 @@ impl PeerRecord {
                 });
             }
         }
+        let mut routes = Vec::new();
+        let mut exit = false;
+        if !r.is_empty() {
+            if r.u8()? != ROUTES_MARKER {
+                return Err(Error::Malformed("unknown section after the relays"));
+            }
+            let flags = r.u8()?;
+            if flags & !ROUTES_FLAG_EXIT != 0 {
+                return Err(Error::Malformed("unknown route flags"));
+            }
+            exit = flags & ROUTES_FLAG_EXIT != 0;
+            let n = usize::from(r.u8()?);
+            if n > MAX_ROUTES {
+                return Err(Error::Malformed("too many routes"));
+            }
+            if n == 0 && !exit {
+                return Err(Error::Malformed("an empty routes section is not encoded"));
+            }
+            for _ in 0..n {
+                let family = r.u8()?;
+                let len = r.u8()?;
+                let addr = match family {
+                    4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+                    6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+                    _ => return Err(Error::Malformed("unknown route family")),
+                };
+                routes.push(IpPrefix::new(addr, len)?);
+            }
+        }
         r.finish()?;
         let rec = PeerRecord {
             public_key,
@@ -454,6 +604,8 @@ impl PeerRecord {
             seq,
             not_after,
             relays,
+            routes,
+            exit,
         };
         rec.validate_lists()?;
         Ok(rec)
@@ -470,6 +622,15 @@ impl PeerRecord {
         }
         if self.relays.len() > MAX_RELAYS {
             return Err(Error::Malformed("too many relays"));
+        }
+        if self.routes.len() > MAX_ROUTES {
+            return Err(Error::Malformed("too many routes"));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            IpPrefix::new(r.addr, r.len)?;
+            if self.routes[..i].contains(r) {
+                return Err(Error::Malformed("duplicate route"));
+            }
         }
         for (i, r) in self.relays.iter().enumerate() {
             if r.endpoint.port() == 0 {
@@ -558,6 +719,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.first().copied()
     }
 
     pub(crate) fn finish(&self) -> Result<(), Error> {
@@ -680,5 +845,103 @@ mod tests {
         assert!(b.supersedes(&a));
         assert!(!a.supersedes(&b));
         assert!(!a.supersedes(&a));
+    }
+
+    #[test]
+    fn routes_round_trip_and_stay_canonical() {
+        let id = Identity::generate(&[9u8; 64]);
+        let now = UnixTime::from_secs(1_000_000);
+        let mut rec = PeerRecord::new(&id, vec![], vec![], 3, 1_000_100);
+        rec.routes = vec![
+            "198.18.50.0/24".parse().unwrap(),
+            "::/0".parse().unwrap(),
+            "0.0.0.0/0".parse().unwrap(),
+        ];
+        rec.exit = true;
+        for relays in [
+            vec![],
+            vec![Relay {
+                address: Identity::generate(&[8u8; 64]).address(),
+                endpoint: "198.18.0.9:4242".parse().unwrap(),
+            }],
+        ] {
+            rec.relays = relays;
+            let bytes = rec.sign(&id).unwrap();
+            let back = PeerRecord::verify(&bytes, Lookup::Address(id.address()), now).unwrap();
+            assert_eq!(back, rec);
+            assert_eq!(back.sign(&id).unwrap(), bytes, "one encoding");
+        }
+        // Exit without prefixes, and prefixes without the exit flag.
+        rec.relays = vec![];
+        for (routes, exit) in [
+            (vec![], true),
+            (vec!["2001:db8:5::/48".parse().unwrap()], false),
+        ] {
+            rec.routes = routes;
+            rec.exit = exit;
+            let bytes = rec.sign(&id).unwrap();
+            assert_eq!(
+                PeerRecord::verify(&bytes, Lookup::Address(id.address()), now).unwrap(),
+                rec
+            );
+        }
+        // A record without routes encodes as before routes existed.
+        rec.routes = vec![];
+        rec.exit = false;
+        let plain = rec.encode_payload().unwrap();
+        assert_ne!(plain.last(), Some(&ROUTES_MARKER));
+        // Non-canonical and malformed routes sections are refused.
+        assert!("198.18.50.1/24".parse::<IpPrefix>().is_err());
+        assert!("198.18.50.0/33".parse::<IpPrefix>().is_err());
+        assert!("::1/200".parse::<IpPrefix>().is_err());
+        let mut with = plain.clone();
+        with.extend_from_slice(&[ROUTES_MARKER, 0, 0]);
+        assert!(
+            PeerRecord::decode_payload(id.public_key(), &with).is_err(),
+            "empty section"
+        );
+        let mut flags = plain.clone();
+        flags.extend_from_slice(&[ROUTES_MARKER, 2, 0]);
+        assert!(
+            PeerRecord::decode_payload(id.public_key(), &flags).is_err(),
+            "unknown flag"
+        );
+        let mut host = plain.clone();
+        host.extend_from_slice(&[ROUTES_MARKER, 0, 1, 4, 24, 198, 18, 50, 1]);
+        assert!(
+            PeerRecord::decode_payload(id.public_key(), &host).is_err(),
+            "host bits"
+        );
+        let mut dup = plain.clone();
+        dup.extend_from_slice(&[
+            ROUTES_MARKER,
+            0,
+            2,
+            4,
+            24,
+            198,
+            18,
+            50,
+            0,
+            4,
+            24,
+            198,
+            18,
+            50,
+            0,
+        ]);
+        assert!(
+            PeerRecord::decode_payload(id.public_key(), &dup).is_err(),
+            "duplicate"
+        );
+        let mut ok = plain.clone();
+        ok.extend_from_slice(&[ROUTES_MARKER, 0, 1, 4, 24, 198, 18, 50, 0]);
+        let r = PeerRecord::decode_payload(id.public_key(), &ok).unwrap();
+        assert!(r.routes[0].contains("198.18.50.10".parse().unwrap()));
+        assert!(!r.routes[0].contains("198.18.51.10".parse().unwrap()));
+        assert!(!r.routes[0].contains("2001:db8::1".parse().unwrap()));
+        for cut in plain.len() + 1..ok.len() {
+            assert!(PeerRecord::decode_payload(id.public_key(), &ok[..cut]).is_err());
+        }
     }
 }

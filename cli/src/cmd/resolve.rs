@@ -43,16 +43,17 @@ pub(crate) fn render(r: &RecordInfo, now: u64) -> String {
         r.address, r.ipv6, r.public_key, r.noise_key
     );
     if r.endpoints.is_empty() {
-        s.push_str(
-            "endpoints:   none (hidden IP): it can be reached only through relays, which \
-             metanet does not have yet\n",
-        );
+        s.push_str("endpoints:   none (hidden IP): it is reached through its relays\n");
     } else {
         let list: Vec<String> = r.endpoints.iter().map(|e| e.to_string()).collect();
         s.push_str(&format!("endpoints:   {}\n", list.join(", ")));
     }
     for svc in &r.services {
         s.push_str(&format!("service:     {}\n", service(svc)));
+    }
+    if !r.routes.is_empty() || r.exit {
+        let exit = if r.exit { " (an exit)" } else { "" };
+        s.push_str(&format!("routes:      {}{exit}\n", r.routes.join(", ")));
     }
     let left = r.not_after.saturating_sub(now);
     s.push_str(&format!(
@@ -88,6 +89,8 @@ mod tests {
             seq: 7,
             not_after: 1000,
             source: "dht 12D3KooWx".into(),
+            routes: vec!["198.18.50.0/24".into()],
+            exit: true,
         }
     }
 
@@ -98,6 +101,10 @@ mod tests {
         assert!(text.contains("service:     http 80/tcp"), "{text}");
         assert!(text.contains("valid for:   2m 0s"), "{text}");
         assert!(text.contains("source:      dht 12D3KooWx"), "{text}");
+        assert!(
+            text.contains("routes:      198.18.50.0/24 (an exit)"),
+            "{text}"
+        );
     }
 
     #[test]
