@@ -148,6 +148,30 @@ fn an_auto_end_falls_back_to_classical_for_an_old_node() {
 }
 
 #[test]
+fn a_lost_first_offer_does_not_make_a_pair_classical_for_good() {
+    let mut sim = Sim::new(188, LinkConfig::default());
+    let (a, b) = (
+        host(&mut sim, A, PqMode::Auto),
+        host(&mut sim, B, PqMode::Auto),
+    );
+    // B is a current node, but A's first (hybrid) initiation to it is lost.
+    sim.hosts[b].legacy = true;
+    let (ab, ip_b) = (sim.address(b), sim.ip(b));
+    sim.send(a, ip_b, b"first");
+    sim.run_for(Duration::from_secs(8));
+    assert_eq!(session(&sim, a, ab), Some(None), "classical after the loss");
+    sim.hosts[b].legacy = false;
+    // Traffic keeps the session up past the rekey time: the rekey offers hybrid again
+    // (the classical session carries traffic meanwhile) and the pair goes hybrid.
+    for _ in 0..30 {
+        sim.send(a, ip_b, b"tick");
+        sim.run_for(Duration::from_secs(5));
+    }
+    assert_eq!(session(&sim, a, ab), Some(Some(Kem::MlKem512)));
+    assert_eq!(sim.payloads(b).len(), 31, "nothing lost across the rekeys");
+}
+
+#[test]
 fn required_against_off_never_connects_in_either_direction() {
     let mut sim = Sim::new(185, LinkConfig::default());
     let (a, b) = (

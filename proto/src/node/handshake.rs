@@ -52,6 +52,10 @@ impl Node {
             let unanswered = a.state.is_some() && !a.cookie_replied;
             (a.offered_pq, unanswered)
         });
+        // A peer marked legacy starts classical only when there is no session to keep
+        // traffic going: a rekey (the current session still usable) offers hybrid
+        // first again, so one lost initiation does not make a pair classical for good.
+        let rekey = p.keys.current_usable(now);
         let offer_pq = match self.config.pq {
             PqMode::Off => false,
             PqMode::Required => true,
@@ -59,7 +63,7 @@ impl Node {
             PqMode::Auto => match previous {
                 Some((offered, true)) => !offered,
                 Some((offered, false)) => offered,
-                None => !p.handshake.pq_legacy,
+                None => rekey || !p.handshake.pq_legacy,
             },
         };
         if let Some(old) = p.handshake.attempt.take() {

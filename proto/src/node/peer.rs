@@ -184,7 +184,8 @@ pub(super) struct HandshakeState {
     /// one): in `pq = auto` our initiations to it never fall back to classical (§5.7).
     pub(super) pq_seen: bool,
     /// A classical initiation of ours completed after a hybrid one went unanswered (an
-    /// old peer that drops extended initiations): the next attempts start classical.
+    /// old peer that drops extended initiations): the next attempts without a usable
+    /// session start classical (rekeys still offer hybrid first).
     pub(super) pq_legacy: bool,
 }
 
