@@ -153,7 +153,22 @@ fn save(path: &Path, bytes: &[u8]) {
     }
 }
 
+/// One local identity's part of a housekeeping turn.
+struct Turn<'a> {
+    reg: &'a Registry,
+    root: &'a Path,
+    /// The identity's local name.
+    name: &'a str,
+    id: &'a Identity,
+    now: Instant,
+}
+
 impl GroupKeys {
+    /// `name`'s state of `group`.
+    fn held(&mut self, name: &str, group: &str) -> Option<&mut Held> {
+        self.holders.get_mut(name)?.groups.get_mut(group)
+    }
+
     /// The key states of `group` held by local identities.
     pub(crate) fn states(&self, group: &str) -> Vec<KeyState> {
         self.holders
@@ -227,7 +242,14 @@ impl Daemon {
             let Some(id) = self.node.identity(*local).map(crate::link::duplicate) else {
                 continue;
             };
-            self.sync_identity(&mut keys, &reg, &root, name, &id, now);
+            let turn = Turn {
+                reg: &reg,
+                root: &root,
+                name,
+                id: &id,
+                now,
+            };
+            self.sync_identity(&mut keys, &turn);
         }
         for (name, local) in &locals {
             self.send_network_keys(&mut keys, &reg, name, *local);
@@ -235,15 +257,8 @@ impl Daemon {
         self.group_keys = keys;
     }
 
-    fn sync_identity(
-        &mut self,
-        keys: &mut GroupKeys,
-        reg: &Registry,
-        root: &Path,
-        name: &str,
-        id: &Identity,
-        now: Instant,
-    ) {
+    fn sync_identity(&mut self, keys: &mut GroupKeys, t: &Turn<'_>) {
+        let (reg, root, name, id) = (t.reg, t.root, t.name, t.id);
         let address = id.address();
         let holder = match keys.holders.get_mut(name) {
             Some(h) if h.address == address => h,
@@ -289,22 +304,12 @@ impl Daemon {
             .map(|(n, g)| (n.clone(), g.clone()))
             .collect();
         for (gname, g) in mine {
-            self.sync_group(keys, reg, root, name, id, &gname, &g, now);
+            self.sync_group(keys, t, &gname, &g);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn sync_group(
-        &mut self,
-        keys: &mut GroupKeys,
-        reg: &Registry,
-        root: &Path,
-        name: &str,
-        id: &Identity,
-        gname: &Name,
-        g: &ChainGroup,
-        now: Instant,
-    ) {
+    fn sync_group(&mut self, keys: &mut GroupKeys, t: &Turn<'_>, gname: &Name, g: &ChainGroup) {
+        let (root, name, id, now) = (t.root, t.name, t.id, t.now);
         let address = id.address();
         let group = gname.as_str();
         let path = group_path(root, name, group);
@@ -399,11 +404,7 @@ impl Daemon {
         }
         // Behind the chain: apply the ordered commits in turn.
         loop {
-            let Some(held) = keys
-                .holders
-                .get_mut(name)
-                .and_then(|h| h.groups.get_mut(group))
-            else {
+            let Some(held) = keys.held(t.name, group) else {
                 return;
             };
             let have = held.group.epoch();
@@ -450,11 +451,7 @@ impl Daemon {
                 else {
                     return;
                 };
-                let Some(held) = keys
-                    .holders
-                    .get_mut(name)
-                    .and_then(|h| h.groups.get_mut(group))
-                else {
+                let Some(held) = keys.held(t.name, group) else {
                     return;
                 };
                 held.ordering = None;
@@ -520,31 +517,20 @@ impl Daemon {
         // In step: an admin commits what the chain changed, or orders a member's
         // update; a member that joined asks for its own update to be ordered.
         if g.admins.contains(&address) && self.first_local_admin(g) == Some(address) {
-            if !self.reconcile(keys, reg, root, name, id, gname, g, now) {
-                self.order_updates(keys, reg, name, id, gname, now);
+            if !self.reconcile(keys, t, gname, g) {
+                self.order_updates(keys, t, gname);
             }
         } else {
-            self.request_update(keys, root, name, id, gname, now);
+            self.request_update(keys, t, gname);
         }
     }
 
     /// A member that joined commits an empty update of its own leaf, stores it in the
     /// DHT and asks the admins to order it (an update request, §9.9).
-    fn request_update(
-        &mut self,
-        keys: &mut GroupKeys,
-        root: &Path,
-        name: &str,
-        id: &Identity,
-        gname: &Name,
-        now: Instant,
-    ) {
+    fn request_update(&mut self, keys: &mut GroupKeys, t: &Turn<'_>, gname: &Name) {
+        let (root, name, id, now) = (t.root, t.name, t.id, t.now);
         let group = gname.as_str();
-        let Some(held) = keys
-            .holders
-            .get_mut(name)
-            .and_then(|h| h.groups.get_mut(group))
-        else {
+        let Some(held) = keys.held(t.name, group) else {
             return;
         };
         if !held.needs_update {
@@ -605,23 +591,12 @@ impl Daemon {
     /// An admin orders one member's update request for the next epoch: it checks the
     /// commit on a copy of its group (made by that member, changes no membership) and
     /// submits the epoch claim.
-    fn order_updates(
-        &mut self,
-        keys: &mut GroupKeys,
-        reg: &Registry,
-        name: &str,
-        id: &Identity,
-        gname: &Name,
-        now: Instant,
-    ) {
+    fn order_updates(&mut self, keys: &mut GroupKeys, t: &Turn<'_>, gname: &Name) {
+        let (reg, id, now) = (t.reg, t.id, t.now);
         let group = gname.as_str();
         keys.awaiting
             .retain(|_, since| now.duration_since(*since) < AWAIT_UPDATES);
-        let Some(held) = keys
-            .holders
-            .get_mut(name)
-            .and_then(|h| h.groups.get_mut(group))
-        else {
+        let Some(held) = keys.held(t.name, group) else {
             return;
         };
         if held.pending.is_some()
@@ -655,11 +630,7 @@ impl Daemon {
             let Some(commit) = keys.value(self.dht.as_ref(), dht::blob_key(&hash), now) else {
                 continue;
             };
-            let Some(held) = keys
-                .holders
-                .get_mut(name)
-                .and_then(|h| h.groups.get_mut(group))
-            else {
+            let Some(held) = keys.held(t.name, group) else {
                 return;
             };
             let mut trial = held.group.clone();
@@ -721,24 +692,16 @@ impl Daemon {
             .find(|a| g.admins.contains(a))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn reconcile(
         &mut self,
         keys: &mut GroupKeys,
-        reg: &Registry,
-        root: &Path,
-        name: &str,
-        id: &Identity,
+        t: &Turn<'_>,
         gname: &Name,
         g: &ChainGroup,
-        now: Instant,
     ) -> bool {
+        let (reg, root, name, id, now) = (t.reg, t.root, t.name, t.id, t.now);
         let group = gname.as_str();
-        let Some(held) = keys
-            .holders
-            .get_mut(name)
-            .and_then(|h| h.groups.get_mut(group))
-        else {
+        let Some(held) = keys.held(t.name, group) else {
             return true;
         };
         if held
@@ -796,11 +759,7 @@ impl Daemon {
         if remove.is_empty() && packages.is_empty() {
             return false;
         }
-        let Some(held) = keys
-            .holders
-            .get_mut(name)
-            .and_then(|h| h.groups.get_mut(group))
-        else {
+        let Some(held) = keys.held(t.name, group) else {
             return true;
         };
         let removing: Vec<&str> = remove.iter().map(String::as_str).collect();
