@@ -226,6 +226,11 @@ impl Daemon {
                 s.kem_decapsulations,
             ),
             (
+                "unrouted",
+                "TUN packets to a non-overlay destination no chosen route covers.",
+                s.unrouted,
+            ),
+            (
                 "rule_dropped",
                 "Decrypted packets an identity's inbound rules dropped.",
                 s.rule_dropped,

@@ -75,14 +75,34 @@ impl Node {
             return None;
         };
         let (src, dst) = (ip.src(), ip.dst());
+        let overlay_dst = dst.octets()[0] == crate::address::OVERLAY_FIRST_BYTE;
         let Some(local) = self.local_for_ip(&src) else {
+            // A gateway's reply from beyond it, to one of its clients.
+            if overlay_dst {
+                if let Some(id) = self.gateway_reply(&src, &dst) {
+                    return Some(id);
+                }
+            }
             self.stats.tun_invalid += 1;
             return None;
         };
-        if dst.octets()[0] != crate::address::OVERLAY_FIRST_BYTE || dst == src {
+        if dst == src {
             self.stats.tun_invalid += 1;
             return None;
         }
+        // Beyond the overlay: to the gateway the identity chose for it.
+        let peer_ip = if overlay_dst {
+            dst
+        } else {
+            let gateway = self.local(local).and_then(|l| l.routing.gateway_for(&dst));
+            match gateway {
+                Some(g) => g.ipv6(),
+                None => {
+                    self.stats.unrouted += 1;
+                    return None;
+                }
+            }
+        };
         // An identity with inbound rules remembers the flows it opens: their replies
         // pass (§11.2).
         let tracks = self
@@ -95,11 +115,23 @@ impl Node {
                 self.flows.outbound(now, src, dst, &f);
             }
         }
-        let Some(&id) = self.by_ip.get(&(local, dst)) else {
-            self.queue_for_lookup(now, local, dst, packet);
+        let Some(&id) = self.by_ip.get(&(local, peer_ip)) else {
+            self.queue_for_lookup(now, local, peer_ip, packet);
             return None;
         };
         Some(id)
+    }
+
+    /// The client a gateway identity's reply from `src` (beyond it) to `dst` (a peer's
+    /// overlay address) goes to: a peer of a local identity that serves `src`.
+    fn gateway_reply(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> Option<PeerId> {
+        self.locals.iter().enumerate().find_map(|(i, l)| {
+            let l = l.as_ref()?;
+            if !l.routing.is_gateway() || !l.routing.serves(src) {
+                return None;
+            }
+            self.by_ip.get(&(LocalId(i as u16), *dst)).copied()
+        })
     }
 
     /// Seal the packet at `buf[DATA_HEADER_LEN..][..len]` for peer `id`, or queue it
@@ -364,15 +396,18 @@ impl Node {
             self.on_signal(now, id, via, &plain);
             return None;
         }
-        let local_ipv6 = self
+        let local = self
             .locals
             .get(usize::from(local_id.0))
-            .and_then(Option::as_ref)
-            .map(|l| l.ipv6);
-        let p = self.peers.get_mut(id)?;
+            .and_then(Option::as_ref);
+        let p = self.peers.get(id)?;
         let inner = msg.get(range.clone())?;
-        let ok = Ipv6Packet::new_checked(inner)
-            .is_ok_and(|ip| ip.src() == p.ipv6 && local_ipv6 == Some(ip.dst()));
+        let ok = Ipv6Packet::new_checked(inner).is_ok_and(|ip| {
+            local.is_some_and(|l| {
+                l.routing
+                    .inbound_ok(&p.address, &p.ipv6, &l.ipv6, &ip.src(), &ip.dst())
+            })
+        });
         if !ok {
             self.stats.spoofed += 1;
             return None;

@@ -43,6 +43,7 @@ mod peer_timers;
 mod policy;
 mod probe;
 mod relay;
+mod routes;
 mod table;
 mod timers;
 
@@ -53,6 +54,7 @@ pub use policy::{
     MAX_RULES,
 };
 pub use relay::{RelayClientStatus, RelayLimits, RelayStatus, RelayUseStatus};
+pub use routes::{Route, RouteError, MAX_CHOSEN_ROUTES};
 
 use core::ops::Range;
 use core::time::Duration;
@@ -208,6 +210,18 @@ pub enum Command {
         local: LocalId,
         keys: Vec<NetworkKey>,
     },
+    /// The routes `local` chose: non-overlay IPv6 destinations in each prefix go to its
+    /// gateway (longest prefix first), whose record must advertise the prefix or say it
+    /// is an exit; replies from those destinations are accepted from that gateway only.
+    SetRoutes { local: LocalId, routes: Vec<Route> },
+    /// What `local` forwards to as a gateway: its clients' packets to these prefixes
+    /// (any non-overlay destination when `exit`) are delivered to the TUN for the host
+    /// to forward, and the replies go back to the client.
+    SetGateway {
+        local: LocalId,
+        served: Vec<crate::record::IpPrefix>,
+        exit: bool,
+    },
 }
 
 /// Most addresses a node refuses ([`Command::Deny`]).
@@ -232,6 +246,8 @@ pub enum CommandError {
     TooManyDenied,
     #[error("too many closed groups or members")]
     TooManyNetworkKeys,
+    #[error("bad route: {0}")]
+    BadRoute(RouteError),
 }
 
 /// What the node tells its driver.
@@ -358,6 +374,8 @@ pub struct Stats {
     /// Initiations refused for their network key epoch (§11.3): a member of a closed
     /// group without the key, an unknown group, a non-member, or a stale epoch.
     pub epoch_refused: u64,
+    /// TUN packets to a non-overlay destination no chosen route covers, dropped.
+    pub unrouted: u64,
     /// Classical handshakes refused because the hybrid mode is required (§5.7): an
     /// initiation without an ML-KEM key, or a response without a ciphertext.
     pub pq_refused: u64,
@@ -489,6 +507,8 @@ struct Local {
     policy_counts: PolicyCounts,
     /// Its closed groups' network keys (§11.3).
     network_keys: epoch::NetworkKeys,
+    /// The routes it chose and what it serves as a gateway.
+    routing: routes::Routing,
 }
 
 /// What a local identity's policy refused and decided.
@@ -554,6 +574,7 @@ impl Node {
             policy: Policy::default(),
             policy_counts: PolicyCounts::default(),
             network_keys: epoch::NetworkKeys::default(),
+            routing: routes::Routing::default(),
         };
         if let Some(i) = self.locals.iter().position(Option::is_none) {
             self.locals[i] = Some(local);
@@ -681,6 +702,19 @@ impl Node {
             Command::Deny { address } => self.deny(address),
             Command::SetPolicy { local, policy } => self.set_policy(local, policy),
             Command::SetNetworkKeys { local, keys } => self.set_network_keys(now, local, keys),
+            Command::SetRoutes { local, routes } => {
+                let l = self.local_mut(local).ok_or(CommandError::UnknownLocal)?;
+                l.routing.set_routes(routes).map_err(CommandError::BadRoute)
+            }
+            Command::SetGateway {
+                local,
+                served,
+                exit,
+            } => {
+                let l = self.local_mut(local).ok_or(CommandError::UnknownLocal)?;
+                l.routing.set_served(served, exit);
+                Ok(())
+            }
         }
     }
 
