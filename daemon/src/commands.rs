@@ -311,7 +311,7 @@ pub(crate) fn command_failed(e: &link::CommandFailed) -> api::Error {
             C::UnknownLocal | C::UnknownPeer => ErrorKind::NotFound,
             C::TooManyPeers => ErrorKind::TooManyPeers,
             C::Denied => ErrorKind::Denied,
-            C::SelfPeer | C::BadPolicy(_) => ErrorKind::BadRequest,
+            C::SelfPeer | C::BadPolicy(_) | C::BadRoute(_) => ErrorKind::BadRequest,
             C::TooManyDenied | C::TooManyNetworkKeys => ErrorKind::Internal,
         },
     };

@@ -71,7 +71,7 @@ impl Routing {
             }
             via.push((r.prefix, r.gateway));
         }
-        via.sort_by(|a, b| b.0.bits().cmp(&a.0.bits()));
+        via.sort_by_key(|r| core::cmp::Reverse(r.0.bits()));
         self.via = via;
         Ok(())
     }
