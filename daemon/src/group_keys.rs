@@ -28,6 +28,7 @@ use metanet_chain::claim::{self, Claim};
 use metanet_chain::registry::Group as ChainGroup;
 use metanet_chain::{Name, Registry};
 use metanet_mls::{Error as MlsError, Group, Member};
+use metanet_proto::control::GroupKeyInfo;
 use metanet_proto::node::{Command, LocalId, NetworkKey};
 use metanet_proto::{Address, Identity};
 
@@ -115,15 +116,6 @@ pub(crate) struct GroupKeys {
     sent: HashMap<String, Vec<(String, u64, BTreeSet<Address>)>>,
 }
 
-/// What `metanet group show` says about an identity's key state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyState {
-    pub identity: String,
-    pub epoch: u64,
-    pub pending: bool,
-    pub needs_update: bool,
-}
-
 fn mls_seed(id: &Identity) -> [u8; 32] {
     blake3::derive_key("metanet v1 mls seed", &id.wallet().seed()[..])
 }
@@ -170,12 +162,12 @@ impl GroupKeys {
     }
 
     /// The key states of `group` held by local identities.
-    pub(crate) fn states(&self, group: &str) -> Vec<KeyState> {
+    pub(crate) fn states(&self, group: &str) -> Vec<GroupKeyInfo> {
         self.holders
             .iter()
             .filter_map(|(n, h)| {
                 let held = h.groups.get(group)?;
-                Some(KeyState {
+                Some(GroupKeyInfo {
                     identity: n.clone(),
                     epoch: held.group.epoch(),
                     pending: held.pending.is_some(),
@@ -298,13 +290,9 @@ impl Daemon {
             holder.groups.remove(&g);
             let _ = std::fs::remove_file(group_path(root, name, &g));
         }
-        let mine: Vec<(Name, ChainGroup)> = reg
-            .groups()
-            .filter(|(_, g)| g.members.contains(&address))
-            .map(|(n, g)| (n.clone(), g.clone()))
-            .collect();
-        for (gname, g) in mine {
-            self.sync_group(keys, t, &gname, &g);
+        // `reg` is the chain view's own snapshot, not the daemon's: no copy needed.
+        for (gname, g) in reg.groups().filter(|(_, g)| g.members.contains(&address)) {
+            self.sync_group(keys, t, gname, g);
         }
     }
 

@@ -7,9 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use metanet_chain::claim::{self, Claim};
 use metanet_chain::registry::{Group, GroupChange};
 use metanet_chain::{Name, Registry};
-use metanet_proto::control::{
-    self as api, ErrorKind, GroupEventInfo, GroupInfo, GroupKeyInfo, Reply,
-};
+use metanet_proto::control::{self as api, ErrorKind, GroupEventInfo, GroupInfo, Reply};
 use metanet_proto::node::LocalId;
 use metanet_proto::Address;
 
@@ -95,17 +93,7 @@ impl Daemon {
                 let name = parse_name(&name)?;
                 let mut g =
                     group_info(&reg, &name, &locals, stale).ok_or_else(|| unknown(&name))?;
-                g.keys = self
-                    .group_keys
-                    .states(name.as_str())
-                    .into_iter()
-                    .map(|k| GroupKeyInfo {
-                        identity: k.identity,
-                        epoch: k.epoch,
-                        pending: k.pending,
-                        needs_update: k.needs_update,
-                    })
-                    .collect();
+                g.keys = self.group_keys.states(name.as_str());
                 Ok(Queued::Now(Box::new(Reply::Group(g))))
             }
             GroupRequest::Log { name } => {

@@ -184,7 +184,12 @@ fn group_members_reach_each_other_strangers_are_refused_and_a_removed_member_is_
         "-c",
         &format!("import socket; s=socket.socket(socket.AF_INET6); s.bind(('{ip_c}',22)); s.listen(); s.settimeout(20); c,_=s.accept(); c.sendall(b'ssh')"),
     ]));
-    std::thread::sleep(Duration::from_millis(500));
+    // Connect only once C listens (the listener accepts one connection).
+    let listening = wait_for(Duration::from_secs(5), || {
+        let o = lan.hosts[2].sh("ss -Hltn 'sport = :22'");
+        !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+    });
+    assert!(listening, "the listener on C's port 22 did not start");
     let o = lan.hosts[1].sh(&format!(
         "timeout 5 python3 -c \"import socket; s=socket.create_connection(('{ip_c}',22),3); assert s.recv(3)==b'ssh'\""
     ));
