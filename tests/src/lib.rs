@@ -340,8 +340,14 @@ impl Daemon {
 
     /// One control request; `None` if the daemon does not answer.
     pub fn request(&self, line: &str) -> Option<serde_json::Value> {
+        self.request_within(line, Duration::from_secs(5))
+    }
+
+    /// [`Daemon::request`] waiting up to `limit` for the answer (a `connect` answers
+    /// once the session is up, after handshake retries when packets are lost).
+    pub fn request_within(&self, line: &str, limit: Duration) -> Option<serde_json::Value> {
         let mut s = UnixStream::connect(&self.socket).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.set_read_timeout(Some(limit)).ok()?;
         s.write_all(format!("{line}\n").as_bytes()).ok()?;
         let mut reply = String::new();
         BufReader::new(s).read_line(&mut reply).ok()?;
